@@ -1,0 +1,1 @@
+"""Prometheus metrics: definitions, the recording API, the HTTP endpoint and Pushgateway."""

@@ -1,0 +1,113 @@
+"""Shared record vocabulary: time windows, timestamp parsing and the error marker."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+
+Record = dict[str, Any]
+Batch = list[Record]
+
+#: A source sets this key on a record it could only partly read (for example a CSV row with
+#: too many fields); the transform sends such records to the dead letter with the reason.
+ERROR_KEY = "__error__"
+
+_EPOCH_RE = re.compile(r"^-?\d{9,13}(\.\d+)?$")
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """A half-open UTC interval ``[start, end)`` on the record timestamp."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("TimeWindow bounds must be timezone-aware")
+        if self.end <= self.start:
+            raise ValueError(f"empty time window: {self.start} .. {self.end}")
+
+    def __contains__(self, ts: datetime) -> bool:
+        return self.start <= ts < self.end
+
+    @classmethod
+    def from_dates(cls, start: date | str, end: date | str) -> TimeWindow:
+        """Whole days ``start`` through ``end - 1`` (``end`` exclusive), in UTC."""
+        s = date.fromisoformat(start) if isinstance(start, str) else start
+        e = date.fromisoformat(end) if isinstance(end, str) else end
+        return cls(
+            datetime(s.year, s.month, s.day, tzinfo=timezone.utc),
+            datetime(e.year, e.month, e.day, tzinfo=timezone.utc),
+        )
+
+    def label(self) -> str:
+        return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Parse the timestamps real sources carry into an aware UTC datetime.
+
+    ISO 8601 with or without offset (naive means UTC), ``YYYY-MM-DD HH:MM:SS``, a bare
+    date, and epoch seconds or milliseconds (numbers or digit strings).
+
+    Raises:
+        ValueError: with a short reason when the value is not a timestamp.
+    """
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, bool) or value is None:
+        raise ValueError(f"not a timestamp: {value!r}")
+    elif isinstance(value, (int, float)):
+        dt = _from_epoch(float(value))
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise ValueError("empty timestamp")
+        if _EPOCH_RE.match(text):
+            dt = _from_epoch(float(text))
+        else:
+            if text.endswith(("Z", "z")):
+                text = text[:-1] + "+00:00"
+            try:
+                dt = datetime.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"not an ISO 8601 timestamp: {value[:60]!r}") from None
+    else:
+        raise ValueError(f"not a timestamp: {type(value).__name__}")
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def _from_epoch(x: float) -> datetime:
+    if abs(x) >= 1e11:  # milliseconds
+        x /= 1000.0
+    try:
+        return datetime.fromtimestamp(x, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"epoch value out of range: {x!r}") from None
+
+
+def batched(records: Iterator[Record], size: int) -> Iterator[Batch]:
+    """Group a record stream into lists of at most ``size``."""
+    batch: Batch = []
+    for rec in records:
+        batch.append(rec)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def redact(text: str, secrets: Mapping[str, str | None] | list[str | None]) -> str:
+    """Replace any secret value in ``text`` by ``***``: errors from drivers may echo URLs."""
+    values = secrets.values() if isinstance(secrets, Mapping) else secrets
+    for secret in values:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,1 @@
+"""Dagster resources: where records come from (sources) and where they go (sinks)."""

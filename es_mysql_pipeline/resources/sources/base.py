@@ -1,0 +1,42 @@
+"""The one interface every source implements: batches of raw records for a time window."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+import dagster as dg
+
+from es_mysql_pipeline.records import Batch, TimeWindow
+
+
+class RecordSource(dg.ConfigurableResource, ABC):
+    """A source of raw records; the fetch asset is typed against this base only.
+
+    Each record is a flat or nested ``dict``. It carries its primary key under
+    :meth:`id_key` and its event time under :meth:`timestamp_key` (the transform
+    validates both); a record the source could only partly read carries
+    :data:`es_mysql_pipeline.records.ERROR_KEY` with the reason.
+    """
+
+    @abstractmethod
+    def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
+        """Yield lists of at most ``batch_size`` records; ``window=None`` reads everything.
+
+        With a window, only records whose timestamp falls in ``[start, end)`` are yielded.
+        """
+
+    @abstractmethod
+    def id_key(self) -> str:
+        """The record key that holds the primary key."""
+
+    @abstractmethod
+    def timestamp_key(self) -> str:
+        """The record key that holds the event time used for partitioning."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, str]:
+        """Type and target for logs, metadata and ``/info``; never credentials."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Fail fast with a :class:`~es_mysql_pipeline.errors.ConfigError` on bad settings."""
