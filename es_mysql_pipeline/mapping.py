@@ -1,0 +1,154 @@
+"""The transform's pure logic: flatten, select, rename, cast and validate one record."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.identifiers import column_name, validate_identifier
+from es_mysql_pipeline.records import ERROR_KEY, Record, parse_timestamp
+
+CASTS = ("int", "float", "bool", "datetime", "string", "json")
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off", ""}
+
+
+class RecordRejected(ValueError):
+    """A record that cannot be loaded; the message is the dead-letter reason."""
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """How raw records become rows; built once per step from the transform settings."""
+
+    id_key: str
+    timestamp_key: str
+    id_column: str = "id"
+    timestamp_column: str = "timestamp"
+    #: Output columns to keep (after flatten and rename); empty keeps all.
+    select: tuple[str, ...] = ()
+    rename: Mapping[str, str] = field(default_factory=dict)
+    casts: Mapping[str, str] = field(default_factory=dict)
+    flatten: bool = True
+
+    def __post_init__(self) -> None:
+        validate_identifier(self.id_column, "id_column")
+        validate_identifier(self.timestamp_column, "timestamp_column")
+        for src, dst in self.rename.items():
+            validate_identifier(dst, f"rename[{src!r}]")
+        for name in self.select:
+            validate_identifier(name, "select")
+        for name, cast in self.casts.items():
+            validate_identifier(name, "casts")
+            if cast not in CASTS:
+                raise ConfigError(f"casts[{name!r}]={cast!r}: use one of {', '.join(CASTS)}")
+
+    def apply(self, raw: Record) -> Record:
+        """Map one raw record to a row or raise :class:`RecordRejected` with the reason."""
+        if ERROR_KEY in raw:
+            raise RecordRejected(str(raw[ERROR_KEY]))
+        rid = raw.get(self.id_key)
+        if rid is None or rid == "" or isinstance(rid, (dict, list, bool)):
+            raise RecordRejected(f"missing or empty id field {self.id_key!r}")
+        if isinstance(rid, float):
+            raise RecordRejected(f"id field {self.id_key!r} is a float: {rid!r}")
+        try:
+            ts = parse_timestamp(raw.get(self.timestamp_key))
+        except ValueError as exc:
+            raise RecordRejected(f"timestamp field {self.timestamp_key!r}: {exc}") from None
+
+        row: Record = {}
+        rename = self.rename
+        for key, value in raw.items():
+            if key == self.id_key or key == self.timestamp_key:
+                continue
+            if self.flatten and isinstance(value, dict):
+                for fkey, fval in _flatten(key, value):
+                    row[rename.get(fkey) or column_name(fkey)] = fval
+                continue
+            row[rename.get(key) or column_name(key)] = value
+        row[self.id_column] = str(rid)  # the key fields win over same-named data fields
+        row[self.timestamp_column] = ts
+        if self.select:
+            keep = set(self.select) | {self.id_column, self.timestamp_column}
+            row = {k: v for k, v in row.items() if k in keep}
+        for name, cast in self.casts.items():
+            if name in row and row[name] is not None:
+                try:
+                    row[name] = cast_value(row[name], cast)
+                except (ValueError, TypeError, OverflowError) as exc:
+                    raise RecordRejected(f"cast of {name!r} to {cast} failed: {exc}") from None
+        for name, value in row.items():
+            if isinstance(value, (list, dict)):
+                row[name] = json.dumps(value, ensure_ascii=False)
+        return row
+
+
+def _flatten(prefix: str, obj: dict[str, Any], depth: int = 0) -> list[tuple[str, Any]]:
+    """``{"a": {"b": 1}}`` → ``[("a_b", 1)]``; arrays stay values (stored as JSON text)."""
+    out: list[tuple[str, Any]] = []
+    for key, value in obj.items():
+        name = f"{prefix}_{key}"
+        if isinstance(value, dict) and value and depth < 32:
+            out.extend(_flatten(name, value, depth + 1))
+        else:
+            out.append((name, value))
+    return out
+
+
+def cast_value(value: Any, cast: str) -> Any:
+    """Cast one value; raises ``ValueError`` with a short reason."""
+    if cast == "string":
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if cast == "json":
+        return json.loads(value) if isinstance(value, str) else value
+    if cast == "int":
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"{value!r} is not a whole number")
+            return int(value)
+        result = int(str(value).strip())
+        if not -(2**63) <= result < 2**63:
+            raise ValueError(f"{value!r} does not fit in a 64-bit integer")
+        return result
+    if cast == "float":
+        return float(value)
+    if cast == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(f"{value!r} is not a boolean")
+    if cast == "datetime":
+        return parse_timestamp(value)
+    raise ValueError(f"unknown cast {cast!r}")
+
+
+Analyzer = Callable[[Record], "Record | None"]
+
+
+def load_analyzer(dotted: str) -> Analyzer:
+    """Import ``package.module:function`` (or ``package.module.function``)."""
+    module_name, _, attr = dotted.replace(":", ".").rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"analyzer={dotted!r} cannot be imported: {exc}") from None
+    if not callable(fn):
+        raise ConfigError(f"analyzer={dotted!r} is not callable")
+    return fn  # type: ignore[no-any-return]
+
+
+def as_naive_utc(value: datetime) -> datetime:
+    """SQL DATETIME columns hold naive UTC."""
+    return value.replace(tzinfo=None) if value.tzinfo else value

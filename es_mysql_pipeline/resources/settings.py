@@ -1,0 +1,40 @@
+"""Settings shared by the three assets: pipeline id, mapping and dead letters."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from es_mysql_pipeline.mapping import FieldMapping
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """What the transform does and where failures go; identical for every source and sink."""
+
+    pipeline_id: str = "default"
+    dead_letter_dir: str = "dead_letter"
+    #: Records per batch read from the source and written to the stage.
+    fetch_batch_size: int = 5000
+    #: Output column names of the primary key and the event time.
+    id_column: str = "id"
+    timestamp_column: str = "timestamp"
+    #: Output columns to keep (after flattening and renaming); empty keeps all.
+    select: list[str] = []
+    #: ``{"source_field": "column"}``; nested fields use their flattened ``parent_child`` name.
+    rename: dict[str, str] = {}
+    #: ``{"column": "int" | "float" | "bool" | "datetime" | "string" | "json"}``.
+    casts: dict[str, str] = {}
+    flatten: bool = True
+    #: Dotted path of an optional per-record analyzer: ``f(record) -> dict | None``.
+    analyzer: str | None = None
+
+    def mapping(self, id_key: str, timestamp_key: str) -> FieldMapping:
+        return FieldMapping(
+            id_key=id_key,
+            timestamp_key=timestamp_key,
+            id_column=self.id_column,
+            timestamp_column=self.timestamp_column,
+            select=tuple(self.select),
+            rename=dict(self.rename),
+            casts=dict(self.casts),
+            flatten=self.flatten,
+        )

@@ -1,0 +1,96 @@
+"""The one interface every sink implements: a session per load with one writer per worker."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
+
+import dagster as dg
+
+from es_mysql_pipeline.records import Batch, Record, TimeWindow
+from es_mysql_pipeline.staging import ColumnStats
+
+WriteMode = Literal["skip", "upsert", "append"]
+
+
+@dataclass
+class WriteCounts:
+    """What happened to a batch; ``failures`` carries each failed record with its reason."""
+
+    inserted: int = 0
+    updated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    retries: int = 0
+    failures: list[tuple[Record, str]] = field(default_factory=list)
+
+    def add(self, other: WriteCounts) -> None:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.retries += other.retries
+
+    @property
+    def processed(self) -> int:
+        return self.inserted + self.updated + self.skipped + self.failed
+
+
+@dataclass(frozen=True)
+class TableShape:
+    """What the load knows before the first batch: columns, their types and widths."""
+
+    id_column: str
+    timestamp_column: str
+    columns: dict[str, ColumnStats]
+
+
+class SinkWriter(ABC):
+    """Writes batches on one connection; used by exactly one worker thread."""
+
+    @abstractmethod
+    def write(self, batch: Batch) -> WriteCounts:
+        """Write a batch as one transaction, isolating bad records when it is refused."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the connection."""
+
+
+class SinkSession(ABC):
+    """One load of one partition (or a whole CLI run)."""
+
+    @abstractmethod
+    def writer(self) -> SinkWriter:
+        """A writer for one worker thread."""
+
+    def commit(self) -> None:  # noqa: B027 - optional hook
+        """Make the load visible (a file sink renames its temporary file here)."""
+
+    def abort(self) -> None:  # noqa: B027 - optional hook
+        """Drop what is not yet visible."""
+
+
+class RecordSink(dg.ConfigurableResource, ABC):
+    """A destination for rows; the load asset is typed against this base only."""
+
+    #: ``skip`` keeps an existing row (the duplicate is counted as skipped), ``upsert``
+    #: updates it, ``append`` inserts every record.
+    write_mode: WriteMode = "skip"
+    batch_size: int = 1000
+    workers: int = 2
+
+    @abstractmethod
+    def open_session(self, shape: TableShape, partition: str | None) -> SinkSession:
+        """Prepare the target (create or check the table) and start a load."""
+
+    @abstractmethod
+    def count_rows(self, shape: TableShape, window: TimeWindow | None, partition: str | None) -> int:
+        """Rows in the sink for a partition, for the reconciliation check."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, str]:
+        """Type and target for logs, metadata and ``/info``; never credentials."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Fail fast with a :class:`~es_mysql_pipeline.errors.ConfigError` on bad settings."""

@@ -1,0 +1,459 @@
+"""SQL tables through SQLAlchemy: MySQL/MariaDB (``mysql+pymysql://``) or SQLite (embedded)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import URL, Engine, make_url
+
+from es_mysql_pipeline.errors import ConfigError, SinkError
+from es_mysql_pipeline.identifiers import validate_identifier
+from es_mysql_pipeline.metrics.recorder import get_recorder
+from es_mysql_pipeline.records import Batch, TimeWindow, redact
+from es_mysql_pipeline.resources.sinks.base import (
+    RecordSink,
+    SinkSession,
+    SinkWriter,
+    TableShape,
+    WriteCounts,
+)
+from es_mysql_pipeline.staging import ColumnStats
+
+#: MySQL/MariaDB errors where retrying the whole transaction is safe: lost or refused
+#: connections, server shutdown, deadlock and lock wait timeout.
+RETRYABLE_MYSQL_CODES = frozenset({1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055})
+_ID_LEN = 255
+
+
+class SqlSink(RecordSink):
+    """Writes rows to a table, creating it when missing and checking it when present."""
+
+    #: SQLAlchemy URL without the password, e.g. ``mysql+pymysql://loader@db:3306/app``.
+    url: str = "sqlite:///es_mysql_pipeline.sqlite"
+    #: From ``EnvVar("DB_PASSWORD")``; never put it in the URL.
+    password: str | None = None
+    table: str = "records"
+    #: CA bundle for TLS to MySQL; the server certificate is then verified.
+    ssl_ca: str | None = None
+    max_retries: int = 5
+    retry_backoff_seconds: float = 0.5
+
+    def describe(self) -> dict[str, str]:
+        try:
+            shown = make_url(self.url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - describing must never fail
+            shown = "<invalid url>"
+        return {"type": self._kind(), "target": f"{shown}#{self.table}", "mode": self.write_mode}
+
+    def _kind(self) -> str:
+        return "sqlite" if self.url.startswith("sqlite") else "mysql"
+
+    def check(self) -> None:
+        validate_identifier(self.table, "db_table")
+        self._url()
+        if self.write_mode not in ("skip", "upsert", "append"):
+            raise ConfigError(f"write_mode={self.write_mode!r}: use skip, upsert or append")
+        if self.batch_size < 1 or self.workers < 1:
+            raise ConfigError("batch_size and workers must be at least 1")
+
+    def _url(self) -> URL:
+        try:
+            url = make_url(self.url)
+        except Exception:  # noqa: BLE001 - SQLAlchemy raises several types here
+            raise ConfigError(
+                f"db url {self.url!r} is not a SQLAlchemy URL "
+                "(expected mysql+pymysql://user@host:3306/db or sqlite:///file.db)"
+            ) from None
+        if self.password:
+            url = url.set(password=self.password)
+        if url.get_backend_name() == "mysql":
+            url = url.update_query_dict({"charset": "utf8mb4"})
+        return url
+
+    def engine(self) -> Engine:
+        """An engine for this process; each worker takes its own pooled connection."""
+        self.check()
+        url = self._url()
+        connect_args: dict[str, Any] = {}
+        if url.get_backend_name() == "mysql":
+            connect_args["init_command"] = (
+                "SET SESSION sql_mode = CONCAT_WS(',', @@sql_mode, 'STRICT_ALL_TABLES'), "
+                "time_zone = '+00:00'"
+            )
+            connect_args["connect_timeout"] = 10
+            if self.ssl_ca:
+                connect_args["ssl"] = {"ca": self.ssl_ca, "check_hostname": True}
+        elif url.get_backend_name() == "sqlite":
+            connect_args["timeout"] = 30
+        try:
+            return sa.create_engine(
+                url,
+                connect_args=connect_args,
+                pool_size=max(self.workers, 1) + 1,
+                pool_pre_ping=True,
+                hide_parameters=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - e.g. a missing DBAPI driver
+            raise ConfigError(f"db url: {self._clean(exc)}") from None
+
+    def _clean(self, exc: BaseException) -> str:
+        text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else repr(exc)
+        return redact(text, [self.password])
+
+    def open_session(self, shape: TableShape, partition: str | None) -> SinkSession:
+        engine = self.engine()
+        try:
+            table = self._prepare_table(engine, shape)
+        except (ConfigError, SinkError):
+            engine.dispose()
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            engine.dispose()
+            raise SinkError(f"{self.describe()['target']}: {self._clean(exc)}") from None
+        return _SqlSession(self, engine, table)
+
+    def count_rows(self, shape: TableShape, window: TimeWindow | None, partition: str | None) -> int:
+        engine = self.engine()
+        try:
+            table = sa.Table(self.table, sa.MetaData(), autoload_with=engine)
+            query = sa.select(sa.func.count()).select_from(table)
+            if window is not None:
+                ts = table.c[shape.timestamp_column]
+                query = query.where(
+                    ts >= window.start.replace(tzinfo=None), ts < window.end.replace(tzinfo=None)
+                )
+            with engine.connect() as conn:
+                return int(conn.execute(query).scalar_one())
+        finally:
+            engine.dispose()
+
+    # -- table management -------------------------------------------------------------
+
+    def _prepare_table(self, engine: Engine, shape: TableShape) -> sa.Table:
+        insp = sa.inspect(engine)
+        if not insp.has_table(self.table):
+            table = self._table_def(shape)
+            table.create(engine, checkfirst=True)
+            return table
+        existing = {c["name"]: c["type"] for c in insp.get_columns(self.table)}
+        existing_ci = {name.lower(): name for name in existing}
+        problems = []
+        for name, stats in shape.columns.items():
+            actual = existing_ci.get(name.lower())
+            if actual is None:
+                problems.append(f"column {name!r} is missing ({_sql_type_name(stats)} needed)")
+                continue
+            problem = _type_problem(existing[actual], stats)
+            if problem:
+                problems.append(f"column {name!r}: {problem}")
+        if problems:
+            raise ConfigError(
+                f"table {self.table!r} does not match the data: "
+                + "; ".join(problems[:5])
+                + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+                + ". Alter the table, drop it to let the pipeline create it, "
+                "or select fewer fields in the mapping"
+            )
+        return sa.Table(self.table, sa.MetaData(), autoload_with=engine)
+
+    def _table_def(self, shape: TableShape) -> sa.Table:
+        cols: list[sa.Column[Any]] = []
+        keyed = self.write_mode != "append"
+        for name, stats in shape.columns.items():
+            if name == shape.id_column:
+                cols.append(sa.Column(name, sa.String(_ID_LEN), primary_key=keyed, index=not keyed))
+            elif name == shape.timestamp_column:
+                cols.append(sa.Column(name, _DATETIME, nullable=False, index=True))
+            else:
+                cols.append(sa.Column(name, _column_type(stats)))
+        return sa.Table(
+            self.table,
+            sa.MetaData(),
+            *cols,
+            mysql_charset="utf8mb4",
+            mysql_collate="utf8mb4_bin",  # ids are case-sensitive: "A" and "a" are two rows
+            mysql_engine="InnoDB",
+        )
+
+
+_DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def _column_type(stats: ColumnStats) -> sa.types.TypeEngine[Any]:
+    t = stats.type
+    if t == "bool":
+        return sa.Boolean()
+    if t == "int":
+        return sa.BigInteger()
+    if t == "float":
+        return sa.Double()
+    if t == "datetime":
+        return _DATETIME
+    # Strings: sized from the data so MySQL strict mode never has to truncate.
+    if stats.max_bytes > 16_000_000:
+        big: sa.types.TypeEngine[Any] = mysql.LONGTEXT()
+    elif stats.max_bytes > 60_000:
+        big = mysql.MEDIUMTEXT()
+    else:
+        big = mysql.TEXT()
+    return sa.Text().with_variant(big, "mysql", "mariadb")
+
+
+def _sql_type_name(stats: ColumnStats) -> str:
+    return str(_column_type(stats).compile(dialect=mysql.dialect()))
+
+
+def _type_problem(actual: sa.types.TypeEngine[Any], stats: ColumnStats) -> str | None:
+    """Why values of ``stats`` would not fit a column of type ``actual``, if they would not."""
+    if stats.type is None:
+        return None
+    aff = actual._type_affinity if hasattr(actual, "_type_affinity") else type(actual)
+    name = str(actual)
+    if stats.type in ("string", "json"):
+        if aff is not None and issubclass(aff, (sa.Integer, sa.Float, sa.Numeric, sa.DateTime)):
+            return f"is {name} but the data has text"
+        length = getattr(actual, "length", None)
+        if length is None and "TINYTEXT" in name.upper():
+            length = 255
+        if length is None and name.upper() == "TEXT":
+            length = 65_535
+        if length is not None and stats.max_bytes > length * (4 if "CHAR" in name.upper() else 1):
+            return f"is {name} but values are up to {stats.max_bytes} bytes long"
+        return None
+    if stats.type == "int" and aff is not None and issubclass(aff, sa.DateTime):
+        return f"is {name} but the data has integers"
+    if stats.type == "float" and aff is not None and issubclass(aff, sa.Integer):
+        return f"is {name} but the data has decimals"
+    return None
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    if code in RETRYABLE_MYSQL_CODES:
+        return True
+    text = str(exc).lower()
+    if "database is locked" in text:
+        return True
+    name = type(exc).__name__
+    return name in ("InterfaceError",) or isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """Errors caused by a record's contents: isolate the record, never retry blindly."""
+    name = type(exc).__name__
+    if name in ("IntegrityError", "DataError"):
+        return True
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    # 1264 out of range, 1292 bad datetime, 1366 bad value, 1406 too long, 1062 duplicate,
+    # 1048 null in not-null column, 1300 invalid utf8 string, 3140 invalid JSON.
+    return code in {1048, 1062, 1264, 1292, 1300, 1366, 1406, 3140} or (
+        name == "OperationalError" and "sqlite" in type(exc).__module__ and "locked" not in str(exc)
+    )
+
+
+class _SqlSession(SinkSession):
+    def __init__(self, sink: SqlSink, engine: Engine, table: sa.Table) -> None:
+        self.sink = sink
+        self.engine = engine
+        self.table = table
+
+    def writer(self) -> SinkWriter:
+        return _SqlWriter(self)
+
+    def commit(self) -> None:
+        self.engine.dispose()
+
+    def abort(self) -> None:
+        self.engine.dispose()
+
+
+class _SqlWriter(SinkWriter):
+    """One DBAPI connection; executemany turns into multi-row INSERTs (PyMySQL) per batch."""
+
+    def __init__(self, session: _SqlSession) -> None:
+        self.session = session
+        self.sink = session.sink
+        engine = session.engine
+        table = session.table
+        self.columns = [c.name for c in table.columns]
+        self.id_column = next(iter(table.primary_key.columns)).name if table.primary_key else None
+        if self.id_column is None:
+            self.id_column = self.columns[0]
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self.is_mysql = engine.dialect.name in ("mysql", "mariadb")
+        self.kinds = [_kind(c.type) for c in table.columns]
+        self.sql, self.select_sql = self._statements(engine)
+        self._conn: Any = None
+
+    def _statements(self, engine: Engine) -> tuple[str, str]:
+        q = engine.dialect.identifier_preparer.quote
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        table = q(self.session.table.name)
+        cols = ", ".join(q(c) for c in self.columns)
+        values = ", ".join([mark] * len(self.columns))
+        sql = f"INSERT INTO {table} ({cols}) VALUES ({values})"
+        pk = q(self.id_column or self.columns[0])
+        mode = self.sink.write_mode
+        others = [c for c in self.columns if c != self.id_column]
+        if mode == "append":
+            pass
+        elif self.is_mysql:
+            if mode == "skip" or not others:
+                sql += f" ON DUPLICATE KEY UPDATE {pk} = {pk}"
+            else:
+                sets = ", ".join(f"{q(c)} = VALUES({q(c)})" for c in others)
+                sql += f" ON DUPLICATE KEY UPDATE {sets}"
+        elif mode == "skip" or not others:
+            sql += f" ON CONFLICT ({pk}) DO NOTHING"
+        else:
+            sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in others)
+            sql += f" ON CONFLICT ({pk}) DO UPDATE SET {sets}"
+        select_sql = f"SELECT {pk} FROM {table} WHERE {pk} IN "
+        self.mark = mark
+        return sql, select_sql
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self.session.engine.raw_connection()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.invalidate()
+            except Exception:  # noqa: BLE001, S110 - the connection is already broken
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001, S110
+                pass
+            self._conn = None
+
+    def _rows(self, batch: Batch) -> list[tuple[Any, ...]]:
+        cols, kinds, sqlite = self.columns, self.kinds, self.is_sqlite
+        return [
+            tuple(_convert(rec.get(c), k, sqlite) for c, k in zip(cols, kinds, strict=True))
+            for rec in batch
+        ]
+
+    def write(self, batch: Batch) -> WriteCounts:
+        counts = WriteCounts()
+        attempt = 0
+        while True:
+            try:
+                self._write_isolating(batch, counts)
+                return counts
+            except Exception as exc:
+                if not _is_retryable(exc):
+                    raise SinkError(f"{self.sink.describe()['target']}: {self.sink._clean(exc)}") from None
+                self._drop_connection()
+                attempt += 1
+                if attempt > self.sink.max_retries:
+                    raise SinkError(
+                        f"gave up after {self.sink.max_retries} retries: {self.sink._clean(exc)}"
+                    ) from None
+                counts = WriteCounts(retries=attempt)
+                get_recorder().retry("load")
+                delay = self.sink.retry_backoff_seconds * (2 ** (attempt - 1))
+                time.sleep(min(delay, 30.0) * (0.5 + random.random()))
+
+    def _write_isolating(self, batch: Batch, counts: WriteCounts) -> None:
+        """Write ``batch`` in one transaction; on a data error, split it to find the culprits."""
+        try:
+            self._write_tx(batch, counts)
+        except Exception as exc:
+            if not _is_data_error(exc):
+                raise
+            if len(batch) == 1:
+                counts.failed += 1
+                counts.failures.append((batch[0], _reason(exc)))
+                return
+            mid = len(batch) // 2
+            self._write_isolating(batch[:mid], counts)
+            self._write_isolating(batch[mid:], counts)
+
+    def _write_tx(self, batch: Batch, counts: WriteCounts) -> None:
+        conn = self._connection()
+        cur = conn.cursor()
+        try:
+            existing: set[str] = set()
+            if self.sink.write_mode == "upsert":
+                existing = self._existing_ids(cur, batch)
+            cur.executemany(self.sql, self._rows(batch))
+            affected = cur.rowcount
+            conn.commit()
+        except Exception:
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001, S110 - the original error matters
+                pass
+            raise
+        finally:
+            cur.close()
+        n = len(batch)
+        mode = self.sink.write_mode
+        if mode == "append":
+            counts.inserted += n
+        elif mode == "skip":
+            inserted = max(0, min(affected, n)) if affected is not None and affected >= 0 else n
+            counts.inserted += inserted
+            counts.skipped += n - inserted
+        else:
+            seen = existing
+            ins = 0
+            for rec in batch:
+                rid = str(rec.get(self.id_column or ""))
+                if rid not in seen:
+                    ins += 1
+                    seen.add(rid)
+            counts.inserted += ins
+            counts.updated += n - ins
+
+    def _existing_ids(self, cur: Any, batch: Batch) -> set[str]:
+        ids = list({str(r.get(self.id_column or "")) for r in batch})
+        found: set[str] = set()
+        for i in range(0, len(ids), 1000):
+            chunk = ids[i : i + 1000]
+            cur.execute(self.select_sql + "(" + ", ".join([self.mark] * len(chunk)) + ")", chunk)
+            found.update(str(row[0]) for row in cur.fetchall())
+        return found
+
+
+def _kind(t: sa.types.TypeEngine[Any]) -> str:
+    aff = getattr(t, "_type_affinity", None) or type(t)
+    if issubclass(aff, sa.DateTime):
+        return "datetime"
+    if issubclass(aff, sa.Boolean):
+        return "bool"
+    if issubclass(aff, (sa.Integer, sa.Float, sa.Numeric)):
+        return "number"
+    return "text"
+
+
+def _convert(value: Any, kind: str, sqlite: bool) -> Any:
+    if value is None:
+        return None
+    if kind == "text":
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if kind == "datetime" and isinstance(value, str):
+        dt = datetime.fromisoformat(value)
+        if dt.tzinfo is not None:
+            dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+        return dt.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else dt
+    return value
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    return f"{type(exc).__name__}: {text}"[:500]
+

@@ -1,0 +1,172 @@
+"""Staged record files: how records travel between assets without living in memory.
+
+A stage is a JSON Lines data file plus a ``.meta.json`` sidecar written last; a stage
+without its sidecar (a killed run) is never taken as complete. The handle
+:class:`StagedRecords` is what the IO manager stores and loads: a path, a row count and
+the column schema, never the rows themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import IO, Any
+
+from upath import UPath
+
+from es_mysql_pipeline.records import Batch, Record
+
+META_SUFFIX = ".meta.json"
+_INT64 = (-(2**63), 2**63 - 1)
+
+#: Column types a stage can declare, from narrowest to widest.
+TYPES = ("bool", "int", "float", "datetime", "string", "json")
+
+
+def value_type(value: Any) -> str | None:
+    """The column type a single value needs; ``None`` for SQL NULL."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int" if _INT64[0] <= value <= _INT64[1] else "string"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, datetime):
+        return "datetime"
+    if isinstance(value, (dict, list)):
+        return "json"
+    return "string"
+
+
+def merge_types(a: str | None, b: str | None) -> str | None:
+    """The narrowest type that holds values of both types (``int`` + ``float`` → ``float``)."""
+    if a is None or a == b:
+        return b
+    if b is None:
+        return a
+    if {a, b} == {"int", "float"}:
+        return "float"
+    if "json" in (a, b):
+        return "json"
+    return "string"
+
+
+@dataclass
+class ColumnStats:
+    type: str | None = None
+    #: Longest value in UTF-8 bytes, as text (sizes the SQL text type).
+    max_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class StagedRecords:
+    """A handle to a staged file: what passes between the fetch, transform and load assets."""
+
+    path: str
+    rows: int
+    id_key: str
+    timestamp_key: str
+    columns: dict[str, ColumnStats] = field(default_factory=dict)
+    #: Records read from the source for this stage's partition (processed so far).
+    source_rows: int = 0
+    #: Records the transform sent to the dead letter, and where.
+    rejected: int = 0
+    dead_letter: str | None = None
+
+    def batches(self, size: int) -> Iterator[Batch]:
+        """Stream the records back in batches; memory holds one batch at a time."""
+        batch: Batch = []
+        with UPath(self.path).open("r", encoding="utf-8") as fh:
+            for line in fh:
+                batch.append(json.loads(line))
+                if len(batch) >= size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StagedRecords:
+        cols = {k: ColumnStats(**v) for k, v in data.get("columns", {}).items()}
+        return cls(**{**data, "columns": cols})
+
+
+def scratch_dir() -> str:
+    """Where assets write stages before the IO manager publishes them."""
+    path = os.environ.get("ES_MYSQL_PIPELINE_SCRATCH") or tempfile.gettempdir()
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+class StageWriter:
+    """Writes records to a local scratch file, tracking row count and column types."""
+
+    def __init__(self, id_key: str, timestamp_key: str, track_schema: bool = False) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="stage-", suffix=".jsonl", dir=scratch_dir())
+        self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+        self.rows = 0
+        self.id_key = id_key
+        self.timestamp_key = timestamp_key
+        self._track = track_schema
+        self.columns: dict[str, ColumnStats] = {}
+
+    def write(self, batch: Batch) -> None:
+        lines = []
+        for rec in batch:
+            lines.append(json.dumps(rec, ensure_ascii=False, default=_json_default))
+            if self._track:
+                self._observe(rec)
+        if lines:
+            self._fh.write("\n".join(lines))
+            self._fh.write("\n")
+        self.rows += len(batch)
+
+    def _observe(self, rec: Record) -> None:
+        cols = self.columns
+        for key, value in rec.items():
+            st = cols.get(key)
+            if st is None:
+                st = cols[key] = ColumnStats()
+            if value is None:
+                continue
+            t = value_type(value)
+            if t != st.type:
+                st.type = merge_types(st.type, t)
+            if t in ("string", "json"):
+                n = len(value) if t == "string" else len(json.dumps(value))
+                if n * 4 > st.max_bytes:  # cheap upper bound first; exact only when needed
+                    n = len(str(value).encode("utf-8")) if t == "string" else n
+                    st.max_bytes = max(st.max_bytes, n)
+
+    def finish(self) -> StagedRecords:
+        self._fh.close()
+        return StagedRecords(self.path, self.rows, self.id_key, self.timestamp_key, self.columns)
+
+    def discard(self) -> None:
+        self._fh.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+    def __enter__(self) -> StageWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.discard()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
