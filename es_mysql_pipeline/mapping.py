@@ -67,7 +67,7 @@ class FieldMapping:
         for key, value in raw.items():
             if key == self.id_key or key == self.timestamp_key:
                 continue
-            if self.flatten and isinstance(value, dict):
+            if self.flatten and isinstance(value, dict) and value:
                 for fkey, fval in _flatten(key, value):
                     row[rename.get(fkey) or column_name(fkey)] = fval
                 continue

@@ -65,9 +65,8 @@ def load_records(
         "rows_per_second": round(clean_records.rows / outcome.elapsed, 1)
         if outcome.elapsed > 0
         else 0.0,
-        "dead_letter_path": dg.MetadataValue.path(
-            outcome.dead_letter or clean_records.dead_letter or "(none)"
-        ),
+        "dead_letter_path": dg.MetadataValue.path(outcome.dead_letter or "(none)"),
+        "transform_dead_letter_path": dg.MetadataValue.path(clean_records.dead_letter or "(none)"),
         "sink": sink.describe()["type"],
         "sink_target": sink.describe()["target"],
         "write_mode": sink.write_mode,

@@ -222,7 +222,9 @@ SPECS: dict[str, MetricSpec] = {
 }
 #: Families that only grow within a process and are summed across runs by the sensor.
 CUMULATIVE_FAMILIES: frozenset[str] = frozenset(
-    s.family for s in RECORDER_SPECS if s.kind in ("counter", "histogram") and s is not PUSH_FAILURES
+    s.family
+    for s in RECORDER_SPECS
+    if s.kind in ("counter", "histogram") and s is not PUSH_FAILURES
 )
 
 _ERROR_TYPE_RE = re.compile(r"[^A-Za-z0-9_.:-]")
@@ -295,7 +297,8 @@ class PrometheusRecorder(NullRecorder):
         self._analysis = m[AI_ANALYSIS.family]
         self._retries = m[RETRIES.family]
         self._dead_letter = m[DEAD_LETTER.family]
-        self._last_success = m[LAST_SUCCESS.family].labels(pipeline_id)
+        # Created on first success only: a 0 here would read as "last success in 1970".
+        self._last_success = m[LAST_SUCCESS.family]
         self._last_record = m[LAST_RECORD.family]
         self._push_failures = m[PUSH_FAILURES.family].labels(pipeline_id)
         # Known label sets start at zero so that the first increase after a scrape is
@@ -356,7 +359,7 @@ class PrometheusRecorder(NullRecorder):
         self._last_record.labels(self.pipeline_id).set(epoch_seconds)
 
     def success(self) -> None:
-        self._last_success.set(time.time())
+        self._last_success.labels(self.pipeline_id).set(time.time())
 
     # -- for the server, the hooks and the pusher ---------------------------------------
     @property

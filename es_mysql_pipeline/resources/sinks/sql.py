@@ -92,7 +92,7 @@ class SqlSink(RecordSink):
         elif url.get_backend_name() == "sqlite":
             connect_args["timeout"] = 30
         try:
-            return sa.create_engine(
+            engine = sa.create_engine(
                 url,
                 connect_args=connect_args,
                 pool_size=max(self.workers, 1) + 1,
@@ -101,6 +101,9 @@ class SqlSink(RecordSink):
             )
         except Exception as exc:  # noqa: BLE001 - e.g. a missing DBAPI driver
             raise ConfigError(f"db url: {self._clean(exc)}") from None
+        if url.get_backend_name() == "mysql":
+            sa.event.listen(engine, "do_connect", _affected_not_found_rows)
+        return engine
 
     def _clean(self, exc: BaseException) -> str:
         text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else repr(exc)
@@ -149,7 +152,7 @@ class SqlSink(RecordSink):
             if actual is None:
                 problems.append(f"column {name!r} is missing ({_sql_type_name(stats)} needed)")
                 continue
-            problem = _type_problem(existing[actual], stats)
+            problem = _type_problem(existing[actual], stats, engine.dialect.name)
             if problem:
                 problems.append(f"column {name!r}: {problem}")
         if problems:
@@ -185,6 +188,14 @@ class SqlSink(RecordSink):
 _DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
+def _affected_not_found_rows(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+    """SQLAlchemy asks MySQL for *found* rows; we need *affected* rows, in which a duplicate
+    kept by ``ON DUPLICATE KEY UPDATE id = id`` counts 0, so skipped counts are exact."""
+    from pymysql.constants import CLIENT
+
+    cparams["client_flag"] = cparams.get("client_flag", 0) & ~CLIENT.FOUND_ROWS
+
+
 def _column_type(stats: ColumnStats) -> sa.types.TypeEngine[Any]:
     t = stats.type
     if t == "bool":
@@ -209,9 +220,9 @@ def _sql_type_name(stats: ColumnStats) -> str:
     return str(_column_type(stats).compile(dialect=mysql.dialect()))
 
 
-def _type_problem(actual: sa.types.TypeEngine[Any], stats: ColumnStats) -> str | None:
+def _type_problem(actual: sa.types.TypeEngine[Any], stats: ColumnStats, dialect: str) -> str | None:
     """Why values of ``stats`` would not fit a column of type ``actual``, if they would not."""
-    if stats.type is None:
+    if stats.type is None or dialect == "sqlite":  # SQLite stores any value in any column
         return None
     aff = actual._type_affinity if hasattr(actual, "_type_affinity") else type(actual)
     name = str(actual)
@@ -389,8 +400,9 @@ class _SqlWriter(SinkWriter):
             existing: set[str] = set()
             if self.sink.write_mode == "upsert":
                 existing = self._existing_ids(cur, batch)
+            before = self._total_changes(conn)
             cur.executemany(self.sql, self._rows(batch))
-            affected = cur.rowcount
+            affected = cur.rowcount if before is None else self._total_changes(conn) - before
             conn.commit()
         except Exception:
             try:
@@ -418,6 +430,12 @@ class _SqlWriter(SinkWriter):
                     seen.add(rid)
             counts.inserted += ins
             counts.updated += n - ins
+
+    def _total_changes(self, conn: Any) -> int | None:
+        """SQLite's rowcount counts ignored conflicts too; its change counter does not."""
+        if not self.is_sqlite:
+            return None
+        return int(conn.driver_connection.total_changes)
 
     def _existing_ids(self, cur: Any, batch: Batch) -> set[str]:
         ids = list({str(r.get(self.id_column or "")) for r in batch})

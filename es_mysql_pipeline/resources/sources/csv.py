@@ -54,6 +54,15 @@ class CsvSource(RecordSource):
 
     def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
         self.check()
+        try:
+            yield from self._batches(window, batch_size)
+        except UnicodeDecodeError as exc:
+            raise SourceError(
+                f"{self.path}: bytes at offset {exc.start} are not valid {self.encoding}; "
+                "set encoding to the file's real encoding"
+            ) from None
+
+    def _batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
         ts_key = self.timestamp_key()
         batch: Batch = []
         for rec in self._records():
@@ -80,16 +89,9 @@ class CsvSource(RecordSource):
             return next(csv.reader(fh, delimiter=self.delimiter), [])
 
     def _records(self) -> Iterator[Record]:
-        try:
-            if self._file_format() == "jsonl":
-                yield from self._jsonl_records()
-            else:
-                yield from self._csv_records()
-        except UnicodeDecodeError as exc:
-            raise SourceError(
-                f"{self.path}: bytes at offset {exc.start} are not valid {self.encoding}; "
-                "set encoding to the file's real encoding"
-            ) from None
+        if self._file_format() == "jsonl":
+            return self._jsonl_records()
+        return self._csv_records()
 
     def _csv_records(self) -> Iterator[Record]:
         with self._open() as fh:

@@ -1,0 +1,48 @@
+# Short verbs for the common tasks; see README.md.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: venv provision run test test-fast ui bench chaos lint fmt typecheck clean
+
+venv:
+	bash scripts/provision-venv.sh
+
+provision:
+	bash scripts/provision.sh
+
+## Run the main job on the embedded default: the bundled sample CSV into SQLite.
+run: venv
+	$(PY) -m es_mysql_pipeline --source_type csv \
+	  --csv_file es_mysql_pipeline/data/sample_events.csv \
+	  --sink_type sqlite --db_path out/sample.sqlite --dead-letter-dir out/dead_letter
+
+## The whole test suite, provisioning MariaDB, Prometheus, Pushgateway and Chromium first.
+test: provision
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow and not e2e"
+
+## The Dagster UI and daemon (schedule + sensor) on 127.0.0.1:3000.
+ui: venv
+	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: provision
+	$(PY) -m benchmarks.run
+
+chaos: provision
+	$(PY) -m pytest -m chaos -p no:randomly -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf out staging dead_letter .pytest_cache .mypy_cache .ruff_cache

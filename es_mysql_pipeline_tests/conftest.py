@@ -1,0 +1,79 @@
+"""Shared fixtures for real services. Locally a missing service skips with its reason;
+under ``CI=true`` it fails, so CI never goes green by skipping."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+pytest_plugins = [
+    "es_mysql_pipeline_tests.fixtures.es",
+    "es_mysql_pipeline_tests.fixtures.prometheus",
+]
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+
+def need_service(reason: str) -> None:
+    """Skip locally, fail in CI."""
+    if IN_CI:
+        pytest.fail(f"required service missing under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    """The MariaDB test database (root, empty password, database ``test``)."""
+    engine = sa.create_engine(MYSQL_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        need_service(f"MariaDB not reachable at {MYSQL_URL}: {exc.__class__.__name__}")
+    finally:
+        engine.dispose()
+    return MYSQL_URL
+
+
+@pytest.fixture
+def mysql_table(mysql_url: str) -> Iterator[str]:
+    """A fresh table name in the test database, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    engine = sa.create_engine(mysql_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS `{name}`"))
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: os.PathLike[str]) -> str:
+    return f"sqlite:///{os.path.join(str(tmp_path), 'test.sqlite')}"
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def sql_target(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[str]:
+    """Run a test against SQLite and against MariaDB; yields the URL (table: ``records_t``)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{os.path.join(str(tmp_path), 'test.sqlite')}"
+        return
+    url = request.getfixturevalue("mysql_url")
+    table = request.getfixturevalue("mysql_table")
+    yield f"{url}#{table}"
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """``url#table`` → (url, table); SQLite targets use table ``records``."""
+    url, _, table = target.partition("#")
+    return url, table or "records"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_scratch(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stages and dead letters of one test never meet another's."""
+    monkeypatch.setenv("ES_MYSQL_PIPELINE_SCRATCH", os.path.join(str(tmp_path), "scratch"))

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+import sqlalchemy as sa
+
+from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.resources.sinks import SqlSink, TableShape
+from es_mysql_pipeline.staging import ColumnStats
+from es_mysql_pipeline_tests.conftest import split_target
+
+SHAPE = TableShape(
+    "id",
+    "timestamp",
+    {
+        "id": ColumnStats("string", 10),
+        "timestamp": ColumnStats("datetime"),
+        "text": ColumnStats("string", 100_000),
+        "n": ColumnStats("int"),
+    },
+)
+
+
+def rows(ids: list[str], text: str = "v") -> list[dict[str, object]]:
+    return [{"id": i, "timestamp": "2024-01-01T00:00:00+00:00", "text": text, "n": 1} for i in ids]
+
+
+def write(sink: SqlSink, batch: list[dict[str, object]]):  # type: ignore[no-untyped-def]
+    session = sink.open_session(SHAPE, None)
+    writer = session.writer()
+    try:
+        return writer.write(batch)
+    finally:
+        writer.close()
+        session.commit()
+
+
+def contents(url: str, table: str) -> dict[str, tuple[object, ...]]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        t = sa.Table(table, sa.MetaData(), autoload_with=conn)
+        result = conn.execute(sa.select(t.c.id, t.c.timestamp, t.c.text, t.c.n))
+        out = {r[0]: tuple(r[1:]) for r in result}
+    engine.dispose()
+    return out
+
+
+@pytest.mark.integration
+def test_skip_mode_counts_duplicates_exactly(sql_target: str) -> None:
+    url, table = split_target(sql_target)
+    sink = SqlSink(url=url, table=table)
+    c = write(sink, rows(["a", "b", "b", "A"]))
+    assert (c.inserted, c.skipped, c.updated, c.failed) == (3, 1, 0, 0)
+    c = write(sink, rows(["a", "c"], text="new"))
+    assert (c.inserted, c.skipped) == (1, 1)
+    data = contents(url, table)
+    assert set(data) == {"a", "A", "b", "c"}  # ids are case-sensitive
+    assert data["a"][1] == "v"  # skip keeps the existing row
+    assert data["a"][0] == datetime(2024, 1, 1)
+
+
+@pytest.mark.integration
+def test_upsert_mode_counts_updates_exactly(sql_target: str) -> None:
+    url, table = split_target(sql_target)
+    sink = SqlSink(url=url, table=table, write_mode="upsert")
+    write(sink, rows(["a", "b"]))
+    c = write(sink, rows(["a", "b", "c"], text="new"))
+    assert (c.inserted, c.updated, c.skipped) == (1, 2, 0)
+    assert {k: v[1] for k, v in contents(url, table).items()} == {"a": "new", "b": "new", "c": "new"}
+
+
+@pytest.mark.integration
+def test_long_text_is_not_truncated(sql_target: str) -> None:
+    url, table = split_target(sql_target)
+    long = "é" * 70_000  # 140 kB in UTF-8: more than TEXT holds
+    c = write(SqlSink(url=url, table=table), rows(["x"], text=long))
+    assert c.inserted == 1
+    assert contents(url, table)["x"][1] == long
+
+
+@pytest.mark.integration
+def test_bad_record_is_isolated_and_the_rest_loaded(mysql_url: str, mysql_table: str) -> None:
+    sink = SqlSink(url=mysql_url, table=mysql_table)
+    batch = rows([f"r{i}" for i in range(10)])
+    batch[4]["n"] = 2**70  # out of BIGINT range: strict mode refuses it
+    c = write(sink, batch)
+    assert (c.inserted, c.failed) == (9, 1)
+    assert c.failures[0][0]["id"] == "r4"
+    assert "r4" not in contents(mysql_url, mysql_table)
+
+
+@pytest.mark.integration
+def test_existing_table_mismatch_is_explained(mysql_url: str, mysql_table: str) -> None:
+    engine = sa.create_engine(mysql_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {mysql_table} (id VARCHAR(10) PRIMARY KEY, "
+                             "timestamp DATETIME, text VARCHAR(20))"))
+    engine.dispose()
+    with pytest.raises(ConfigError) as err:
+        SqlSink(url=mysql_url, table=mysql_table).open_session(SHAPE, None)
+    msg = str(err.value)
+    assert "column 'n' is missing" in msg
+    assert "column 'text'" in msg and "100000 bytes" in msg
+
+
+def test_injection_in_table_name_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not a valid SQL identifier"):
+        SqlSink(url="sqlite://", table="records; DROP TABLE x").check()
+
+
+@pytest.mark.integration
+def test_wrong_password_is_one_clear_line(mysql_url: str) -> None:
+    from es_mysql_pipeline.cli import preflight
+    from es_mysql_pipeline.resources.sources import CsvSource
+    from es_mysql_pipeline_tests.helpers import SAMPLE
+
+    sink = SqlSink(url=mysql_url.replace("root@", "nobody_here@"), password="Sentinel-Pw-123")
+    with pytest.raises(ConfigError) as err:
+        preflight({"source": CsvSource(path=SAMPLE), "sink": sink})
+    assert "Access denied" in str(err.value)
+    assert "Sentinel-Pw-123" not in str(err.value)
+    assert "\n" not in str(err.value)

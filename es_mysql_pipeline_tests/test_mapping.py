@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.mapping import FieldMapping, RecordRejected, cast_value, load_analyzer
+from es_mysql_pipeline.records import ERROR_KEY
+
+
+def m(**kw: object) -> FieldMapping:
+    return FieldMapping(id_key="id", timestamp_key="timestamp", **kw)  # type: ignore[arg-type]
+
+
+def test_flatten_rename_and_json_arrays() -> None:
+    row = m(rename={"user_name": "who"}).apply(
+        {"id": 7, "timestamp": "2024-01-01T00:00:00Z", "user": {"name": "ann", "geo": {"cc": "DE"}},
+         "tags": ["a", "b"], "empty": {}}
+    )
+    assert row == {
+        "id": "7",
+        "timestamp": datetime(2024, 1, 1, tzinfo=timezone.utc),
+        "who": "ann",
+        "user_geo_cc": "DE",
+        "tags": '["a", "b"]',
+        "empty": "{}",
+    }
+
+
+def test_values_stay_byte_exact() -> None:
+    raw = {"id": "x", "timestamp": "2024-01-01", "a": "  NULL  ", "b": "NULL", "c": "x,y\nz"}
+    row = m().apply(raw)
+    assert (row["a"], row["b"], row["c"]) == ("  NULL  ", "NULL", "x,y\nz")
+
+
+def test_select_and_casts() -> None:
+    row = m(select=("n",), casts={"n": "int", "ok": "bool"}).apply(
+        {"id": "1", "timestamp": "2024-01-01", "n": "42", "ok": "yes", "drop": 1}
+    )
+    assert row == {"id": "1", "timestamp": datetime(2024, 1, 1, tzinfo=timezone.utc), "n": 42}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ({"timestamp": "2024-01-01"}, "missing or empty id"),
+        ({"id": "", "timestamp": "2024-01-01"}, "missing or empty id"),
+        ({"id": "1", "timestamp": "soon"}, "timestamp field"),
+        ({"id": "1"}, "timestamp field"),
+        ({"id": "1", "timestamp": "2024-01-01", ERROR_KEY: "line 3: expected 8"}, "line 3"),
+    ],
+)
+def test_rejects_carry_reasons(raw: dict[str, object], reason: str) -> None:
+    with pytest.raises(RecordRejected, match=reason):
+        m().apply(raw)
+
+
+def test_cast_failure_is_a_reject() -> None:
+    with pytest.raises(RecordRejected, match="cast of 'n' to int"):
+        m(casts={"n": "int"}).apply({"id": "1", "timestamp": "2024-01-01", "n": "4x"})
+    with pytest.raises(ValueError, match="64-bit"):
+        cast_value("99999999999999999999", "int")
+
+
+def test_bad_mapping_config_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="casts"):
+        m(casts={"n": "decimal"})
+    with pytest.raises(ConfigError, match="rename"):
+        m(rename={"a": "x; DROP TABLE y"})
+    with pytest.raises(ConfigError, match="analyzer"):
+        load_analyzer("no.such.module:fn")

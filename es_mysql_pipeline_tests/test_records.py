@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from es_mysql_pipeline.records import TimeWindow, batched, parse_timestamp, redact
+
+UTC = timezone.utc
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-01-02T03:04:05Z", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-02T03:04:05.123456+02:00", datetime(2024, 1, 2, 1, 4, 5, 123456, tzinfo=UTC)),
+        ("2024-01-02 03:04:05", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-02", datetime(2024, 1, 2, tzinfo=UTC)),
+        (1704164645, datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("1704164645000", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("1960-05-01T00:00:00Z", datetime(1960, 5, 1, tzinfo=UTC)),
+        ("2150-05-01T00:00:00", datetime(2150, 5, 1, tzinfo=UTC)),
+    ],
+)
+def test_parse_timestamp(value: object, expected: datetime) -> None:
+    assert parse_timestamp(value) == expected
+
+
+@pytest.mark.parametrize("value", [None, "", "yesterday", True, "2024-13-01", {"a": 1}])
+def test_parse_timestamp_rejects(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_timestamp(value)
+
+
+def test_window_is_half_open() -> None:
+    w = TimeWindow.from_dates("2024-01-01", "2024-01-02")
+    assert datetime(2024, 1, 1, tzinfo=UTC) in w
+    assert datetime(2024, 1, 1, 23, 59, 59, 999999, tzinfo=UTC) in w
+    assert datetime(2024, 1, 2, tzinfo=UTC) not in w
+    with pytest.raises(ValueError):
+        TimeWindow.from_dates("2024-01-02", "2024-01-02")
+
+
+def test_batched_and_redact() -> None:
+    assert [len(b) for b in batched(iter([{}] * 7), 3)] == [3, 3, 1]
+    assert redact("url user:s3cret@host", ["s3cret"]) == "url user:***@host"
