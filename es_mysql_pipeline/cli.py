@@ -40,17 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--version", action="version", version=f"%(prog)s {__version__}")
     src = p.add_argument_group("source")
-    src.add_argument("--source_type", "--source-type", choices=["csv", "elasticsearch"],
-                     default="csv")
+    src.add_argument(
+        "--source_type", "--source-type", choices=["csv", "elasticsearch"], default="csv"
+    )
     src.add_argument("--csv_file", "--csv-file", help="CSV or JSON Lines input file")
     src.add_argument("--delimiter", default=",")
     src.add_argument("--encoding", default="utf-8-sig")
-    src.add_argument("--id_column", "--id-column", default="id",
-                     help="source field holding the primary key (CSV; default id)")
-    src.add_argument("--timestamp_column", "--timestamp-column", default=None,
-                     help="source field with the event time (default timestamp, else @timestamp)")
-    src.add_argument("--es_url", "--es-url", action="append",
-                     help="Elasticsearch URL; repeat for several hosts")
+    src.add_argument(
+        "--id_column",
+        "--id-column",
+        default="id",
+        help="source field holding the primary key (CSV; default id)",
+    )
+    src.add_argument(
+        "--timestamp_column",
+        "--timestamp-column",
+        default=None,
+        help="source field with the event time (default timestamp, else @timestamp)",
+    )
+    src.add_argument(
+        "--es_url", "--es-url", action="append", help="Elasticsearch URL; repeat for several hosts"
+    )
     src.add_argument("--es_index", "--es-index", help="index name or pattern, e.g. logs-*")
     src.add_argument("--es_query", "--es-query", help="Query DSL JSON combined with the window")
     src.add_argument("--es_timestamp_field", "--es-timestamp-field", default="@timestamp")
@@ -58,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--es_user", "--es-user", help="user name; password from ES_PASSWORD")
     src.add_argument("--es_slices", "--es-slices", type=int, default=1)
     sink = p.add_argument_group("sink")
-    sink.add_argument("--sink_type", "--sink-type", choices=["file", "mysql", "sqlite"],
-                      default="file")
+    sink.add_argument(
+        "--sink_type", "--sink-type", choices=["file", "mysql", "sqlite"], default="file"
+    )
     sink.add_argument("--output_file", "--output-file", help="JSON Lines output (file sink)")
     sink.add_argument("--db_host", "--db-host", default="127.0.0.1")
     sink.add_argument("--db_port", "--db-port", type=int, default=3306)
@@ -69,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--db_table", "--db-table", default="records")
     sink.add_argument("--db_path", "--db-path", help="SQLite database file (sqlite sink)")
     sink.add_argument("--db_ssl_ca", "--db-ssl-ca", help="CA bundle: connect to MySQL over TLS")
-    sink.add_argument("--write-mode", "--write_mode", choices=["skip", "upsert", "append"],
-                      default="skip")
+    sink.add_argument(
+        "--write-mode", "--write_mode", choices=["skip", "upsert", "append"], default="skip"
+    )
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", "--batch_size", type=int, default=1000)
     run.add_argument("--workers", type=int, default=2)
@@ -80,13 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dead-letter-dir", default="dead_letter")
     run.add_argument("--staging-dir", help="where staged files go (default: a temp dir)")
     run.add_argument("--analyzer", help="dotted path of a per-record analyzer callable")
-    run.add_argument("--max-failed-ratio", type=float, default=0.05,
-                     help="exit 1 when failed/processed exceeds this (default 0.05)")
+    run.add_argument(
+        "--max-failed-ratio",
+        type=float,
+        default=0.05,
+        help="exit 1 when failed/processed exceeds this (default 0.05)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--debug", action="store_true", help="show tracebacks and Dagster logs")
     obs = p.add_argument_group("metrics")
-    obs.add_argument("--metrics-port", "--metrics_port", type=int,
-                     help="serve /metrics, /health and /info on this port")
+    obs.add_argument(
+        "--metrics-port",
+        "--metrics_port",
+        type=int,
+        help="serve /metrics, /health and /info on this port",
+    )
     obs.add_argument("--metrics-host", "--metrics_host", default="127.0.0.1")
     return p
 
@@ -121,8 +141,7 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
         source = _elasticsearch_source(args)
 
     sink: Any
-    common = {"batch_size": args.batch_size, "workers": args.workers,
-              "write_mode": args.write_mode}
+    common = {"batch_size": args.batch_size, "workers": args.workers, "write_mode": args.write_mode}
     if args.batch_size < 1 or args.workers < 1:
         raise ConfigError("--batch-size and --workers must be at least 1")
     if args.sink_type == "file":
@@ -198,9 +217,10 @@ def preflight(resources: dict[str, Any]) -> None:
         try:
             with engine.connect():
                 pass
-        except Exception as exc:  # noqa: BLE001 - turned into one line
-            raise ConfigError(f"cannot connect to {sink.describe()['target']}: "
-                              f"{sink._clean(exc)}") from None
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot connect to {sink.describe()['target']}: {sink._clean(exc)}"
+            ) from None
         finally:
             engine.dispose()
 
@@ -271,10 +291,13 @@ def run(args: argparse.Namespace) -> int:
             build_assets(None),
             resources=resources,
             run_config={
-                "ops": {name: {"config": window}
-                        for name in ("raw_records", "clean_records", "loaded_records")},
-                "loggers": {"console": {"config": {"log_level":
-                                                   "DEBUG" if args.debug else "CRITICAL"}}},
+                "ops": {
+                    name: {"config": window}
+                    for name in ("raw_records", "clean_records", "loaded_records")
+                },
+                "loggers": {
+                    "console": {"config": {"log_level": "DEBUG" if args.debug else "CRITICAL"}}
+                },
             },
             raise_on_error=False,
         )
@@ -342,8 +365,10 @@ def _print_summary(load: dict[str, Any], elapsed: float) -> None:
         ("duration", f"{elapsed:.2f} s"),
         ("throughput", f"{processed / elapsed:,.0f} records/s" if elapsed > 0 else "-"),
     ]
-    for label, key in (("dead letter (transform)", "transform_dead_letter_path"),
-                       ("dead letter (load)", "dead_letter_path")):
+    for label, key in (
+        ("dead letter (transform)", "transform_dead_letter_path"),
+        ("dead letter (load)", "dead_letter_path"),
+    ):
         path = load.get(key)
         if path and path != "(none)":
             rows.append((label, path))
@@ -380,8 +405,10 @@ def _install_signal_handlers() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     if not args.debug:
         warnings.filterwarnings("ignore")
     _install_signal_handlers()

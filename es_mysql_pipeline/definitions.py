@@ -36,7 +36,9 @@ def resources_for(env: str) -> dict[str, object]:
         dead_letter_dir=os.path.join(home, "dead_letter"),
     )
     csv_source = CsvSource(path=_env("CSV_FILE", sample_csv_path()))
-    staging = StagingIOManagerResource(base_path=_env("STAGING_PATH", os.path.join(home, "staging")))
+    staging = StagingIOManagerResource(
+        base_path=_env("STAGING_PATH", os.path.join(home, "staging"))
+    )
     if env == "local":
         sink: object = SqlSink(
             url=_env("DB_URL", f"sqlite:///{os.path.join(home, 'es_mysql_pipeline.sqlite')}"),

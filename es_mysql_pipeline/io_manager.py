@@ -59,7 +59,7 @@ class StagingIOManager(dg.UPathIOManager):
         return self.load_from_path(context, path)
 
     # Single-run backfills hand one output several partitions; store them as one range.
-    def _get_paths_for_partitions(  # type: ignore[override]
+    def _get_paths_for_partitions(
         self, context: dg.InputContext | dg.OutputContext
     ) -> dict[str, UPath]:
         keys = sorted(context.asset_partition_keys)

@@ -146,7 +146,7 @@ def load_analyzer(dotted: str) -> Analyzer:
         raise ConfigError(f"analyzer={dotted!r} cannot be imported: {exc}") from None
     if not callable(fn):
         raise ConfigError(f"analyzer={dotted!r} is not callable")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def as_naive_utc(value: datetime) -> datetime:

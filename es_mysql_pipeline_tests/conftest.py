@@ -33,7 +33,7 @@ def mysql_url() -> str:
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         need_service(f"MariaDB not reachable at {MYSQL_URL}: {exc.__class__.__name__}")
     finally:
         engine.dispose()

@@ -58,7 +58,7 @@ def run_unpartitioned(resources: dict[str, Any]) -> dg.ExecuteInProcessResult:
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     for event in result.get_asset_materialization_events():
-        if event.asset_key.path[-1] == asset:
+        if event.asset_key is not None and event.asset_key.path[-1] == asset:
             return {k: v.value for k, v in event.materialization.metadata.items()}
     raise AssertionError(f"no materialization of {asset}")
 

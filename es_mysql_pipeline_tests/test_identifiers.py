@@ -21,8 +21,12 @@ def test_plain_identifiers_pass() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("user.name", "user_name"), ("@timestamp", "_timestamp"), ("9lives", "_9lives"),
-     ("a`; DROP", "a___DROP")],
+    [
+        ("user.name", "user_name"),
+        ("@timestamp", "_timestamp"),
+        ("9lives", "_9lives"),
+        ("a`; DROP", "a___DROP"),
+    ],
 )
 def test_column_names_from_data_are_made_safe(raw: str, expected: str) -> None:
     assert column_name(raw) == expected

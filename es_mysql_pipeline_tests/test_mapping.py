@@ -15,8 +15,13 @@ def m(**kw: object) -> FieldMapping:
 
 def test_flatten_rename_and_json_arrays() -> None:
     row = m(rename={"user_name": "who"}).apply(
-        {"id": 7, "timestamp": "2024-01-01T00:00:00Z", "user": {"name": "ann", "geo": {"cc": "DE"}},
-         "tags": ["a", "b"], "empty": {}}
+        {
+            "id": 7,
+            "timestamp": "2024-01-01T00:00:00Z",
+            "user": {"name": "ann", "geo": {"cc": "DE"}},
+            "tags": ["a", "b"],
+            "empty": {},
+        }
     )
     assert row == {
         "id": "7",

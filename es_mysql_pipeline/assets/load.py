@@ -12,7 +12,12 @@ from typing import Any
 import dagster as dg
 
 from es_mysql_pipeline import lifecycle
-from es_mysql_pipeline.assets.partitions import WindowConfig, run_label, run_window
+from es_mysql_pipeline.assets.partitions import (
+    WindowConfig,
+    is_partitioned,
+    run_label,
+    run_window,
+)
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
 from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.metrics.recorder import get_recorder
@@ -72,7 +77,7 @@ def load_records(
         "write_mode": sink.write_mode,
     }
     check_results = []
-    if context.has_partition_key:
+    if is_partitioned(context):
         window = run_window(context, config)
         in_sink = sink.count_rows(shape, window, label)
         metadata["dagster/row_count"] = in_sink
@@ -136,7 +141,7 @@ def write_stage(
                 t0 = time.perf_counter()
                 try:
                     counts = writer.write(batch)
-                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                except BaseException as exc:
                     with lock:
                         errors.append(exc)
                     continue
@@ -192,7 +197,7 @@ def _record_counts(counts: WriteCounts) -> None:
     for outcome in ("inserted", "updated", "skipped", "failed"):
         n = getattr(counts, outcome)
         if n:
-            rec.records(outcome, n, "load")  # type: ignore[arg-type]
+            rec.records(outcome, n, "load")
     if counts.failed:
         rec.dead_letter("load", counts.failed)
 

@@ -27,7 +27,7 @@ class WindowConfig(dg.Config):
 
 def run_window(context: dg.AssetExecutionContext, config: WindowConfig) -> TimeWindow | None:
     """The time window of this run: the partition (range) if partitioned, else the config."""
-    if context.has_partition_key:
+    if is_partitioned(context):
         tw = context.partition_time_window
         return TimeWindow(tw.start.astimezone(timezone.utc), tw.end.astimezone(timezone.utc))
     if config.start or config.end:
@@ -39,9 +39,14 @@ def run_window(context: dg.AssetExecutionContext, config: WindowConfig) -> TimeW
 
 def run_label(context: dg.AssetExecutionContext, config: WindowConfig) -> str:
     """A file-name-safe name for what this run covers: ``2024-01-03``, a range, or ``all``."""
-    if context.has_partition_key:
+    if is_partitioned(context):
         keys = context.partition_keys
         return keys[0] if len(keys) == 1 else f"{keys[0]}__{keys[-1]}"
     if config.start and config.end:
         return f"{config.start}__{config.end}"
     return "all"
+
+
+def is_partitioned(context: dg.AssetExecutionContext) -> bool:
+    """True for a single partition and for a partition range (single-run backfill)."""
+    return context.has_partition_key or context.has_partition_key_range

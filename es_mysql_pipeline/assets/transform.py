@@ -52,7 +52,7 @@ def transform_records(
                             for key, value in extra.items():
                                 row.setdefault(column_name(key), value)
                         analysis_ok += 1
-                    except Exception:  # noqa: BLE001 - a user callable; count and go on
+                    except Exception:
                         analysis_failed += 1
                 rows.append(row)
             out.write(rows)

@@ -20,7 +20,7 @@ def test_values_arrive_byte_exact(tmp_path: Path) -> None:
     p.write_bytes(
         "id,timestamp,text\n"
         '1,2024-01-01T00:00:00Z,"  spaced, with comma  "\n'
-        '2,2024-01-01T00:00:01Z,NULL\n'
+        "2,2024-01-01T00:00:01Z,NULL\n"
         '3,2024-01-01T00:00:02Z,"line1\r\nline2 ""quoted"""\n'
         "4,2024-01-01T00:00:03Z,Zürich ✓ 数据\n".encode()
     )

@@ -26,7 +26,7 @@ def rows(ids: list[str], text: str = "v") -> list[dict[str, object]]:
     return [{"id": i, "timestamp": "2024-01-01T00:00:00+00:00", "text": text, "n": 1} for i in ids]
 
 
-def write(sink: SqlSink, batch: list[dict[str, object]]):  # type: ignore[no-untyped-def]
+def write(sink: SqlSink, batch: list[dict[str, object]]):
     session = sink.open_session(SHAPE, None)
     writer = session.writer()
     try:
@@ -67,7 +67,11 @@ def test_upsert_mode_counts_updates_exactly(sql_target: str) -> None:
     write(sink, rows(["a", "b"]))
     c = write(sink, rows(["a", "b", "c"], text="new"))
     assert (c.inserted, c.updated, c.skipped) == (1, 2, 0)
-    assert {k: v[1] for k, v in contents(url, table).items()} == {"a": "new", "b": "new", "c": "new"}
+    assert {k: v[1] for k, v in contents(url, table).items()} == {
+        "a": "new",
+        "b": "new",
+        "c": "new",
+    }
 
 
 @pytest.mark.integration
@@ -94,8 +98,12 @@ def test_bad_record_is_isolated_and_the_rest_loaded(mysql_url: str, mysql_table:
 def test_existing_table_mismatch_is_explained(mysql_url: str, mysql_table: str) -> None:
     engine = sa.create_engine(mysql_url)
     with engine.begin() as conn:
-        conn.execute(sa.text(f"CREATE TABLE {mysql_table} (id VARCHAR(10) PRIMARY KEY, "
-                             "timestamp DATETIME, text VARCHAR(20))"))
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {mysql_table} (id VARCHAR(10) PRIMARY KEY, "
+                "timestamp DATETIME, text VARCHAR(20))"
+            )
+        )
     engine.dispose()
     with pytest.raises(ConfigError) as err:
         SqlSink(url=mysql_url, table=mysql_table).open_session(SHAPE, None)

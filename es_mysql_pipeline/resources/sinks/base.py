@@ -85,12 +85,14 @@ class RecordSink(dg.ConfigurableResource, ABC):
         """Prepare the target (create or check the table) and start a load."""
 
     @abstractmethod
-    def count_rows(self, shape: TableShape, window: TimeWindow | None, partition: str | None) -> int:
+    def count_rows(
+        self, shape: TableShape, window: TimeWindow | None, partition: str | None
+    ) -> int:
         """Rows in the sink for a partition, for the reconciliation check."""
 
     @abstractmethod
     def describe(self) -> dict[str, str]:
         """Type and target for logs, metadata and ``/info``; never credentials."""
 
-    def check(self) -> None:  # noqa: B027 - optional hook
+    def check(self) -> None:
         """Fail fast with a :class:`~es_mysql_pipeline.errors.ConfigError` on bad settings."""

@@ -43,7 +43,9 @@ class JsonlSink(RecordSink):
         self.check()
         return _JsonlSession(self.target(partition))
 
-    def count_rows(self, shape: TableShape, window: TimeWindow | None, partition: str | None) -> int:
+    def count_rows(
+        self, shape: TableShape, window: TimeWindow | None, partition: str | None
+    ) -> int:
         target = self.target(partition)
         if not os.path.exists(target):
             return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -47,7 +48,7 @@ class SqlSink(RecordSink):
     def describe(self) -> dict[str, str]:
         try:
             shown = make_url(self.url).render_as_string(hide_password=True)
-        except Exception:  # noqa: BLE001 - describing must never fail
+        except Exception:
             shown = "<invalid url>"
         return {"type": self._kind(), "target": f"{shown}#{self.table}", "mode": self.write_mode}
 
@@ -65,7 +66,7 @@ class SqlSink(RecordSink):
     def _url(self) -> URL:
         try:
             url = make_url(self.url)
-        except Exception:  # noqa: BLE001 - SQLAlchemy raises several types here
+        except Exception:
             raise ConfigError(
                 f"db url {self.url!r} is not a SQLAlchemy URL "
                 "(expected mysql+pymysql://user@host:3306/db or sqlite:///file.db)"
@@ -99,7 +100,7 @@ class SqlSink(RecordSink):
                 pool_pre_ping=True,
                 hide_parameters=True,
             )
-        except Exception as exc:  # noqa: BLE001 - e.g. a missing DBAPI driver
+        except Exception as exc:
             raise ConfigError(f"db url: {self._clean(exc)}") from None
         if url.get_backend_name() == "mysql":
             sa.event.listen(engine, "do_connect", _affected_not_found_rows)
@@ -121,7 +122,9 @@ class SqlSink(RecordSink):
             raise SinkError(f"{self.describe()['target']}: {self._clean(exc)}") from None
         return _SqlSession(self, engine, table)
 
-    def count_rows(self, shape: TableShape, window: TimeWindow | None, partition: str | None) -> int:
+    def count_rows(
+        self, shape: TableShape, window: TimeWindow | None, partition: str | None
+    ) -> int:
         engine = self.engine()
         try:
             table = sa.Table(self.table, sa.MetaData(), autoload_with=engine)
@@ -188,7 +191,9 @@ class SqlSink(RecordSink):
 _DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
-def _affected_not_found_rows(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+def _affected_not_found_rows(
+    dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]
+) -> None:
     """SQLAlchemy asks MySQL for *found* rows; we need *affected* rows, in which a duplicate
     kept by ``ON DUPLICATE KEY UPDATE id = id`` counts 0, so skipped counts are exact."""
     from pymysql.constants import CLIENT
@@ -336,18 +341,14 @@ class _SqlWriter(SinkWriter):
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._conn.invalidate()
-            except Exception:  # noqa: BLE001, S110 - the connection is already broken
-                pass
             self._conn = None
 
     def close(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._conn.close()
-            except Exception:  # noqa: BLE001, S110
-                pass
             self._conn = None
 
     def _rows(self, batch: Batch) -> list[tuple[Any, ...]]:
@@ -366,7 +367,9 @@ class _SqlWriter(SinkWriter):
                 return counts
             except Exception as exc:
                 if not _is_retryable(exc):
-                    raise SinkError(f"{self.sink.describe()['target']}: {self.sink._clean(exc)}") from None
+                    raise SinkError(
+                        f"{self.sink.describe()['target']}: {self.sink._clean(exc)}"
+                    ) from None
                 self._drop_connection()
                 attempt += 1
                 if attempt > self.sink.max_retries:
@@ -402,13 +405,12 @@ class _SqlWriter(SinkWriter):
                 existing = self._existing_ids(cur, batch)
             before = self._total_changes(conn)
             cur.executemany(self.sql, self._rows(batch))
-            affected = cur.rowcount if before is None else self._total_changes(conn) - before
+            after = self._total_changes(conn)
+            affected = cur.rowcount if before is None or after is None else after - before
             conn.commit()
         except Exception:
-            try:
+            with contextlib.suppress(Exception):
                 conn.rollback()
-            except Exception:  # noqa: BLE001, S110 - the original error matters
-                pass
             raise
         finally:
             cur.close()
@@ -474,4 +476,3 @@ def _convert(value: Any, kind: str, sqlite: bool) -> Any:
 def _reason(exc: BaseException) -> str:
     text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
     return f"{type(exc).__name__}: {text}"[:500]
-

@@ -38,5 +38,5 @@ class RecordSource(dg.ConfigurableResource, ABC):
     def describe(self) -> dict[str, str]:
         """Type and target for logs, metadata and ``/info``; never credentials."""
 
-    def check(self) -> None:  # noqa: B027 - optional hook
+    def check(self) -> None:
         """Fail fast with a :class:`~es_mysql_pipeline.errors.ConfigError` on bad settings."""

@@ -1,0 +1,174 @@
+"""The CLI end to end, as a user runs it: a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from es_mysql_pipeline_tests.helpers import SAMPLE, sample_rows, table_rows
+
+SECRET = "Sentinel-Pw-9f3a"
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "es_mysql_pipeline", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert text in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_csv_to_jsonl_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    proc = cli(
+        "--source_type",
+        "csv",
+        "--csv_file",
+        SAMPLE,
+        "--sink_type",
+        "file",
+        "--output_file",
+        str(out),
+        "--dead-letter-dir",
+        str(tmp_path / "dl"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Summary" in proc.stdout and "processed" in proc.stdout
+    ids = [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(ids) == len(sample_rows()) - 5
+    assert (tmp_path / "dl" / "transform" / "all.jsonl").exists()
+
+
+def test_csv_to_sqlite_with_window(tmp_path: Path) -> None:
+    db = tmp_path / "x.sqlite"
+    proc = cli(
+        "--csv_file",
+        SAMPLE,
+        "--sink_type",
+        "sqlite",
+        "--db_path",
+        str(db),
+        "--start",
+        "2024-01-02",
+        "--end",
+        "2024-01-03",
+        "--workers",
+        "3",
+        "--batch-size",
+        "100",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = table_rows(f"sqlite:///{db}", "records")
+    assert rows and all(r["timestamp"].date().isoformat() == "2024-01-02" for r in rows.values())
+
+
+@pytest.mark.integration
+def test_csv_to_mysql(mysql_url: str, mysql_table: str, tmp_path: Path) -> None:
+    proc = cli(
+        "--csv_file",
+        SAMPLE,
+        "--sink_type",
+        "mysql",
+        "--db_host",
+        "127.0.0.1",
+        "--db_user",
+        "root",
+        "--db_name",
+        "test",
+        "--db_table",
+        mysql_table,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(table_rows(mysql_url, mysql_table)) == len(sample_rows()) - 6
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["--source_type", "kafka"], "invalid choice: 'kafka'"),
+        (["--bogus-flag"], "unrecognized arguments"),
+        (
+            ["--csv_file", "/nonexistent/x.csv", "--sink_type", "file", "--output_file", "o"],
+            "does not exist",
+        ),
+        (
+            [
+                "--csv_file",
+                SAMPLE,
+                "--sink_type",
+                "sqlite",
+                "--db_path",
+                "x.db",
+                "--db_table",
+                "records; DROP TABLE x",
+            ],
+            "not a valid SQL identifier",
+        ),
+        (["--csv_file", SAMPLE, "--sink_type", "sqlite"], "--db_path is required"),
+        (
+            [
+                "--csv_file",
+                SAMPLE,
+                "--sink_type",
+                "file",
+                "--output_file",
+                "o",
+                "--start",
+                "2024-01-01",
+            ],
+            "give both --start and --end",
+        ),
+    ],
+)
+def test_bad_usage_is_exit_2_and_one_line(args: list[str], text: str, tmp_path: Path) -> None:
+    assert_one_line_error(cli(*args, cwd=tmp_path), 2, text)
+
+
+@pytest.mark.integration
+def test_wrong_database_password(mysql_url: str, tmp_path: Path) -> None:
+    proc = cli(
+        "--csv_file",
+        SAMPLE,
+        "--sink_type",
+        "mysql",
+        "--db_user",
+        "no_such_user",
+        env={"DB_PASSWORD": SECRET},
+        cwd=tmp_path,
+    )
+    assert_one_line_error(proc, 2, "Access denied")
+    assert SECRET not in proc.stderr + proc.stdout
+
+
+def test_failed_ratio_threshold_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,timestamp\n1,2024-01-01\n,2024-01-01\n3,never\n")
+    proc = cli(
+        "--csv_file",
+        str(bad),
+        "--sink_type",
+        "file",
+        "--output_file",
+        str(tmp_path / "o.jsonl"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert "2 of 3 records failed" in proc.stderr

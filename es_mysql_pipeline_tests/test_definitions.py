@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import dagster as dg
+
+from es_mysql_pipeline.definitions import defs
+
+
+def test_definitions_load_and_job_resolves() -> None:
+    job = defs.resolve_job_def("records_job")
+    assert {n.name for n in job.nodes} == {"raw_records", "clean_records", "loaded_records"}
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        "raw_records",
+        "clean_records",
+        "loaded_records",
+    }
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_schedule_materializes_the_previous_day() -> None:
+    from datetime import datetime, timezone
+
+    schedule = defs.resolve_schedule_def("records_daily_schedule")
+    ctx = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2024, 3, 5, 0, 15, tzinfo=timezone.utc)
+    )
+    (request,) = list(schedule.evaluate_tick(ctx).run_requests or [])
+    assert request.partition_key == "2024-03-04"
+
+
+def test_dagster_definitions_validate() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "definitions",
+            "validate",
+            "-m",
+            "es_mysql_pipeline.definitions",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
