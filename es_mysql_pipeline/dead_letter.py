@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from es_mysql_pipeline.records import ERROR_KEY, Record
-from es_mysql_pipeline.staging import _json_default
+from es_mysql_pipeline.staging import JSON_ENCODER
 
 
 class DeadLetterWriter:
@@ -29,15 +29,13 @@ class DeadLetterWriter:
 
     def write(self, record: Record, reason: str) -> None:
         rec = {k: v for k, v in record.items() if k != ERROR_KEY}
-        line = json.dumps(
+        line = JSON_ENCODER.encode(
             {
                 "stage": self.stage,
                 "reason": reason,
                 "record": rec,
                 "at": datetime.now(timezone.utc).isoformat(),
-            },
-            ensure_ascii=False,
-            default=_json_default,
+            }
         )
         with self._lock:
             if self._fh is None:

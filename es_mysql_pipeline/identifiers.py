@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from es_mysql_pipeline.errors import ConfigError
@@ -23,6 +24,7 @@ def validate_identifier(name: str, setting: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=4096)
 def column_name(raw: str) -> str:
     """Turn a field name from the data into a safe column name (``user.name`` → ``user_name``)."""
     name = re.sub(r"[^A-Za-z0-9_]", "_", raw)

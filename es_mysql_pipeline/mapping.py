@@ -11,7 +11,7 @@ from typing import Any
 
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.identifiers import column_name, validate_identifier
-from es_mysql_pipeline.records import ERROR_KEY, Record, parse_timestamp
+from es_mysql_pipeline.records import ERROR_KEY, Record, iso_utc, parse_timestamp
 
 CASTS = ("int", "float", "bool", "datetime", "string", "json")
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
@@ -35,6 +35,8 @@ class FieldMapping:
     rename: Mapping[str, str] = field(default_factory=dict)
     casts: Mapping[str, str] = field(default_factory=dict)
     flatten: bool = True
+    #: Source key → output column, filled as keys are first seen (the hot path's cache).
+    _names: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         validate_identifier(self.id_column, "id_column")
@@ -48,6 +50,13 @@ class FieldMapping:
             if cast not in CASTS:
                 raise ConfigError(f"casts[{name!r}]={cast!r}: use one of {', '.join(CASTS)}")
 
+    @property
+    def declared_types(self) -> dict[str, str]:
+        """Columns whose type the mapping fixes; they hold UTC ISO 8601 text in the stage."""
+        types = {name: "datetime" for name, cast in self.casts.items() if cast == "datetime"}
+        types[self.timestamp_column] = "datetime"
+        return types
+
     def apply(self, raw: Record) -> Record:
         """Map one raw record to a row or raise :class:`RecordRejected` with the reason."""
         if ERROR_KEY in raw:
@@ -58,20 +67,27 @@ class FieldMapping:
         if isinstance(rid, float):
             raise RecordRejected(f"id field {self.id_key!r} is a float: {rid!r}")
         try:
-            ts = parse_timestamp(raw.get(self.timestamp_key))
+            ts = iso_utc(parse_timestamp(raw.get(self.timestamp_key)))
         except ValueError as exc:
             raise RecordRejected(f"timestamp field {self.timestamp_key!r}: {exc}") from None
 
-        row: Record = {}
+        names = self._names
         rename = self.rename
+        row: Record = {}
         for key, value in raw.items():
-            if key == self.id_key or key == self.timestamp_key:
-                continue
-            if self.flatten and isinstance(value, dict) and value:
+            name = names.get(key)
+            if name is None:
+                name = names[key] = rename.get(key) or column_name(key)
+            tp = type(value)
+            if tp is dict and value and self.flatten:
                 for fkey, fval in _flatten(key, value):
                     row[rename.get(fkey) or column_name(fkey)] = fval
-                continue
-            row[rename.get(key) or column_name(key)] = value
+            elif tp is dict or tp is list:
+                row[name] = json.dumps(value, ensure_ascii=False)
+            else:
+                row[name] = value
+        for key in (self.id_key, self.timestamp_key):  # the source's key fields, renamed below
+            row.pop(names.get(key) or column_name(key), None)
         row[self.id_column] = str(rid)  # the key fields win over same-named data fields
         row[self.timestamp_column] = ts
         if self.select:
@@ -80,12 +96,14 @@ class FieldMapping:
         for name, cast in self.casts.items():
             if name in row and row[name] is not None:
                 try:
-                    row[name] = cast_value(row[name], cast)
+                    value = cast_value(row[name], cast)
                 except (ValueError, TypeError, OverflowError) as exc:
                     raise RecordRejected(f"cast of {name!r} to {cast} failed: {exc}") from None
-        for name, value in row.items():
-            if isinstance(value, (list, dict)):
-                row[name] = json.dumps(value, ensure_ascii=False)
+                if isinstance(value, datetime):
+                    value = iso_utc(value)
+                elif isinstance(value, (dict, list)):
+                    value = json.dumps(value, ensure_ascii=False)
+                row[name] = value
         return row
 
 
@@ -96,6 +114,8 @@ def _flatten(prefix: str, obj: dict[str, Any], depth: int = 0) -> list[tuple[str
         name = f"{prefix}_{key}"
         if isinstance(value, dict) and value and depth < 32:
             out.extend(_flatten(name, value, depth + 1))
+        elif isinstance(value, (dict, list)):
+            out.append((name, json.dumps(value, ensure_ascii=False)))
         else:
             out.append((name, value))
     return out

@@ -1,6 +1,7 @@
 """Staged record files: how records travel between assets without living in memory.
 
-A stage is a JSON Lines data file plus a ``.meta.json`` sidecar written last; a stage
+A stage is a data file of JSON lines, one JSON array of records per written batch (one
+encoder call per batch instead of one per record), plus a ``.meta.json`` sidecar written last; a stage
 without its sidecar (a killed run) is never taken as complete. The handle
 :class:`StagedRecords` is what the IO manager stores and loads: a path, a row count and
 the column schema, never the rows themselves.
@@ -80,16 +81,16 @@ class StagedRecords:
     dead_letter: str | None = None
 
     def batches(self, size: int) -> Iterator[Batch]:
-        """Stream the records back in batches; memory holds one batch at a time."""
-        batch: Batch = []
+        """Stream the records back in batches of ``size``; memory holds about one batch."""
+        pending: Batch = []
         with UPath(self.path).open("r", encoding="utf-8") as fh:
             for line in fh:
-                batch.append(json.loads(line))
-                if len(batch) >= size:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
+                pending.extend(_DECODER.decode(line))
+                while len(pending) >= size:
+                    yield pending[:size]
+                    del pending[:size]
+        if pending:
+            yield pending
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,42 +111,62 @@ def scratch_dir() -> str:
 class StageWriter:
     """Writes records to a local scratch file, tracking row count and column types."""
 
-    def __init__(self, id_key: str, timestamp_key: str, track_schema: bool = False) -> None:
+    def __init__(
+        self,
+        id_key: str,
+        timestamp_key: str,
+        track_schema: bool = False,
+        declared: dict[str, str] | None = None,
+    ) -> None:
         fd, self.path = tempfile.mkstemp(prefix="stage-", suffix=".jsonl", dir=scratch_dir())
         self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
         self.rows = 0
         self.id_key = id_key
         self.timestamp_key = timestamp_key
         self._track = track_schema
-        self.columns: dict[str, ColumnStats] = {}
+        self.columns: dict[str, ColumnStats] = {
+            name: ColumnStats(t) for name, t in (declared or {}).items()
+        }
+        self._declared = set(declared or ())
 
     def write(self, batch: Batch) -> None:
-        lines = []
-        for rec in batch:
-            lines.append(json.dumps(rec, ensure_ascii=False, default=_json_default))
-            if self._track:
-                self._observe(rec)
-        if lines:
-            self._fh.write("\n".join(lines))
-            self._fh.write("\n")
+        if not batch:
+            return
+        self._fh.write(JSON_ENCODER.encode(batch))
+        self._fh.write("\n")
+        if self._track:
+            self._observe(batch)
         self.rows += len(batch)
 
-    def _observe(self, rec: Record) -> None:
-        cols = self.columns
-        for key, value in rec.items():
-            st = cols.get(key)
-            if st is None:
-                st = cols[key] = ColumnStats()
-            if value is None:
+    def _observe(self, batch: Batch) -> None:
+        """Widen column types and text sizes, column by column (C-level loops, not per value)."""
+        keys: dict[str, None] = {}
+        for rec in batch:
+            keys.update(dict.fromkeys(rec))
+        for key in keys:
+            if key in self._declared:
                 continue
-            t = value_type(value)
-            if t != st.type:
-                st.type = merge_types(st.type, t)
-            if t in ("string", "json"):
-                n = len(value) if t == "string" else len(json.dumps(value))
-                if n * 4 > st.max_bytes:  # cheap upper bound first; exact only when needed
-                    n = len(str(value).encode("utf-8")) if t == "string" else n
-                    st.max_bytes = max(st.max_bytes, n)
+            st = self.columns.get(key)
+            if st is None:
+                st = self.columns[key] = ColumnStats()
+            values = [v for rec in batch if (v := rec.get(key)) is not None]
+            kinds = set(map(type, values))
+            if kinds == {str}:
+                if st.type != "string":
+                    st.type = merge_types(st.type, "string")
+                longest = max(values, key=len)
+                # chars <= bytes <= 4 * chars: encode only when the bound could move the max
+                if len(longest) * 4 > st.max_bytes:
+                    widest = max(len(v.encode("utf-8")) for v in values if len(v) * 4 > st.max_bytes)
+                    st.max_bytes = max(st.max_bytes, widest)
+                continue
+            for value in values:
+                t = value_type(value)
+                if t != st.type:
+                    st.type = merge_types(st.type, t)
+                if t == "string":
+                    size = len(value.encode("utf-8")) if isinstance(value, str) else len(str(value))
+                    st.max_bytes = max(st.max_bytes, size)
 
     def finish(self) -> StagedRecords:
         self._fh.close()
@@ -165,8 +186,14 @@ class StageWriter:
 
 
 def _json_default(value: Any) -> Any:
+    """Datetimes as ISO 8601 text (the schema says which columns to parse back)."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_json_default, check_circular=False)
+"""One shared encoder: ``json.dumps`` with options builds a new encoder on every call."""
+_DECODER = json.JSONDecoder()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from typing import IO
@@ -16,7 +15,7 @@ from es_mysql_pipeline.resources.sinks.base import (
     TableShape,
     WriteCounts,
 )
-from es_mysql_pipeline.staging import _json_default
+from es_mysql_pipeline.staging import JSON_ENCODER
 
 
 class JsonlSink(RecordSink):
@@ -85,6 +84,7 @@ class _JsonlWriter(SinkWriter):
         self.session = session
 
     def write(self, batch: Batch) -> WriteCounts:
-        lines = [json.dumps(r, ensure_ascii=False, default=_json_default) for r in batch]
+        encode = JSON_ENCODER.encode
+        lines = [encode(r) for r in batch]
         self.session.write_lines("\n".join(lines) + "\n")
         return WriteCounts(inserted=len(batch))

@@ -466,11 +466,18 @@ def _convert(value: Any, kind: str, sqlite: bool) -> Any:
     if kind == "text":
         return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     if kind == "datetime" and isinstance(value, str):
-        dt = datetime.fromisoformat(value)
-        if dt.tzinfo is not None:
-            dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
-        return dt.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else dt
+        return sql_datetime(value)
     return value
+
+
+def sql_datetime(iso: str) -> str:
+    """Stage timestamp text → ``YYYY-MM-DD HH:MM:SS.ffffff`` (naive UTC) for DATETIME columns."""
+    if len(iso) == 32 and iso.endswith("+00:00"):  # what the transform writes: just slice
+        return iso[:26].replace("T", " ")
+    dt = datetime.fromisoformat(iso)
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return dt.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _reason(exc: BaseException) -> str:
