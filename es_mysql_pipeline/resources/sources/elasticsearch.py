@@ -19,7 +19,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NoReturn, TypeVar
@@ -205,7 +205,10 @@ class ElasticsearchSource(RecordSource):
                 self.slices,
             )
             pages = self._pit_pages(client, query) if pit_ok else self._scroll_pages(client, query)
-            yield from batched((rec for page in pages for rec in page), batch_size)
+            try:
+                yield from batched((rec for page in pages for rec in page), batch_size)
+            finally:
+                pages.close()  # stops the slices and closes the PIT before the client goes
         finally:
             client.close()
 
@@ -497,7 +500,9 @@ class ElasticsearchSource(RecordSource):
         shards = int(((resp.get("_shards") or {}).get("total")) or 0)
         return str(resp["id"]), shards
 
-    def _pit_pages(self, client: Elasticsearch, query: dict[str, Any]) -> Iterator[list[Record]]:
+    def _pit_pages(
+        self, client: Elasticsearch, query: dict[str, Any]
+    ) -> Generator[list[Record], None, None]:
         stop = threading.Event()
         try:
             pit_id, shards = self._open_pit(client, _Retry(self, stop))
@@ -562,7 +567,7 @@ class ElasticsearchSource(RecordSource):
                 resp = self._call(
                     "search",
                     retry,
-                    lambda body=body: client.search(body=body, allow_partial_search_results=False),
+                    functools.partial(client.search, body=body, allow_partial_search_results=False),
                 )
             except _ContextMissing:
                 expiries += 1
@@ -607,7 +612,9 @@ class ElasticsearchSource(RecordSource):
 
     # -- scroll fallback -------------------------------------------------------------------
 
-    def _scroll_pages(self, client: Elasticsearch, query: dict[str, Any]) -> Iterator[list[Record]]:
+    def _scroll_pages(
+        self, client: Elasticsearch, query: dict[str, Any]
+    ) -> Generator[list[Record], None, None]:
         stop = threading.Event()
         n = self.slices
         if n > 1:
@@ -616,9 +623,7 @@ class ElasticsearchSource(RecordSource):
             )
             shards = int((count.get("_shards") or {}).get("total") or 0)
             n = max(1, min(n, shards)) if shards else n
-        producers = [
-            functools.partial(self._scroll_slice, client, query, i, n) for i in range(n)
-        ]
+        producers = [functools.partial(self._scroll_slice, client, query, i, n) for i in range(n)]
         try:
             yield from _merge(producers, stop)
         finally:
@@ -762,7 +767,8 @@ def _retry_after(exc: ApiError) -> float | None:
 
 def _first_error(exc: Exception) -> str:
     errors = getattr(exc, "errors", ()) or ()
-    inner = errors[0] if errors else exc
+    # the transport replaces ``errors`` by earlier attempts; the cause is the real failure
+    inner = errors[0] if errors else (exc.__cause__ or exc)
     text = str(inner) or type(inner).__name__
     return f"{type(inner).__name__}: {' '.join(text.split())[:200]}"
 
@@ -788,7 +794,7 @@ class _Failed:
 
 
 def _merge(
-    producers: list[Callable[[threading.Event], Iterator[list[Record]]]], stop: threading.Event
+    producers: Sequence[Callable[[threading.Event], Iterator[list[Record]]]], stop: threading.Event
 ) -> Iterator[list[Record]]:
     """Run each slice in its own thread and yield their pages as they come.
 
