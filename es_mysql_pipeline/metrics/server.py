@@ -70,8 +70,12 @@ class MetricsServer:
         registry: CollectorRegistry,
         info: Mapping[str, Any],
         health: Callable[[], tuple[bool, dict[str, Any]]],
+        cache_seconds: float = 0.25,
     ) -> None:
         self.registry = registry
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, bytes, str]] = {}
+        self._cache_lock = threading.Lock()
         self.info = redact(dict(info))
         self.health = health
         self.started_at = time.time()
@@ -104,6 +108,22 @@ class MetricsServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    def render(self, accept: str) -> tuple[bytes, str]:
+        """The exposition for ``accept``, rendered at most once per ``cache_seconds``.
+
+        Rendering holds the GIL for about a millisecond per hundred series; hundreds of
+        scrapes a second would take that from the pipeline, so concurrent scrapers share
+        one rendering. A scrape is at most ``cache_seconds`` stale.
+        """
+        encoder, content_type = choose_encoder(accept)
+        with self._cache_lock:
+            now = time.monotonic()
+            cached = self._cache.get(content_type)
+            if cached is None or now - cached[0] > self.cache_seconds:
+                cached = (now, encoder(self.registry), content_type)
+                self._cache[content_type] = cached
+        return cached[1], cached[2]
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving, close the socket and join the threads (idempotent)."""
         if self._stopped:
@@ -128,8 +148,8 @@ def _make_handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = urlsplit(self.path).path.rstrip("/") or "/"
             if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self._send(200, content_type, encoder(server.registry))
+                payload, content_type = server.render(self.headers.get("Accept", ""))
+                self._send(200, content_type, payload)
             elif path == "/health":
                 healthy, body = server.health()
                 body = {"status": "healthy" if healthy else "unhealthy", **body}
@@ -182,6 +202,7 @@ def start_metrics_server(
     info: Mapping[str, Any] | None = None,
     *,
     recorder: PrometheusRecorder | None = None,
+    cache_seconds: float = 0.25,
 ) -> MetricsServer:
     """Serve ``registry`` on ``host:port`` in a background thread (``port=0``: any free one).
 
@@ -192,6 +213,7 @@ def start_metrics_server(
         info: What ``/info`` shows (version, pipeline_id, source/sink type and target);
             secret-looking keys and URL credentials are removed.
         recorder: Its state drives ``/health`` (503 after the pipeline entered ``error``).
+        cache_seconds: Scrapes within this time share one rendering (0 turns it off).
     """
     info = dict(info or {})
     if registry is None:
@@ -199,4 +221,6 @@ def start_metrics_server(
             raise ValueError("start_metrics_server needs a registry or a recorder")
         registry = recorder.registry
     pipeline_id = str(info.get("pipeline_id", recorder.pipeline_id if recorder else "default"))
-    return MetricsServer(host, port, registry, info, recorder_health(recorder, pipeline_id))
+    return MetricsServer(
+        host, port, registry, info, recorder_health(recorder, pipeline_id), cache_seconds
+    )

@@ -1,0 +1,79 @@
+"""A small two-step asset job with known counts, wired like the real one (hooks + sensor)."""
+
+# No "from __future__ import annotations": Dagster reads the Config annotation of `loaded`.
+
+import dagster as dg
+
+from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS
+from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
+from es_mysql_pipeline.metrics.recorder import get_recorder
+from es_mysql_pipeline.sensors import build_pipeline_metrics_sensor
+
+PROCESSED, INSERTED, FAILED, INSERT_SECONDS = 100, 90, 10, 0.3
+#: 0.3 s lies in the (0.25, 0.5] bucket: histogram_quantile interpolates linearly.
+P95_INSERT = 0.25 + (0.5 - 0.25) * 0.95
+
+
+class FailConfig(dg.Config):
+    fail: bool = False
+
+
+@dg.asset
+def fetched() -> int:
+    rec = get_recorder()
+    rec.records("processed", PROCESSED, "fetch")
+    rec.duration("fetch", 0.2)
+    return PROCESSED
+
+
+@dg.asset
+def loaded(config: FailConfig, fetched: int) -> None:
+    rec = get_recorder()
+    rec.state("running")
+    rec.records("failed", FAILED, "transform")
+    rec.records("inserted", INSERTED, "load")
+    rec.duration("insert", INSERT_SECONDS)
+    rec.last_record_timestamp(1_700_000_000)
+    rec.dead_letter("transform", FAILED)
+    if config.fail:
+        rec.retry("load")
+        rec.error("ConnectionError", "load")
+        raise RuntimeError("sink went away after the first batch")
+    rec.state("stopped")
+    rec.success()
+
+
+metrics_job = dg.define_asset_job(
+    "metrics_job", selection=[fetched, loaded], hooks=PIPELINE_METRICS_HOOKS
+)
+metrics_sensor = build_pipeline_metrics_sensor(("metrics_job",), name="metrics_sensor")
+
+
+def make_defs(pushgateway: PushgatewayResource) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[fetched, loaded],
+        jobs=[metrics_job],
+        sensors=[metrics_sensor],
+        resources={"pushgateway": pushgateway},
+    )
+
+
+def run(defs: dg.Definitions, instance: dg.DagsterInstance, fail: bool = False) -> bool:
+    job = defs.resolve_job_def("metrics_job")
+    config = {"ops": {"loaded": {"config": {"fail": fail}}}}
+    return job.execute_in_process(
+        instance=instance, run_config=config, raise_on_error=False
+    ).success
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> str:
+    """One sensor evaluation as the daemon does it; returns the new cursor."""
+    sensor = defs.get_sensor_def("metrics_sensor")
+    with dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"pushgateway": (defs.resources or {})["pushgateway"]},
+    ) as context:
+        sensor.evaluate_tick(context)
+        assert context.cursor is not None
+        return context.cursor

@@ -1,0 +1,156 @@
+"""PushgatewayResource: pushes reach a real Pushgateway; a down or slow one never stalls a run."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import dagster as dg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from es_mysql_pipeline.metrics.definitions import PrometheusRecorder, active_prometheus_recorder
+from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
+from es_mysql_pipeline.metrics.recorder import get_recorder, set_recorder
+from es_mysql_pipeline_tests.fixtures.prometheus import PushgatewayServer, free_port
+
+
+class _Slow(BaseHTTPRequestHandler):
+    seen_auth: list[str] = []
+
+    def do_PUT(self) -> None:
+        _Slow.seen_auth.append(self.headers.get("Authorization", ""))
+        match = re.match(r"/sleep(\d+)/", self.path)
+        time.sleep(float(match.group(1)) if match else 3.0)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_gateway() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_push_reaches_the_pushgateway(pushgateway: PushgatewayServer) -> None:
+    rec = PrometheusRecorder("pg", CollectorRegistry())
+    rec.records("processed", 12, "fetch")
+    res = PushgatewayResource(
+        url=pushgateway.url, pipeline_id="pg", grouping_labels={"env": "test"}
+    )
+    assert res.push(rec.registry, res.grouping_key(step="raw_records"), recorder=rec)
+    text = pushgateway.metrics_text()
+    line = [
+        line
+        for line in text.splitlines()
+        if line.startswith("pipeline_records_processed_total{") and 'stage="fetch"' in line
+    ]
+    assert len(line) == 1 and line[0].endswith(" 12")
+    for label in (
+        'env="test"',
+        'job="es_mysql_pipeline"',
+        'pipeline_id="pg"',
+        'step="raw_records"',
+    ):
+        assert label in line[0]
+    assert res.delete(res.grouping_key(step="raw_records"))
+    assert "pipeline_records_processed_total{" not in pushgateway.metrics_text()
+
+
+def test_down_pushgateway_warns_counts_and_returns(caplog: pytest.LogCaptureFixture) -> None:
+    rec = PrometheusRecorder("pg", CollectorRegistry())
+    res = PushgatewayResource(url=f"http://127.0.0.1:{free_port()}", timeout_seconds=1)
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        assert res.push(rec.registry, res.grouping_key(), recorder=rec) is False
+    assert time.monotonic() - t0 < 1.6
+    assert "the run goes on" in caplog.text
+    assert (
+        rec.registry.get_sample_value("pipeline_pushgateway_failures_total", {"pipeline_id": "pg"})
+        == 1
+    )
+
+
+def test_slow_pushgateway_never_stalls(slow_gateway: str) -> None:
+    rec = PrometheusRecorder("pg", CollectorRegistry())
+    res = PushgatewayResource(url=slow_gateway + "/sleep10", timeout_seconds=0.5)
+    warnings: list[str] = []
+    t0 = time.monotonic()
+    assert res.push(rec.registry, res.grouping_key(), recorder=rec, warn=warnings.append) is False
+    assert time.monotonic() - t0 < 1.5
+    assert "timed out" in warnings[0] or "no answer within 0.5s" in warnings[0]
+
+
+def test_basic_auth_from_env_var(slow_gateway: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PG_USER", "pusher")
+    monkeypatch.setenv("PG_PASSWORD", "hunter2")
+    _Slow.seen_auth.clear()
+
+    @dg.op
+    def push_once(pushgateway: PushgatewayResource) -> bool:
+        return pushgateway.push(CollectorRegistry(), pushgateway.grouping_key())
+
+    @dg.job
+    def push_job() -> None:
+        push_once()
+
+    res = PushgatewayResource(
+        url=slow_gateway + "/sleep0",
+        username=dg.EnvVar("PG_USER"),
+        password=dg.EnvVar("PG_PASSWORD"),
+    )
+    result = push_job.execute_in_process(resources={"pushgateway": res})
+    assert result.output_for_node("push_once") is True
+    assert _Slow.seen_auth == ["Basic " + base64.b64encode(b"pusher:hunter2").decode()]
+
+
+def test_setup_installs_a_recorder_per_process_and_restores() -> None:
+    seen: list[object] = []
+
+    @dg.op
+    def record(pushgateway: PushgatewayResource) -> None:
+        seen.append(active_prometheus_recorder())
+        get_recorder().records("processed", 3, "fetch")
+
+    @dg.job
+    def rec_job() -> None:
+        record()
+
+    before = get_recorder()
+    rec_job.execute_in_process(
+        resources={"pushgateway": PushgatewayResource(url="http://127.0.0.1:1", pipeline_id="x")}
+    )
+    assert isinstance(seen[0], PrometheusRecorder) and seen[0].pipeline_id == "x"
+    assert get_recorder() is before  # torn down
+    # Disabled (no url): no recorder, metrics cost nothing.
+    rec_job.execute_in_process(resources={"pushgateway": PushgatewayResource()})
+    assert seen[1] is None
+    # A process-wide recorder (the CLI's) is reused, not replaced.
+    cli = PrometheusRecorder("cli", CollectorRegistry())
+    previous = set_recorder(cli)
+    try:
+        rec_job.execute_in_process(
+            resources={"pushgateway": PushgatewayResource(url="http://127.0.0.1:1")}
+        )
+        assert seen[2] is cli and get_recorder() is cli
+    finally:
+        set_recorder(previous)
+
+
+def test_free_port_helper_gives_a_closed_port() -> None:
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", free_port()), timeout=1):
+        pass
