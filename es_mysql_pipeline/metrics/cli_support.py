@@ -1,0 +1,67 @@
+"""Glue for the CLI: turn metrics on for the whole process and serve them while it runs."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from es_mysql_pipeline import __version__
+from es_mysql_pipeline.metrics.definitions import PrometheusRecorder, enable_process_metrics
+from es_mysql_pipeline.metrics.recorder import set_recorder
+from es_mysql_pipeline.metrics.server import MetricsServer, start_metrics_server
+
+
+def _describe(resource: Any) -> dict[str, str]:
+    describe = getattr(resource, "describe", None)
+    return dict(describe()) if callable(describe) else {"type": type(resource).__name__}
+
+
+class CliMetrics:
+    """The CLI's recorder and endpoint: it calls succeeded() or failed(), then stop()."""
+
+    def __init__(self, recorder: PrometheusRecorder, server: MetricsServer) -> None:
+        self.recorder = recorder
+        self.server = server
+        self._started = time.perf_counter()
+
+    def _finish(self) -> None:
+        self.recorder.duration("run", time.perf_counter() - self._started)
+
+    def succeeded(self) -> None:
+        self._finish()
+        self.recorder.success()
+        self.recorder.state("stopped")
+
+    def failed(self) -> None:
+        self._finish()
+        self.recorder.state("error")
+
+    def stop(self) -> None:
+        """Shut the server down (joins its threads) and turn metrics off again."""
+        self.server.stop()
+        set_recorder(None)
+
+
+def start_cli_metrics(args: argparse.Namespace, resources: dict[str, Any]) -> CliMetrics:
+    """Install the process recorder and start ``/metrics`` on ``--metrics-host:--metrics-port``.
+
+    Raises:
+        PipelineError: the port is in use (one line naming ``--metrics-port``).
+    """
+    info = {
+        "version": __version__,
+        "pipeline_id": args.pipeline_id,
+        "source": _describe(resources.get("source")),
+        "sink": _describe(resources.get("sink")),
+    }
+    recorder = enable_process_metrics(args.pipeline_id, info)
+    try:
+        server = start_metrics_server(
+            args.metrics_host, args.metrics_port, recorder.registry, info, recorder=recorder
+        )
+    except Exception:
+        set_recorder(None)
+        raise
+    recorder.state("running")
+    return CliMetrics(recorder, server)

@@ -1,0 +1,36 @@
+"""The CLI glue: recorder installed, endpoint up, health follows the outcome, clean stop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from es_mysql_pipeline.metrics.cli_support import start_cli_metrics
+from es_mysql_pipeline.metrics.definitions import active_prometheus_recorder
+from es_mysql_pipeline_tests.fixtures.prometheus import http_get
+
+
+class _Res:
+    def __init__(self, **d: str) -> None:
+        self.d = d
+
+    def describe(self) -> dict[str, str]:
+        return self.d
+
+
+def test_start_cli_metrics_lifecycle() -> None:
+    args = argparse.Namespace(pipeline_id="c1", metrics_host="127.0.0.1", metrics_port=0)
+    res = {"source": _Res(type="csv", target="a.csv"), "sink": _Res(type="jsonl", target="out")}
+    m = start_cli_metrics(args, res)
+    try:
+        assert active_prometheus_recorder() is m.recorder
+        info = json.loads(http_get(m.server.url + "/info")[1])
+        assert info["source"] == {"type": "csv", "target": "a.csv"} and info["pipeline_id"] == "c1"
+        assert http_get(m.server.url + "/health")[0] == 200
+        m.failed()
+        assert http_get(m.server.url + "/health")[0] == 503
+        body = http_get(m.server.url + "/metrics")[1].decode()
+        assert 'pipeline_run_duration_seconds_count{pipeline_id="c1"} 1.0' in body
+    finally:
+        m.stop()
+    assert active_prometheus_recorder() is None
