@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import os
 from importlib import resources as pkg_resources
+from typing import Any
 
 import dagster as dg
 
 from es_mysql_pipeline.assets import build_assets
 from es_mysql_pipeline.assets.partitions import daily_partitions
+from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
+from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
+from es_mysql_pipeline.sensors import pipeline_metrics_sensor
 
 #: ``local`` (default): bundled sample CSV into SQLite, no server needed.
 #: ``mysql``: CSV (``CSV_FILE``) into MySQL (``DB_URL``, password ``DB_PASSWORD``).
 #: ``file``: CSV into JSON Lines files under ``OUTPUT_DIR``.
+#: ``elasticsearch``: ``ES_URL``/``ES_INDEX`` (key ``ES_API_KEY`` or ``ES_PASSWORD``) into MySQL.
 ENV_VAR = "ES_MYSQL_PIPELINE_ENV"
 
 
@@ -35,27 +41,58 @@ def resources_for(env: str) -> dict[str, object]:
         pipeline_id=_env("PIPELINE_ID", "default"),
         dead_letter_dir=os.path.join(home, "dead_letter"),
     )
-    csv_source = CsvSource(path=_env("CSV_FILE", sample_csv_path()))
+    source: object = CsvSource(path=_env("CSV_FILE", sample_csv_path()))
     staging = StagingIOManagerResource(
         base_path=_env("STAGING_PATH", os.path.join(home, "staging"))
     )
+    if env == "elasticsearch":
+        source = ElasticsearchSource(
+            hosts=_env("ES_URL", "http://127.0.0.1:9200").split(","),
+            index=_env("ES_INDEX", "logs-*"),
+            query=os.environ.get("ES_QUERY") or None,
+            timestamp_field=_env("ES_TIMESTAMP_FIELD", "@timestamp"),
+            api_key=_secret("ES_API_KEY"),
+            username=os.environ.get("ES_USERNAME") or None,
+            password=_secret("ES_PASSWORD"),
+            ca_certs=os.environ.get("ES_CA_CERTS") or None,
+        )
     if env == "local":
         sink: object = SqlSink(
             url=_env("DB_URL", f"sqlite:///{os.path.join(home, 'es_mysql_pipeline.sqlite')}"),
             table=_env("DB_TABLE", "records"),
         )
-    elif env == "mysql":
+    elif env in ("mysql", "elasticsearch"):
         sink = SqlSink(
             url=_env("DB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
-            password=dg.EnvVar("DB_PASSWORD") if os.environ.get("DB_PASSWORD") else None,
+            password=_secret("DB_PASSWORD"),
             table=_env("DB_TABLE", "records"),
             write_mode=_env("WRITE_MODE", "skip"),  # type: ignore[arg-type]
         )
     elif env == "file":
         sink = JsonlSink(directory=_env("OUTPUT_DIR", os.path.join(home, "out")))
     else:
-        raise ValueError(f"{ENV_VAR}={env!r}: use local, mysql or file")
-    return {"source": csv_source, "sink": sink, "settings": settings, "io_manager": staging}
+        raise ValueError(f"{ENV_VAR}={env!r}: use local, mysql, file or elasticsearch")
+    pushgateway = PushgatewayResource(
+        url=os.environ.get("PUSHGATEWAY_URL", ""),
+        pipeline_id=settings.pipeline_id,
+        grouping_labels={"env": env},
+        username=os.environ.get("PUSHGATEWAY_USERNAME") or None,
+        password=_secret("PUSHGATEWAY_PASSWORD"),
+        source_type=source.describe()["type"],  # type: ignore[attr-defined]
+        sink_type=sink.describe()["type"],  # type: ignore[attr-defined]
+    )
+    return {
+        "source": source,
+        "sink": sink,
+        "settings": settings,
+        "io_manager": staging,
+        "pushgateway": pushgateway,
+    }
+
+
+def _secret(name: str) -> Any:
+    """An ``EnvVar`` (resolved at launch, hidden in the UI) when the variable is set."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
 
 
 DAILY = daily_partitions()
@@ -66,6 +103,7 @@ records_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*ASSETS),
     partitions_def=DAILY,
     description="Fetch, transform and load one day's records (or a range, as one run).",
+    hooks=PIPELINE_METRICS_HOOKS,
 )
 
 records_daily_schedule = dg.build_schedule_from_partitioned_job(
@@ -76,5 +114,6 @@ defs = dg.Definitions(
     assets=ASSETS,
     jobs=[records_job],
     schedules=[records_daily_schedule],
+    sensors=[pipeline_metrics_sensor],
     resources=resources_for(_env(ENV_VAR, "local")),
 )

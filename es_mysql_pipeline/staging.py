@@ -1,8 +1,8 @@
 """Staged record files: how records travel between assets without living in memory.
 
 A stage is a data file of JSON lines, one JSON array of records per written batch (one
-encoder call per batch instead of one per record), plus a ``.meta.json`` sidecar written last; a stage
-without its sidecar (a killed run) is never taken as complete. The handle
+encoder call per batch instead of one per record), plus a ``.meta.json`` sidecar written
+last; a stage without its sidecar (a killed run) is never taken as complete. The handle
 :class:`StagedRecords` is what the IO manager stores and loads: a path, a row count and
 the column schema, never the rows themselves.
 """
@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from upath import UPath
 
-from es_mysql_pipeline.records import Batch, Record
+from es_mysql_pipeline.records import Batch
 
 META_SUFFIX = ".meta.json"
 _INT64 = (-(2**63), 2**63 - 1)
@@ -157,7 +157,7 @@ class StageWriter:
                 longest = max(values, key=len)
                 # chars <= bytes <= 4 * chars: encode only when the bound could move the max
                 if len(longest) * 4 > st.max_bytes:
-                    widest = max(len(v.encode("utf-8")) for v in values if len(v) * 4 > st.max_bytes)
+                    widest = max(map(len, map(str.encode, values)))
                     st.max_bytes = max(st.max_bytes, widest)
                 continue
             for value in values:

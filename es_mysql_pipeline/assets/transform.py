@@ -35,12 +35,15 @@ def transform_records(
     started = time.perf_counter()
     analysis_ok = analysis_failed = 0
     dead = DeadLetterWriter(settings.dead_letter_dir, "transform", run_label(context, config))
-    with dead, StageWriter(
-        mapping.id_column,
-        mapping.timestamp_column,
-        track_schema=True,
-        declared=mapping.declared_types,
-    ) as out:
+    with (
+        dead,
+        StageWriter(
+            mapping.id_column,
+            mapping.timestamp_column,
+            track_schema=True,
+            declared=mapping.declared_types,
+        ) as out,
+    ):
         for batch in raw_records.batches(settings.fetch_batch_size):
             rows: list[Record] = []
             rejected_before = dead.count

@@ -81,6 +81,9 @@ def test_dagster_runs_seed_queries_and_dashboard(
         time.sleep(1.5)  # at least one scrape per run
     prometheus.wait_for('pipeline_runs_total{result="failure"} == 1')
     prometheus.wait_for('pipeline_records_processed_total{stage="fetch"} == 300')
+    # increase() needs two samples of a series: wait until the newest ones have them.
+    for series in ("pipeline_errors_total", "pipeline_retries_total"):
+        prometheus.wait_for(f'count_over_time({series}{{pipeline_id="dag"}}[5m]) >= 2')
     at = time.time()
     check_seed_queries(
         prometheus,
