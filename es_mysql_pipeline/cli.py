@@ -318,7 +318,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"es-mysql-pipeline: error: {message}", file=sys.stderr)
         return EXIT_FAILED
     load = _metadata(result, "loaded_records")
-    _print_summary(load, elapsed)
+    stages = {
+        name: _metadata(result, f"{name}_records").get("duration_seconds")
+        for name in ("raw", "clean", "loaded")
+    }
+    _print_summary(load, elapsed, stages)
     if metrics is not None:
         metrics.succeeded()
     _stop_metrics(metrics)
@@ -354,7 +358,7 @@ def _failure_message(result: Any) -> str:
     return "the run failed"
 
 
-def _print_summary(load: dict[str, Any], elapsed: float) -> None:
+def _print_summary(load: dict[str, Any], elapsed: float, stages: dict[str, Any]) -> None:
     processed = int(load.get("processed", 0))
     rows = [
         ("processed", processed),
@@ -363,6 +367,10 @@ def _print_summary(load: dict[str, Any], elapsed: float) -> None:
         ("skipped (duplicates)", load.get("skipped", 0)),
         ("failed", load.get("failed", 0)),
         ("duration", f"{elapsed:.2f} s"),
+        (
+            "  fetch/transform/load",
+            " / ".join(f"{stages.get(k) or 0:.2f} s" for k in ("raw", "clean", "loaded")),
+        ),
         ("throughput", f"{processed / elapsed:,.0f} records/s" if elapsed > 0 else "-"),
     ]
     for label, key in (
