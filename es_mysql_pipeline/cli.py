@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /metrics, /health and /info on this port",
     )
     obs.add_argument("--metrics-host", "--metrics_host", default="127.0.0.1")
+    obs.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep /metrics up this long after the run so Prometheus scrapes the final counts",
+    )
     return p
 
 
@@ -286,20 +293,20 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(not args.no_progress)
     lifecycle.set_progress(progress)
     started = time.perf_counter()
+    run_config = {
+        "ops": {
+            name: {"config": window} for name in ("raw_records", "clean_records", "loaded_records")
+        },
+        "loggers": {"console": {"config": {"log_level": "DEBUG" if args.debug else "CRITICAL"}}},
+    }
     try:
-        result = dg.materialize(
-            build_assets(None),
-            resources=resources,
-            run_config={
-                "ops": {
-                    name: {"config": window}
-                    for name in ("raw_records", "clean_records", "loaded_records")
-                },
-                "loggers": {
-                    "console": {"config": {"log_level": "DEBUG" if args.debug else "CRITICAL"}}
-                },
-            },
-            raise_on_error=False,
+        result = _in_background(
+            lambda: dg.materialize(
+                build_assets(None),
+                resources=resources,
+                run_config=run_config,
+                raise_on_error=False,
+            )
         )
     finally:
         progress.close()
@@ -310,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
     if not result.success:
         if metrics is not None:
             metrics.failed()
-        _stop_metrics(metrics)
+        _stop_metrics(metrics, args.metrics_linger)
         message = _failure_message(result)
         if "stopped by request" in message:
             print(f"es-mysql-pipeline: {message}", file=sys.stderr)
@@ -325,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
     _print_summary(load, elapsed, stages)
     if metrics is not None:
         metrics.succeeded()
-    _stop_metrics(metrics)
+    _stop_metrics(metrics, args.metrics_linger)
     processed = int(load.get("processed", 0))
     failed = int(load.get("failed", 0))
     if processed and failed / processed > args.max_failed_ratio:
@@ -336,6 +343,30 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _in_background(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` off the main thread and wait, so our SIGINT/SIGTERM handlers stay in charge.
+
+    Dagster replaces the SIGINT handler when it runs on the main thread and interrupts the
+    step mid-batch; from another thread it leaves signals alone, and the assets stop cleanly
+    after the batch in flight when :func:`lifecycle.request_stop` is called.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # handed back to the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="pipeline-run")
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)  # short joins keep the main thread responsive to signals
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _metadata(result: Any, asset: str) -> dict[str, Any]:
@@ -395,8 +426,10 @@ def _start_metrics(args: argparse.Namespace, resources: dict[str, Any]) -> Any:
     return start_cli_metrics(args, resources)
 
 
-def _stop_metrics(metrics: Any) -> None:
+def _stop_metrics(metrics: Any, linger: float = 0.0) -> None:
     if metrics is not None:
+        if linger > 0 and not lifecycle.stop_requested():
+            lifecycle.wait_for_stop(linger)
         metrics.stop()
 
 

@@ -9,14 +9,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import dagster as dg
+
 ProgressFn = Callable[[str, int, "int | None"], None]
 
 _stop = threading.Event()
 _progress: ProgressFn | None = None
 
 
-class Interrupted(Exception):
-    """A stop was requested; the batch in flight finished and nothing partial was published."""
+class Interrupted(dg.Failure):
+    """A stop was requested; the batch in flight finished and nothing partial was published.
+
+    A :class:`dagster.Failure` without retries, so the asset's ``RetryPolicy`` does not start
+    the step again while the process is shutting down.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(description=message, allow_retries=False)
 
 
 def request_stop() -> None:
@@ -25,6 +34,11 @@ def request_stop() -> None:
 
 def stop_requested() -> bool:
     return _stop.is_set()
+
+
+def wait_for_stop(seconds: float) -> bool:
+    """Sleep up to ``seconds``, waking early on a stop request; True if one came."""
+    return _stop.wait(seconds)
 
 
 def reset() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,41 @@ def test_failed_ratio_threshold_exits_1(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "2 of 3 records failed" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_cleanly_and_publishes_nothing(sig: int, tmp_path: Path) -> None:
+    from es_mysql_pipeline.sample_data import SAMPLE_START, write_csv
+
+    big = tmp_path / "big.csv"
+    with big.open("w", encoding="utf-8", newline="") as fh:
+        write_csv(fh, 400_000, SAMPLE_START, 5)
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "es_mysql_pipeline",
+            "--csv_file",
+            str(big),
+            "--sink_type",
+            "file",
+            "--output_file",
+            str(out),
+            "--batch-size",
+            "500",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    time.sleep(4)  # well into the run (import + a few batches)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "stopped by request" in stderr
+    assert "Traceback" not in stderr
+    assert not out.exists()  # nothing half-written published
+    assert not list(tmp_path.glob("out.jsonl.tmp*"))
