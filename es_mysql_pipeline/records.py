@@ -74,7 +74,12 @@ def parse_timestamp(value: Any) -> datetime:
         return dt.replace(tzinfo=timezone.utc)
     if dt.tzinfo is timezone.utc:
         return dt
-    return dt.astimezone(timezone.utc)
+    try:
+        return dt.astimezone(timezone.utc)
+    except OverflowError:
+        # 9999-12-31T23:59:59-05:00 or 0001-01-01T00:00:00+01:00: the UTC instant falls
+        # outside datetime's range; a bad value for one record, never a crash of the step.
+        raise ValueError(f"timestamp out of range in UTC: {str(value)[:60]!r}") from None
 
 
 def _parse_text(value: str) -> datetime:

@@ -31,7 +31,8 @@ def transform_records(
         mapping = settings.mapping(raw_records.id_key, raw_records.timestamp_key)
         analyzer = load_analyzer(settings.analyzer) if settings.analyzer else None
     except ConfigError as exc:
-        raise dg.Failure(str(exc)) from None
+        # A wrong setting fails the same way on every attempt: no retries, one clear line.
+        raise dg.Failure(str(exc), allow_retries=False) from None
     started = time.perf_counter()
     analysis_ok = analysis_failed = 0
     dead = DeadLetterWriter(settings.dead_letter_dir, "transform", run_label(context, config))

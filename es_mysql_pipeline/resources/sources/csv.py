@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from typing import IO, Literal
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
@@ -13,6 +14,9 @@ from es_mysql_pipeline.records import ERROR_KEY, Batch, Record, TimeWindow, pars
 from es_mysql_pipeline.resources.sources.base import RecordSource
 
 csv.field_size_limit(2**31 - 1)  # a 20 MB field is data, not an attack
+
+#: Bytes the codec could not decode arrive as lone surrogates (``errors="surrogateescape"``).
+_UNDECODED_RE = re.compile("[\udc80-\udcff]")
 
 
 class CsvSource(RecordSource):
@@ -81,12 +85,23 @@ class CsvSource(RecordSource):
         return "jsonl" if self.path.lower().endswith((".jsonl", ".ndjson", ".json")) else "csv"
 
     def _open(self) -> IO[str]:
-        # newline="" lets the csv module keep newlines inside quoted fields.
-        return open(self.path, encoding=self.encoding, newline="")
+        """The file as text; bytes the encoding cannot decode become lone surrogates.
+
+        ``surrogateescape`` instead of strict decoding, so one bad line costs one record
+        (sent to the dead letter with the reason) instead of failing the whole run.
+        newline="" lets the csv module keep newlines inside quoted fields.
+        """
+        return open(self.path, encoding=self.encoding, errors="surrogateescape", newline="")
+
+    def _undecodable(self, line_desc: str) -> str:
+        return (
+            f"{line_desc}: bytes that are not valid {self.encoding}; "
+            "fix the line or set encoding to the file's real encoding"
+        )
 
     def _header(self) -> list[str]:
         with self._open() as fh:
-            return next(csv.reader(fh, delimiter=self.delimiter), [])
+            return [_printable(h) for h in next(csv.reader(fh, delimiter=self.delimiter), [])]
 
     def _records(self) -> Iterator[Record]:
         if self._file_format() == "jsonl":
@@ -95,13 +110,22 @@ class CsvSource(RecordSource):
 
     def _csv_records(self) -> Iterator[Record]:
         with self._open() as fh:
-            reader = csv.reader(fh, delimiter=self.delimiter, strict=False)
+            bad = _BadLineFlag()
+            reader = csv.reader(bad.watch(fh), delimiter=self.delimiter, strict=False)
             header = next(reader, None)
             if header is None:
                 return
+            header = [_printable(h) for h in header]
+            bad.take()  # undecodable bytes in a field name are shown escaped, not rejected
             dupes = sorted({h for h in header if header.count(h) > 1})
             width = len(header)
             for row in reader:
+                if bad.take():
+                    yield {
+                        ERROR_KEY: self._undecodable(f"line {reader.line_num}"),
+                        "__raw__": [_printable(v) for v in row],
+                    }
+                    continue
                 if not row:
                     continue  # blank line between records
                 if len(row) == width and not dupes:
@@ -124,6 +148,12 @@ class CsvSource(RecordSource):
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
+                if not line.isascii() and _UNDECODED_RE.search(line):
+                    yield {
+                        ERROR_KEY: self._undecodable(f"line {lineno}"),
+                        "__raw__": _printable(line),
+                    }
+                    continue
                 try:
                     value = json.loads(line)
                 except (json.JSONDecodeError, RecursionError) as exc:
@@ -133,6 +163,32 @@ class CsvSource(RecordSource):
                     yield {ERROR_KEY: f"line {lineno}: not a JSON object", "__raw__": line}
                     continue
                 yield value
+
+
+class _BadLineFlag:
+    """Notes whether the lines the csv reader consumed since the last record held bytes the
+    codec could not decode, so exactly the record built from them is rejected."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def watch(self, lines: Iterable[str]) -> Iterator[str]:
+        search = _UNDECODED_RE.search
+        for line in lines:
+            if not line.isascii() and search(line):
+                self.seen = True
+            yield line
+
+    def take(self) -> bool:
+        seen, self.seen = self.seen, False
+        return seen
+
+
+def _printable(text: str) -> str:
+    """Undecodable bytes as ``\\xff`` escapes: dead-letter and stage files stay valid UTF-8."""
+    if text.isascii() or not _UNDECODED_RE.search(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _in_window(rec: Record, ts_key: str, window: TimeWindow) -> bool:

@@ -1,0 +1,1 @@
+"""Bad input and bad configuration: every record accounted for, every failure explained."""

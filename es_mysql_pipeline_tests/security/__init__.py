@@ -1,0 +1,1 @@
+"""Security: bound parameters, quoted identifiers, secrets kept out of every output, TLS."""
