@@ -99,6 +99,8 @@ class SqlSink(RecordSink):
                 connect_args["ssl"] = {"ca": self.ssl_ca, "check_hostname": True}
         elif url.get_backend_name() == "sqlite":
             connect_args["timeout"] = 30
+            if url.database and url.database != ":memory:":  # like MySQL's database: must exist
+                os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
         try:
             engine = sa.create_engine(
                 url,
