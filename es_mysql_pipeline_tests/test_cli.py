@@ -212,3 +212,25 @@ def test_signal_stops_cleanly_and_publishes_nothing(sig: int, tmp_path: Path) ->
     assert "Traceback" not in stderr
     assert not out.exists()  # nothing half-written published
     assert not list(tmp_path.glob("out.jsonl.tmp*"))
+
+
+def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = cli(
+            "--csv_file",
+            SAMPLE,
+            "--sink_type",
+            "file",
+            "--output_file",
+            str(tmp_path / "o.jsonl"),
+            "--metrics-port",
+            str(port),
+            cwd=tmp_path,
+        )
+    assert_one_line_error(proc, 2, str(port))
+    assert not (tmp_path / "o.jsonl").exists()
