@@ -94,10 +94,10 @@ def es_docs(csv_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 # -- MariaDB -------------------------------------------------------------------------------
 
 
-def connect(timeout: float = 5) -> pymysql.connections.Connection:
+def connect(timeout: float = 5, port: int = MYSQL_PORT) -> pymysql.connections.Connection:
     return pymysql.connect(
         host=MYSQL_HOST,
-        port=MYSQL_PORT,
+        port=port,
         user=MYSQL_USER,
         database=MYSQL_DB,
         connect_timeout=max(1, int(timeout)),
@@ -145,10 +145,10 @@ def ensure_mariadb() -> None:
         start_mariadb()
 
 
-def row_count(table: str) -> int:
+def row_count(table: str, port: int = MYSQL_PORT) -> int:
     """Rows in ``table`` (0 when it does not exist yet or the server is away)."""
     try:
-        conn = connect(2)
+        conn = connect(2, port)
     except pymysql.err.MySQLError:
         return 0
     try:
@@ -168,6 +168,129 @@ def drop_table(table: str) -> None:
             cur.execute(f"DROP TABLE IF EXISTS `{table}`")
     finally:
         conn.close()
+
+
+class PrivateMariaDB:
+    """A throw-away MariaDB server (own datadir and port) that a test may stop, kill and
+    start again without disturbing the shared test server other tests use meanwhile."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.datadir = root / "data"
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}/test"
+
+    def install(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "/usr/sbin/mariadbd",
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                f"--socket={self.root / 'mysqld.sock'}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                f"--pid-file={self.root / 'mysqld.pid'}",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=128M",
+                f"--log-error={self.root / 'error.log'}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.wait(True)
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("CREATE DATABASE IF NOT EXISTS test")
+        finally:
+            conn.close()
+
+    def connect(self, timeout: float = 2) -> pymysql.connections.Connection:
+        return pymysql.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="root",
+            connect_timeout=max(1, int(timeout)),
+            autocommit=True,
+        )
+
+    def alive(self) -> bool:
+        try:
+            self.connect().close()
+            return True
+        except pymysql.err.MySQLError:
+            return False
+
+    def wait(self, up: bool, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while self.alive() != up:
+            if self.proc is not None and up and self.proc.poll() is not None:
+                log = (self.root / "error.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"mariadbd exited with {self.proc.returncode}:\n{log}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"MariaDB on {self.port} did not become up={up}")
+            time.sleep(0.1)
+
+    def shutdown(self) -> None:
+        """Clean shutdown (``mariadb-admin shutdown``): connections see 1053/2013."""
+        subprocess.run(
+            [
+                "mariadb-admin",
+                "--no-defaults",
+                "-h127.0.0.1",
+                f"-P{self.port}",
+                "-uroot",
+                "shutdown",
+            ],
+            check=False,
+            capture_output=True,
+            timeout=120,
+        )
+        if self.proc is not None:
+            self.proc.wait(120)
+        self.restarts += 1
+
+    def kill(self) -> None:
+        """``kill -9`` of mariadbd: a crash, InnoDB recovers on the next start."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(60)
+        self.restarts += 1
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.shutdown()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # -- exact comparison ----------------------------------------------------------------------
@@ -198,7 +321,9 @@ class Comparison:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
 
 
-def compare_table(table: str, expected: dict[str, Row], day: str | None = None) -> Comparison:
+def compare_table(
+    table: str, expected: dict[str, Row], day: str | None = None, port: int = MYSQL_PORT
+) -> Comparison:
     """Every expected id exactly once with every field byte-equal, and nothing else."""
     fields = ", ".join(f"`{f}`" for f in FIELDS[2:])
     sql = (
@@ -209,7 +334,7 @@ def compare_table(table: str, expected: dict[str, Row], day: str | None = None) 
     if day is not None:
         sql += " WHERE `timestamp` >= %s AND `timestamp` < %s + INTERVAL 1 DAY"
         args = (day, day)
-    conn = connect()
+    conn = connect(port=port)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)

@@ -56,3 +56,23 @@ class CsvFactory:
             path = self.root / f"events-{rows}-{days}-{int(shuffle_ids)}.csv"
             self.cache[key] = common.write_events_csv(path, rows, days, shuffle_ids)
         return self.cache[key]
+
+
+@pytest.fixture(scope="module")
+def private_mariadb(
+    mysql_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[common.PrivateMariaDB]:
+    """A MariaDB of this module's own, to stop and kill; removed afterwards."""
+    server = common.PrivateMariaDB(tmp_path_factory.mktemp("mariadb"))
+    try:
+        server.install()
+        server.start()
+    except Exception as exc:  # no mariadb-install-db: say why
+        server.close()
+        from es_mysql_pipeline_tests.conftest import need_service
+
+        need_service(f"cannot create a private MariaDB: {exc}")
+    try:
+        yield server
+    finally:
+        server.close()
