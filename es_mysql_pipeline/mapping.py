@@ -57,6 +57,31 @@ class FieldMapping:
         types[self.timestamp_column] = "datetime"
         return types
 
+    def named_columns(self) -> dict[str, str]:
+        """Output columns the settings name (``select``, ``casts``, ``rename`` targets), each
+        with the setting that names it: the transform fails when one never appears in the
+        data, because a typo there would otherwise silently drop or leave uncast a field."""
+        named: dict[str, str] = {}
+        for name in self.select:
+            named[name] = "select"
+        for name in self.casts:
+            named.setdefault(name, f"casts[{name!r}]")
+        for src, dst in self.rename.items():
+            named.setdefault(dst, f"rename[{src!r}]")
+        named.pop(self.id_column, None)
+        named.pop(self.timestamp_column, None)
+        return named
+
+    @staticmethod
+    def unknown_columns_message(unseen: Mapping[str, str], seen: list[str]) -> str:
+        """One line naming each setting whose column is not in the data, and the fix."""
+        what = "; ".join(f"{setting}: column {name!r}" for name, setting in unseen.items())
+        shown = ", ".join(seen[:20]) + (f" (and {len(seen) - 20} more)" if len(seen) > 20 else "")
+        return (
+            f"{what} not in the data (columns: {shown}); fix the name (nested fields are "
+            "flattened to parent_child) or remove it from the mapping"
+        )
+
     def apply(self, raw: Record) -> Record:
         """Map one raw record to a row or raise :class:`RecordRejected` with the reason."""
         if ERROR_KEY in raw:

@@ -35,6 +35,7 @@ def transform_records(
         raise dg.Failure(str(exc), allow_retries=False) from None
     started = time.perf_counter()
     analysis_ok = analysis_failed = 0
+    unseen = mapping.named_columns()  # emptied as the named columns show up in rows
     dead = DeadLetterWriter(settings.dead_letter_dir, "transform", run_label(context, config))
     with (
         dead,
@@ -65,12 +66,18 @@ def transform_records(
                         analysis_failed += 1
                 rows.append(row)
             out.write(rows)
+            if unseen and rows:
+                _mark_seen(unseen, rows)
             n_bad = dead.count - rejected_before
             if n_bad:
                 rec.records("failed", n_bad, "transform")
                 rec.dead_letter("transform", n_bad)
             lifecycle.progress("transform", out.rows + dead.count, raw_records.rows)
             lifecycle.raise_if_stopped("transform")
+        if unseen and out.rows:
+            # Nothing is published: a typo in the mapping fails the same way on every retry.
+            message = mapping.unknown_columns_message(unseen, sorted(out.columns))
+            raise dg.Failure(message, allow_retries=False)
         staged = out.finish()
         dead_path = dead.close()
     if analyzer is not None:
@@ -101,3 +108,12 @@ def transform_records(
     if analyzer is not None:
         metadata.update({"analysis_succeeded": analysis_ok, "analysis_failed": analysis_failed})
     return dg.MaterializeResult(value=staged, metadata=metadata)  # type: ignore[arg-type]
+
+
+def _mark_seen(unseen: dict[str, str], rows: list[Record]) -> None:
+    """Drop from ``unseen`` the columns present in ``rows`` (stops at once when all seen)."""
+    for row in rows:
+        for name in [n for n in unseen if n in row]:
+            del unseen[name]
+        if not unseen:
+            return
