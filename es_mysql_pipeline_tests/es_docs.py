@@ -1,0 +1,197 @@
+"""Elasticsearch documents for end-to-end tests, and the exact MariaDB rows they must become.
+
+The expected rows are derived here independently of the pipeline's transform: nested objects
+flatten to ``parent_child`` columns, arrays (and empty objects) are JSON text, ``_id`` is
+``id`` and ``@timestamp`` is a naive UTC ``timestamp``; a field a document lacks is NULL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+DAY0 = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)
+DAYS = 5
+Doc = tuple[str, dict[str, Any]]
+
+#: strings a loader tends to mangle: SQL/CSV/LOAD DATA specials, control and 4-byte characters
+TRICKY = [
+    "NULL",
+    "\\N",
+    "",
+    " leading and trailing ",
+    "tab\there, newline\nthere, cr\r, backslash \\ and quote ' \" `",
+    "comma, semicolon; pipe |",
+    "emoji 😀🚀 and 𝄞, combining é (e\u0301), zero\u200bwidth",
+    "RTL: שלום عربى",
+    "日本語のテキストと中文",
+    "nul\x00byte",
+]
+
+
+def day(n: int) -> str:
+    """``YYYY-MM-DD`` of day ``n`` of the data set (0-based)."""
+    return (DAY0 + dt.timedelta(days=n)).strftime("%Y-%m-%d")
+
+
+def _timestamp(i: int, ts: dt.datetime) -> Any:
+    """Formats ES accepts for a date field, rotated: Z, micro/milliseconds, offsets, epoch ms."""
+    kind = i % 5
+    if kind == 0:
+        return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if kind == 1:
+        return ts.replace(microsecond=(i * 37) % 1_000_000).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if kind == 2:
+        return ts.astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat()
+    if kind == 3:
+        return int(ts.timestamp() * 1000) + i % 1000  # epoch milliseconds (a number)
+    return ts.astimezone(dt.timezone(dt.timedelta(hours=-5, minutes=-30))).isoformat(
+        timespec="milliseconds"
+    )
+
+
+def make_docs(n: int, prefix: str = "doc") -> list[Doc]:
+    """``n`` documents over five days: nested objects, arrays, unicode, missing fields."""
+    docs: list[Doc] = []
+    span = DAYS * 86_400
+    for i in range(n):
+        ts = DAY0 + dt.timedelta(seconds=(i * 7919) % span)
+        src: dict[str, Any] = {
+            "@timestamp": _timestamp(i, ts),
+            "message": f"event {i} — naïve café ☕ 日本語 {'𝄞' if i % 3 == 0 else ''}",
+            "level": ["info", "warn", "error"][i % 3],
+            "count": i - 7_000,
+            "ratio": i / 8,
+            "ok": i % 4 == 0,
+            "user": {
+                "id": i % 97,
+                "name": f"user-{i % 97}",
+                "geo": {"country": "DE", "city": ["Köln", "München", "Zürich"][i % 3]},
+            },
+            "http": {"request": {"method": ["GET", "POST"][i % 2], "bytes": i * 13}},
+            "http-status": [200, 404, 500][i % 3],
+            "tags": [f"t{i % 5}", f"t{i % 7}"],
+        }
+        if i % 11 == 0:
+            del src["user"]  # a missing nested object: all its columns NULL
+        elif i % 23 == 0:
+            del src["user"]["geo"]
+        if i % 13 == 0:
+            src["tags"] = []
+        if i % 17 == 0:
+            src["score"] = None
+        if i % 19 == 0:
+            src["items"] = [{"sku": f"s{i}", "qty": 1}, {"sku": "ü", "qty": [2, 3]}]
+        if i % 29 == 0:
+            src["extra"] = {}  # an empty object is a JSON value, not flattened
+        if i % 31 == 0:
+            src["message"] = TRICKY[(i // 31) % len(TRICKY)]
+        if i % 5000 == 3:
+            src["count"] = 2**63 - 1 - i
+            src["blob"] = "ß" * 40_000  # 80,000 UTF-8 bytes: more than TEXT holds
+        if i % 997 == 0:
+            del src["@timestamp"]  # belongs to no day: a full run dead-letters it
+        if i % 1000 == 1:
+            # exactly on a day boundary: belongs to the later day only
+            src["@timestamp"] = (DAY0 + dt.timedelta(days=i % DAYS)).strftime(
+                "%Y-%m-%dT%H:%M:%S.000Z"
+            )
+        doc_id = f"{prefix}-{i:05d}"
+        if i % 2500 == 7:
+            doc_id = f"{prefix}-Ünï-ид-{i}"
+        elif i % 2500 == 8:
+            doc_id = f"{prefix.upper()}-{i:05d}"  # ids are case-sensitive
+        docs.append((doc_id, src))
+    return docs
+
+
+def parse_es_time(value: Any) -> dt.datetime:
+    """An ES date value (ISO 8601 text or epoch milliseconds) as aware UTC."""
+    if isinstance(value, int):
+        return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=value)
+    parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed.astimezone(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Json:
+    """A column holding JSON text: compared after parsing, not byte for byte."""
+
+    value: Any
+
+
+def _columns(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        for key, sub in value.items():
+            yield from _columns(f"{prefix}_{key}", sub)
+    elif isinstance(value, (dict, list)):
+        yield prefix, Json(value)
+    elif isinstance(value, bool):
+        yield prefix, int(value)  # MariaDB BOOLEAN is TINYINT(1)
+    else:
+        yield prefix, value
+
+
+def expected_rows(docs: Iterable[Doc], days: set[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Rows by id for the documents with a timestamp (on ``days`` if given)."""
+    out: dict[str, dict[str, Any]] = {}
+    for doc_id, src in docs:
+        if "@timestamp" not in src:
+            continue
+        ts = parse_es_time(src["@timestamp"])
+        if days is not None and ts.strftime("%Y-%m-%d") not in days:
+            continue
+        row: dict[str, Any] = {"id": doc_id, "timestamp": ts.replace(tzinfo=None)}
+        for key, value in src.items():
+            if key != "@timestamp":
+                row.update(_columns(key.replace("-", "_"), value))
+        out[doc_id] = row
+    return out
+
+
+def untimed_ids(docs: Iterable[Doc]) -> set[str]:
+    return {doc_id for doc_id, src in docs if "@timestamp" not in src}
+
+
+def read_table(url: str, table: str) -> tuple[dict[str, sa.types.TypeEngine[Any]], list[Any]]:
+    """Column types and all rows (as mappings) of ``table``."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            t = sa.Table(table, sa.MetaData(), autoload_with=conn)
+            # the driver's own values (reflected DOUBLE would come back as Decimal)
+            result = conn.exec_driver_sql(f"SELECT * FROM `{table}`")
+            rows = [dict(r._mapping) for r in result]
+        return {c.name: c.type for c in t.columns}, rows
+    finally:
+        engine.dispose()
+
+
+def assert_table_equals(url: str, table: str, expected: dict[str, dict[str, Any]]) -> None:
+    """The table holds exactly the expected rows, column by column, and nothing else."""
+    types, rows = read_table(url, table)
+    want_columns = {col for row in expected.values() for col in row}
+    assert set(types) == want_columns, sorted(set(types) ^ want_columns)
+    assert str(types["timestamp"]) == "DATETIME", types["timestamp"]
+    assert getattr(types["timestamp"], "fsp", None) == 6
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "duplicate ids in the table"
+    missing, extra = sorted(set(expected) - set(ids)), sorted(set(ids) - set(expected))
+    assert not missing and not extra, f"missing {missing[:5]}, extra {extra[:5]}"
+    problems = []
+    for row in rows:
+        want = expected[row["id"]]
+        for col in want_columns:
+            got, exp = row[col], want.get(col)
+            if isinstance(exp, Json):
+                ok = isinstance(got, str) and json.loads(got) == exp.value
+            else:
+                ok = got == exp and type(got) is type(exp)  # 1 is not 1.0, "1" is not 1
+            if not ok:
+                problems.append((row["id"], col, got, exp))
+    assert not problems, f"{len(problems)} cells differ, e.g. {problems[:5]}"
