@@ -318,12 +318,12 @@ def run(args: argparse.Namespace) -> int:
         if metrics is not None:
             metrics.failed()
         _stop_metrics(metrics, args.metrics_linger)
-        message = _failure_message(result)
-        if "stopped by request" in message:
+        message, config_error = _failure(result)
+        if lifecycle.stop_requested():
             print(f"es-mysql-pipeline: {message}", file=sys.stderr)
             return 130
         print(f"es-mysql-pipeline: error: {message}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE if config_error else EXIT_FAILED
     load = _metadata(result, "loaded_records")
     stages = {
         name: _metadata(result, f"{name}_records").get("duration_seconds")
@@ -376,17 +376,20 @@ def _metadata(result: Any, asset: str) -> dict[str, Any]:
     return {}
 
 
-def _failure_message(result: Any) -> str:
+def _failure(result: Any) -> tuple[str, bool]:
+    """The failed step's one-line message, and whether it was a configuration error."""
     for event in result.get_step_failure_events():
         data = event.step_failure_data
-        if data.user_failure_data is not None and data.user_failure_data.description:
-            return str(data.user_failure_data.description)
+        user = data.user_failure_data
+        if user is not None and user.description:
+            kind = user.metadata.get("error_kind")
+            return str(user.description), getattr(kind, "value", kind) == "config"
         err = data.error
         while err is not None and err.cause is not None and "Error occurred" in err.message:
             err = err.cause
         if err is not None:
-            return err.message.strip().splitlines()[-1]
-    return "the run failed"
+            return err.message.strip().splitlines()[-1], False
+    return "the run failed", False
 
 
 def _print_summary(load: dict[str, Any], elapsed: float, stages: dict[str, Any]) -> None:

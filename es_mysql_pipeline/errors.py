@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dagster import Failure
+
 
 class PipelineError(Exception):
     """Base for errors shown to users as one line, without a traceback."""
@@ -17,3 +19,17 @@ class SourceError(PipelineError):
 
 class SinkError(PipelineError):
     """The sink refused the data or the connection (permanent failure)."""
+
+
+def step_failure(exc: PipelineError) -> Failure:
+    """The Dagster step failure for ``exc``, with one line and no traceback.
+
+    A :class:`ConfigError` fails for good: the asset's ``RetryPolicy`` would only repeat it,
+    and the CLI exits 2 for it (it reads the ``error_kind`` metadata).
+    """
+    config = isinstance(exc, ConfigError)
+    return Failure(
+        description=str(exc),
+        allow_retries=not config,
+        metadata={"error_kind": "config" if config else type(exc).__name__},
+    )

@@ -132,11 +132,6 @@ def test_wrong_api_key_is_exit_2_and_one_line(server: EsTestServer, tmp_path: Pa
     assert not out.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a missing index is only seen inside the Dagster run (preflight check() does GET / "
-    "only), so the CLI exits 1, after the asset RetryPolicy re-ran the permanent error twice",
-)
 def test_missing_index_is_exit_2_and_one_line(server: EsTestServer, tmp_path: Path) -> None:
     pits_before = server.stats.by_endpoint.get("POST /{index}/_pit", 0)
     proc = cli(

@@ -9,7 +9,7 @@ import dagster as dg
 
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline.assets.partitions import WindowConfig, run_window
-from es_mysql_pipeline.errors import PipelineError
+from es_mysql_pipeline.errors import PipelineError, step_failure
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.settings import PipelineSettings
@@ -30,13 +30,13 @@ def fetch_records(
         source.check()
     except PipelineError as exc:
         rec.error(type(exc).__name__, "fetch")
-        raise dg.Failure(str(exc), allow_retries=False) from None
+        raise step_failure(exc) from None
     started = time.perf_counter()
     try:
         staged = _drain(source, window, settings.fetch_batch_size)
     except PipelineError as exc:
         rec.error(type(exc).__name__, "fetch")
-        raise dg.Failure(str(exc)) from None
+        raise step_failure(exc) from None
     elapsed = time.perf_counter() - started
     staged = StagedRecords(
         staged.path, staged.rows, staged.id_key, staged.timestamp_key, source_rows=staged.rows

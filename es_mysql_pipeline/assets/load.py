@@ -19,7 +19,7 @@ from es_mysql_pipeline.assets.partitions import (
     run_window,
 )
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
-from es_mysql_pipeline.errors import PipelineError
+from es_mysql_pipeline.errors import PipelineError, step_failure
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import Batch, parse_timestamp
 from es_mysql_pipeline.resources.settings import PipelineSettings
@@ -53,7 +53,7 @@ def load_records(
         outcome = write_stage(clean_records, sink, shape, label, settings.dead_letter_dir)
     except PipelineError as exc:
         get_recorder().error(type(exc).__name__, "load")
-        raise dg.Failure(str(exc), allow_retries=False) from None
+        raise step_failure(exc) from None
     counts = outcome.counts
     processed = clean_records.source_rows
     failed = counts.failed + clean_records.rejected

@@ -241,11 +241,6 @@ def test_wrong_api_key_fails_at_once(mysql_url: str, mysql_table: str, tmp_path:
         assert server.stats.by_endpoint == {"GET /": 1}  # nothing after the failed connect
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fetch.py re-raises a ConfigError from read_batches as dg.Failure without "
-    "allow_retries=False, so the asset RetryPolicy re-runs a permanent error twice (~6-10 s)",
-)
 def test_missing_index_fails_at_once(
     es_server: EsTestServer, mysql_url: str, mysql_table: str, tmp_path: Path
 ) -> None:
