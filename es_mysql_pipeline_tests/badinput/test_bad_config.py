@@ -63,8 +63,18 @@ def one_line_exit_2(proc: subprocess.CompletedProcess[str], *must_contain: str) 
         ),
         (["--delimiter", ";;", "--sink_type", "file", "--output_file", "o.jsonl"], ["delimiter"]),
         (
-            ["--source_type", "elasticsearch", "--es_url", "not a url", "--es_index", "x"]
-            + ["--sink_type", "file", "--output_file", "o.jsonl"],
+            [
+                "--source_type",
+                "elasticsearch",
+                "--es_url",
+                "not a url",
+                "--es_index",
+                "x",
+                "--sink_type",
+                "file",
+                "--output_file",
+                "o.jsonl",
+            ],
             ["es_url", "could not parse url"],
         ),
         (["--write-mode", "merge"], ["--write-mode", "choose from"]),

@@ -74,7 +74,10 @@ def test_invalid_utf8_rejects_only_that_record(
 
 
 def test_invalid_utf8_in_jsonl_and_in_header(tmp_path: Path) -> None:
-    data = b'{"id": "1", "timestamp": "2024-01-01", "v": "\xff"}\n{"id": "2", "timestamp": "2024-01-01"}\n'
+    data = (
+        b'{"id": "1", "timestamp": "2024-01-01", "v": "\xff"}\n'
+        b'{"id": "2", "timestamp": "2024-01-01"}\n'
+    )
     out = run_direct(write(tmp_path, "in.jsonl", data), sqlite(tmp_path), tmp_path)
     loaded(out, 2, 1)
     assert "line 1" in reasons(out)[0] and "not valid utf-8" in reasons(out)[0]

@@ -9,6 +9,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -24,7 +25,7 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 DB_SECRET = f"DbSentinel-{uuid.uuid4().hex[:16]}"
 ES_SECRET = f"EsSentinel-{uuid.uuid4().hex[:16]}"
 SECRETS = (DB_SECRET, ES_SECRET)
-DOCS = [
+DOCS: list[tuple[str, dict[str, Any]]] = [
     ("a1", {"@timestamp": "2024-01-01T01:00:00Z", "msg": "hello", "user": {"name": "ann"}}),
     ("a2", {"@timestamp": "2024-01-01T02:00:00Z", "msg": "world"}),
     ("bad", {"@timestamp": "not a time", "msg": "goes to the dead letter"}),
