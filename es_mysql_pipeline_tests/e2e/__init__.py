@@ -1,0 +1,1 @@
+"""End-to-end tests against a real ``dagster dev`` (webserver + daemon): browser and GraphQL."""

@@ -1,0 +1,277 @@
+"""A real ``dagster dev`` (webserver + daemon) for the end-to-end tests, and what they check.
+
+One server per session: it starts on a free 127.0.0.1 port with a temporary ``DAGSTER_HOME``
+and a temporary ``ES_MYSQL_PIPELINE_DATA`` (the SQLite sink), and its whole process group is
+killed afterwards. Each test empties the sink first, so "exactly these days" is exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from es_mysql_pipeline.records import parse_timestamp
+from es_mysql_pipeline_tests.conftest import need_service
+from es_mysql_pipeline_tests.helpers import sample_rows, table_rows
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = REPO / "artifacts"
+LOCATION = "es_mysql_pipeline.definitions"
+TABLE = "records"
+#: Bounds on every wait; generous for a loaded CI box, still far below pytest's patience.
+START_TIMEOUT = 120.0
+RUN_TIMEOUT = 120.0
+#: The backfill daemon loops every 30 s: pick-up, run, then completion on a later tick.
+BACKFILL_TIMEOUT = 150.0
+#: Variables that would point the server at another source, sink or gateway.
+_FOREIGN_ENV = (
+    "DB_URL",
+    "DB_TABLE",
+    "DB_PASSWORD",
+    "WRITE_MODE",
+    "CSV_FILE",
+    "OUTPUT_DIR",
+    "STAGING_PATH",
+    "PIPELINE_ID",
+    "PUSHGATEWAY_URL",
+    "ES_MYSQL_PIPELINE_START_DATE",
+)
+
+_DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+"""
+
+_READY_QUERY = """
+{
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries { name loadStatus locationOrLoadError { __typename } }
+    }
+  }
+  instance { daemonHealth { allDaemonStatuses { daemonType healthy } } }
+}
+"""
+
+
+@dataclass(frozen=True)
+class DagsterDev:
+    """A running ``dagster dev`` and the SQLite sink its runs load into."""
+
+    host: str
+    port: int
+    home: Path
+    data: Path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def sink_url(self) -> str:
+        return f"sqlite:///{self.data / 'es_mysql_pipeline.sqlite'}"
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST a GraphQL query; raise on transport or GraphQL errors."""
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        req = urllib.request.Request(
+            f"{self.url}/graphql", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            payload: dict[str, Any] = json.load(resp)
+        if payload.get("errors"):
+            raise AssertionError(f"GraphQL errors: {payload['errors']}")
+        data: dict[str, Any] = payload["data"]
+        return data
+
+    def clear_sink(self) -> None:
+        """Delete every row from the sink table (if a run created it already)."""
+        engine = sa.create_engine(self.sink_url)
+        try:
+            with engine.begin() as conn:
+                if sa.inspect(conn).has_table(TABLE):
+                    conn.execute(sa.text(f"DELETE FROM {TABLE}"))
+        finally:
+            engine.dispose()
+
+    def assert_sink_holds_exactly(self, days: set[str]) -> int:
+        """The sink holds the sample's good rows of ``days``, byte for byte, and nothing else."""
+        expected = expected_rows(days)
+        assert expected, f"the sample has no rows for {sorted(days)}"
+        actual = table_rows(self.sink_url, TABLE)
+        extra = sorted(set(actual) - set(expected))
+        missing = sorted(set(expected) - set(actual))
+        assert not extra and not missing, (
+            f"sink vs sample for {sorted(days)}: {len(extra)} unexpected ids "
+            f"(e.g. {extra[:3]}), {len(missing)} missing (e.g. {missing[:3]})"
+        )
+        for rid, src in expected.items():
+            got = actual[rid]
+            for key, value in src.items():
+                if key == "timestamp":
+                    assert got[key] == parse_timestamp(value).replace(tzinfo=None), rid
+                else:
+                    assert got[key] == value, (rid, key)
+        return len(actual)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def expected_rows(days: set[str]) -> dict[str, dict[str, str]]:
+    """Good rows of the sample (first occurrence of each id) whose UTC day is in ``days``."""
+    out: dict[str, dict[str, str]] = {}
+    for row in sample_rows():
+        if not row["id"] or None in row.values():
+            continue
+        try:
+            day = parse_timestamp(row["timestamp"]).strftime("%Y-%m-%d")
+        except ValueError:
+            continue
+        if day in days:
+            out.setdefault(row["id"], row)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _not_ready_reason(server: DagsterDev) -> str | None:
+    """Why the server cannot take runs and backfills yet, or None when it can."""
+    try:
+        data = server.graphql(_READY_QUERY)
+    except (OSError, urllib.error.URLError, AssertionError, ValueError) as exc:
+        return f"webserver not answering: {exc.__class__.__name__}: {exc}"
+    entries = data["workspaceOrError"].get("locationEntries") or []
+    loaded = [
+        e
+        for e in entries
+        if e["name"] == LOCATION
+        and e["loadStatus"] == "LOADED"
+        and (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
+    ]
+    if not loaded:
+        return f"code location not loaded: {entries}"
+    daemons = {
+        d["daemonType"]: d["healthy"] for d in data["instance"]["daemonHealth"]["allDaemonStatuses"]
+    }
+    if not (daemons.get("BACKFILL") and daemons.get("QUEUED_RUN_COORDINATOR")):
+        return f"daemons not healthy yet: {daemons}"
+    return None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the whole process group, then SIGKILL whatever is left after a grace period."""
+    pgid = proc.pid  # start_new_session=True: the leader's pid is the group id
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
+        if not _group_alive(pgid):
+            break
+        os.killpg(pgid, sig)
+        deadline = time.monotonic() + grace
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            proc.poll()  # reap the leader so it does not linger as a zombie
+            time.sleep(0.2)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+    """``dagster dev -w workspace.yaml`` on a free port, ready for runs and backfills."""
+    root = tmp_path_factory.mktemp("dagster_dev")
+    home, data = root / "dagster_home", root / "data"
+    home.mkdir()
+    data.mkdir()
+    (home / "dagster.yaml").write_text(_DAGSTER_YAML)
+    server = DagsterDev("127.0.0.1", _free_port(), home, data, root / "dagster-dev.log")
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
+    env.update(
+        DAGSTER_HOME=str(home),
+        ES_MYSQL_PIPELINE_ENV="local",
+        ES_MYSQL_PIPELINE_DATA=str(data),
+        ES_MYSQL_PIPELINE_SCRATCH=str(root / "scratch"),
+        PYTHONUNBUFFERED="1",
+    )
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"]
+    cmd += ["-h", server.host, "-p", str(server.port)]
+    with open(server.log, "wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        reason: str | None = "not polled yet"
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"dagster dev exited with {proc.returncode}:\n{server.log_tail()}")
+            reason = _not_ready_reason(server)
+            if reason is None:
+                break
+            time.sleep(1.0)
+        else:
+            pytest.fail(
+                f"dagster dev not ready after {START_TIMEOUT:.0f}s ({reason}):\n{server.log_tail()}"
+            )
+        yield server
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def server(dagster_dev: DagsterDev) -> DagsterDev:
+    """The session's server with an empty sink, so each test sees only its own days."""
+    dagster_dev.clear_sink()
+    return dagster_dev
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium: skipped locally when missing, a failure under ``CI=true``."""
+    if not os.access(CHROMIUM, os.X_OK):
+        need_service(f"{CHROMIUM} not installed (apt-get install chromium); no browser download")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where screenshots go (git-ignored)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
