@@ -96,14 +96,13 @@ def _secret(name: str) -> Any:
 
 
 DAILY = daily_partitions()
-ASSETS = build_assets(DAILY)
+ASSETS = build_assets(DAILY, hooks=PIPELINE_METRICS_HOOKS)
 
 records_job = dg.define_asset_job(
     "records_job",
     selection=dg.AssetSelection.assets(*ASSETS),
     partitions_def=DAILY,
     description="Fetch, transform and load one day's records (or a range, as one run).",
-    hooks=PIPELINE_METRICS_HOOKS,
 )
 
 records_daily_schedule = dg.build_schedule_from_partitioned_job(

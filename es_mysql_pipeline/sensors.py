@@ -276,8 +276,13 @@ def evaluate_metrics_sensor(
     )
 
 
+#: The job and Dagster's implicit asset job, which runs launches from the asset graph and
+#: asset backfills.
+WATCHED_JOBS = ("records_job", "__ASSET_JOB")
+
+
 def build_pipeline_metrics_sensor(
-    job_names: Sequence[str] = ("records_job",),
+    job_names: Sequence[str] = WATCHED_JOBS,
     name: str = "pipeline_metrics_sensor",
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 import dagster as dg
 
 from es_mysql_pipeline.assets.fetch import fetch_records
@@ -17,11 +19,14 @@ RETRY = dg.RetryPolicy(
 
 def build_assets(
     partitions_def: dg.PartitionsDefinition[str] | None,
+    hooks: AbstractSet[dg.HookDefinition] | None = None,
 ) -> list[dg.AssetsDefinition]:
     """The same three assets, daily-partitioned for Dagster or unpartitioned for the CLI.
 
     Partitioned runs of a date range execute as one run (single-run backfill policy); the
     unpartitioned variant takes an optional ``start``/``end`` window as run config.
+    ``hooks`` sit on the assets, not on a job, so they also run when the assets are
+    launched from the asset graph or as a backfill (Dagster's implicit asset job).
     """
     common: dict[str, object] = {
         "partitions_def": partitions_def,
@@ -29,6 +34,7 @@ def build_assets(
         "group_name": GROUP,
         "owners": OWNERS,
         "retry_policy": RETRY,
+        "hooks": set(hooks) if hooks else None,
     }
     raw = dg.asset(name="raw_records", kinds={"python", "file"}, **common)(fetch_records)  # type: ignore[call-overload]
     clean = dg.asset(name="clean_records", kinds={"python", "file"}, **common)(  # type: ignore[call-overload]

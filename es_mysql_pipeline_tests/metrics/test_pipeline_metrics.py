@@ -17,10 +17,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS, push_step_metrics_on_success
+from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.records import TimeWindow
-from es_mysql_pipeline.sensors import build_pipeline_metrics_sensor
+from es_mysql_pipeline.sensors import WATCHED_JOBS, build_pipeline_metrics_sensor
 from es_mysql_pipeline_tests.fixtures.prometheus import PrometheusServer, PushgatewayServer
 
 from .seed_queries import P95_LATENCY, RECORDS_PER_SECOND, SUCCESS_RATE, selector_matches
@@ -36,14 +36,32 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield inst
 
 
-def test_defs_are_wired_for_metrics() -> None:
-    from es_mysql_pipeline.definitions import defs
+@pytest.mark.parametrize("job_name", ["records_job", "__ASSET_JOB"])
+def test_step_hooks_run_however_the_assets_are_launched(
+    job_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hooks sit on the assets, so the schedule's job and launches from the asset graph
+    or as a backfill (Dagster's implicit asset job) all push step metrics."""
+    monkeypatch.setenv("ES_MYSQL_PIPELINE_DATA", str(tmp_path))
+    from es_mysql_pipeline import definitions as d
 
-    job = defs.resolve_job_def("records_job")
-    if "pushgateway" not in (defs.resources or {}):
-        pytest.skip("lead: add the `pushgateway` resource, hooks and sensor to definitions.py")
-    assert push_step_metrics_on_success in job.hook_defs
-    assert defs.resolve_sensor_def("pipeline_metrics_sensor") is not None
+    defs = dg.Definitions(
+        assets=d.ASSETS,
+        jobs=[d.records_job],
+        sensors=[d.pipeline_metrics_sensor],
+        resources=d.resources_for("local"),
+    )
+    job = (
+        defs.resolve_implicit_global_asset_job_def()
+        if job_name == "__ASSET_JOB"
+        else defs.resolve_job_def(job_name)
+    )
+    assert job.name == job_name
+    result = job.execute_in_process(partition_key="2024-01-02")
+    assert result.success
+    hooked = {e.step_key for e in result.all_events if e.event_type_value == "HOOK_COMPLETED"}
+    assert hooked == {"raw_records", "clean_records", "loaded_records"}
+    assert job_name in WATCHED_JOBS  # and the sensor counts its runs
 
 
 def test_real_pipeline_seed_queries(
