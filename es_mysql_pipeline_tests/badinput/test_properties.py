@@ -32,7 +32,7 @@ from es_mysql_pipeline_tests.badinput.support import (
 )
 
 FAST = settings(
-    max_examples=60,
+    max_examples=40,
     deadline=10_000,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=False,
@@ -112,9 +112,14 @@ def test_wellformed_csv_counts_are_exact(
     rows: list[tuple[str, str, str]], crlf: bool, bom: bool
 ) -> None:
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n" if crlf else "\n")
+    end = "\r\n" if crlf else "\n"
+    writer = csv.writer(buf, lineterminator=end)
+    # csv.writer leaves a bare "\r" unquoted when the line terminator is "\n" (readers,
+    # rightly, take it as a line break): such rows are written fully quoted.
+    quoted = csv.writer(buf, lineterminator=end, quoting=csv.QUOTE_ALL)
     writer.writerow(["id", "timestamp", "v"])
-    writer.writerows(rows)
+    for row in rows:
+        (quoted if any("\r" in f for f in row) else writer).writerow(row)
     data = buf.getvalue().encode("utf-8")
     outcome = _run((b"\xef\xbb\xbf" if bom else b"") + data, "in.csv", "sqlite")
     assert outcome.ok, outcome.failure
