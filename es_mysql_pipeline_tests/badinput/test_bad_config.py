@@ -130,14 +130,6 @@ def test_cli_unreachable_host_and_wrong_password(tmp_path: Path, mysql_url: str)
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="cli.py preflight / sql.py: connection errors are the driver's text only, e.g. "
-    '"cannot connect to mysql+pymysql://u@127.0.0.1:3306/test#records: (1045, \\"Access '
-    'denied for user ...\\")"; the line should name the setting to fix (DB_PASSWORD / '
-    "--db_user for 1045, --db_host/--db_port for 2003/2005, --db_name for 1049)",
-)
 def test_cli_connection_errors_name_the_setting_to_fix(tmp_path: Path, mysql_url: str) -> None:
     one_line_exit_2(
         cli(tmp_path, "--sink_type", "mysql", "--db_host", "no-such-host.invalid"), "--db_host"
