@@ -9,6 +9,8 @@ the column schema, never the rows themselves.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -19,10 +21,19 @@ from typing import IO, Any
 
 from upath import UPath
 
+from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.records import Batch
 
 META_SUFFIX = ".meta.json"
 _INT64 = (-(2**63), 2**63 - 1)
+
+#: Write errors that mean "the staging disk is full" (no space, quota, file size limit).
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class StagingError(PipelineError):
+    """Staged data could not be written (disk full, quota, file size limit)."""
+
 
 #: Column types a stage can declare, from narrowest to widest.
 TYPES = ("bool", "int", "float", "datetime", "string", "json")
@@ -132,8 +143,11 @@ class StageWriter:
     def write(self, batch: Batch) -> None:
         if not batch:
             return
-        self._fh.write(JSON_ENCODER.encode(batch))
-        self._fh.write("\n")
+        try:
+            self._fh.write(JSON_ENCODER.encode(batch))
+            self._fh.write("\n")
+        except OSError as exc:
+            raise self._failed(exc) from None
         if self._track:
             self._observe(batch)
         self.rows += len(batch)
@@ -169,13 +183,28 @@ class StageWriter:
                     st.max_bytes = max(st.max_bytes, size)
 
     def finish(self) -> StagedRecords:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError as exc:
+            raise self._failed(exc) from None
         return StagedRecords(self.path, self.rows, self.id_key, self.timestamp_key, self.columns)
 
     def discard(self) -> None:
-        self._fh.close()
+        with contextlib.suppress(OSError):  # a full disk fails the final flush too
+            self._fh.close()
         if os.path.exists(self.path):
             os.unlink(self.path)
+
+    def _failed(self, exc: OSError) -> OSError | StagingError:
+        """Drop the partial file; a full disk becomes one clear line naming the fix."""
+        self.discard()
+        if exc.errno not in _FULL:
+            return exc
+        return StagingError(
+            f"staging: cannot write {self.path}: {exc.strerror or exc} after {self.rows} "
+            "records; free space on that disk or point ES_MYSQL_PIPELINE_SCRATCH (scratch) "
+            "and --staging-dir / STAGING_PATH at a larger one"
+        )
 
     def __enter__(self) -> StageWriter:
         return self

@@ -509,3 +509,18 @@ def report(
     }
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
+
+
+def failure_message(result: Any) -> str:
+    """The failed step's message as Dagster shows it (the ``dg.Failure`` description, else
+    the innermost error's last line)."""
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            return str(data.user_failure_data.description)
+        err = data.error
+        while err is not None and err.cause is not None:
+            err = err.cause
+        if err is not None:
+            return err.message.strip().splitlines()[-1]
+    return "the run failed" if not result.success else ""

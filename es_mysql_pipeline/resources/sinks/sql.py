@@ -259,6 +259,14 @@ def _type_problem(actual: sa.types.TypeEngine[Any], stats: ColumnStats, dialect:
 
 
 def _is_retryable(exc: BaseException) -> bool:
+    """Connection-class errors: lost/refused connections, shutdown, deadlock, lock wait.
+
+    SQLAlchemy wraps DBAPI errors raised while (re)connecting a pooled connection (for
+    example a pre-ping reconnect cut mid-handshake); the driver's error is in ``.orig``.
+    """
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException) and orig is not exc:
+        exc = orig
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
     if code in RETRYABLE_MYSQL_CODES:
         return True
@@ -370,6 +378,15 @@ class _SqlWriter(SinkWriter):
                 self._conn.invalidate()
             self._conn = None
 
+    def _connection_lost(self) -> bool:
+        """Whether the last error left the DBAPI connection closed: a connection-class
+        failure whatever its type (PyMySQL drops its socket on a lost connection and its
+        LOAD DATA LOCAL cleanup then raises ``AttributeError`` instead of error 2013)."""
+        if self._conn is None:
+            return False
+        driver = getattr(self._conn, "driver_connection", None)
+        return driver is not None and getattr(driver, "open", True) is False
+
     def close(self) -> None:
         if self._bulk_file and os.path.exists(self._bulk_file):
             os.unlink(self._bulk_file)
@@ -393,7 +410,7 @@ class _SqlWriter(SinkWriter):
                 self._write_isolating(batch, counts)
                 return counts
             except Exception as exc:
-                if not _is_retryable(exc):
+                if not (_is_retryable(exc) or self._connection_lost()):
                     raise SinkError(
                         f"{self.sink.describe()['target']}: {self.sink._clean(exc)}"
                     ) from None
