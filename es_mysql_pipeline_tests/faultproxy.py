@@ -57,6 +57,7 @@ class _Conn:
         self.lock = threading.Lock()
         #: bytes this connection may still carry before it is cut (None: never)
         self.cut_budget: int | None = None
+        self.cut_fired = False
         self.closed = threading.Event()
 
     def arm_cut(self, after_bytes: int) -> None:
@@ -103,6 +104,10 @@ class _Conn:
                     if self.cut_budget is not None:
                         if len(data) >= self.cut_budget:
                             data, cut = data[: self.cut_budget], True
+                            self.cut_budget = 0
+                            self.cut_fired, fired_before = True, self.cut_fired
+                            if fired_before:  # the other direction is already cutting
+                                return
                         else:
                             self.cut_budget -= len(data)
                 self.proxy.counters.add(ctr, len(data))
@@ -148,6 +153,10 @@ class _Conn:
             if abort:  # RST instead of FIN: the peer sees "connection reset"
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # shutdown first: close() alone leaves a recv() blocked in another thread (and
+            # so the connection) alive until data arrives
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
         self.proxy._forget(self)
