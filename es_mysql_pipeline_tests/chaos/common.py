@@ -355,7 +355,7 @@ def compare_table(
 def check_stages(staging_dir: Path) -> list[str]:
     """Problems with stages a re-run could take as complete: a sidecar whose data file is
     missing or holds a different number of records. Returns ``[]`` when all is well."""
-    problems = []
+    problems: list[str] = []
     if not staging_dir.exists():
         return problems
     for meta in staging_dir.rglob("*" + META_SUFFIX):

@@ -58,7 +58,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         desc = data.user_failure_data.description if data.user_failure_data else None
         out["error"] = desc or (data.error.message.strip() if data.error else "failed")
     for event in result.get_asset_materialization_events():
-        if event.asset_key.path[-1] == "loaded_records":
+        if event.asset_key is not None and event.asset_key.path[-1] == "loaded_records":
             md = event.materialization.metadata
             out["load"] = {k: v.value for k, v in md.items() if isinstance(v.value, (int, str))}
     checks = result.get_asset_check_evaluations()

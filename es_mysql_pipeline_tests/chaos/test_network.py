@@ -65,7 +65,7 @@ def _when(
 
 def _run(
     tmp_path: Path, source: Any, sink: SqlSink
-) -> tuple[dg.ExecuteInProcessResult, float, float | None]:
+) -> tuple[dg.ExecuteInProcessResult, float, float]:
     """One unpartitioned run; returns the result, its seconds and the counted retries."""
     registry = CollectorRegistry()
     previous = set_recorder(PrometheusRecorder("chaos", registry))
