@@ -24,14 +24,21 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 DAY = "2024-01-01"
 
 
-def _kill_when(proc: object, table: str, rng: random.Random, rows: int, est_seconds: float) -> str:
+def _kill_when(
+    proc: object,
+    table: str,
+    rng: random.Random,
+    rows: int,
+    est_seconds: float,
+    how: str | None = None,
+) -> str:
     """Wait for a random point of the load, then SIGKILL; returns where it was killed."""
     import subprocess
 
     assert isinstance(proc, subprocess.Popen)
-    how = rng.choice(["rows", "time"])
+    how = how or rng.choice(["rows", "time"])
     target_rows = rng.randint(1, int(rows * 0.95))
-    target_time = rng.uniform(0.5, est_seconds)
+    target_time = rng.uniform(0.5, 0.5 * est_seconds)  # fetch and transform phases too
     started = time.monotonic()
     while proc.poll() is None:
         elapsed = time.monotonic() - started
@@ -74,6 +81,8 @@ def test_cli_killed_mid_load_then_rerun_is_exact(
         est = max(est, rerun.seconds)
         last = common.compare_table(chaos_table, expected)
         label = f"trial {trial} (seed {1000 + trial}, {where}, {at_kill} rows at kill)"
+        if not where.startswith("killed"):
+            failures.append(f"{label}: the run ended before the kill")
         if rerun.returncode != 0:
             failures.append(f"{label}: re-run exit {rerun.returncode}: {rerun.stderr[-500:]}")
             continue
@@ -107,7 +116,8 @@ def test_dagster_run_killed_mid_load_then_resume_and_rerun(
     }
     rng = random.Random(2000)
     proc = common.popen(common.partition_command(spec), tmp_path / "killed")
-    where = _kill_when(proc, chaos_table, rng, rows, 20.0 * rows / 200_000)
+    where = _kill_when(proc, chaos_table, rng, rows, 20.0 * rows / 200_000, how="rows")
+    assert where.startswith("killed"), where
     time.sleep(1.0)
     problems = common.check_stages(tmp_path / "run" / "staging")
     assert not problems, problems
