@@ -267,6 +267,8 @@ class Progress:
         self.lock = threading.Lock()
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
         now = time.monotonic()
         with self.lock:
             if now - self.last < (0.2 if self.tty else 5.0):
@@ -408,7 +410,7 @@ def _failure(result: Any) -> tuple[str, bool]:
             kind = user.metadata.get("error_kind")
             return str(user.description), getattr(kind, "value", kind) == "config"
         err = data.error
-        while err is not None and err.cause is not None and "Error occurred" in err.message:
+        while err is not None and err.cause is not None:  # the innermost error says why
             err = err.cause
         if err is not None:
             return err.message.strip().splitlines()[-1], False

@@ -24,12 +24,14 @@ class SinkError(PipelineError):
 def step_failure(exc: PipelineError) -> Failure:
     """The Dagster step failure for ``exc``, with one line and no traceback.
 
-    A :class:`ConfigError` fails for good: the asset's ``RetryPolicy`` would only repeat it,
-    and the CLI exits 2 for it (it reads the ``error_kind`` metadata).
+    Never retried by the asset's ``RetryPolicy``: a wrong setting fails the same way again,
+    and the sources and sinks have already retried transient faults with backoff before
+    giving up (a step retry would repeat the whole load). The policy stays for crashes.
+    The CLI exits 2 for a :class:`ConfigError` (it reads the ``error_kind`` metadata).
     """
     config = isinstance(exc, ConfigError)
     return Failure(
         description=str(exc),
-        allow_retries=not config,
+        allow_retries=False,
         metadata={"error_kind": "config" if config else type(exc).__name__},
     )

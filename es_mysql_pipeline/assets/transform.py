@@ -10,9 +10,9 @@ import dagster as dg
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline.assets.partitions import WindowConfig, run_label
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
-from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.errors import ConfigError, PipelineError, step_failure
 from es_mysql_pipeline.identifiers import column_name
-from es_mysql_pipeline.mapping import RecordRejected, load_analyzer
+from es_mysql_pipeline.mapping import Analyzer, FieldMapping, RecordRejected, load_analyzer
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import Record
 from es_mysql_pipeline.resources.settings import PipelineSettings
@@ -27,16 +27,47 @@ def transform_records(
 ) -> dg.MaterializeResult[StagedRecords]:
     """Clean rows: flattened, renamed, cast and validated; rejects are in the dead letter."""
     rec = get_recorder()
+    started = time.perf_counter()
+    dead = DeadLetterWriter(settings.dead_letter_dir, "transform", run_label(context, config))
     try:
         mapping = settings.mapping(raw_records.id_key, raw_records.timestamp_key)
         analyzer = load_analyzer(settings.analyzer) if settings.analyzer else None
-    except ConfigError as exc:
-        # A wrong setting fails the same way on every attempt: no retries, one clear line.
-        raise dg.Failure(str(exc), allow_retries=False) from None
-    started = time.perf_counter()
+        staged, analysis = _transform(raw_records, mapping, analyzer, dead, settings)
+    except PipelineError as exc:
+        rec.error(type(exc).__name__, "transform")
+        raise step_failure(exc) from None
+    if analyzer is not None:
+        rec.analysis("success", analysis[0])
+        rec.analysis("failure", analysis[1])
+    elapsed = time.perf_counter() - started
+    dead_path = staged.dead_letter
+    if dead.count:
+        context.log.warning(f"{dead.count} records rejected; see {dead_path}")
+    metadata: dict[str, object] = {
+        "dagster/row_count": staged.rows,
+        "clean_records": staged.rows,
+        "rejected_records": dead.count,
+        "dead_letter_path": dg.MetadataValue.path(dead_path or "(none)"),
+        "columns": ", ".join(staged.columns),
+        "duration_seconds": round(elapsed, 3),
+        "rows_per_second": round(raw_records.rows / elapsed, 1) if elapsed > 0 else 0.0,
+    }
+    if analyzer is not None:
+        metadata.update({"analysis_succeeded": analysis[0], "analysis_failed": analysis[1]})
+    return dg.MaterializeResult(value=staged, metadata=metadata)  # type: ignore[arg-type]
+
+
+def _transform(
+    raw_records: StagedRecords,
+    mapping: FieldMapping,
+    analyzer: Analyzer | None,
+    dead: DeadLetterWriter,
+    settings: PipelineSettings,
+) -> tuple[StagedRecords, tuple[int, int]]:
+    """Map every raw record; returns the clean stage and the analyzer's (ok, failed) counts."""
+    rec = get_recorder()
     analysis_ok = analysis_failed = 0
     unseen = mapping.named_columns()  # emptied as the named columns show up in rows
-    dead = DeadLetterWriter(settings.dead_letter_dir, "transform", run_label(context, config))
     with (
         dead,
         StageWriter(
@@ -62,7 +93,7 @@ def transform_records(
                             for key, value in extra.items():
                                 row.setdefault(column_name(key), value)
                         analysis_ok += 1
-                    except Exception:
+                    except Exception:  # a user callable: count and go on
                         analysis_failed += 1
                 rows.append(row)
             out.write(rows)
@@ -76,14 +107,9 @@ def transform_records(
             lifecycle.raise_if_stopped("transform")
         if unseen and out.rows:
             # Nothing is published: a typo in the mapping fails the same way on every retry.
-            message = mapping.unknown_columns_message(unseen, sorted(out.columns))
-            raise dg.Failure(message, allow_retries=False)
+            raise ConfigError(mapping.unknown_columns_message(unseen, sorted(out.columns)))
         staged = out.finish()
         dead_path = dead.close()
-    if analyzer is not None:
-        rec.analysis("success", analysis_ok)
-        rec.analysis("failure", analysis_failed)
-    elapsed = time.perf_counter() - started
     staged = StagedRecords(
         staged.path,
         staged.rows,
@@ -94,20 +120,7 @@ def transform_records(
         rejected=dead.count,
         dead_letter=dead_path,
     )
-    if dead.count:
-        context.log.warning(f"{dead.count} records rejected; see {dead_path}")
-    metadata: dict[str, object] = {
-        "dagster/row_count": staged.rows,
-        "clean_records": staged.rows,
-        "rejected_records": dead.count,
-        "dead_letter_path": dg.MetadataValue.path(dead_path or "(none)"),
-        "columns": ", ".join(staged.columns),
-        "duration_seconds": round(elapsed, 3),
-        "rows_per_second": round(raw_records.rows / elapsed, 1) if elapsed > 0 else 0.0,
-    }
-    if analyzer is not None:
-        metadata.update({"analysis_succeeded": analysis_ok, "analysis_failed": analysis_failed})
-    return dg.MaterializeResult(value=staged, metadata=metadata)  # type: ignore[arg-type]
+    return staged, (analysis_ok, analysis_failed)
 
 
 def _mark_seen(unseen: dict[str, str], rows: list[Record]) -> None:

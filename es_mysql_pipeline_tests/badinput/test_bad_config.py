@@ -149,15 +149,6 @@ def test_cli_connection_errors_name_the_setting_to_fix(tmp_path: Path, mysql_url
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="cli.py: a user without CREATE (or INSERT) on the database passes preflight (it only "
-    "connects), then the load step fails with MySQL 1142 and the CLI exits 1 (run failed) "
-    "instead of 2, with the raw driver text and no fix; preflight (or SqlSink.open_session "
-    "raising ConfigError for 1142/1044) should give exit 2 and name the grant: 'GRANT CREATE, "
-    "INSERT ... ON test.* TO ...' (see README least-privilege user)",
-)
 def test_cli_missing_table_permission_is_exit_2_naming_the_grant(
     tmp_path: Path, mysql_url: str, mysql_table: str
 ) -> None:

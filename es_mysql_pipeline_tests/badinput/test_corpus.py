@@ -137,15 +137,6 @@ def test_a_20_mb_field_is_loaded_whole(tmp_path: Path, mysql_url: str, mysql_tab
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="sql.py _SqlWriter: in upsert mode (INSERT, not LOAD DATA) a row larger than the "
-    "server's max_allowed_packet (16 MB) raises MySQL 1153, which _is_data_error does not "
-    'classify, so the whole step fails with "(1153, Got a packet bigger than '
-    "'max_allowed_packet' bytes)\" and the batch's good rows are not loaded; 1153 on a "
-    "single-row batch should dead-letter that record with a reason naming max_allowed_packet",
-)
 def test_a_20_mb_field_in_upsert_mode(tmp_path: Path, mysql_url: str, mysql_table: str) -> None:
     big = "x" * (20 * 1024 * 1024)
     data = f"id,timestamp,v\n1,2024-01-01,small\n2,2024-01-01,{big}\n3,2024-01-01,after\n"
@@ -181,13 +172,6 @@ def test_ten_thousand_columns_into_mariadb_fail_in_one_line(
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="sql.py SqlSink.open_session: MySQL error 1117 'Too many columns' from CREATE TABLE "
-    "is passed through raw as '<url>#<table>: (1117, 'Too many columns')'; it should say the "
-    "data has N columns, the server's limit, and the fix (select fewer fields in the mapping)",
-)
 def test_ten_thousand_columns_message_names_the_fix(
     tmp_path: Path, mysql_url: str, mysql_table: str
 ) -> None:

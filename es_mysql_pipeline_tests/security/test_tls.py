@@ -243,14 +243,6 @@ def test_cli_over_tls_and_with_a_wrong_ca(tls_db: TlsMariaDb, tmp_path: Path) ->
     assert "certificate verify failed" in lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="sql.py SqlSink.check does not check that ssl_ca exists: a missing CA file gives "
-    "'cannot connect to mysql+pymysql://...#t: [Errno 2] No such file or directory', naming "
-    "neither the file nor --db_ssl_ca; it should be a ConfigError like "
-    "\"--db_ssl_ca/ssl_ca: '/x/nope.pem' does not exist\"",
-)
 def test_missing_ca_file_names_the_setting(tmp_path: Path) -> None:
     sink = SqlSink(
         url="mysql+pymysql://root@127.0.0.1:3306/test", ssl_ca=str(tmp_path / "nope.pem")

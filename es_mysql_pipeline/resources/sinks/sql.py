@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Engine, make_url
 
-from es_mysql_pipeline.errors import ConfigError, SinkError
+from es_mysql_pipeline.errors import ConfigError, PipelineError, SinkError
 from es_mysql_pipeline.identifiers import validate_identifier
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import Batch, TimeWindow, redact
@@ -68,6 +68,10 @@ class SqlSink(RecordSink):
             raise ConfigError(f"write_mode={self.write_mode!r}: use skip, upsert or append")
         if self.batch_size < 1 or self.workers < 1:
             raise ConfigError("batch_size and workers must be at least 1")
+        if self.ssl_ca and not os.path.isfile(self.ssl_ca):
+            raise ConfigError(
+                f"--db_ssl_ca/ssl_ca: {self.ssl_ca!r} does not exist or is not a file"
+            )
 
     def _url(self) -> URL:
         try:
@@ -128,8 +132,26 @@ class SqlSink(RecordSink):
             raise
         except sa.exc.SQLAlchemyError as exc:
             engine.dispose()
-            raise SinkError(f"{self.describe()['target']}: {self._clean(exc)}") from None
+            raise self._session_error(exc, shape) from None
         return _SqlSession(self, engine, table, shape)
+
+    def _session_error(self, exc: BaseException, shape: TableShape) -> PipelineError:
+        """Errors preparing the table, with the fix for the ones a user can act on."""
+        code = _code(getattr(exc, "orig", None) or exc)
+        where = self.describe()["target"]
+        if code == 1117:
+            return ConfigError(
+                f"{where}: too many columns: the data has {len(shape.columns)} columns, more "
+                "than the server allows in one table (MySQL/MariaDB: 4096, fewer for wide "
+                "rows); select fewer fields in the mapping (settings.select) or use the file sink"
+            )
+        if code in (1044, 1142, 1143):
+            return ConfigError(
+                f"{where}: {self._clean(exc)}; grant the pipeline's user what it needs: "
+                f"GRANT SELECT, INSERT, UPDATE, CREATE, INDEX ON <database>.* TO <user> "
+                "(see README, least-privilege user)"
+            )
+        return SinkError(f"{where}: {self._clean(exc)}")
 
     def count_rows(
         self, shape: TableShape, window: TimeWindow | None, partition: str | None
@@ -282,10 +304,11 @@ def _is_data_error(exc: BaseException) -> bool:
     name = type(exc).__name__
     if name in ("IntegrityError", "DataError"):
         return True
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    code = _code(exc)
     # 1264 out of range, 1292 bad datetime, 1366 bad value, 1406 too long, 1062 duplicate,
-    # 1048 null in not-null column, 1300 invalid utf8 string, 3140 invalid JSON.
-    return code in {1048, 1062, 1264, 1292, 1300, 1366, 1406, 3140} or (
+    # 1048 null in not-null column, 1300 invalid utf8 string, 3140 invalid JSON,
+    # 1153 a record larger than max_allowed_packet (a batch of them is split until alone).
+    return code in {1048, 1062, 1153, 1264, 1292, 1300, 1366, 1406, 3140} or (
         name == "OperationalError" and "sqlite" in type(exc).__module__ and "locked" not in str(exc)
     )
 
@@ -329,6 +352,7 @@ class _SqlWriter(SinkWriter):
         self.sql, self.select_sql = self._statements(engine)
         self.load_sql = self._load_data_statement(engine) if session.bulk else None
         self._bulk_file: str | None = None
+        self._max_packet: int | None = None
         self._conn: Any = None
 
     def _statements(self, engine: Engine) -> tuple[str, str]:
@@ -411,9 +435,7 @@ class _SqlWriter(SinkWriter):
                 return counts
             except Exception as exc:
                 if not (_is_retryable(exc) or self._connection_lost()):
-                    raise SinkError(
-                        f"{self.sink.describe()['target']}: {self.sink._clean(exc)}"
-                    ) from None
+                    raise self.sink._session_error(exc, self.session.shape) from None
                 self._drop_connection()
                 attempt += 1
                 if attempt > self.sink.max_retries:
@@ -430,8 +452,11 @@ class _SqlWriter(SinkWriter):
         try:
             self._write_tx(batch, counts)
         except Exception as exc:
-            if not _is_data_error(exc):
+            if not _is_data_error(exc) and not self._oversized(batch, exc):
                 raise
+            if _code(exc) in (1153, 2006, 2013):  # the server drops the connection after it
+                self._drop_connection()
+                exc = _PacketTooLarge(1153, "packet bigger than max_allowed_packet")
             if len(batch) == 1:
                 counts.failed += 1
                 counts.failures.append((batch[0], _reason(exc)))
@@ -439,6 +464,24 @@ class _SqlWriter(SinkWriter):
             mid = len(batch) // 2
             self._write_isolating(batch[:mid], counts)
             self._write_isolating(batch[mid:], counts)
+
+    def _oversized(self, batch: Batch, exc: BaseException) -> bool:
+        """A lost connection while sending more than ``max_allowed_packet``: the server hung
+        up on the size (MySQL reports it as 2006/2013 as often as 1153), not on the network."""
+        if not self.is_mysql or _code(exc) not in (1153, 2006, 2013):
+            return False
+        size = sum(len(v) for rec in batch for v in rec.values() if isinstance(v, str))
+        if size < 1_000_000:
+            return False
+        if self._max_packet is None:
+            try:
+                with self.session.engine.connect() as conn:
+                    self._max_packet = int(
+                        conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar() or 0
+                    )
+            except sa.exc.SQLAlchemyError:
+                return False
+        return size >= self._max_packet
 
     def _write_tx(self, batch: Batch, counts: WriteCounts) -> None:
         if self.load_sql is not None and len(batch) > 1 and self._bulk_tx(batch, counts):
@@ -612,6 +655,20 @@ def sql_datetime(iso: str) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+class _PacketTooLarge(Exception):
+    """Stands for MySQL 1153 when the server dropped the connection instead of saying it."""
+
+
+def _code(exc: BaseException) -> int | None:
+    """The MySQL error number of a driver exception, if it has one."""
+    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+
+
 def _reason(exc: BaseException) -> str:
+    if _code(exc) == 1153:
+        return (
+            "record larger than the server's max_allowed_packet (MySQL 1153); raise "
+            "max_allowed_packet on the server to load it"
+        )
     text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
     return f"{type(exc).__name__}: {text}"[:500]
