@@ -3,7 +3,7 @@
 After each kill the staged files are checked (a sidecar only ever describes a complete
 data file), then a re-run must leave the table equal to the source: every row once, every
 field byte-equal, and the re-run's counts exact (inserted = missing rows, skipped = rows
-already there). ``CHAOS_TRIALS`` trials (default 3) with seeds 1000, 1001, ...
+already there). ``CHAOS_TRIALS`` trials (default 2) with seeds 1000, 1001, ...
 """
 
 from __future__ import annotations
