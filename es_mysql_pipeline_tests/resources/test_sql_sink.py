@@ -129,3 +129,23 @@ def test_wrong_password_is_one_clear_line(mysql_url: str) -> None:
     assert "Access denied" in str(err.value)
     assert "Sentinel-Pw-123" not in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("bulk", [True, False])
+def test_bulk_and_insert_paths_agree(bulk: bool, mysql_url: str, mysql_table: str) -> None:
+    """LOAD DATA (bulk) and checked INSERTs give the same rows and counts, NULLs included."""
+    sink = SqlSink(url=mysql_url, table=mysql_table, bulk_load=bulk)
+    batch = rows(["a", "b", "b", "c"], text='quote " comma , newline \n tab \t NULL')
+    batch[2]["n"] = None
+    batch[3]["text"] = None
+    session = sink.open_session(SHAPE, None)
+    assert session.bulk is bulk  # type: ignore[attr-defined]
+    writer = session.writer()
+    c = writer.write(batch)
+    writer.close()
+    session.commit()
+    assert (c.inserted, c.skipped, c.failed) == (3, 1, 0)
+    data = contents(mysql_url, mysql_table)
+    assert data["a"][1] == 'quote " comma , newline \n tab \t NULL'
+    assert data["c"][1] is None and data["b"][2] == 1
