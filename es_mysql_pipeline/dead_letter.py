@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -38,11 +39,21 @@ class DeadLetterWriter:
             }
         )
         with self._lock:
-            if self._fh is None:
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                self._fh = open(self.path + ".tmp", "w", encoding="utf-8")
-            self._fh.write(line + "\n")
+            self._open().write(line + "\n")
             self.count += 1
+
+    def append_file(self, path: str, count: int) -> None:
+        """Add the ``count`` entries another writer published at ``path``, then delete it."""
+        with self._lock, open(path, encoding="utf-8") as src:
+            shutil.copyfileobj(src, self._open(), 1 << 20)
+            self.count += count
+        os.unlink(path)
+
+    def _open(self) -> IO[str]:
+        if self._fh is None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._fh = open(self.path + ".tmp", "w", encoding="utf-8")
+        return self._fh
 
     def close(self) -> str | None:
         """Publish the file (or remove an old one when nothing failed); returns its path."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dagster import Failure
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the transform's worker processes import this module without Dagster
+    from dagster import Failure
 
 
 class PipelineError(Exception):
@@ -29,6 +32,8 @@ def step_failure(exc: PipelineError) -> Failure:
     giving up (a step retry would repeat the whole load). The policy stays for crashes.
     The CLI exits 2 for a :class:`ConfigError` (it reads the ``error_kind`` metadata).
     """
+    from dagster import Failure
+
     config = isinstance(exc, ConfigError)
     return Failure(
         description=str(exc),

@@ -11,7 +11,7 @@ from typing import Any
 
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.identifiers import column_name, validate_identifier
-from es_mysql_pipeline.records import ERROR_KEY, Record, iso_utc, parse_timestamp
+from es_mysql_pipeline.records import ERROR_KEY, Record, iso_utc, parse_timestamp, utc_text
 
 CASTS = ("int", "float", "bool", "datetime", "string", "json")
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
@@ -37,6 +37,10 @@ class FieldMapping:
     flatten: bool = True
     #: Source key → output column, filled as keys are first seen (the hot path's cache).
     _names: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    #: Key order of a flat record → (output names, names of the source's key fields).
+    _plans: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         validate_identifier(self.id_column, "id_column")
@@ -92,27 +96,23 @@ class FieldMapping:
         if isinstance(rid, float):
             raise RecordRejected(f"id field {self.id_key!r} is a float: {rid!r}")
         try:
-            ts = iso_utc(parse_timestamp(raw.get(self.timestamp_key)))
+            ts = utc_text(raw.get(self.timestamp_key))
         except ValueError as exc:
             raise RecordRejected(f"timestamp field {self.timestamp_key!r}: {exc}") from None
 
-        names = self._names
-        rename = self.rename
-        row: Record = {}
-        for key, value in raw.items():
-            name = names.get(key)
-            if name is None:
-                name = names[key] = rename.get(key) or column_name(key)
-            tp = type(value)
-            if tp is dict and value and self.flatten:
-                for fkey, fval in _flatten(key, value):
-                    row[rename.get(fkey) or column_name(fkey)] = fval
-            elif tp is dict or tp is list:
-                row[name] = json.dumps(value, ensure_ascii=False)
-            else:
-                row[name] = value
-        for key in (self.id_key, self.timestamp_key):  # the source's key fields, renamed below
-            row.pop(names.get(key) or column_name(key), None)
+        values = raw.values()
+        if _NESTED.isdisjoint(map(type, values)):
+            # Flat record (every CSV row, most documents): one C-level dict build from the
+            # output names cached for this key order.
+            keys = tuple(raw)
+            out = self._plans.get(keys)
+            if out is None:
+                out = self._plan(keys)
+            row = dict(zip(out[0], values, strict=True))
+            for name in out[1]:
+                row.pop(name, None)
+        else:
+            row = self._nested_row(raw)
         row[self.id_column] = str(rid)  # the key fields win over same-named data fields
         row[self.timestamp_column] = ts
         if self.select:
@@ -130,6 +130,42 @@ class FieldMapping:
                     value = json.dumps(value, ensure_ascii=False)
                 row[name] = value
         return row
+
+    def _name(self, key: str) -> str:
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = self.rename.get(key) or column_name(key)
+        return name
+
+    def _plan(self, keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        if len(self._plans) >= 1024:  # records of ever-new shapes: keep the cache bounded
+            self._plans.clear()
+        plan = (
+            tuple(map(self._name, keys)),
+            (self._name(self.id_key), self._name(self.timestamp_key)),
+        )
+        self._plans[keys] = plan
+        return plan
+
+    def _nested_row(self, raw: Record) -> Record:
+        """The general path: objects flattened to ``parent_child``, arrays as JSON text."""
+        rename = self.rename
+        row: Record = {}
+        for key, value in raw.items():
+            tp = type(value)
+            if tp is dict and value and self.flatten:
+                for fkey, fval in _flatten(key, value):
+                    row[rename.get(fkey) or column_name(fkey)] = fval
+            elif tp is dict or tp is list:
+                row[self._name(key)] = json.dumps(value, ensure_ascii=False)
+            else:
+                row[self._name(key)] = value
+        for key in (self.id_key, self.timestamp_key):  # the source's key fields, renamed below
+            row.pop(self._name(key), None)
+        return row
+
+
+_NESTED = frozenset({dict, list})
 
 
 def _flatten(prefix: str, obj: dict[str, Any], depth: int = 0) -> list[tuple[str, Any]]:

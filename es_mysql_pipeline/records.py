@@ -102,6 +102,20 @@ def iso_utc(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
+def utc_text(value: Any) -> str:
+    """``iso_utc(parse_timestamp(value))``, with the two shapes most sources write
+    (``…T….ffffffZ`` and the stage's own ``+00:00`` form) sliced instead of formatted:
+    ``isoformat`` costs a microsecond a record, a third of the transform's work."""
+    dt = parse_timestamp(value)
+    if type(value) is str and dt.tzinfo is timezone.utc and value[10:11] == "T":
+        n = len(value)
+        if n == 27 and value[19] == "." and value[26] in "Zz":
+            return value[:26] + "+00:00"
+        if n == 32 and value[19] == "." and value.endswith("+00:00"):
+            return value
+    return iso_utc(dt)
+
+
 def _from_epoch(x: float) -> datetime:
     if abs(x) >= 1e11:  # milliseconds
         x /= 1000.0

@@ -1,10 +1,13 @@
 """Staged record files: how records travel between assets without living in memory.
 
-A stage is a data file of JSON lines, one JSON array of records per written batch (one
-encoder call per batch instead of one per record), plus a ``.meta.json`` sidecar written
-last; a stage without its sidecar (a killed run) is never taken as complete. The handle
-:class:`StagedRecords` is what the IO manager stores and loads: a path, a row count and
-the column schema, never the rows themselves.
+A stage is a data file of frames, one per written batch (an 8-byte length, then the batch
+as a pickle, so a range of frames can be handed to another process), plus a ``.meta.json``
+sidecar written last; a stage without its sidecar (a killed run) is never taken as
+complete. Pickle, as Dagster's own IO managers use, because it encodes and decodes batches
+of dicts four to five times faster than JSON and keeps every value's type, and the steps
+between fetch and load are where a run spends its time; the files are the pipeline's own
+scratch data, never input from elsewhere. The handle :class:`StagedRecords` is what the IO
+manager stores and loads: a path, a row count and the column schema, never the rows.
 """
 
 from __future__ import annotations
@@ -12,11 +15,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import operator
 import os
+import pickle
+import shutil
+import struct
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import partial
+from itertools import repeat
 from typing import IO, Any
 
 from upath import UPath
@@ -25,6 +34,7 @@ from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.records import Batch
 
 META_SUFFIX = ".meta.json"
+STAGE_SUFFIX = ".stage"
 _INT64 = (-(2**63), 2**63 - 1)
 
 #: Write errors that mean "the staging disk is full" (no space, quota, file size limit).
@@ -94,14 +104,41 @@ class StagedRecords:
     def batches(self, size: int) -> Iterator[Batch]:
         """Stream the records back in batches of ``size``; memory holds about one batch."""
         pending: Batch = []
-        with UPath(self.path).open("r", encoding="utf-8") as fh:
-            for line in fh:
-                pending.extend(_DECODER.decode(line))
-                while len(pending) >= size:
-                    yield pending[:size]
-                    del pending[:size]
+        for frame in self.frames():
+            if not pending and len(frame) == size:
+                yield frame  # the common case: stages are written in the batch size
+                continue
+            pending.extend(frame)
+            while len(pending) >= size:
+                yield pending[:size]
+                del pending[:size]
         if pending:
             yield pending
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
+        """The batches as written, from the frame at byte ``start`` up to byte ``stop``."""
+        with UPath(self.path).open("rb") as fh:
+            if start:
+                fh.seek(start)
+            pos = start
+            while stop is None or pos < stop:
+                header = fh.read(_HEADER.size)
+                if not header:
+                    return
+                (size,) = _HEADER.unpack(header)
+                yield pickle.loads(fh.read(size))
+                pos += _HEADER.size + size
+
+    def frame_offsets(self) -> list[int]:
+        """Byte offset of every frame (headers only: a seek per frame)."""
+        offsets = []
+        with UPath(self.path).open("rb") as fh:
+            pos = 0
+            while header := fh.read(_HEADER.size):
+                offsets.append(pos)
+                pos += _HEADER.size + _HEADER.unpack(header)[0]
+                fh.seek(pos)
+        return offsets
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,8 +166,8 @@ class StageWriter:
         track_schema: bool = False,
         declared: dict[str, str] | None = None,
     ) -> None:
-        fd, self.path = tempfile.mkstemp(prefix="stage-", suffix=".jsonl", dir=scratch_dir())
-        self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+        fd, self.path = tempfile.mkstemp(prefix="stage-", suffix=STAGE_SUFFIX, dir=scratch_dir())
+        self._fh: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)
         self.rows = 0
         self.id_key = id_key
         self.timestamp_key = timestamp_key
@@ -143,9 +180,10 @@ class StageWriter:
     def write(self, batch: Batch) -> None:
         if not batch:
             return
+        payload = pickle.dumps(batch, _PROTOCOL)
         try:
-            self._fh.write(JSON_ENCODER.encode(batch))
-            self._fh.write("\n")
+            self._fh.write(_HEADER.pack(len(payload)))
+            self._fh.write(payload)
         except OSError as exc:
             raise self._failed(exc) from None
         if self._track:
@@ -153,24 +191,29 @@ class StageWriter:
         self.rows += len(batch)
 
     def _observe(self, batch: Batch) -> None:
-        """Widen column types and text sizes, column by column (C-level loops, not per value)."""
+        """Widen column types and text sizes, column by column.
+
+        Each column is gathered with ``map(dict.get, ...)`` and typed with ``set(map(type))``:
+        loops in C, so tracking the schema costs little beside the per-record work.
+        """
         keys: dict[str, None] = {}
-        for rec in batch:
-            keys.update(dict.fromkeys(rec))
+        for key_set in dict.fromkeys(map(tuple, batch)):  # first-seen order, one per shape
+            keys.update(dict.fromkeys(key_set))
         for key in keys:
             if key in self._declared:
                 continue
             st = self.columns.get(key)
             if st is None:
                 st = self.columns[key] = ColumnStats()
-            values = [v for rec in batch if (v := rec.get(key)) is not None]
+            values: list[Any] = list(filter(_not_none, map(dict.get, batch, repeat(key))))
+            if not values:
+                continue
             kinds = set(map(type, values))
             if kinds == {str}:
                 if st.type != "string":
                     st.type = merge_types(st.type, "string")
-                longest = max(values, key=len)
                 # chars <= bytes <= 4 * chars: encode only when the bound could move the max
-                if len(longest) * 4 > st.max_bytes:
+                if max(map(len, values)) * 4 > st.max_bytes:
                     widest = max(map(len, map(str.encode, values)))
                     st.max_bytes = max(st.max_bytes, widest)
                 continue
@@ -181,6 +224,20 @@ class StageWriter:
                 if t == "string":
                     size = len(value.encode("utf-8")) if isinstance(value, str) else len(str(value))
                     st.max_bytes = max(st.max_bytes, size)
+
+    def append(self, part: StagedRecords) -> None:
+        """Add a whole stage written elsewhere (a worker process's part), then delete it."""
+        try:
+            with open(part.path, "rb") as src:
+                shutil.copyfileobj(src, self._fh, 1 << 20)
+        except OSError as exc:
+            raise self._failed(exc) from None
+        os.unlink(part.path)
+        self.rows += part.rows
+        for name, stats in part.columns.items():
+            mine = self.columns.setdefault(name, ColumnStats())
+            mine.type = merge_types(mine.type, stats.type)
+            mine.max_bytes = max(mine.max_bytes, stats.max_bytes)
 
     def finish(self) -> StagedRecords:
         try:
@@ -225,4 +282,14 @@ def _json_default(value: Any) -> Any:
 
 JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_json_default, check_circular=False)
 """One shared encoder: ``json.dumps`` with options builds a new encoder on every call."""
-_DECODER = json.JSONDecoder()
+
+
+def as_json_values(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with every value as JSON would carry it (a ``Decimal`` or ``set`` from a
+    user's analyzer becomes text), so what the stage keeps is what any sink can write."""
+    return json.loads(JSON_ENCODER.encode(record))  # type: ignore[no-any-return,unused-ignore]
+
+
+_PROTOCOL = 5
+_HEADER = struct.Struct("<Q")
+_not_none = partial(operator.is_not, None)

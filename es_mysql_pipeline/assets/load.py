@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import dagster as dg
@@ -204,8 +205,14 @@ def _record_counts(counts: WriteCounts) -> None:
 
 def _newest(batch: Batch, ts_column: str) -> float:
     """Epoch seconds of the newest row (staged timestamps are UTC ISO strings, so max works)."""
-    values = [v for row in batch if isinstance(v := row.get(ts_column), str)]
+    values: list[Any] = list(map(dict.get, batch, repeat(ts_column)))
     try:
-        return parse_timestamp(max(values)).timestamp() if values else 0.0
+        newest = max(values)
+    except TypeError:  # not all text: keep the strings
+        newest = max((v for v in values if isinstance(v, str)), default=None)
+    except ValueError:
+        return 0.0
+    try:
+        return parse_timestamp(newest).timestamp() if isinstance(newest, str) else 0.0
     except ValueError:
         return 0.0

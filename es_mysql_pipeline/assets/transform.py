@@ -11,12 +11,11 @@ from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline.assets.partitions import WindowConfig, run_label
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
 from es_mysql_pipeline.errors import ConfigError, PipelineError, step_failure
-from es_mysql_pipeline.identifiers import column_name
-from es_mysql_pipeline.mapping import Analyzer, FieldMapping, RecordRejected, load_analyzer
+from es_mysql_pipeline.mapping import Analyzer, FieldMapping, load_analyzer
 from es_mysql_pipeline.metrics.recorder import get_recorder
-from es_mysql_pipeline.records import Record
 from es_mysql_pipeline.resources.settings import PipelineSettings
-from es_mysql_pipeline.staging import StagedRecords, StageWriter
+from es_mysql_pipeline.staging import StagedRecords
+from es_mysql_pipeline.transform_engine import BatchMapper, map_parallel, new_stage, worker_count
 
 
 def transform_records(
@@ -65,46 +64,28 @@ def _transform(
     settings: PipelineSettings,
 ) -> tuple[StagedRecords, tuple[int, int]]:
     """Map every raw record; returns the clean stage and the analyzer's (ok, failed) counts."""
-    rec = get_recorder()
-    analysis_ok = analysis_failed = 0
-    unseen = mapping.named_columns()  # emptied as the named columns show up in rows
-    with (
-        dead,
-        StageWriter(
-            mapping.id_column,
-            mapping.timestamp_column,
-            track_schema=True,
-            declared=mapping.declared_types,
-        ) as out,
-    ):
-        for batch in raw_records.batches(settings.fetch_batch_size):
-            rows: list[Record] = []
-            rejected_before = dead.count
-            for raw in batch:
-                try:
-                    row = mapping.apply(raw)
-                except RecordRejected as exc:
-                    dead.write(raw, str(exc))
-                    continue
-                if analyzer is not None:
-                    try:
-                        extra = analyzer(row)
-                        if extra:
-                            for key, value in extra.items():
-                                row.setdefault(column_name(key), value)
-                        analysis_ok += 1
-                    except Exception:  # a user callable: count and go on
-                        analysis_failed += 1
-                rows.append(row)
-            out.write(rows)
-            if unseen and rows:
-                _mark_seen(unseen, rows)
-            n_bad = dead.count - rejected_before
-            if n_bad:
-                rec.records("failed", n_bad, "transform")
-                rec.dead_letter("transform", n_bad)
-            lifecycle.progress("transform", out.rows + dead.count, raw_records.rows)
-            lifecycle.raise_if_stopped("transform")
+    total = raw_records.rows
+    workers = worker_count(settings.transform_processes, total)
+    with dead, new_stage(mapping) as out:
+        if workers > 1:
+
+            def after_run(done: int, rejected: int) -> None:
+                _count_rejects(rejected)
+                lifecycle.progress("transform", done, total)
+                lifecycle.raise_if_stopped("transform")
+
+            ok, failed, unseen = map_parallel(
+                raw_records, mapping, settings.analyzer, workers, out, dead, after_run
+            )
+        else:
+            mapper = BatchMapper(mapping, analyzer, dead)
+            for batch in raw_records.batches(settings.fetch_batch_size):
+                rejected_before = dead.count
+                out.write(mapper.map(batch))
+                _count_rejects(dead.count - rejected_before)
+                lifecycle.progress("transform", out.rows + dead.count, total)
+                lifecycle.raise_if_stopped("transform")
+            ok, failed, unseen = mapper.analysis_ok, mapper.analysis_failed, mapper.unseen
         if unseen and out.rows:
             # Nothing is published: a typo in the mapping fails the same way on every retry.
             raise ConfigError(mapping.unknown_columns_message(unseen, sorted(out.columns)))
@@ -120,13 +101,11 @@ def _transform(
         rejected=dead.count,
         dead_letter=dead_path,
     )
-    return staged, (analysis_ok, analysis_failed)
+    return staged, (ok, failed)
 
 
-def _mark_seen(unseen: dict[str, str], rows: list[Record]) -> None:
-    """Drop from ``unseen`` the columns present in ``rows`` (stops at once when all seen)."""
-    for row in rows:
-        for name in [n for n in unseen if n in row]:
-            del unseen[name]
-        if not unseen:
-            return
+def _count_rejects(n: int) -> None:
+    if n:
+        rec = get_recorder()
+        rec.records("failed", n, "transform")
+        rec.dead_letter("transform", n)

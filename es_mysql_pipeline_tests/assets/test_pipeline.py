@@ -100,7 +100,7 @@ def test_one_partition_loads_only_that_day(sql_target: str, tmp_path: Path) -> N
     assert_table_equals(url, table, expected_rows({"2024-01-02"}))
     (check,) = result.get_asset_check_evaluations()
     assert check.passed
-    staged = tmp_path / "staging" / "raw_records" / "2024-01-02.jsonl"
+    staged = tmp_path / "staging" / "raw_records" / "2024-01-02.stage"
     assert staged.exists() and Path(f"{staged}.meta.json").exists()
 
 
@@ -133,7 +133,7 @@ def test_jsonl_sink_per_partition(tmp_path: Path) -> None:
 def test_missing_upstream_stage_is_never_taken_as_complete(tmp_path: Path) -> None:
     res = make_resources(str(tmp_path))
     assert run_partitions(res, "2024-01-02").success
-    meta_file = tmp_path / "staging" / "clean_records" / "2024-01-02.jsonl.meta.json"
+    meta_file = tmp_path / "staging" / "clean_records" / "2024-01-02.stage.meta.json"
     meta_file.unlink()  # as if the run was killed between data file and sidecar
     import dagster as dg
 

@@ -124,7 +124,7 @@ def test_dagster_run_killed_mid_load_then_resume_and_rerun(
 
     # Resume only the load from what the killed run staged: a stage without its sidecar
     # must be refused with a clear message, a complete one must load exactly.
-    clean_meta = tmp_path / "run" / "staging" / "clean_records" / f"{DAY}.jsonl.meta.json"
+    clean_meta = tmp_path / "run" / "staging" / "clean_records" / f"{DAY}.stage.meta.json"
     resume = common.run(
         common.partition_command({**spec, "select": ["loaded_records"]}), tmp_path / "resume"
     )

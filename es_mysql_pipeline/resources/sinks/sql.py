@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from itertools import repeat
 from typing import Any
 
 import sqlalchemy as sa
@@ -550,25 +551,23 @@ class _SqlWriter(SinkWriter):
         counts.inserted += inserted
         counts.skipped += len(batch) - inserted
 
-    def _bulk_rows(self, batch: Batch) -> list[list[Any]]:
-        out = []
-        pairs = list(zip(self.columns, self.kinds, strict=True))
-        for rec in batch:
-            row = []
-            for col, kind in pairs:
-                v = rec.get(col)
-                if v is None:
-                    v = _NULL
-                elif kind == "text":
-                    if type(v) is not str:
-                        v = json.dumps(v, ensure_ascii=False)
-                elif kind == "datetime":
-                    v = sql_datetime(v) if isinstance(v, str) else v
-                elif v is True or v is False:
-                    v = int(v)
-                row.append(v)
-            out.append(row)
-        return out
+    def _bulk_rows(self, batch: Batch) -> Iterator[tuple[Any, ...]]:
+        """The batch as CSV rows, converted column by column: a column of plain strings or
+        numbers (nearly all of them) passes through ``map`` in C instead of a Python loop."""
+        columns = []
+        for col, kind in zip(self.columns, self.kinds, strict=True):
+            values = list(map(dict.get, batch, repeat(col)))
+            kinds = set(map(type, values))
+            if kind == "datetime":
+                values = [
+                    _NULL if v is None else sql_datetime(v) if type(v) is str else v for v in values
+                ]
+            elif kinds <= _PLAIN.get(kind, frozenset()):
+                pass
+            else:
+                values = [_bulk_value(v, kind) for v in values]
+            columns.append(values)
+        return zip(*columns, strict=True)
 
     def _total_changes(self, conn: Any) -> int | None:
         """SQLite's rowcount counts ignored conflicts too; its change counter does not."""
@@ -596,6 +595,18 @@ class _Null(float):
 
 
 _NULL = _Null(0)
+#: Value types a column of each kind writes to LOAD DATA's CSV as they are.
+_PLAIN = {"text": frozenset({str}), "number": frozenset({int, float})}
+
+
+def _bulk_value(value: Any, kind: str) -> Any:
+    if value is None:
+        return _NULL
+    if kind == "text":
+        return value if type(value) is str else json.dumps(value, ensure_ascii=False)
+    if value is True or value is False:
+        return int(value)
+    return value
 
 
 def _local_infile(engine: Engine) -> bool:

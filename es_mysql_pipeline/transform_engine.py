@@ -1,0 +1,216 @@
+"""Runs the field mapping over a whole stage: in this process, or in worker processes.
+
+The transform is pure per-record Python, so one process uses one core however many the
+machine has. A big stage is cut into runs of frames; each worker process maps its run into
+a part stage and a part dead letter, and the parts are joined in order, so the output is
+the same file, rows and dead letter, in the same order, as a serial run would write.
+
+Workers come from a ``forkserver``: a clean process (no inherited threads or locks from
+Dagster or the CLI) that imports only this module's light dependencies, once. Nothing
+here imports Dagster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from es_mysql_pipeline.dead_letter import DeadLetterWriter
+from es_mysql_pipeline.identifiers import column_name
+from es_mysql_pipeline.mapping import Analyzer, FieldMapping, RecordRejected, load_analyzer
+from es_mysql_pipeline.records import Batch, Record
+from es_mysql_pipeline.staging import StagedRecords, StageWriter, as_json_values, scratch_dir
+
+#: Below this many records a stage is mapped in-process: starting workers costs more.
+PARALLEL_MIN_ROWS = 50_000
+#: Runs of frames per worker: small enough for progress and a prompt stop, big enough
+#: that handing a run over costs nothing next to mapping it.
+_RUNS_PER_WORKER = 4
+
+
+@dataclass
+class Outcome:
+    """What one run of frames (or the whole stage) produced."""
+
+    stage: StagedRecords
+    rejected: int = 0
+    analysis_ok: int = 0
+    analysis_failed: int = 0
+    #: Named columns (``select``/``casts``/``rename``) that never showed up in a row.
+    unseen: dict[str, str] = field(default_factory=dict)
+    #: The dead-letter part a worker wrote (joined into the step's file by the caller).
+    dead_letter_part: str | None = None
+
+
+class BatchMapper:
+    """Maps batches: rows out, rejects into ``dead``, analyzer outcomes counted."""
+
+    def __init__(
+        self, mapping: FieldMapping, analyzer: Analyzer | None, dead: DeadLetterWriter
+    ) -> None:
+        self.mapping = mapping
+        self.analyzer = analyzer
+        self.dead = dead
+        self.analysis_ok = 0
+        self.analysis_failed = 0
+        self.unseen = mapping.named_columns()  # emptied as the named columns show up
+
+    def map(self, batch: Batch) -> list[Record]:
+        apply = self.mapping.apply
+        analyzer = self.analyzer
+        rows: list[Record] = []
+        for raw in batch:
+            try:
+                row = apply(raw)
+            except RecordRejected as exc:
+                self.dead.write(raw, str(exc))
+                continue
+            if analyzer is not None:
+                try:
+                    extra = analyzer(row)
+                    if extra:
+                        for key, value in as_json_values(extra).items():
+                            row.setdefault(column_name(key), value)
+                    self.analysis_ok += 1
+                except Exception:  # a user callable: count and go on
+                    self.analysis_failed += 1
+            rows.append(row)
+        if self.unseen and rows:
+            _mark_seen(self.unseen, rows)
+        return rows
+
+
+def new_stage(mapping: FieldMapping) -> StageWriter:
+    return StageWriter(
+        mapping.id_column,
+        mapping.timestamp_column,
+        track_schema=True,
+        declared=mapping.declared_types,
+    )
+
+
+def worker_count(setting: int, rows: int) -> int:
+    """Processes to use: ``setting`` (0 = one per core, at most 4), 1 for small stages."""
+    if rows < PARALLEL_MIN_ROWS:
+        return 1
+    wanted = setting or min(os.cpu_count() or 1, 4)
+    return max(1, wanted)
+
+
+def frame_runs(stage: StagedRecords, workers: int) -> list[tuple[int, int | None]]:
+    """Byte ranges ``[start, stop)`` of consecutive frames, about ``workers * 4`` of them."""
+    offsets = stage.frame_offsets()
+    if not offsets:
+        return []
+    per_run = max(1, -(-len(offsets) // (workers * _RUNS_PER_WORKER)))
+    starts = offsets[::per_run]
+    return [(s, e) for s, e in zip(starts, [*starts[1:], None], strict=True)]
+
+
+@dataclass(frozen=True)
+class _Run:
+    stage: StagedRecords
+    start: int
+    stop: int | None
+    mapping: FieldMapping
+    analyzer: str | None
+    scratch: str
+
+
+def _map_run(run: _Run) -> Outcome:
+    """Worker side: map one run of frames into a part stage and a part dead letter."""
+    os.environ["ES_MYSQL_PIPELINE_SCRATCH"] = run.scratch
+    analyzer = load_analyzer(run.analyzer) if run.analyzer else None
+    dead = DeadLetterWriter(run.scratch, "transform-parts", f"part-{os.getpid()}-{run.start}")
+    mapper = BatchMapper(run.mapping, analyzer, dead)
+    with dead, new_stage(run.mapping) as out:
+        for batch in run.stage.frames(run.start, run.stop):
+            out.write(mapper.map(batch))
+        part = out.finish()
+        dead_path = dead.close()
+    return Outcome(
+        part,
+        dead.count,
+        mapper.analysis_ok,
+        mapper.analysis_failed,
+        mapper.unseen,
+        dead_path,
+    )
+
+
+def map_parallel(
+    stage: StagedRecords,
+    mapping: FieldMapping,
+    analyzer: str | None,
+    workers: int,
+    out: StageWriter,
+    dead: DeadLetterWriter,
+    after_run: Callable[[int, int], None],
+) -> tuple[int, int, dict[str, str]]:
+    """Map ``stage`` in ``workers`` processes into ``out`` and ``dead``, in order.
+
+    ``after_run(rows_done, rejected)`` is called as each run is joined; it may raise (a
+    stop request) to cancel the rest. Returns the analyzer's (ok, failed) counts and the
+    named columns that never appeared.
+    """
+    runs = [
+        _Run(stage, start, stop, mapping, analyzer, scratch_dir())
+        for start, stop in frame_runs(stage, workers)
+    ]
+    ok = failed = 0
+    unseen = mapping.named_columns()
+    done = 0
+    with _pool(workers) as pool:
+        futures = [pool.submit(_map_run, run) for run in runs]
+        try:
+            for future in futures:
+                result = future.result()
+                out.append(result.stage)
+                if result.dead_letter_part:
+                    dead.append_file(result.dead_letter_part, result.rejected)
+                ok += result.analysis_ok
+                failed += result.analysis_failed
+                unseen = {k: v for k, v in unseen.items() if k in result.unseen}
+                done += result.stage.rows + result.rejected
+                after_run(done, result.rejected)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            for future in futures:  # parts already written by runs in flight
+                _discard(future)
+            raise
+    return ok, failed, unseen
+
+
+@contextlib.contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _discard(future: Future[Outcome]) -> None:
+    if future.cancelled():
+        return
+    with contextlib.suppress(BaseException):
+        result = future.result()
+        for path in (result.stage.path, result.dead_letter_part):
+            if path and os.path.exists(path):
+                os.unlink(path)
+
+
+def _mark_seen(unseen: dict[str, str], rows: list[Record]) -> None:
+    """Drop from ``unseen`` the columns present in ``rows`` (stops at once when all seen)."""
+    for row in rows:
+        for name in [n for n in unseen if n in row]:
+            del unseen[name]
+        if not unseen:
+            return
