@@ -125,7 +125,8 @@ def _map_run(run: _Run) -> Outcome:
     """Worker side: map one run of frames into a part stage and a part dead letter."""
     os.environ["ES_MYSQL_PIPELINE_SCRATCH"] = run.scratch
     analyzer = load_analyzer(run.analyzer) if run.analyzer else None
-    dead = DeadLetterWriter(run.scratch, "transform-parts", f"part-{os.getpid()}-{run.start}")
+    parts = os.path.join(run.scratch, "transform-parts")
+    dead = DeadLetterWriter(parts, "transform", f"part-{os.getpid()}-{run.start}")
     mapper = BatchMapper(run.mapping, analyzer, dead)
     with dead, new_stage(run.mapping) as out:
         for batch in run.stage.frames(run.start, run.stop):

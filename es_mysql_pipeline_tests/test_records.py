@@ -2,9 +2,18 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
-from es_mysql_pipeline.records import TimeWindow, batched, parse_timestamp, redact
+from es_mysql_pipeline.records import (
+    TimeWindow,
+    batched,
+    iso_utc,
+    parse_timestamp,
+    redact,
+    utc_text,
+)
 
 UTC = timezone.utc
 
@@ -44,3 +53,27 @@ def test_window_is_half_open() -> None:
 def test_batched_and_redact() -> None:
     assert [len(b) for b in batched(iter([{}] * 7), 3)] == [3, 3, 1]
     assert redact("url user:s3cret@host", ["s3cret"]) == "url user:***@host"
+
+
+@hypothesis.given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()
+    ),
+    st.sampled_from(["iso", "Z", "z", "space", "seconds"]),
+)
+def test_utc_text_is_iso_utc_of_the_parsed_value(dt: datetime, form: str) -> None:
+    """The sliced fast path and the general path agree for every shape and offset."""
+    text = dt.isoformat(timespec="microseconds")
+    if form in ("Z", "z"):
+        text = dt.replace(tzinfo=None).isoformat(timespec="microseconds") + form
+    elif form == "space":
+        text = text.replace("T", " ")
+    elif form == "seconds":
+        text = dt.isoformat(timespec="seconds")
+    try:
+        expected = iso_utc(parse_timestamp(text))
+    except ValueError:
+        with pytest.raises(ValueError):
+            utc_text(text)
+        return
+    assert utc_text(text) == expected

@@ -1,0 +1,82 @@
+"""Stage files: frames round-trip every value, re-batch, split by offsets and join."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from es_mysql_pipeline.staging import StageWriter, as_json_values
+
+
+@pytest.fixture(autouse=True)
+def _scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ES_MYSQL_PIPELINE_SCRATCH", str(tmp_path))
+
+
+RECORDS = [
+    {"id": "1", "text": "NULL", "n": 2**70, "f": 1.5, "b": True, "none": None},
+    {"id": "2", "text": 'ünïcode ✓ "quoted, comma"\nnewline', "nested": {"a": [1, {"b": 2}]}},
+    {"id": "3", "text": "", "f": float("inf")},
+]
+
+
+def test_values_round_trip_exactly() -> None:
+    with StageWriter("id", "ts") as w:
+        w.write(RECORDS)
+        stage = w.finish()
+    assert [r for b in stage.batches(10) for r in b] == RECORDS
+
+
+def test_batches_rechunk_and_frames_split_at_offsets() -> None:
+    rows = [{"id": str(i)} for i in range(103)]
+    with StageWriter("id", "ts") as w:
+        for i in range(0, 103, 10):
+            w.write(rows[i : i + 10])
+        stage = w.finish()
+    assert stage.rows == 103
+    assert [len(b) for b in stage.batches(25)] == [25, 25, 25, 25, 3]
+    offsets = stage.frame_offsets()
+    assert len(offsets) == 11 and offsets[0] == 0
+    middle = [r for f in stage.frames(offsets[3], offsets[5]) for r in f]
+    assert middle == rows[30:50]
+    tail = [r for f in stage.frames(offsets[9]) for r in f]
+    assert tail == rows[90:]
+
+
+def test_append_joins_parts_in_order_and_merges_schema() -> None:
+    with StageWriter("id", "ts", track_schema=True) as a:
+        a.write([{"id": "1", "v": 1}, {"id": "2", "v": "x"}])
+        part_a = a.finish()
+    with StageWriter("id", "ts", track_schema=True) as b:
+        b.write([{"id": "3", "v": 2.5, "w": "wide ✓"}])
+        part_b = b.finish()
+    with StageWriter("id", "ts", track_schema=True) as out:
+        out.append(part_a)
+        out.append(part_b)
+        joined = out.finish()
+    assert [r["id"] for b in joined.batches(10) for r in b] == ["1", "2", "3"]
+    assert joined.rows == 3
+    assert joined.columns["v"].type == "string"  # int + string + float → string
+    assert joined.columns["w"].max_bytes == len("wide ✓".encode())
+    assert not Path(part_a.path).exists() and not Path(part_b.path).exists()
+
+
+def test_schema_tracks_types_and_utf8_widths() -> None:
+    with StageWriter("id", "ts", track_schema=True) as w:
+        w.write([{"id": "a", "n": 1, "s": "é" * 10}, {"id": "b", "n": None, "s": None}])
+        w.write([{"id": "c", "n": 2.0, "s": "x"}])
+        stage = w.finish()
+    assert stage.columns["n"].type == "float"
+    assert stage.columns["s"].type == "string"
+    assert stage.columns["s"].max_bytes == 20
+
+
+def test_analyzer_values_become_json_values() -> None:
+    from decimal import Decimal
+
+    assert as_json_values({"d": Decimal("1.5"), "s": {1, 2} and "x", "k": [1]}) == {
+        "d": "1.5",
+        "s": "x",
+        "k": [1],
+    }

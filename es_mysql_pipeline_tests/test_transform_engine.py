@@ -1,0 +1,198 @@
+"""The transform's worker processes write exactly what the in-process mapping writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from es_mysql_pipeline.dead_letter import DeadLetterWriter, read_dead_letters
+from es_mysql_pipeline.mapping import FieldMapping, load_analyzer
+from es_mysql_pipeline.staging import StagedRecords, StageWriter
+from es_mysql_pipeline.transform_engine import (
+    PARALLEL_MIN_ROWS,
+    BatchMapper,
+    map_parallel,
+    new_stage,
+    worker_count,
+)
+
+ANALYZER = "es_mysql_pipeline_tests.test_transform_engine:tag_analyzer"
+
+
+def tag_analyzer(row: dict[str, Any]) -> dict[str, Any]:
+    if row["id"].endswith("7"):
+        raise ValueError("sevens fail")
+    return {"Tag Name": f"t-{row['id']}"}
+
+
+def raw_stage(n: int, frame: int = 100) -> StagedRecords:
+    records: list[dict[str, Any]] = []
+    for i in range(n):
+        rec: dict[str, Any] = {
+            "id": f"r{i}",
+            "@timestamp": f"2024-01-0{1 + i % 5}T00:00:{i % 60:02d}.123456Z",
+            "msg": "ünï ✓",
+        }
+        if i % 97 == 0:
+            rec["@timestamp"] = "not a time"  # rejected
+        if i % 13 == 0:
+            rec["user"] = {"geo": {"country": "DE"}, "tags": ["a"]}  # nested path
+        records.append(rec)
+    with StageWriter("id", "@timestamp") as w:
+        for i in range(0, n, frame):
+            w.write(records[i : i + frame])
+        return w.finish()
+
+
+def serial(stage: StagedRecords, mapping: FieldMapping, dl: Path) -> tuple[Any, ...]:
+    dead = DeadLetterWriter(str(dl), "transform", "all")
+    mapper = BatchMapper(mapping, load_analyzer(ANALYZER), dead)
+    with dead, new_stage(mapping) as out:
+        for batch in stage.batches(100):
+            out.write(mapper.map(batch))
+        result = out.finish()
+        path = dead.close()
+    return result, path, mapper.analysis_ok, mapper.analysis_failed, mapper.unseen
+
+
+def parallel(stage: StagedRecords, mapping: FieldMapping, dl: Path, **kw: Any) -> tuple[Any, ...]:
+    dead = DeadLetterWriter(str(dl), "transform", "all")
+    progress: list[int] = []
+    with dead, new_stage(mapping) as out:
+        ok, failed, unseen = map_parallel(
+            stage, mapping, ANALYZER, 2, out, dead, lambda done, _: progress.append(done), **kw
+        )
+        result = out.finish()
+        path = dead.close()
+    return result, path, ok, failed, unseen, progress
+
+
+@pytest.fixture(autouse=True)
+def _scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ES_MYSQL_PIPELINE_SCRATCH", str(tmp_path / "scratch"))
+
+
+def rows_of(stage: StagedRecords) -> list[dict[str, Any]]:
+    return [r for b in stage.batches(1000) for r in b]
+
+
+def test_parallel_output_equals_serial(tmp_path: Path) -> None:
+    stage = raw_stage(3_000)
+    mapping = FieldMapping("id", "@timestamp", casts={"user_geo_country": "string"})
+    s_out, s_dead, s_ok, s_failed, s_unseen = serial(stage, mapping, tmp_path / "s")
+    p_out, p_dead, p_ok, p_failed, p_unseen, progress = parallel(stage, mapping, tmp_path / "p")
+
+    assert rows_of(p_out) == rows_of(s_out)  # same rows, same order
+    assert p_out.rows == s_out.rows == 3_000 - 31
+    assert {k: (v.type, v.max_bytes) for k, v in p_out.columns.items()} == {
+        k: (v.type, v.max_bytes) for k, v in s_out.columns.items()
+    }
+    assert list(p_out.columns) == list(s_out.columns)
+    strip = [{k: v for k, v in e.items() if k != "at"} for e in read_dead_letters(s_dead)]
+    assert strip == [{k: v for k, v in e.items() if k != "at"} for e in read_dead_letters(p_dead)]
+    assert len(strip) == 31
+    assert (p_ok, p_failed) == (s_ok, s_failed) and p_failed > 0
+    assert rows_of(p_out)[0]["Tag_Name"] == "t-r1"
+    assert p_unseen == s_unseen == {}
+    assert progress == sorted(progress) and progress[-1] == 3_000 and len(progress) > 2
+    left = {str(p) for p in (tmp_path / "scratch").rglob("*") if p.is_file()}
+    assert left == {stage.path, s_out.path, p_out.path}  # no part is left behind
+
+
+def test_unseen_named_column_is_reported_once_per_stage(tmp_path: Path) -> None:
+    stage = raw_stage(1_000)
+    mapping = FieldMapping(
+        "id", "@timestamp", casts={"no_such": "int", "user_geo_country": "string"}
+    )
+    *_, unseen, _ = parallel(stage, mapping, tmp_path)
+    assert unseen == {"no_such": "casts['no_such']"}  # user_geo_country is seen in some runs
+
+
+def test_stop_between_runs_leaves_no_parts(tmp_path: Path) -> None:
+    stage = raw_stage(2_000)
+    mapping = FieldMapping("id", "@timestamp")
+    dead = DeadLetterWriter(str(tmp_path / "dl"), "transform", "all")
+
+    def stop(done: int, _rejected: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), dead, new_stage(mapping) as out:
+        map_parallel(stage, mapping, None, 2, out, dead, stop)
+    left = {str(p) for p in (tmp_path / "scratch").rglob("*") if p.is_file()}
+    assert left == {stage.path}  # parts of finished and running runs are gone
+    assert not (tmp_path / "dl" / "transform" / "all.jsonl").exists()
+
+
+def test_worker_errors_reach_the_step(tmp_path: Path) -> None:
+    stage = raw_stage(500)
+    mapping = FieldMapping("id", "@timestamp")
+    dead = DeadLetterWriter(str(tmp_path / "dl"), "transform", "all")
+    from es_mysql_pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"no\.such"), dead, new_stage(mapping) as out:
+        map_parallel(stage, mapping, "no.such:fn", 2, out, dead, lambda *_: None)
+
+
+def test_worker_count() -> None:
+    assert worker_count(0, PARALLEL_MIN_ROWS - 1) == 1
+    assert worker_count(3, PARALLEL_MIN_ROWS) == 3
+    assert worker_count(0, PARALLEL_MIN_ROWS) == min(os.cpu_count() or 1, 4)
+    assert worker_count(1, 10**9) == 1
+
+
+def test_transform_step_uses_workers_and_matches_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through Dagster: a stage above the threshold goes through the worker processes."""
+    import dagster as dg
+
+    import es_mysql_pipeline.assets.transform as transform_asset
+    from es_mysql_pipeline.assets import build_assets
+
+    calls: list[int] = []
+
+    def spy(*args: Any) -> Any:
+        calls.append(args[3])
+        return map_parallel(*args)
+
+    monkeypatch.setattr(transform_asset, "map_parallel", spy)
+    from es_mysql_pipeline.io_manager import StagingIOManagerResource
+    from es_mysql_pipeline.resources.settings import PipelineSettings
+    from es_mysql_pipeline.resources.sinks import JsonlSink
+    from es_mysql_pipeline.resources.sources import CsvSource
+
+    n = PARALLEL_MIN_ROWS + 1_234
+    src = tmp_path / "in.csv"
+    with src.open("w", encoding="utf-8") as fh:
+        fh.write("id,timestamp,msg\n")
+        for i in range(n):
+            fh.write(f'e{i},2024-01-01T00:00:00.{i % 1000000:06d}Z,"m, {i}"\n')
+        fh.write("bad,not-a-time,x\n")
+    out = tmp_path / "out.jsonl"
+    result = dg.materialize(
+        build_assets(None),
+        resources={
+            "source": CsvSource(path=str(src)),
+            "sink": JsonlSink(path=str(out)),
+            "settings": PipelineSettings(
+                dead_letter_dir=str(tmp_path / "dl"), transform_processes=2
+            ),
+            "io_manager": StagingIOManagerResource(base_path=str(tmp_path / "staging")),
+        },
+    )
+    assert result.success
+    assert calls == [2]
+    meta = {
+        k: v.value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[-1] == "clean_records"
+        for k, v in e.materialization.metadata.items()
+    }
+    assert meta["clean_records"] == n and meta["rejected_records"] == 1
+    with out.open(encoding="utf-8") as fh:
+        ids = [json.loads(line)["id"] for line in fh]
+    assert len(ids) == n and set(ids) == {f"e{i}" for i in range(n)}  # load workers interleave
