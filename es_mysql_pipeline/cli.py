@@ -85,7 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", "--batch_size", type=int, default=1000)
-    run.add_argument("--workers", type=int, default=2)
+    run.add_argument("--workers", type=int, default=2, help="load threads (connections)")
+    run.add_argument(
+        "--transform-processes",
+        type=int,
+        default=0,
+        help="worker processes for the transform of 50,000+ records (0: one per core, max 4)",
+    )
     run.add_argument("--start", help="first day to load (YYYY-MM-DD, UTC)")
     run.add_argument("--end", help="day after the last one to load (exclusive)")
     run.add_argument("--pipeline-id", "--pipeline_id", default="default")
@@ -151,6 +157,8 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
     common = {"batch_size": args.batch_size, "workers": args.workers, "write_mode": args.write_mode}
     if args.batch_size < 1 or args.workers < 1:
         raise ConfigError("--batch-size and --workers must be at least 1")
+    if args.transform_processes < 0:
+        raise ConfigError("--transform-processes must be 0 (one per core) or more")
     if args.sink_type == "file":
         if not args.output_file:
             raise ConfigError("--output_file is required with --sink_type file")
@@ -188,6 +196,7 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
         dead_letter_dir=args.dead_letter_dir,
         fetch_batch_size=max(args.batch_size, 1000),
         analyzer=args.analyzer,
+        transform_processes=args.transform_processes,
     )
     staging = StagingIOManagerResource(base_path=args.staging_dir or "")
     return {"source": source, "sink": sink, "settings": settings, "io_manager": staging}
