@@ -38,7 +38,7 @@ class CliMetrics:
         self.recorder.state("error")
 
     def stop(self) -> None:
-        """Shut the server down (joins its threads) and turn metrics off again."""
+        """Stop the endpoint (its child process and thread) and turn metrics off again."""
         self.server.stop()
         set_recorder(None)
 

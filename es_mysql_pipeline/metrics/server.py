@@ -1,21 +1,42 @@
-"""The CLI's background HTTP endpoint: ``/metrics``, ``/health`` and ``/info``.
+"""The CLI's HTTP endpoint: ``/metrics``, ``/health`` and ``/info``, served by a child process.
 
-Built on the standard library's threading HTTP server and prometheus_client's own
-exposition (``choose_encoder``), so ``/metrics`` speaks the Prometheus text format or
-OpenMetrics exactly as prometheus_client does, while ``/health`` and ``/info`` are ours.
-Each scrape runs in its own short-lived thread; the pipeline thread never waits on one.
+The pipeline is CPU-bound pure Python. An HTTP server thread inside it would need the GIL
+for every step of every scrape (accept, header parsing, send), each hand-off waiting up to
+the 5 ms switch interval: hundreds of scrapes a second were neither served nor free (the
+pipeline ran 6-13 % slower). So the serving happens in a small standard-library-only
+process (:mod:`es_mysql_pipeline.metrics.endpoint_process`), and this process keeps only
+what needs its memory:
+
+* the prometheus_client registry, rendered here with prometheus_client's own
+  ``choose_encoder`` (text format, or OpenMetrics when ``Accept`` asks for it) by one
+  thread that sleeps on the pipe to the child. It renders only when a scrape comes and
+  the child's copy for that content type is older than ``cache_seconds``, so at most
+  once per ``cache_seconds`` per content type, and never while nobody scrapes;
+* ``/health``: the child asks for it when its copy is older than ``cache_seconds``, and
+  the recorder's state changes are sent to it as they happen;
+* ``/info``: redacted here, sent once.
+
+This process binds the socket and passes it to the child, so ``port=0`` and a port in
+use behave as before. The child exits when this process stops it, exits or is killed; if
+the child dies, the pipeline goes on with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import itertools
 import json
+import logging
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,11 +44,19 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from es_mysql_pipeline.errors import PipelineError
+from es_mysql_pipeline.metrics import endpoint_process as proto
 from es_mysql_pipeline.metrics.definitions import PrometheusRecorder, active_prometheus_recorder
 
 DEFAULT_HOST = "127.0.0.1"
+#: How long :func:`start_metrics_server` waits for the child to say it serves.
+START_TIMEOUT = 15.0
+#: How long a state change waits for the child to acknowledge it (then goes on anyway).
+PUSH_TIMEOUT = 1.0
+
+log = logging.getLogger(__name__)
 
 _SECRET_KEY_RE = re.compile(r"pass|secret|token|api_?key|credential|auth", re.IGNORECASE)
+_CHILD = Path(proto.__file__).resolve()
 
 
 def redact(value: Any) -> Any:
@@ -49,19 +78,44 @@ def redact(value: Any) -> Any:
     return value
 
 
-class _Server(ThreadingHTTPServer):
-    # Request threads are joined on close so stop() leaves no thread behind.
-    daemon_threads = False
-    block_on_close = True
-    allow_reuse_address = True
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; errors name the CLI flags."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PipelineError(
+                f"--metrics-port {port}: {host}:{port} is already in use; choose another "
+                "port or stop the process that listens on it"
+            ) from None
+        raise PipelineError(
+            f"--metrics-host {host} / --metrics-port {port}: cannot listen ({exc.strerror})"
+        ) from None
+    return sock
 
 
 class MetricsServer:
-    """A running endpoint; :meth:`stop` shuts it down and joins every thread it started."""
+    """A running endpoint; :meth:`stop` ends the child process and joins the pipe thread.
+
+    Args:
+        host: Address to listen on (``:`` in it: IPv6).
+        port: TCP port, ``0`` for any free one (:attr:`port` is the bound one).
+        registry: What ``/metrics`` shows.
+        info: What ``/info`` shows, redacted here.
+        health: ``(healthy, body)`` for ``/health``; asked at most once per
+            ``cache_seconds`` while somebody asks for ``/health``.
+        cache_seconds: Freshness of the child's copies (0: ask this process every time).
+        recorder: When given, each of its state changes reaches ``/health`` at once.
+
+    Attributes:
+        pid: The child process that serves HTTP.
+        renders: How many times this process rendered the registry (for the tests and
+            ``benchmarks/metrics_overhead.py``).
+    """
 
     def __init__(
         self,
@@ -71,6 +125,8 @@ class MetricsServer:
         info: Mapping[str, Any],
         health: Callable[[], tuple[bool, dict[str, Any]]],
         cache_seconds: float = 0.25,
+        *,
+        recorder: PrometheusRecorder | None = None,
     ) -> None:
         self.registry = registry
         self.cache_seconds = cache_seconds
@@ -79,29 +135,53 @@ class MetricsServer:
         self.info = redact(dict(info))
         self.health = health
         self.started_at = time.time()
-        handler = _make_handler(self)
-        server_cls = _Server6 if ":" in host else _Server
-        try:
-            self._httpd = server_cls((host, port), handler)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PipelineError(
-                    f"--metrics-port {port}: {host}:{port} is already in use; choose another "
-                    "port or stop the process that listens on it"
-                ) from None
-            raise PipelineError(
-                f"--metrics-host {host} / --metrics-port {port}: cannot listen ({exc.strerror})"
-            ) from None
+        self.renders = 0
+        self._stopped = False
+        self._alive = False
+        self._ready = threading.Event()
+        self._served = False  # the child said it serves (a death after that is a warning)
+        self._write_lock = threading.Lock()
+        self._acks: dict[int, threading.Event] = {}
+        self._seq = itertools.count(1)
+        self._recorder: PrometheusRecorder | None = None
+        sock = _listen(host, port)
         self.host = host
-        self.port = int(self._httpd.server_address[1])
+        self.port = int(sock.getsockname()[1])
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(_CHILD), "--listen-fd", str(sock.fileno())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                pass_fds=(sock.fileno(),),
+            )
+        finally:
+            sock.close()  # the child has its own copy: when it exits, the port is free
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._to_child = self._proc.stdin
+        self._from_child = self._proc.stdout
+        self.pid = self._proc.pid
+        self._alive = True
+        config = {
+            "info": self.info,
+            "cache_seconds": cache_seconds,
+            "started_at": self.started_at,
+            "parent_pid": os.getpid(),
+        }
+        self._send(proto.CONFIG, json.dumps(config).encode())
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name=f"metrics-server-{self.port}",
-            daemon=True,
+            target=self._serve_child, name=f"metrics-server-{self.port}", daemon=True
         )
         self._thread.start()
-        self._stopped = False
+        if not self._ready.wait(START_TIMEOUT) or not self._alive:
+            self._stopped = True
+            self._shutdown(timeout=1.0)
+            raise PipelineError(
+                f"--metrics-port {self.port}: the metrics endpoint process did not start "
+                f"(exit code {self._proc.returncode})"
+            )
+        if recorder is not None:
+            self._recorder = recorder
+            recorder.add_state_listener(self._state_changed)
 
     @property
     def url(self) -> str:
@@ -111,10 +191,13 @@ class MetricsServer:
     def render(self, accept: str) -> tuple[bytes, str]:
         """The exposition for ``accept``, rendered at most once per ``cache_seconds``.
 
-        Rendering holds the GIL for about a millisecond per hundred series; hundreds of
-        scrapes a second would take that from the pipeline, so concurrent scrapers share
-        one rendering. A scrape is at most ``cache_seconds`` stale.
+        The child asks only when its own copy is stale; this cache makes its questions
+        for different Accept headers of the same content type share one rendering.
         """
+        _, body, content_type = self._render(accept)
+        return body, content_type
+
+    def _render(self, accept: str) -> tuple[float, bytes, str]:
         encoder, content_type = choose_encoder(accept)
         with self._cache_lock:
             now = time.monotonic()
@@ -122,60 +205,134 @@ class MetricsServer:
             if cached is None or now - cached[0] > self.cache_seconds:
                 cached = (now, encoder(self.registry), content_type)
                 self._cache[content_type] = cached
-        return cached[1], cached[2]
+                self.renders += 1
+        return cached
+
+    # -- the pipe to the child -----------------------------------------------------------
+    def _send(self, kind: bytes, payload: bytes = b"") -> bool:
+        with self._write_lock:
+            if not self._alive:
+                return False
+            try:
+                proto.write_frame(self._to_child, kind, payload)
+            except (OSError, ValueError):
+                self._alive = False
+                return False
+        return True
+
+    def _health_frame(self, seq: int | None) -> bytes:
+        try:
+            healthy, body = self.health()
+        except Exception:  # a broken health callable must not end the pipe thread
+            log.exception("metrics endpoint: the health check failed")
+            healthy, body = False, {"state": "unknown"}
+        msg = {"healthy": healthy, "body": body, "at": time.monotonic(), "seq": seq}
+        return json.dumps(msg).encode()
+
+    def _metrics_frame(self, accept: str) -> bytes:
+        try:
+            rendered_at, body, content_type = self._render(accept)
+            status = 200
+        except Exception as exc:
+            log.exception("metrics endpoint: rendering /metrics failed")
+            rendered_at, status = time.monotonic(), 500
+            body, content_type = f"{exc}\n".encode(), "text/plain; charset=utf-8"
+        meta = {
+            "accept": accept,
+            "status": status,
+            "content_type": content_type,
+            "rendered_at": rendered_at,
+        }
+        return json.dumps(meta).encode() + b"\n" + body
+
+    def _serve_child(self) -> None:
+        """Answer the child until its pipe closes (sleeps on the pipe in between)."""
+        try:
+            while (frame := proto.read_frame(self._from_child)) is not None:
+                kind, payload = frame
+                if kind == proto.ASK_METRICS:
+                    accept = payload.decode("latin-1")
+                    self._send(proto.METRICS, self._metrics_frame(accept))
+                elif kind == proto.ASK_HEALTH:
+                    self._send(proto.HEALTH, self._health_frame(None))
+                elif kind == proto.ACK:
+                    event = self._acks.get(int(payload))
+                    if event is not None:
+                        event.set()
+                elif kind == proto.READY:
+                    self._served = True
+                    self._ready.set()
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._alive = False
+            self._ready.set()
+            for event in list(self._acks.values()):
+                event.set()
+        if self._served and not self._stopped:
+            code = self._proc.poll()
+            log.warning(
+                "the metrics endpoint process (pid %s) exited unexpectedly (exit code %s); "
+                "%s is no longer served, the pipeline goes on",
+                self.pid,
+                code,
+                self.url,
+            )
+
+    def _state_changed(self, state: str) -> None:
+        """Recorder listener: send the new health now, so /health never lags a change."""
+        if self._stopped or not self._alive:
+            return
+        seq = next(self._seq)
+        event = self._acks[seq] = threading.Event()
+        try:
+            if self._send(proto.HEALTH, self._health_frame(seq)):
+                event.wait(PUSH_TIMEOUT)
+        except Exception:  # the pipeline's state change must never fail because of us
+            log.exception("metrics endpoint: could not send the new state")
+        finally:
+            self._acks.pop(seq, None)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def _shutdown(self, timeout: float) -> None:
+        if self._write_lock.acquire(timeout=timeout):
+            try:
+                with contextlib.suppress(OSError, ValueError):
+                    if self._alive:
+                        proto.write_frame(self._to_child, proto.QUIT)
+                    self._to_child.close()
+                self._alive = False
+            finally:
+                self._write_lock.release()
+        else:  # a write is stuck: the child stopped reading its pipe
+            self._proc.kill()
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._thread.join(timeout)
+        for pipe in (self._to_child, self._from_child):
+            with contextlib.suppress(OSError, ValueError):
+                pipe.close()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving, close the socket and join the threads (idempotent)."""
+        """Stop the child (the port is free when this returns) and join the pipe thread.
+
+        Idempotent; never raises because the child already died.
+        """
         if self._stopped:
             return
         self._stopped = True
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout)
+        if self._recorder is not None:
+            self._recorder.remove_state_listener(self._state_changed)
+        self._shutdown(timeout)
 
     def __enter__(self) -> MetricsServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _make_handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "es-mysql-pipeline-metrics"
-        timeout = 10  # a client that connects and never speaks cannot pin a thread
-
-        def do_GET(self) -> None:
-            path = urlsplit(self.path).path.rstrip("/") or "/"
-            if path == "/metrics":
-                payload, content_type = server.render(self.headers.get("Accept", ""))
-                self._send(200, content_type, payload)
-            elif path == "/health":
-                healthy, body = server.health()
-                body = {"status": "healthy" if healthy else "unhealthy", **body}
-                body["uptime_seconds"] = round(time.time() - server.started_at, 3)
-                self._json(200 if healthy else 503, body)
-            elif path == "/info":
-                self._json(200, server.info)
-            elif path == "/":
-                self._send(200, "text/plain; charset=utf-8", b"/metrics /health /info\n")
-            else:
-                self._json(404, {"error": f"no such path {path}; try /metrics /health /info"})
-
-        def _json(self, status: int, body: Mapping[str, Any]) -> None:
-            self._send(status, "application/json", json.dumps(body).encode())
-
-        def _send(self, status: int, content_type: str, payload: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Scrapes every second would flood stderr; stay quiet."""
-
-    return Handler
 
 
 def recorder_health(
@@ -204,7 +361,7 @@ def start_metrics_server(
     recorder: PrometheusRecorder | None = None,
     cache_seconds: float = 0.25,
 ) -> MetricsServer:
-    """Serve ``registry`` on ``host:port`` in a background thread (``port=0``: any free one).
+    """Serve ``registry`` on ``host:port`` from a child process (``port=0``: any free one).
 
     Args:
         host: ``127.0.0.1`` by default; ``0.0.0.0`` to be scraped from outside a container.
@@ -212,8 +369,10 @@ def start_metrics_server(
         registry: Defaults to ``recorder.registry``.
         info: What ``/info`` shows (version, pipeline_id, source/sink type and target);
             secret-looking keys and URL credentials are removed.
-        recorder: Its state drives ``/health`` (503 after the pipeline entered ``error``).
-        cache_seconds: Scrapes within this time share one rendering (0 turns it off).
+        recorder: Its state drives ``/health`` (503 after the pipeline entered ``error``),
+            and each state change reaches the endpoint at once.
+        cache_seconds: Scrapes within this time share one rendering and one health answer
+            (0: every scrape asks the pipeline).
     """
     info = dict(info or {})
     if registry is None:
@@ -222,5 +381,11 @@ def start_metrics_server(
         registry = recorder.registry
     pipeline_id = str(info.get("pipeline_id", recorder.pipeline_id if recorder else "default"))
     return MetricsServer(
-        host, port, registry, info, recorder_health(recorder, pipeline_id), cache_seconds
+        host,
+        port,
+        registry,
+        info,
+        recorder_health(recorder, pipeline_id),
+        cache_seconds,
+        recorder=recorder,
     )

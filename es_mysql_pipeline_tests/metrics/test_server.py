@@ -1,21 +1,38 @@
-"""The CLI endpoint: /metrics (text and OpenMetrics), /health, /info, port in use, shutdown."""
+"""The CLI endpoint: /metrics (text and OpenMetrics), /health, /info, port in use, shutdown.
+
+And why it is a child process: it serves while the pipeline holds the GIL, renders at
+most once per ``cache_seconds`` per content type, dies with the pipeline (even
+``kill -9``) and its own death does not fail the pipeline.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.metrics.definitions import PrometheusRecorder
-from es_mysql_pipeline.metrics.server import MetricsServer, redact, start_metrics_server
+from es_mysql_pipeline.metrics.server import (
+    MetricsServer,
+    recorder_health,
+    redact,
+    start_metrics_server,
+)
 from es_mysql_pipeline_tests.fixtures.prometheus import http_get
 
 INFO = {
@@ -125,3 +142,178 @@ def test_no_server_without_metrics_port() -> None:
     import es_mysql_pipeline.metrics.definitions  # noqa: F401 - importing starts nothing
 
     assert not [t for t in threading.enumerate() if t.name.startswith("metrics-server")]
+
+
+SCRAPER = Path(__file__).with_name("scraper.py")
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+def scrape(server: MetricsServer, path: str, seconds: float, *args: str) -> subprocess.Popen[str]:
+    """Start the raw-socket scraper in its own process (see scraper.py for the arguments)."""
+    host = ["127.0.0.1", str(server.port)]
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", str(SCRAPER), *host, path, str(seconds), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def scrape_result(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=30)
+    return dict(json.loads(out))
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` exited (a zombie nobody reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+class CountingCollector:
+    """Counts how often the registry is rendered (each render collects every collector)."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+
+    def collect(self) -> list[Any]:
+        self.collections += 1
+        return []
+
+
+def test_a_child_process_serves_while_the_pipeline_holds_the_gil(
+    served: tuple[PrometheusRecorder, MetricsServer],
+) -> None:
+    """The in-thread server this replaces answered about one scrape a second here."""
+    rec, server = served
+    assert server.pid != os.getpid() and not gone(server.pid)
+    rec.records("processed", 7, "fetch")
+    scraper = scrape(server, "/metrics", 2.0, "2")
+    n, deadline = 0, time.monotonic() + 2.2
+    while time.monotonic() < deadline:  # pure-Python work that keeps the GIL
+        for i in range(10_000):
+            n += i % 7
+    result = scrape_result(scraper)
+    assert result["failed"] == 0
+    assert result["ok"] / result["seconds"] >= 200, result
+    assert 'stage="fetch"} 7.0' in get(server, "/metrics")[2]
+
+
+def test_renders_at_most_once_per_cache_window_per_content_type() -> None:
+    registry = CollectorRegistry()
+    counter = CountingCollector()
+    registry.register(counter)  # type: ignore[arg-type]
+    with start_metrics_server("127.0.0.1", 0, registry, {}, cache_seconds=0.25) as server:
+        time.sleep(0.3)
+        assert counter.collections == 0  # nobody scrapes: nothing rendered
+        # Four concurrent scrapers, text and OpenMetrics in turn.
+        result = scrape_result(scrape(server, "/metrics", 1.0, "4", "", OPENMETRICS))
+        renders = counter.collections
+        assert result["failed"] == 0 and result["ok"] >= 200, result
+        # Each content type: one render per started 0.25 s window, plus slack for timing.
+        assert renders <= 2 * (result["seconds"] / 0.25 + 2), (renders, result)
+        assert server.renders == renders
+        time.sleep(0.5)
+        assert counter.collections == renders  # and nothing more once the storm is over
+
+
+def test_health_from_a_plain_callable_follows_within_cache_seconds() -> None:
+    """Without a recorder to listen to, /health is at most cache_seconds stale."""
+    healthy = [True]
+    server = MetricsServer(
+        "127.0.0.1",
+        0,
+        CollectorRegistry(),
+        {},
+        lambda: (healthy[0], {"state": "running" if healthy[0] else "error"}),
+        cache_seconds=0.25,
+    )
+    with server:
+        assert get(server, "/health")[0] == 200
+        healthy[0] = False
+        t0 = time.monotonic()
+        while get(server, "/health")[0] != 503:
+            assert time.monotonic() - t0 < 0.25 + 0.5
+            time.sleep(0.02)
+        assert json.loads(get(server, "/health")[2])["state"] == "error"
+
+
+def test_health_flips_at_once_with_the_recorder_even_when_cached(
+    served: tuple[PrometheusRecorder, MetricsServer],
+) -> None:
+    rec, server = served
+    rec.state("running")
+    for _ in range(5):  # keep the child's copy fresh
+        assert get(server, "/health")[0] == 200
+    rec.state("error")
+    assert get(server, "/health")[0] == 503
+    rec.state("running")
+    assert get(server, "/health")[0] == 200
+
+
+def test_the_child_exits_when_the_pipeline_is_killed(tmp_path: Path) -> None:
+    code = (
+        "import time\n"
+        "from prometheus_client import CollectorRegistry\n"
+        "from es_mysql_pipeline.metrics.server import start_metrics_server\n"
+        "s = start_metrics_server('127.0.0.1', 0, CollectorRegistry(), {})\n"
+        "print(s.port, s.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        port, child = (int(x) for x in parent.stdout.readline().split())
+        assert http_get(f"http://127.0.0.1:{port}/health")[0] == 200
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(5)
+        deadline = time.monotonic() + 5
+        while not (gone(child) and refused(port)):
+            assert time.monotonic() < deadline, "the endpoint process outlived the pipeline"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_the_pipeline_survives_the_child_dying(
+    served: tuple[PrometheusRecorder, MetricsServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    rec, server = served
+    with caplog.at_level(logging.WARNING, logger="es_mysql_pipeline.metrics.server"):
+        os.kill(server.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while "exited unexpectedly" not in caplog.text:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    t0 = time.monotonic()
+    rec.state("error")  # the recorder goes on, without waiting for a dead child
+    rec.records("processed", 1, "fetch")
+    assert time.monotonic() - t0 < 0.5
+    server.stop()
+
+
+def test_health_body_without_a_recorder_uses_the_installed_one() -> None:
+    healthy, body = recorder_health(None, "p")()
+    assert healthy and body == {"state": "stopped", "pipeline_id": "p"}
+
+
+def test_ipv6_loopback() -> None:
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    with start_metrics_server("::1", 0, CollectorRegistry(), {"pipeline_id": "v6"}) as server:
+        assert server.url == f"http://[::1]:{server.port}"
+        assert get(server, "/metrics")[0] == 200
+        assert json.loads(get(server, "/info")[2]) == {"pipeline_id": "v6"}
