@@ -5,9 +5,11 @@ machine has. A big stage is cut into runs of frames; each worker process maps it
 a part stage and a part dead letter, and the parts are joined in order, so the output is
 the same file, rows and dead letter, in the same order, as a serial run would write.
 
-Workers come from a ``forkserver``: a clean process (no inherited threads or locks from
-Dagster or the CLI) that imports only this module's light dependencies, once. Nothing
-here imports Dagster.
+Workers are spawned, not forked: a clean interpreter (no inherited threads or locks from
+Dagster or the CLI) that imports only this module's light dependencies. Nothing here
+imports Dagster. Workers leave stopping to their parent (a Ctrl+C or SIGTERM to the
+process group stops the run after the work in flight) and exit when the parent is gone,
+so a killed run never leaves workers behind.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +35,8 @@ PARALLEL_MIN_ROWS = 50_000
 #: Runs of frames per worker: small enough for progress and a prompt stop, big enough
 #: that handing a run over costs nothing next to mapping it.
 _RUNS_PER_WORKER = 4
+#: How often a worker checks that its parent is still there.
+_PARENT_CHECK_SECONDS = 0.5
 
 
 @dataclass
@@ -189,13 +196,28 @@ def map_parallel(
 
 @contextlib.contextmanager
 def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_setup)
     try:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_setup() -> None:
+    """Ctrl+C reaches the whole process group: the parent stops after the run in flight and
+    cancels the rest, so a worker must not die mid-run (a broken pool, a traceback). And a
+    parent killed outright cannot shut the pool down, so a worker watches for that itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_CHECK_SECONDS)
+    os._exit(1)  # orphaned: nobody will read what this worker writes
 
 
 def _discard(future: Future[Outcome]) -> None:

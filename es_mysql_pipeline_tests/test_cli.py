@@ -198,14 +198,22 @@ def test_signal_stops_cleanly_and_publishes_nothing(sig: int, tmp_path: Path) ->
             str(out),
             "--batch-size",
             "500",
+            "--staging-dir",
+            str(tmp_path / "staging"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
-    time.sleep(4)  # well into the run (import + a few batches)
-    proc.send_signal(sig)
+    # Into the run (imports done, a stage being written), however loaded the machine is.
+    deadline = time.monotonic() + 120
+    while not any(p.is_file() for p in (tmp_path / "staging").rglob("*")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run never started"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, sig)  # as Ctrl+C does: to every process of the group
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "stopped by request" in stderr

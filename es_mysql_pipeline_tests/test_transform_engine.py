@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +140,73 @@ def test_worker_errors_reach_the_step(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"no\.such"), dead, new_stage(mapping) as out:
         map_parallel(stage, mapping, "no.such:fn", 2, out, dead, lambda *_: None)
+
+
+def slow_analyzer(row: dict[str, Any]) -> None:
+    """Marks the worker it runs in (a file named for its pid), then keeps it busy."""
+    Path(os.environ["WORKER_PIDS"], str(os.getpid())).touch()
+    time.sleep(0.05)
+
+
+_KILLED_PARENT = """
+import signal
+import sys
+from es_mysql_pipeline.dead_letter import DeadLetterWriter
+from es_mysql_pipeline.mapping import FieldMapping
+from es_mysql_pipeline.transform_engine import map_parallel, new_stage
+from es_mysql_pipeline_tests.test_transform_engine import raw_stage
+
+if __name__ == "__main__":
+    # Like the CLI: the parent takes the signals (a handler; workers don't inherit it).
+    signal.signal(signal.SIGINT, lambda *_: None)
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    mapping = FieldMapping("id", "@timestamp")
+    dead = DeadLetterWriter(sys.argv[1], "transform", "all")
+    with dead, new_stage(mapping) as out:
+        map_parallel(raw_stage(2_000), mapping, sys.argv[2], 2, out, dead, lambda *_: None)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie has exited; nobody may reap it here
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_workers_outlive_a_group_signal_but_not_a_killed_parent(sig: int, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {**os.environ, "WORKER_PIDS": str(pids)}
+    analyzer = "es_mysql_pipeline_tests.test_transform_engine:slow_analyzer"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_PARENT, str(tmp_path / "dl"), analyzer],
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(pids.iterdir())) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "no workers started"
+            time.sleep(0.05)
+        workers = [int(p.name) for p in pids.iterdir()]
+        # Ctrl+C (or SIGTERM) to the whole group: the workers leave stopping to the parent.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        time.sleep(1.0)
+        assert all(_alive(pid) for pid in workers), "a worker died of the group's signal"
+        proc.kill()  # the parent killed outright: nobody shuts the pool down
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _alive(pid)], "workers outlived their parent"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_worker_count() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import random
 import shutil
 import subprocess
@@ -352,6 +353,22 @@ def compare_table(
 # -- staged files --------------------------------------------------------------------------
 
 
+def _count_stage_records(data: Path) -> int:
+    """Records in a stage file, read frame by frame (8-byte little-endian length, then a
+    pickled batch) without the pipeline's reader, so a short or torn frame is an error."""
+    n = 0
+    with open(data, "rb") as fh:
+        while header := fh.read(8):
+            if len(header) < 8:
+                raise ValueError(f"torn frame header at byte {fh.tell() - len(header)}")
+            size = int.from_bytes(header, "little")
+            payload = fh.read(size)
+            if len(payload) < size:
+                raise ValueError(f"frame of {size} bytes cut at {len(payload)}")
+            n += len(pickle.loads(payload))
+    return n
+
+
 def check_stages(staging_dir: Path) -> list[str]:
     """Problems with stages a re-run could take as complete: a sidecar whose data file is
     missing or holds a different number of records. Returns ``[]`` when all is well."""
@@ -368,12 +385,9 @@ def check_stages(staging_dir: Path) -> list[str]:
         if not data.exists():
             problems.append(f"{meta}: data file missing")
             continue
-        n = 0
         try:
-            with open(data, encoding="utf-8") as fh:
-                for line in fh:
-                    n += len(json.loads(line))
-        except ValueError as exc:
+            n = _count_stage_records(data)
+        except (ValueError, EOFError, pickle.UnpicklingError) as exc:
             problems.append(f"{data}: truncated ({exc})")
             continue
         if n != info.get("rows"):
