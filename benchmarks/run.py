@@ -4,13 +4,18 @@ Rows (each a fresh MariaDB table of the same shape):
   baseline executemany    raw PyMySQL ``executemany`` of the CSV, 1,000 rows per commit
   baseline load data      raw ``LOAD DATA LOCAL INFILE`` of the same CSV (the server's ceiling)
   cli csv→mariadb         ``es-mysql-pipeline`` as a subprocess, process start included
-  cli + 200 scrapes/s     the same, while another process scrapes ``/metrics`` 200 times/s
+  cli + scrapes of a decoy the same, while two processes scrape a decoy server 200 times/s
+                          (what the scraping itself costs this machine's cores)
+  cli + /metrics scrapes  the same scraping aimed at the CLI's own ``/metrics``: the gap to
+                          the decoy row is what serving the scrapes costs the pipeline
   cli es→mariadb          from the wire-level Elasticsearch test server (its serving time
                           is shown apart so the pipeline's own cost is visible)
 
+The CSV rows run in ``--repeats`` interleaved rounds (default 3) and show their median run
+and the spread; peak RSS is the worst run's, the CLI process and its children together.
 Ratios are against ``baseline executemany``. These machines are noisy: compare ratios.
 
-    python -m benchmarks.run [--rows 1000000] [--es-rows 100000] [--skip-es]
+    python -m benchmarks.run [--rows 1000000] [--repeats 3] [--es-rows 100000] [--skip-es]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -100,7 +106,9 @@ def baseline_load_data(path: str, table: str) -> float:
 
 
 def run_cli(args: list[str], cwd: str, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one CLI process."""
+    """Wall seconds and peak RSS (MB) of one CLI run: the sampled peak of the process and
+    its children together (transform workers, the metrics endpoint), or at least the main
+    process's own peak where the sampling missed it."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "es_mysql_pipeline", "--no-progress", *args],
@@ -109,13 +117,50 @@ def run_cli(args: list[str], cwd: str, env: dict[str, str] | None = None) -> tup
         stderr=subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
+    done.set()
+    sampler.join()
     out = proc.stdout.read().decode() if proc.stdout else ""
     err = proc.stderr.read().decode() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"CLI failed ({status}): {err.strip() or out.strip()}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, max(peak[0] / 2**20, usage.ru_maxrss / 1024)
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident bytes of ``root`` and all its descendants now (Linux ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/statm", encoding="ascii") as fh:
+                total += int(fh.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def free_port() -> int:
@@ -136,6 +181,56 @@ def scraper(url: str, per_second: float, stop: Any, hits: Any) -> None:
         except OSError:
             pass  # not listening yet, or already gone
         time.sleep(max(0.0, interval - (time.perf_counter() - t0)))
+
+
+def decoy(port: int, size: int) -> None:
+    """A stand-in for the endpoint that serves ``size`` bytes: scraping it costs the machine
+    what scraping costs, without the pipeline serving anything."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = b"x" * size
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def scraped_run(name: str, path: str, tmp: str, rows: int, rate: float, at_decoy: bool) -> Row:
+    """The CLI run while two processes scrape at ``rate`` in all: its own ``/metrics``, or a
+    decoy (the same scraping load, nothing for the pipeline to serve). The gap between the
+    two rows is what serving the scrapes costs the pipeline; the decoy row's gap to the plain
+    run is the scrapers' own CPU on this machine, which a Prometheus elsewhere would not add."""
+    port = free_port()
+    target = free_port() if at_decoy else port
+    helper = multiprocessing.Process(target=decoy, args=(target, 12_000)) if at_decoy else None
+    stop, hits = multiprocessing.Event(), multiprocessing.Value("i", 0)
+    scrapers = [
+        multiprocessing.Process(
+            target=scraper, args=(f"http://127.0.0.1:{target}/metrics", rate / 2, stop, hits)
+        )
+        for _ in range(2)
+    ]
+    for p in [*([helper] if helper else []), *scrapers]:
+        p.start()
+    table = fresh_table("bench_cli_m")
+    t, rss = run_cli(cli_csv(path, table, tmp, metrics_port=port), cwd=tmp)
+    stop.set()
+    for p in scrapers:
+        p.join()
+    if helper is not None:
+        helper.terminate()
+        helper.join()
+    assert count(table) == rows
+    what = "decoy" if at_decoy else "/metrics"
+    return Row(name, rows, t, rss, f"{hits.value / t:.0f} scrapes/s of {what} answered")
 
 
 def cli_csv(path: str, table: str, tmp: str, metrics_port: int | None = None) -> list[str]:
@@ -210,12 +305,49 @@ def bench_es(rows: int, tmp: str) -> list[Row]:
     ]
 
 
+def one_round(path: str, tmp: str, rows: int, rate: float, n: int, of: int) -> list[Row]:
+    """One run of each CSV row of the table, in the same order every round."""
+
+    def say(name: str) -> None:
+        print(f"[{n + 1}/{of}] {name} ...", file=sys.stderr)
+
+    out = []
+    say("baseline executemany")
+    seconds = baseline_executemany(path, fresh_table("bench_base"))
+    out.append(Row("baseline executemany", rows, seconds))
+    say("baseline LOAD DATA")
+    seconds = baseline_load_data(path, fresh_table("bench_load"))
+    out.append(Row("baseline load data", rows, seconds))
+    say("cli csv→mariadb")
+    table = fresh_table("bench_cli")
+    t, rss = run_cli(cli_csv(path, table, tmp), cwd=tmp)
+    assert count(table) == rows, "CLI lost or doubled rows"
+    out.append(Row("cli csv→mariadb", rows, t, rss))
+    for name, at_decoy in (("cli + scrapes of a decoy", True), ("cli + /metrics scrapes", False)):
+        say(name)
+        out.append(scraped_run(name, path, tmp, rows, rate, at_decoy))
+    return out
+
+
+def median_row(runs: list[Row]) -> Row:
+    ordered = sorted(runs, key=lambda r: r.seconds)
+    mid = ordered[len(ordered) // 2]
+    if len(runs) == 1:
+        return mid
+    spread = "runs " + "/".join(f"{r.seconds:.1f}" for r in runs) + " s"
+    rss = max((r.rss_mb for r in runs if r.rss_mb), default=None)  # the worst run's
+    return Row(mid.name, mid.rows, mid.seconds, rss, "; ".join(filter(None, [mid.note, spread])))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_ROWS", 1_000_000)))
     ap.add_argument("--es-rows", type=int, default=int(os.environ.get("BENCH_ES_ROWS", 100_000)))
     ap.add_argument("--skip-es", action="store_true")
     ap.add_argument("--scrapes-per-second", type=float, default=200.0)
+    ap.add_argument(
+        "--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 3)), help="rounds"
+    )
     args = ap.parse_args(argv)
 
     results: list[Row] = []
@@ -225,46 +357,14 @@ def main(argv: list[str] | None = None) -> None:
         with open(path, "w", encoding="utf-8", newline="") as fh:
             write_csv(fh, args.rows, SAMPLE_START, 5)
 
-        print("baseline executemany ...", file=sys.stderr)
-        t = baseline_executemany(path, fresh_table("bench_base"))
-        results.append(Row("baseline executemany", args.rows, t))
-        print("baseline LOAD DATA ...", file=sys.stderr)
-        t = baseline_load_data(path, fresh_table("bench_load"))
-        results.append(Row("baseline load data", args.rows, t))
-
-        print("cli csv→mariadb ...", file=sys.stderr)
-        table = fresh_table("bench_cli")
-        t, rss = run_cli(cli_csv(path, table, tmp), cwd=tmp)
-        assert count(table) == args.rows, "CLI lost or doubled rows"
-        results.append(Row("cli csv→mariadb", args.rows, t, rss))
-
-        print("cli csv→mariadb with scrapes ...", file=sys.stderr)
-        port = free_port()
-        stop, hits = multiprocessing.Event(), multiprocessing.Value("i", 0)
-        scrapers = [
-            multiprocessing.Process(
-                target=scraper,
-                args=(f"http://127.0.0.1:{port}/metrics", args.scrapes_per_second / 2, stop, hits),
-            )
-            for _ in range(2)
-        ]
-        for p in scrapers:
-            p.start()
-        table = fresh_table("bench_cli_m")
-        t, rss = run_cli(cli_csv(path, table, tmp, metrics_port=port), cwd=tmp)
-        stop.set()
-        for p in scrapers:
-            p.join()
-        assert count(table) == args.rows
-        results.append(
-            Row(
-                "cli + /metrics scrapes",
-                args.rows,
-                t,
-                rss,
-                f"{hits.value / t:.0f} scrapes/s served",
-            )
-        )
+        # Interleaved rounds, so a slow spell of the machine hits every row alike; each row
+        # shows its median run (and the spread of its runs).
+        rounds: dict[str, list[Row]] = {}
+        for n in range(args.repeats):
+            for row in one_round(path, tmp, args.rows, args.scrapes_per_second, n, args.repeats):
+                rounds.setdefault(row.name, []).append(row)
+        for runs in rounds.values():
+            results.append(median_row(runs))
         if not args.skip_es:
             print("cli es→mariadb ...", file=sys.stderr)
             results.extend(bench_es(args.es_rows, tmp))
@@ -283,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{rss:>9}  {r.note}"
         )
     print("\nratio = rows/s ÷ baseline executemany rows/s (same machine, same run)")
+    print("seconds = the median of interleaved runs; peak RSS = the worst run's, the CLI")
+    print("process and its children (transform workers, metrics endpoint) together")
 
 
 if __name__ == "__main__":
