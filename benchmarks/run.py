@@ -21,6 +21,7 @@ Ratios are against ``baseline executemany``. These machines are noisy: compare r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import multiprocessing
 import os
@@ -36,6 +37,7 @@ from typing import Any
 
 import pymysql
 
+from benchmarks.metrics_overhead import decoy
 from es_mysql_pipeline.sample_data import FIELDS, SAMPLE_START, write_csv
 
 DB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "test"}
@@ -105,6 +107,9 @@ def baseline_load_data(path: str, table: str) -> float:
     return time.perf_counter() - t0
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
 def run_cli(args: list[str], cwd: str, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one CLI run: the sampled peak of the process and
     its children together (transform workers, the metrics endpoint), or at least the main
@@ -160,9 +165,6 @@ def tree_rss_bytes(root: int) -> int:
     return total
 
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -183,51 +185,27 @@ def scraper(url: str, per_second: float, stop: Any, hits: Any) -> None:
         time.sleep(max(0.0, interval - (time.perf_counter() - t0)))
 
 
-def decoy(port: int, size: int) -> None:
-    """A stand-in for the endpoint that serves ``size`` bytes: scraping it costs the machine
-    what scraping costs, without the pipeline serving anything."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    body = b"x" * size
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
-
-
 def scraped_run(name: str, path: str, tmp: str, rows: int, rate: float, at_decoy: bool) -> Row:
     """The CLI run while two processes scrape at ``rate`` in all: its own ``/metrics``, or a
     decoy (the same scraping load, nothing for the pipeline to serve). The gap between the
     two rows is what serving the scrapes costs the pipeline; the decoy row's gap to the plain
     run is the scrapers' own CPU on this machine, which a Prometheus elsewhere would not add."""
     port = free_port()
-    target = free_port() if at_decoy else port
-    helper = multiprocessing.Process(target=decoy, args=(target, 12_000)) if at_decoy else None
-    stop, hits = multiprocessing.Event(), multiprocessing.Value("i", 0)
-    scrapers = [
-        multiprocessing.Process(
-            target=scraper, args=(f"http://127.0.0.1:{target}/metrics", rate / 2, stop, hits)
-        )
-        for _ in range(2)
-    ]
-    for p in [*([helper] if helper else []), *scrapers]:
-        p.start()
-    table = fresh_table("bench_cli_m")
-    t, rss = run_cli(cli_csv(path, table, tmp, metrics_port=port), cwd=tmp)
-    stop.set()
-    for p in scrapers:
-        p.join()
-    if helper is not None:
-        helper.terminate()
-        helper.join()
+    with contextlib.ExitStack() as stack:
+        target = stack.enter_context(decoy(b"x" * 12_000))[0] if at_decoy else port
+        stop, hits = multiprocessing.Event(), multiprocessing.Value("i", 0)
+        url = f"http://127.0.0.1:{target}/metrics"
+        scrapers = [
+            multiprocessing.Process(target=scraper, args=(url, rate / 2, stop, hits))
+            for _ in range(2)
+        ]
+        for p in scrapers:
+            p.start()
+        table = fresh_table("bench_cli_m")
+        t, rss = run_cli(cli_csv(path, table, tmp, metrics_port=port), cwd=tmp)
+        stop.set()
+        for p in scrapers:
+            p.join()
     assert count(table) == rows
     what = "decoy" if at_decoy else "/metrics"
     return Row(name, rows, t, rss, f"{hits.value / t:.0f} scrapes/s of {what} answered")
