@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
@@ -14,6 +14,27 @@ Batch = list[Record]
 #: A source sets this key on a record it could only partly read (for example a CSV row with
 #: too many fields); the transform sends such records to the dead letter with the reason.
 ERROR_KEY = "__error__"
+
+#: What users write for "this data has no time field" (``--timestamp_column none``).
+NO_TIMESTAMP = "none"
+
+#: Field names taken as the event time when none is configured, most specific first.
+TIMESTAMP_CANDIDATES = (
+    "@timestamp",
+    "timestamp",
+    "ts",
+    "time",
+    "event_time",
+    "event_timestamp",
+    "eventtime",
+    "datetime",
+    "created_at",
+    "createdat",
+    "created",
+    "logged_at",
+    "occurred_at",
+    "date",
+)
 
 _EPOCH_RE = re.compile(r"^-?\d{9,13}(\.\d+)?$")
 
@@ -46,6 +67,27 @@ class TimeWindow:
 
     def label(self) -> str:
         return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+
+def detect_timestamp_field(names: Iterable[str]) -> str | None:
+    """The first of :data:`TIMESTAMP_CANDIDATES` among ``names`` (case-insensitive), as spelt
+    in the data; ``None`` when the data has none of them."""
+    by_lower: dict[str, str] = {}
+    for name in names:
+        by_lower.setdefault(name.lower(), name)
+    for candidate in TIMESTAMP_CANDIDATES:
+        if candidate in by_lower:
+            return by_lower[candidate]
+    return None
+
+
+def timestamp_setting(value: str | None) -> tuple[bool, str | None]:
+    """``(detect, field)`` for a time-field setting: unset → detect; ``none`` → no field."""
+    if value is None or not value.strip():
+        return True, None
+    if value.strip().lower() == NO_TIMESTAMP:
+        return False, None
+    return False, value
 
 
 def parse_timestamp(value: Any) -> datetime:

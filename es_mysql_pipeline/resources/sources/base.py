@@ -14,8 +14,8 @@ class RecordSource(dg.ConfigurableResource, ABC):
     """A source of raw records; the fetch asset is typed against this base only.
 
     Each record is a flat or nested ``dict``. It carries its primary key under
-    :meth:`id_key` and its event time under :meth:`timestamp_key` (the transform
-    validates both); a record the source could only partly read carries
+    :meth:`id_key` and, when the data has one, its event time under :meth:`timestamp_key`
+    (the transform validates both); a record the source could only partly read carries
     :data:`es_mysql_pipeline.records.ERROR_KEY` with the reason.
     """
 
@@ -31,8 +31,13 @@ class RecordSource(dg.ConfigurableResource, ABC):
         """The record key that holds the primary key."""
 
     @abstractmethod
-    def timestamp_key(self) -> str:
-        """The record key that holds the event time used for partitioning."""
+    def timestamp_key(self) -> str | None:
+        """The record key that holds the event time used for partitioning.
+
+        ``None`` when the data has no time field (configured as ``none``, or none of
+        :data:`~es_mysql_pipeline.records.TIMESTAMP_CANDIDATES` found): a full run loads
+        such data; a windowed or partitioned run refuses it with one line.
+        """
 
     @abstractmethod
     def describe(self) -> dict[str, str]:
