@@ -24,6 +24,10 @@ class SinkError(PipelineError):
     """The sink refused the data or the connection (permanent failure)."""
 
 
+class RejectedRecordsError(PipelineError):
+    """Too many records failed for one and the same reason: the run stops early."""
+
+
 def step_failure(exc: PipelineError) -> Failure:
     """The Dagster step failure for ``exc``, with one line and no traceback.
 

@@ -27,7 +27,8 @@ class FieldMapping:
     """How raw records become rows; built once per step from the transform settings."""
 
     id_key: str
-    timestamp_key: str
+    #: ``None``: the data has no time field; rows get no timestamp column.
+    timestamp_key: str | None
     id_column: str = "id"
     timestamp_column: str = "timestamp"
     #: Output columns to keep (after flatten and rename); empty keeps all.
@@ -58,7 +59,8 @@ class FieldMapping:
     def declared_types(self) -> dict[str, str]:
         """Columns whose type the mapping fixes; they hold UTC ISO 8601 text in the stage."""
         types = {name: "datetime" for name, cast in self.casts.items() if cast == "datetime"}
-        types[self.timestamp_column] = "datetime"
+        if self.timestamp_key is not None:
+            types[self.timestamp_column] = "datetime"
         return types
 
     def named_columns(self) -> dict[str, str]:
@@ -95,10 +97,17 @@ class FieldMapping:
             raise RecordRejected(f"missing or empty id field {self.id_key!r}")
         if isinstance(rid, float):
             raise RecordRejected(f"id field {self.id_key!r} is a float: {rid!r}")
-        try:
-            ts = utc_text(raw.get(self.timestamp_key))
-        except ValueError as exc:
-            raise RecordRejected(f"timestamp field {self.timestamp_key!r}: {exc}") from None
+        ts_key = self.timestamp_key
+        ts: str | None = None
+        if ts_key is not None:
+            value = raw.get(ts_key)
+            # A record without a time is loaded with none (windowed and partitioned runs
+            # never see one: the source only yields records inside the window).
+            if value is not None and value != "":
+                try:
+                    ts = utc_text(value)
+                except ValueError as exc:
+                    raise RecordRejected(f"timestamp field {ts_key!r}: {exc}") from None
 
         values = raw.values()
         if _NESTED.isdisjoint(map(type, values)):
@@ -114,7 +123,8 @@ class FieldMapping:
         else:
             row = self._nested_row(raw)
         row[self.id_column] = str(rid)  # the key fields win over same-named data fields
-        row[self.timestamp_column] = ts
+        if ts_key is not None:
+            row[self.timestamp_column] = ts
         if self.select:
             keep = set(self.select) | {self.id_column, self.timestamp_column}
             row = {k: v for k, v in row.items() if k in keep}
@@ -140,10 +150,7 @@ class FieldMapping:
     def _plan(self, keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if len(self._plans) >= 1024:  # records of ever-new shapes: keep the cache bounded
             self._plans.clear()
-        plan = (
-            tuple(map(self._name, keys)),
-            (self._name(self.id_key), self._name(self.timestamp_key)),
-        )
+        plan = (tuple(map(self._name, keys)), tuple(map(self._name, self._key_fields())))
         self._plans[keys] = plan
         return plan
 
@@ -160,9 +167,14 @@ class FieldMapping:
                 row[self._name(key)] = json.dumps(value, ensure_ascii=False)
             else:
                 row[self._name(key)] = value
-        for key in (self.id_key, self.timestamp_key):  # the source's key fields, renamed below
+        for key in self._key_fields():  # the source's key fields, renamed below
             row.pop(self._name(key), None)
         return row
+
+    def _key_fields(self) -> tuple[str, ...]:
+        if self.timestamp_key is None:
+            return (self.id_key,)
+        return (self.id_key, self.timestamp_key)
 
 
 _NESTED = frozenset({dict, list})
@@ -228,8 +240,3 @@ def load_analyzer(dotted: str) -> Analyzer:
     if not callable(fn):
         raise ConfigError(f"analyzer={dotted!r} is not callable")
     return fn
-
-
-def as_naive_utc(value: datetime) -> datetime:
-    """SQL DATETIME columns hold naive UTC."""
-    return value.replace(tzinfo=None) if value.tzinfo else value

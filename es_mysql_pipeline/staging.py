@@ -93,7 +93,8 @@ class StagedRecords:
     path: str
     rows: int
     id_key: str
-    timestamp_key: str
+    #: ``None`` when the records have no time field.
+    timestamp_key: str | None
     columns: dict[str, ColumnStats] = field(default_factory=dict)
     #: Records read from the source for this stage's partition (processed so far).
     source_rows: int = 0
@@ -162,7 +163,7 @@ class StageWriter:
     def __init__(
         self,
         id_key: str,
-        timestamp_key: str,
+        timestamp_key: str | None,
         track_schema: bool = False,
         declared: dict[str, str] | None = None,
     ) -> None:

@@ -17,14 +17,17 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
+from es_mysql_pipeline.errors import RejectedRecordsError
 from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.mapping import Analyzer, FieldMapping, RecordRejected, load_analyzer
 from es_mysql_pipeline.records import Batch, Record
@@ -37,6 +40,67 @@ PARALLEL_MIN_ROWS = 50_000
 _RUNS_PER_WORKER = 4
 #: How often a worker checks that its parent is still there.
 _PARENT_CHECK_SECONDS = 0.5
+#: Records to see before one reason may stop the run: a few bad rows at the top of a file
+#: are not a pattern.
+REJECT_SAMPLE_MIN = 1000
+#: Quoted values and numbers: what differs between two records rejected for the same reason.
+_VARYING_RE = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\d+")
+
+
+def reason_kind(reason: str) -> str:
+    """A dead-letter reason with its values blanked: ``line 7: expected 3 fields, found 4``
+    and ``line 9: expected 3 fields, found 5`` are one kind."""
+    return _VARYING_RE.sub("…", reason)[:160]
+
+
+@dataclass
+class RejectTally:
+    """Rejected records by kind of reason, with the first reason of each kind as example."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def add(self, reason: str) -> None:
+        kind = reason_kind(reason)
+        self.counts[kind] += 1
+        if kind not in self.examples:
+            self.examples[kind] = reason
+
+    def merge(self, other: RejectTally) -> None:
+        self.counts.update(other.counts)
+        for kind, example in other.examples.items():
+            self.examples.setdefault(kind, example)
+
+    def top(self) -> tuple[str, int] | None:
+        """The most frequent reason (an example of it) and how many records had it."""
+        if not self.counts:
+            return None
+        kind, n = self.counts.most_common(1)[0]
+        return self.examples[kind], n
+
+    def check(self, seen: int, max_ratio: float | None) -> None:
+        """Stop the run when more than ``max_ratio`` of ``seen`` records failed alike: the
+        rest would fail the same way, and the dead letter would grow as large as the input."""
+        top = self.top()
+        if max_ratio is None or top is None or seen < REJECT_SAMPLE_MIN:
+            return
+        example, n = top
+        if n / seen > max_ratio:
+            raise RejectedRecordsError(
+                f"stopped after {seen:,} records: {n:,} of them failed with the same reason "
+                f"(more than max_failed_ratio {max_ratio}): {example}{_hint(example)}"
+            )
+
+
+def _hint(reason: str) -> str:
+    if reason.startswith("missing or empty id field"):
+        return "; set the id field (--id_column) to the field holding each record's key"
+    if reason.startswith("timestamp field"):
+        return (
+            "; set the time field (--timestamp_column / --es_timestamp_field) to the right "
+            "field, or to none for a full run"
+        )
+    return ""
 
 
 @dataclass
@@ -51,13 +115,18 @@ class Outcome:
     unseen: dict[str, str] = field(default_factory=dict)
     #: The dead-letter part a worker wrote (joined into the step's file by the caller).
     dead_letter_part: str | None = None
+    rejects: RejectTally = field(default_factory=RejectTally)
 
 
 class BatchMapper:
     """Maps batches: rows out, rejects into ``dead``, analyzer outcomes counted."""
 
     def __init__(
-        self, mapping: FieldMapping, analyzer: Analyzer | None, dead: DeadLetterWriter
+        self,
+        mapping: FieldMapping,
+        analyzer: Analyzer | None,
+        dead: DeadLetterWriter,
+        rejects: RejectTally | None = None,
     ) -> None:
         self.mapping = mapping
         self.analyzer = analyzer
@@ -65,6 +134,7 @@ class BatchMapper:
         self.analysis_ok = 0
         self.analysis_failed = 0
         self.unseen = mapping.named_columns()  # emptied as the named columns show up
+        self.rejects = rejects if rejects is not None else RejectTally()
 
     def map(self, batch: Batch) -> list[Record]:
         apply = self.mapping.apply
@@ -74,7 +144,9 @@ class BatchMapper:
             try:
                 row = apply(raw)
             except RecordRejected as exc:
-                self.dead.write(raw, str(exc))
+                reason = str(exc)
+                self.dead.write(raw, reason)
+                self.rejects.add(reason)
                 continue
             if analyzer is not None:
                 try:
@@ -94,7 +166,7 @@ class BatchMapper:
 def new_stage(mapping: FieldMapping) -> StageWriter:
     return StageWriter(
         mapping.id_column,
-        mapping.timestamp_column,
+        mapping.timestamp_column if mapping.timestamp_key is not None else None,
         track_schema=True,
         declared=mapping.declared_types,
     )
@@ -147,6 +219,7 @@ def _map_run(run: _Run) -> Outcome:
         mapper.analysis_failed,
         mapper.unseen,
         dead_path,
+        mapper.rejects,
     )
 
 
@@ -158,12 +231,14 @@ def map_parallel(
     out: StageWriter,
     dead: DeadLetterWriter,
     after_run: Callable[[int, int], None],
+    rejects: RejectTally | None = None,
 ) -> tuple[int, int, dict[str, str]]:
     """Map ``stage`` in ``workers`` processes into ``out`` and ``dead``, in order.
 
-    ``after_run(rows_done, rejected)`` is called as each run is joined; it may raise (a
-    stop request) to cancel the rest. Returns the analyzer's (ok, failed) counts and the
-    named columns that never appeared.
+    ``after_run(rows_done, rejected)`` is called as each run is joined (``rejects`` then
+    holds the reasons so far); it may raise (a stop request, too many alike rejects) to
+    cancel the rest. Returns the analyzer's (ok, failed) counts and the named columns that
+    never appeared.
     """
     runs = [
         _Run(stage, start, stop, mapping, analyzer, scratch_dir())
@@ -182,6 +257,8 @@ def map_parallel(
                     dead.append_file(result.dead_letter_part, result.rejected)
                 ok += result.analysis_ok
                 failed += result.analysis_failed
+                if rejects is not None:
+                    rejects.merge(result.rejects)
                 unseen = {k: v for k, v in unseen.items() if k in result.unseen}
                 done += result.stage.rows + result.rejected
                 after_run(done, result.rejected)

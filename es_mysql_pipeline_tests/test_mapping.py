@@ -44,13 +44,33 @@ def test_select_and_casts() -> None:
     assert row == {"id": "1", "timestamp": "2024-01-01T00:00:00.000000+00:00", "n": 42}
 
 
+@pytest.mark.parametrize("value", [None, ""])
+def test_a_record_without_a_time_is_loaded_with_none(value: object) -> None:
+    raw = {"id": "1", "msg": "hi"} if value is None else {"id": "1", "timestamp": value}
+    row = m().apply(raw)
+    assert row["timestamp"] is None and row["id"] == "1"
+
+
+def test_no_time_field_means_no_time_column() -> None:
+    mapping = FieldMapping(id_key="id", timestamp_key=None)
+    row = mapping.apply({"id": "1", "timestamp": "not a time at all", "n": "2"})
+    # With no time field, a column that happens to be called timestamp is plain data.
+    assert row == {"id": "1", "timestamp": "not a time at all", "n": "2"}
+    assert "timestamp" not in mapping.declared_types
+
+
+def test_a_detected_time_field_becomes_the_timestamp_column() -> None:
+    mapping = FieldMapping(id_key="id", timestamp_key="ts")
+    row = mapping.apply({"id": "1", "ts": "2024-01-01T00:00:00Z", "level": "info"})
+    assert row == {"id": "1", "timestamp": "2024-01-01T00:00:00.000000+00:00", "level": "info"}
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
         ({"timestamp": "2024-01-01"}, "missing or empty id"),
         ({"id": "", "timestamp": "2024-01-01"}, "missing or empty id"),
         ({"id": "1", "timestamp": "soon"}, "timestamp field"),
-        ({"id": "1"}, "timestamp field"),
         ({"id": "1", "timestamp": "2024-01-01", ERROR_KEY: "line 3: expected 8"}, "line 3"),
     ],
 )

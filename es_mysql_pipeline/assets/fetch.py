@@ -28,6 +28,7 @@ def fetch_records(
     window = run_window(context, config)
     try:
         source.check()
+        source.require_timestamp(window)
     except PipelineError as exc:
         rec.error(type(exc).__name__, "fetch")
         raise step_failure(exc) from None
@@ -41,15 +42,21 @@ def fetch_records(
     staged = StagedRecords(
         staged.path, staged.rows, staged.id_key, staged.timestamp_key, source_rows=staged.rows
     )
-    context.log.info(f"fetched {staged.rows} records from {source.describe()} in {elapsed:.2f}s")
+    described = source.describe()
+    time_field = described.get("timestamp_field") or (source.timestamp_key() or "none")
+    context.log.info(
+        f"fetched {staged.rows} records from {described} in {elapsed:.2f}s "
+        f"(time field: {time_field})"
+    )
     return dg.MaterializeResult(
         value=staged,
         metadata={
             "dagster/row_count": staged.rows,
             "records": staged.rows,
             "window": window.label() if window else "all",
-            "source": source.describe()["type"],
-            "source_target": source.describe()["target"],
+            "source": described["type"],
+            "source_target": described["target"],
+            "timestamp_field": time_field,
             "duration_seconds": round(elapsed, 3),
             "rows_per_second": round(staged.rows / elapsed, 1) if elapsed > 0 else 0.0,
         },

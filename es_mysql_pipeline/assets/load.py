@@ -24,7 +24,12 @@ from es_mysql_pipeline.errors import PipelineError, step_failure
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import Batch, parse_timestamp
 from es_mysql_pipeline.resources.settings import PipelineSettings
-from es_mysql_pipeline.resources.sinks.base import RecordSink, TableShape, WriteCounts
+from es_mysql_pipeline.resources.sinks.base import (
+    RecordSink,
+    SchemaReport,
+    TableShape,
+    WriteCounts,
+)
 from es_mysql_pipeline.staging import StagedRecords
 
 RECONCILE_CHECK = "rows_reconciled"
@@ -37,6 +42,7 @@ class LoadOutcome:
     elapsed: float
     dead_letter: str | None
     newest_timestamp: float | None
+    schema: SchemaReport
 
 
 def load_records(
@@ -48,7 +54,7 @@ def load_records(
 ) -> dg.MaterializeResult:
     """Rows in the sink for the partition; counts of inserted, updated, skipped and failed."""
     label = run_label(context, config)
-    shape = TableShape(settings.id_column, settings.timestamp_column, clean_records.columns)
+    shape = TableShape(settings.id_column, clean_records.timestamp_key, clean_records.columns)
     try:
         sink.check()
         outcome = write_stage(clean_records, sink, shape, label, settings.dead_letter_dir)
@@ -76,7 +82,14 @@ def load_records(
         "sink": sink.describe()["type"],
         "sink_target": sink.describe()["target"],
         "write_mode": sink.write_mode,
+        **_schema_metadata(outcome.schema, getattr(sink, "schema_contract", None)),
     }
+    for change in outcome.schema.changes:
+        context.log.info(f"schema change: {change}")
+    if outcome.schema.discarded:
+        context.log.warning(
+            f"schema contract discard: fields not loaded: {', '.join(outcome.schema.discarded)}"
+        )
     check_results = []
     if is_partitioned(context):
         window = run_window(context, config)
@@ -121,9 +134,13 @@ def write_stage(
     started = time.perf_counter()
     totals = WriteCounts()
     if stage.rows == 0:
-        return LoadOutcome(totals, 0.0, None, None)
+        return LoadOutcome(totals, 0.0, None, None, SchemaReport())
     dead = DeadLetterWriter(dead_letter_dir, "load", label)
     session = sink.open_session(shape, label)
+    schema = session.schema_report()
+    rec.schema_change("added", len(schema.added))
+    rec.schema_change("widened", len(schema.widened))
+    rec.schema_change("discarded", len(schema.discarded))
     work: queue.Queue[Any] = queue.Queue(maxsize=max(2, sink.workers * 2))
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -170,7 +187,8 @@ def write_stage(
         for batch in stage.batches(sink.batch_size):
             if errors or lifecycle.stop_requested():
                 break
-            newest.append(_newest(batch, shape.timestamp_column))
+            if shape.timestamp_column is not None:
+                newest.append(_newest(batch, shape.timestamp_column))
             work.put(batch)
             rec.queue_depth(work.qsize())
     finally:
@@ -190,7 +208,28 @@ def write_stage(
     ts = max(newest) if newest else None
     if ts:
         rec.last_record_timestamp(ts)
-    return LoadOutcome(totals, time.perf_counter() - started, dead_path, ts)
+    return LoadOutcome(totals, time.perf_counter() - started, dead_path, ts, schema)
+
+
+def _schema_metadata(schema: SchemaReport, contract: str | None) -> dict[str, Any]:
+    """The table's columns as Dagster's ``dagster/column_schema``, and what this load did."""
+    metadata: dict[str, Any] = {
+        "schema_changes": dg.MetadataValue.md(
+            "\n".join(f"- `{c}`" for c in schema.changes) if schema.changes else "(none)"
+        ),
+        "columns_added": len(schema.added),
+        "columns_widened": len(schema.widened),
+        "fields_discarded": len(schema.discarded),
+    }
+    if contract is not None:
+        metadata["schema_contract"] = contract
+    if schema.discarded:
+        metadata["discarded_fields"] = ", ".join(schema.discarded)
+    if schema.columns:
+        metadata["dagster/column_schema"] = dg.TableSchema(
+            columns=[dg.TableColumn(name, type_) for name, type_ in schema.columns]
+        )
+    return metadata
 
 
 def _record_counts(counts: WriteCounts) -> None:

@@ -15,7 +15,13 @@ from es_mysql_pipeline.mapping import Analyzer, FieldMapping, load_analyzer
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.staging import StagedRecords
-from es_mysql_pipeline.transform_engine import BatchMapper, map_parallel, new_stage, worker_count
+from es_mysql_pipeline.transform_engine import (
+    BatchMapper,
+    RejectTally,
+    map_parallel,
+    new_stage,
+    worker_count,
+)
 
 
 def transform_records(
@@ -31,7 +37,8 @@ def transform_records(
     try:
         mapping = settings.mapping(raw_records.id_key, raw_records.timestamp_key)
         analyzer = load_analyzer(settings.analyzer) if settings.analyzer else None
-        staged, analysis = _transform(raw_records, mapping, analyzer, dead, settings)
+        rejects = RejectTally()
+        staged, analysis = _transform(raw_records, mapping, analyzer, dead, rejects, settings)
     except PipelineError as exc:
         rec.error(type(exc).__name__, "transform")
         raise step_failure(exc) from None
@@ -51,6 +58,9 @@ def transform_records(
         "duration_seconds": round(elapsed, 3),
         "rows_per_second": round(raw_records.rows / elapsed, 1) if elapsed > 0 else 0.0,
     }
+    top = rejects.top()
+    if top is not None:
+        metadata["top_reject_reason"] = f"{top[1]} records: {top[0]}"
     if analyzer is not None:
         metadata.update({"analysis_succeeded": analysis[0], "analysis_failed": analysis[1]})
     return dg.MaterializeResult(value=staged, metadata=metadata)  # type: ignore[arg-type]
@@ -61,6 +71,7 @@ def _transform(
     mapping: FieldMapping,
     analyzer: Analyzer | None,
     dead: DeadLetterWriter,
+    rejects: RejectTally,
     settings: PipelineSettings,
 ) -> tuple[StagedRecords, tuple[int, int]]:
     """Map every raw record; returns the clean stage and the analyzer's (ok, failed) counts."""
@@ -72,18 +83,20 @@ def _transform(
             def after_run(done: int, rejected: int) -> None:
                 _count_rejects(rejected)
                 lifecycle.progress("transform", done, total)
+                rejects.check(done, settings.max_failed_ratio)
                 lifecycle.raise_if_stopped("transform")
 
             ok, failed, unseen = map_parallel(
-                raw_records, mapping, settings.analyzer, workers, out, dead, after_run
+                raw_records, mapping, settings.analyzer, workers, out, dead, after_run, rejects
             )
         else:
-            mapper = BatchMapper(mapping, analyzer, dead)
+            mapper = BatchMapper(mapping, analyzer, dead, rejects)
             for batch in raw_records.batches(settings.fetch_batch_size):
                 rejected_before = dead.count
                 out.write(mapper.map(batch))
                 _count_rejects(dead.count - rejected_before)
                 lifecycle.progress("transform", out.rows + dead.count, total)
+                rejects.check(out.rows + dead.count, settings.max_failed_ratio)
                 lifecycle.raise_if_stopped("transform")
             ok, failed, unseen = mapper.analysis_ok, mapper.analysis_failed, mapper.unseen
         if unseen and out.rows:

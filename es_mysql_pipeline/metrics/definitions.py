@@ -128,6 +128,12 @@ RETRIES = MetricSpec(
 DEAD_LETTER = MetricSpec(
     "pipeline_dead_letter_records_total", "counter", "Records written to a dead-letter file.", _PS
 )
+SCHEMA_CHANGES = MetricSpec(
+    "pipeline_schema_changes_total",
+    "counter",
+    "Table columns added or widened, and data fields discarded, by the schema contract.",
+    ("pipeline_id", "change"),
+)
 LAST_SUCCESS = MetricSpec(
     "pipeline_last_success_timestamp_seconds",
     "gauge",
@@ -202,6 +208,7 @@ RECORDER_SPECS: tuple[MetricSpec, ...] = (
     AI_ANALYSIS,
     RETRIES,
     DEAD_LETTER,
+    SCHEMA_CHANGES,
     LAST_SUCCESS,
     LAST_RECORD,
     INFO,
@@ -298,6 +305,7 @@ class PrometheusRecorder(NullRecorder):
         self._analysis = m[AI_ANALYSIS.family]
         self._retries = m[RETRIES.family]
         self._dead_letter = m[DEAD_LETTER.family]
+        self._schema_changes = m[SCHEMA_CHANGES.family]
         # Created on first success only: a 0 here would read as "last success in 1970".
         self._last_success = m[LAST_SUCCESS.family]
         self._last_record = m[LAST_RECORD.family]
@@ -357,6 +365,10 @@ class PrometheusRecorder(NullRecorder):
     def dead_letter(self, stage: Stage, n: int) -> None:
         if n > 0:
             self._dead_letter.labels(self.pipeline_id, stage).inc(n)
+
+    def schema_change(self, change: Literal["added", "widened", "discarded"], n: int) -> None:
+        if n > 0:
+            self._schema_changes.labels(self.pipeline_id, change).inc(n)
 
     def last_record_timestamp(self, epoch_seconds: float) -> None:
         self._last_record.labels(self.pipeline_id).set(epoch_seconds)

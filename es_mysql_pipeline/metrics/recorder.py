@@ -44,6 +44,9 @@ class NullRecorder:
     def dead_letter(self, stage: Stage, n: int) -> None:
         """Records written to a dead-letter file."""
 
+    def schema_change(self, change: Literal["added", "widened", "discarded"], n: int) -> None:
+        """Table columns added or widened, or data fields discarded, by the schema contract."""
+
     def last_record_timestamp(self, epoch_seconds: float) -> None:
         """Event time of the newest record loaded (data freshness)."""
 

@@ -29,8 +29,11 @@ class PipelineSettings(dg.ConfigurableResource):
     #: Worker processes for the transform of a big partition (0: one per core, at most 4;
     #: 1: in the step's own process). Stages under 50,000 records always map in-process.
     transform_processes: int = 0
+    #: Stop the transform once more than this share of the records seen (1,000 at least)
+    #: failed for one and the same reason; ``None`` never stops (every reject is written).
+    max_failed_ratio: float | None = None
 
-    def mapping(self, id_key: str, timestamp_key: str) -> FieldMapping:
+    def mapping(self, id_key: str, timestamp_key: str | None) -> FieldMapping:
         return FieldMapping(
             id_key=id_key,
             timestamp_key=timestamp_key,

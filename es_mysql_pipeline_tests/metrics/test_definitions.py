@@ -120,6 +120,7 @@ def test_names_follow_prometheus_conventions(rec: PrometheusRecorder) -> None:
             "version",
             "source_type",
             "sink_type",
+            "change",  # added, widened, discarded
         }
     assert "run_id" not in text
 

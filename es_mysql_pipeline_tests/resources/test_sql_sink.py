@@ -95,7 +95,7 @@ def test_bad_record_is_isolated_and_the_rest_loaded(mysql_url: str, mysql_table:
 
 
 @pytest.mark.integration
-def test_existing_table_mismatch_is_explained(mysql_url: str, mysql_table: str) -> None:
+def test_freeze_explains_an_existing_table_mismatch(mysql_url: str, mysql_table: str) -> None:
     engine = sa.create_engine(mysql_url)
     with engine.begin() as conn:
         conn.execute(
@@ -106,7 +106,7 @@ def test_existing_table_mismatch_is_explained(mysql_url: str, mysql_table: str) 
         )
     engine.dispose()
     with pytest.raises(ConfigError) as err:
-        SqlSink(url=mysql_url, table=mysql_table).open_session(SHAPE, None)
+        SqlSink(url=mysql_url, table=mysql_table, schema_contract="freeze").open_session(SHAPE, None)
     msg = str(err.value)
     assert "column 'n' is missing" in msg
     assert "column 'text'" in msg and "100000 bytes" in msg

@@ -12,6 +12,10 @@ from es_mysql_pipeline.records import Batch, Record, TimeWindow
 from es_mysql_pipeline.staging import ColumnStats
 
 WriteMode = Literal["skip", "upsert", "append"]
+#: What a load does with data that does not fit an existing table (dlt's schema contracts):
+#: ``evolve`` adds columns and widens text columns, ``freeze`` refuses the load, ``discard``
+#: drops unknown fields (and values that do not fit go to the dead letter).
+SchemaContract = Literal["evolve", "freeze", "discard"]
 
 
 @dataclass
@@ -42,8 +46,23 @@ class TableShape:
     """What the load knows before the first batch: columns, their types and widths."""
 
     id_column: str
-    timestamp_column: str
+    #: ``None`` when the rows have no time column.
+    timestamp_column: str | None
     columns: dict[str, ColumnStats]
+
+
+@dataclass
+class SchemaReport:
+    """What preparing the target did to fit the data, for logs, metadata and metrics."""
+
+    #: DDL run, one line each: ``CREATE TABLE ...``, ``ALTER TABLE ... ADD COLUMN ...``.
+    changes: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    widened: list[str] = field(default_factory=list)
+    #: Data fields left out of the load (``discard``).
+    discarded: list[str] = field(default_factory=list)
+    #: The target's columns and types after preparing it (for ``dagster/column_schema``).
+    columns: list[tuple[str, str]] = field(default_factory=list)
 
 
 class SinkWriter(ABC):
@@ -69,6 +88,10 @@ class SinkSession(ABC):
 
     def abort(self) -> None:  # noqa: B027 - optional hook
         """Drop what is not yet visible."""
+
+    def schema_report(self) -> SchemaReport:
+        """What was done to the target's schema for this load (nothing by default)."""
+        return SchemaReport()
 
 
 class RecordSink(dg.ConfigurableResource, ABC):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
+import logging
 import os
 import random
 import tempfile
@@ -24,6 +26,8 @@ from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import Batch, TimeWindow, redact
 from es_mysql_pipeline.resources.sinks.base import (
     RecordSink,
+    SchemaContract,
+    SchemaReport,
     SinkSession,
     SinkWriter,
     TableShape,
@@ -34,11 +38,23 @@ from es_mysql_pipeline.staging import ColumnStats, scratch_dir
 #: MySQL/MariaDB errors where retrying the whole transaction is safe: lost or refused
 #: connections, server shutdown, deadlock and lock wait timeout.
 RETRYABLE_MYSQL_CODES = frozenset({1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055})
+#: DDL that lost a race to another load of the same table: 1050 table exists, 1060 duplicate
+#: column, 1061 duplicate index, 1205 lock wait (a metadata lock held by loads), 1213
+#: deadlock, 1412 table definition changed.
+_DDL_RACE_CODES = frozenset({1050, 1060, 1061, 1205, 1213, 1412})
+_DDL_ATTEMPTS = 8
+#: Seconds a DDL statement waits for the loads holding the table (then it is retried).
+_DDL_LOCK_WAIT = 30
+#: Seconds a load waits for another one's DDL on the same table.
+_DDL_LOCK_TIMEOUT = 300
 _ID_LEN = 255
+
+log = logging.getLogger(__name__)
 
 
 class SqlSink(RecordSink):
-    """Writes rows to a table, creating it when missing and checking it when present."""
+    """Writes rows to a table, creating it when missing and fitting it to the data (by the
+    schema contract) when present."""
 
     #: SQLAlchemy URL without the password, e.g. ``mysql+pymysql://loader@db:3306/app``.
     url: str = "sqlite:///es_mysql_pipeline.sqlite"
@@ -52,6 +68,9 @@ class SqlSink(RecordSink):
     #: MySQL in skip/append mode: load batches with ``LOAD DATA LOCAL INFILE`` when the
     #: server allows it (strictness kept: any warning falls back to checked INSERTs).
     bulk_load: bool = True
+    #: ``evolve``: add columns for new fields and widen text columns (never narrow or drop);
+    #: ``freeze``: refuse data that does not fit the table; ``discard``: leave new fields out.
+    schema_contract: SchemaContract = "evolve"
 
     def describe(self) -> dict[str, str]:
         try:
@@ -68,6 +87,10 @@ class SqlSink(RecordSink):
         self._url()
         if self.write_mode not in ("skip", "upsert", "append"):
             raise ConfigError(f"write_mode={self.write_mode!r}: use skip, upsert or append")
+        if self.schema_contract not in ("evolve", "freeze", "discard"):
+            raise ConfigError(
+                f"schema_contract={self.schema_contract!r}: use evolve, freeze or discard"
+            )
         if self.batch_size < 1 or self.workers < 1:
             raise ConfigError("batch_size and workers must be at least 1")
         if self.ssl_ca and not os.path.isfile(self.ssl_ca):
@@ -128,14 +151,14 @@ class SqlSink(RecordSink):
     def open_session(self, shape: TableShape, partition: str | None) -> SinkSession:
         engine = self.engine()
         try:
-            table = self._prepare_table(engine, shape)
+            table, report = self._prepare_table(engine, shape)
         except (ConfigError, SinkError):
             engine.dispose()
             raise
         except sa.exc.SQLAlchemyError as exc:
             engine.dispose()
             raise self._session_error(exc, shape) from None
-        return _SqlSession(self, engine, table, shape)
+        return _SqlSession(self, engine, table, shape, report)
 
     def _session_error(self, exc: BaseException, shape: TableShape) -> PipelineError:
         """Errors preparing the table, with the fix for the ones a user can act on."""
@@ -163,6 +186,8 @@ class SqlSink(RecordSink):
             table = sa.Table(self.table, sa.MetaData(), autoload_with=engine)
             query = sa.select(sa.func.count()).select_from(table)
             if window is not None:
+                if shape.timestamp_column is None:
+                    raise ConfigError("counting the rows of a time window needs a time column")
                 ts = table.c[shape.timestamp_column]
                 query = query.where(
                     ts >= window.start.replace(tzinfo=None), ts < window.end.replace(tzinfo=None)
@@ -174,32 +199,127 @@ class SqlSink(RecordSink):
 
     # -- table management -------------------------------------------------------------
 
-    def _prepare_table(self, engine: Engine, shape: TableShape) -> sa.Table:
-        insp = sa.inspect(engine)
+    def _prepare_table(self, engine: Engine, shape: TableShape) -> tuple[sa.Table, SchemaReport]:
+        """Create the table or fit it to the data, safely beside other loads of it.
+
+        Loads of several partitions often start together on a table that does not exist yet,
+        or that the day's data outgrew: the DDL runs under a named server lock (MySQL's
+        ``GET_LOCK``) so one session changes the table while the others wait and then see
+        the change; a race that slips past the lock (``already exists``, a duplicate column,
+        a metadata-lock timeout while loads hold the table) is retried after a fresh look.
+        """
+        report = SchemaReport()
+        with engine.connect() as conn, _ddl_lock(conn, self.table):
+            for attempt in range(_DDL_ATTEMPTS):
+                try:
+                    table = self._fit_table(conn, shape, report)
+                    break
+                except sa.exc.DBAPIError as exc:
+                    conn.rollback()
+                    if attempt + 1 >= _DDL_ATTEMPTS or not _ddl_race(exc):
+                        raise
+                    time.sleep(min(0.05 * 2**attempt, 2.0) * (0.5 + random.random()))
+            dialect = engine.dialect
+            report.columns = [(c.name, str(c.type.compile(dialect=dialect))) for c in table.columns]
+        for change in report.changes:
+            log.info("%s", change)
+        return table, report
+
+    def _fit_table(self, conn: sa.Connection, shape: TableShape, report: SchemaReport) -> sa.Table:
+        insp = sa.inspect(conn)
         if not insp.has_table(self.table):
             table = self._table_def(shape)
-            table.create(engine, checkfirst=True)
+            table.create(conn)
+            conn.commit()
+            report.changes.append(f"created table {self.table} with {len(table.columns)} columns")
+            report.added.extend(c.name for c in table.columns)
             return table
-        existing = {c["name"]: c["type"] for c in insp.get_columns(self.table)}
-        existing_ci = {name.lower(): name for name in existing}
+        existing = {c["name"].lower(): c for c in insp.get_columns(self.table)}
+        dialect = conn.dialect.name
+        adds: list[tuple[str, sa.types.TypeEngine[Any]]] = []
+        widens: list[tuple[str, ColumnStats]] = []
         problems = []
         for name, stats in shape.columns.items():
-            actual = existing_ci.get(name.lower())
-            if actual is None:
-                problems.append(f"column {name!r} is missing ({_sql_type_name(stats)} needed)")
+            column = existing.get(name.lower())
+            if column is None:
+                if name == shape.id_column or self.schema_contract == "freeze":
+                    problems.append(f"column {name!r} is missing ({_sql_type_name(stats)} needed)")
+                elif self.schema_contract == "evolve":
+                    type_ = _DATETIME if name == shape.timestamp_column else _column_type(stats)
+                    adds.append((name, type_))
+                else:
+                    report.discarded.append(name)
                 continue
-            problem = _type_problem(existing[actual], stats, engine.dialect.name)
-            if problem:
+            problem = _type_problem(column["type"], stats, dialect)
+            if problem is None or self.schema_contract == "discard":
+                continue  # discard: values that do not fit go to the dead letter
+            if (
+                self.schema_contract == "evolve"
+                and name != shape.id_column
+                and _is_text(column["type"])
+                and stats.type in ("string", "json")
+            ):
+                widens.append((column["name"], stats))
+            else:
                 problems.append(f"column {name!r}: {problem}")
         if problems:
             raise ConfigError(
                 f"table {self.table!r} does not match the data: "
                 + "; ".join(problems[:5])
                 + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-                + ". Alter the table, drop it to let the pipeline create it, "
-                "or select fewer fields in the mapping"
+                + (
+                    ". Alter the table, drop it to let the pipeline create it, or set "
+                    "--schema-contract evolve (SCHEMA_CONTRACT) to add and widen columns"
+                    if self.schema_contract == "freeze"
+                    else ". Alter the table, drop it to let the pipeline create it, "
+                    "or select fewer fields in the mapping"
+                )
             )
-        return sa.Table(self.table, sa.MetaData(), autoload_with=engine)
+        if adds or widens:
+            self._alter(conn, adds, widens, report)
+        return sa.Table(self.table, sa.MetaData(), autoload_with=conn)
+
+    def _alter(
+        self,
+        conn: sa.Connection,
+        adds: list[tuple[str, sa.types.TypeEngine[Any]]],
+        widens: list[tuple[str, ColumnStats]],
+        report: SchemaReport,
+    ) -> None:
+        """``ADD COLUMN`` (always nullable: older rows have no value) and, on MySQL, ``MODIFY``
+        to a wider text type keeping the column's character set, collation and nullability.
+        One statement on MySQL (one metadata lock); one per column on SQLite."""
+        dialect = conn.dialect
+        q = dialect.identifier_preparer.quote
+        mysql_like = dialect.name in ("mysql", "mariadb")
+        clauses: list[tuple[str, list[str], str]] = []  # (clause, report list, column)
+        for name, type_ in adds:
+            ddl = str(type_.compile(dialect=dialect))
+            if mysql_like and _is_text(type_):
+                ddl += " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            clauses.append((f"ADD COLUMN {q(name)} {ddl}", report.added, name))
+        for name, stats in widens:
+            info = conn.exec_driver_sql(
+                "SELECT CHARACTER_SET_NAME, COLLATION_NAME, IS_NULLABLE "
+                "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+                "AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+                (self.table, name),
+            ).one()
+            ddl = str(_column_type(stats).compile(dialect=dialect))
+            if info[0]:
+                ddl += f" CHARACTER SET {info[0]} COLLATE {info[1]}"
+            ddl += " NULL" if info[2] == "YES" else " NOT NULL"
+            clauses.append((f"MODIFY COLUMN {q(name)} {ddl}", report.widened, name))
+        groups = [clauses] if mysql_like else [[c] for c in clauses]
+        for group in groups:
+            sql = f"ALTER TABLE {q(self.table)} " + ", ".join(c[0] for c in group)
+            if mysql_like:
+                conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {_DDL_LOCK_WAIT}")
+            conn.exec_driver_sql(sql)
+            conn.commit()
+            report.changes.append(sql)
+            for _, done, name in group:
+                done.append(name)
 
     def _table_def(self, shape: TableShape) -> sa.Table:
         cols: list[sa.Column[Any]] = []
@@ -208,7 +328,8 @@ class SqlSink(RecordSink):
             if name == shape.id_column:
                 cols.append(sa.Column(name, sa.String(_ID_LEN), primary_key=keyed, index=not keyed))
             elif name == shape.timestamp_column:
-                cols.append(sa.Column(name, _DATETIME, nullable=False, index=True))
+                # Nullable: a full run loads records without a time (see mapping.apply).
+                cols.append(sa.Column(name, _DATETIME, index=True))
             else:
                 cols.append(sa.Column(name, _column_type(stats)))
         return sa.Table(
@@ -222,6 +343,46 @@ class SqlSink(RecordSink):
 
 
 _DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+@contextlib.contextmanager
+def _ddl_lock(conn: sa.Connection, table: str) -> Iterator[None]:
+    """Hold the server-wide named lock for DDL on ``table`` (MySQL/MariaDB; SQLite needs
+    none: it serializes writers itself, and the retries cover what slips through)."""
+    if conn.dialect.name not in ("mysql", "mariadb"):
+        yield
+        return
+    database = conn.exec_driver_sql("SELECT DATABASE()").scalar() or ""
+    digest = hashlib.sha1(f"{database}.{table}".encode()).hexdigest()[:40]
+    name = f"es_mysql_pipeline:{digest}"  # lock names are limited to 64 characters
+    got = conn.exec_driver_sql("SELECT GET_LOCK(%s, %s)", (name, _DDL_LOCK_TIMEOUT)).scalar()
+    conn.commit()
+    if got != 1:
+        raise SinkError(
+            f"table {table!r}: waited {_DDL_LOCK_TIMEOUT}s for another load's schema change"
+        )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            conn.rollback()
+            conn.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (name,))
+            conn.commit()
+
+
+def _ddl_race(exc: BaseException) -> bool:
+    """DDL that another load of the same table got to first, or that waited too long."""
+    orig = getattr(exc, "orig", None) or exc
+    if _code(orig) in _DDL_RACE_CODES:
+        return True
+    text = str(orig).lower()
+    return any(s in text for s in ("already exists", "duplicate column", "database is locked"))
+
+
+def _is_text(t: sa.types.TypeEngine[Any]) -> bool:
+    """Character columns a wider text type can replace without loss."""
+    aff = getattr(t, "_type_affinity", None) or type(t)
+    return issubclass(aff, sa.String) and not issubclass(aff, sa.Enum)
 
 
 def _affected_not_found_rows(
@@ -316,17 +477,28 @@ def _is_data_error(exc: BaseException) -> bool:
 
 
 class _SqlSession(SinkSession):
-    def __init__(self, sink: SqlSink, engine: Engine, table: sa.Table, shape: TableShape) -> None:
+    def __init__(
+        self,
+        sink: SqlSink,
+        engine: Engine,
+        table: sa.Table,
+        shape: TableShape,
+        report: SchemaReport,
+    ) -> None:
         self.sink = sink
         self.engine = engine
         self.table = table
         self.shape = shape
+        self.report = report
         self.bulk = (
             sink.bulk_load and sink.write_mode in ("skip", "append") and _local_infile(engine)
         )
 
     def writer(self) -> SinkWriter:
         return _SqlWriter(self)
+
+    def schema_report(self) -> SchemaReport:
+        return self.report
 
     def commit(self) -> None:
         self.engine.dispose()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import ClassVar
 
 import dagster as dg
 
-from es_mysql_pipeline.records import Batch, TimeWindow
+from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.records import TIMESTAMP_CANDIDATES, Batch, TimeWindow
 
 
 class RecordSource(dg.ConfigurableResource, ABC):
@@ -43,5 +45,22 @@ class RecordSource(dg.ConfigurableResource, ABC):
     def describe(self) -> dict[str, str]:
         """Type and target for logs, metadata and ``/info``; never credentials."""
 
+    #: The CLI flag and environment variable that set the time field, for error messages.
+    timestamp_setting_names: ClassVar[str] = "the source's time field"
+
     def check(self) -> None:
         """Fail fast with a :class:`~es_mysql_pipeline.errors.ConfigError` on bad settings."""
+
+    def require_timestamp(self, window: TimeWindow | None) -> None:
+        """A windowed or partitioned run reads by time: refuse it at once without a time field
+        (instead of finding no record in any window)."""
+        if window is not None and self.timestamp_key() is None:
+            raise self.no_time_field(window)
+
+    def no_time_field(self, window: TimeWindow) -> ConfigError:
+        names = ", ".join(TIMESTAMP_CANDIDATES[:6])
+        return ConfigError(
+            f"{self.describe()['target']}: no time field (none configured, and none of "
+            f"{names}, ... in the data); the run for {window.label()} needs one: set "
+            f"{self.timestamp_setting_names}, or run without a window to load everything"
+        )

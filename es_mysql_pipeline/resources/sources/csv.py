@@ -7,16 +7,26 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator
-from typing import IO, Literal
+from typing import IO, ClassVar, Literal
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
-from es_mysql_pipeline.records import ERROR_KEY, Batch, Record, TimeWindow, parse_timestamp
+from es_mysql_pipeline.records import (
+    ERROR_KEY,
+    Batch,
+    Record,
+    TimeWindow,
+    detect_timestamp_field,
+    parse_timestamp,
+    timestamp_setting,
+)
 from es_mysql_pipeline.resources.sources.base import RecordSource
 
 csv.field_size_limit(2**31 - 1)  # a 20 MB field is data, not an attack
 
 #: Bytes the codec could not decode arrive as lone surrogates (``errors="surrogateescape"``).
 _UNDECODED_RE = re.compile("[\udc80-\udcff]")
+#: JSON Lines records whose keys are looked at to detect the time field.
+_DETECT_LINES = 100
 
 
 class CsvSource(RecordSource):
@@ -27,24 +37,32 @@ class CsvSource(RecordSource):
     #: ``utf-8-sig`` reads UTF-8 with or without a byte-order mark.
     encoding: str = "utf-8-sig"
     id_column: str = "id"
-    #: ``None`` picks ``timestamp`` if the file has it, else ``@timestamp``.
+    #: The event-time field; unset: detected from the header (or the first JSON Lines
+    #: records) among :data:`~es_mysql_pipeline.records.TIMESTAMP_CANDIDATES`; ``none``:
+    #: the file has none.
     timestamp_column: str | None = None
     format: Literal["auto", "csv", "jsonl"] = "auto"
+
+    timestamp_setting_names: ClassVar[str] = "--timestamp_column (CSV_TIMESTAMP_COLUMN)"
 
     def id_key(self) -> str:
         return self.id_column
 
-    def timestamp_key(self) -> str:
-        if self.timestamp_column:
-            return self.timestamp_column
-        if self._file_format() == "csv":
-            header = self._header()
-            if "timestamp" not in header and "@timestamp" in header:
-                return "@timestamp"
-        return "timestamp"
+    def timestamp_key(self) -> str | None:
+        detect, name = timestamp_setting(self.timestamp_column)
+        if not detect or not os.path.isfile(self.path):
+            return name
+        return detect_timestamp_field(self._field_names())
 
     def describe(self) -> dict[str, str]:
-        return {"type": "csv", "target": os.path.basename(self.path), "format": self._file_format()}
+        detect, _ = timestamp_setting(self.timestamp_column)
+        ts = self.timestamp_key() or "none"
+        return {
+            "type": "csv",
+            "target": os.path.basename(self.path),
+            "format": self._file_format(),
+            "timestamp_field": f"{ts} (detected)" if detect and ts != "none" else ts,
+        }
 
     def check(self) -> None:
         if not os.path.isfile(self.path):
@@ -68,9 +86,11 @@ class CsvSource(RecordSource):
 
     def _batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
         ts_key = self.timestamp_key()
+        if window is not None and ts_key is None:
+            raise self.no_time_field(window)
         batch: Batch = []
         for rec in self._records():
-            if window is not None and not _in_window(rec, ts_key, window):
+            if window is not None and not _in_window(rec, ts_key or "", window):
                 continue
             batch.append(rec)
             if len(batch) >= batch_size:
@@ -99,9 +119,24 @@ class CsvSource(RecordSource):
             "fix the line or set encoding to the file's real encoding"
         )
 
-    def _header(self) -> list[str]:
-        with self._open() as fh:
-            return [_printable(h) for h in next(csv.reader(fh, delimiter=self.delimiter), [])]
+    def _field_names(self) -> list[str]:
+        """The header of a CSV file; the keys of the first records of a JSON Lines file."""
+        try:
+            with self._open() as fh:
+                if self._file_format() == "csv":
+                    header = next(csv.reader(fh, delimiter=self.delimiter), [])
+                    return [_printable(h) for h in header]
+                names: dict[str, None] = {}
+                for _, line in zip(range(_DETECT_LINES), fh, strict=False):
+                    try:
+                        value = json.loads(line)
+                    except (json.JSONDecodeError, RecursionError):
+                        continue
+                    if isinstance(value, dict):
+                        names.update(dict.fromkeys(value))
+                return list(names)
+        except (OSError, UnicodeDecodeError):
+            return []  # read_batches reports the file's problem with its own message
 
     def _records(self) -> Iterator[Record]:
         if self._file_format() == "jsonl":
