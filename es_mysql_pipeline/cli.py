@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--timestamp_column",
         "--timestamp-column",
         default=None,
-        help="source field with the event time (default timestamp, else @timestamp)",
+        help="source field with the event time (default: detected from the header, e.g. "
+        "@timestamp, timestamp, ts, time, event_time, created_at; none: there is none)",
     )
     src.add_argument(
         "--es_url", "--es-url", action="append", help="Elasticsearch URL; repeat for several hosts"
@@ -83,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument(
         "--write-mode", "--write_mode", choices=["skip", "upsert", "append"], default="skip"
     )
+    sink.add_argument(
+        "--schema-contract",
+        "--schema_contract",
+        choices=["evolve", "freeze", "discard"],
+        default="evolve",
+        help="SQL sinks, data that does not fit the table: evolve adds columns and widens "
+        "text (default), freeze refuses the load, discard leaves new fields out",
+    )
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", "--batch_size", type=int, default=1000)
     run.add_argument("--workers", type=int, default=2, help="load threads (connections)")
@@ -102,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-failed-ratio",
         type=float,
         default=0.05,
-        help="exit 1 when failed/processed exceeds this (default 0.05)",
+        help="exit 1 when failed/processed exceeds this; stop early when more than this "
+        "share of the records fail for the same reason (default 0.05)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--debug", action="store_true", help="show tracebacks and Dagster logs")
@@ -159,6 +169,8 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--batch-size and --workers must be at least 1")
     if args.transform_processes < 0:
         raise ConfigError("--transform-processes must be 0 (one per core) or more")
+    if not 0 <= args.max_failed_ratio <= 1:
+        raise ConfigError("--max-failed-ratio must be between 0 and 1")
     if args.sink_type == "file":
         if not args.output_file:
             raise ConfigError("--output_file is required with --sink_type file")
@@ -166,7 +178,12 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
     elif args.sink_type == "sqlite":
         if not args.db_path:
             raise ConfigError("--db_path is required with --sink_type sqlite")
-        sink = SqlSink(url=f"sqlite:///{args.db_path}", table=args.db_table, **common)
+        sink = SqlSink(
+            url=f"sqlite:///{args.db_path}",
+            table=args.db_table,
+            schema_contract=args.schema_contract,
+            **common,
+        )
     else:
         password = os.environ.get("DB_PASSWORD")
         if args.db_pass:
@@ -189,6 +206,7 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
             password=password or None,
             table=args.db_table,
             ssl_ca=args.db_ssl_ca,
+            schema_contract=args.schema_contract,
             **common,
         )
     settings = PipelineSettings(
@@ -197,6 +215,7 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
         fetch_batch_size=max(args.batch_size, 1000),
         analyzer=args.analyzer,
         transform_processes=args.transform_processes,
+        max_failed_ratio=args.max_failed_ratio,
     )
     staging = StagingIOManagerResource(base_path=args.staging_dir or "")
     return {"source": source, "sink": sink, "settings": settings, "io_manager": staging}
@@ -321,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
         from es_mysql_pipeline.records import TimeWindow
 
         try:
-            TimeWindow.from_dates(args.start, args.end)
+            resources["source"].require_timestamp(TimeWindow.from_dates(args.start, args.end))
         except ValueError as exc:
             raise ConfigError(f"--start/--end: {exc}") from None
     progress = Progress(not args.no_progress)
@@ -359,20 +378,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"es-mysql-pipeline: error: {message}", file=sys.stderr)
         return EXIT_USAGE if config_error else EXIT_FAILED
     load = _metadata(result, "loaded_records")
+    meta = {name: _metadata(result, f"{name}_records") for name in ("raw", "clean")}
     stages = {
-        name: _metadata(result, f"{name}_records").get("duration_seconds")
-        for name in ("raw", "clean", "loaded")
+        "raw": meta["raw"].get("duration_seconds"),
+        "clean": meta["clean"].get("duration_seconds"),
+        "loaded": load.get("duration_seconds"),
     }
-    _print_summary(load, elapsed, stages)
+    _print_summary(load, elapsed, stages, meta["raw"].get("timestamp_field"))
     if metrics is not None:
         metrics.succeeded()
     _stop_metrics(metrics, args.metrics_linger)
     processed = int(load.get("processed", 0))
     failed = int(load.get("failed", 0))
     if processed and failed / processed > args.max_failed_ratio:
+        top = meta["clean"].get("top_reject_reason")
         print(
             f"es-mysql-pipeline: {failed} of {processed} records failed "
-            f"(more than --max-failed-ratio {args.max_failed_ratio}); see the dead-letter files",
+            f"(more than --max-failed-ratio {args.max_failed_ratio}); see the dead-letter files"
+            + (f"; most often: {top}" if top else ""),
             file=sys.stderr,
         )
         return EXIT_FAILED
@@ -426,9 +449,12 @@ def _failure(result: Any) -> tuple[str, bool]:
     return "the run failed", False
 
 
-def _print_summary(load: dict[str, Any], elapsed: float, stages: dict[str, Any]) -> None:
+def _print_summary(
+    load: dict[str, Any], elapsed: float, stages: dict[str, Any], time_field: str | None
+) -> None:
     processed = int(load.get("processed", 0))
-    rows = [
+    rows: list[tuple[str, Any]] = [
+        ("time field", time_field or "none"),
         ("processed", processed),
         ("inserted", load.get("inserted", 0)),
         ("updated", load.get("updated", 0)),
@@ -441,6 +467,18 @@ def _print_summary(load: dict[str, Any], elapsed: float, stages: dict[str, Any])
         ),
         ("throughput", f"{processed / elapsed:,.0f} records/s" if elapsed > 0 else "-"),
     ]
+    if load.get("columns_added") or load.get("columns_widened"):
+        rows.append(
+            (
+                "schema changes",
+                f"{load.get('columns_added', 0)} columns added, "
+                f"{load.get('columns_widened', 0)} widened",
+            )
+        )
+    if load.get("fields_discarded"):
+        rows.append(
+            ("fields discarded", f"{load['fields_discarded']}: {load.get('discarded_fields', '')}")
+        )
     for label, key in (
         ("dead letter (transform)", "transform_dead_letter_path"),
         ("dead letter (load)", "dead_letter_path"),

@@ -37,11 +37,17 @@ def _env(name: str, default: str) -> str:
 def resources_for(env: str) -> dict[str, object]:
     """One resource set per deployment; secrets only ever through ``EnvVar``."""
     home = _env("ES_MYSQL_PIPELINE_DATA", ".")
+    ratio = os.environ.get("MAX_FAILED_RATIO")
     settings = PipelineSettings(
         pipeline_id=_env("PIPELINE_ID", "default"),
         dead_letter_dir=os.path.join(home, "dead_letter"),
+        max_failed_ratio=float(ratio) if ratio else None,
     )
-    source: object = CsvSource(path=_env("CSV_FILE", sample_csv_path()))
+    source: object = CsvSource(
+        path=_env("CSV_FILE", sample_csv_path()),
+        timestamp_column=os.environ.get("CSV_TIMESTAMP_COLUMN") or None,
+    )
+    contract = _env("SCHEMA_CONTRACT", "evolve")
     staging = StagingIOManagerResource(
         base_path=_env("STAGING_PATH", os.path.join(home, "staging"))
     )
@@ -60,6 +66,7 @@ def resources_for(env: str) -> dict[str, object]:
         sink: object = SqlSink(
             url=_env("DB_URL", f"sqlite:///{os.path.join(home, 'es_mysql_pipeline.sqlite')}"),
             table=_env("DB_TABLE", "records"),
+            schema_contract=contract,  # type: ignore[arg-type]
         )
     elif env in ("mysql", "elasticsearch"):
         sink = SqlSink(
@@ -67,6 +74,7 @@ def resources_for(env: str) -> dict[str, object]:
             password=_secret("DB_PASSWORD"),
             table=_env("DB_TABLE", "records"),
             write_mode=_env("WRITE_MODE", "skip"),  # type: ignore[arg-type]
+            schema_contract=contract,  # type: ignore[arg-type]
         )
     elif env == "file":
         sink = JsonlSink(directory=_env("OUTPUT_DIR", os.path.join(home, "out")))

@@ -232,7 +232,6 @@ class SqlSink(RecordSink):
             table.create(conn)
             conn.commit()
             report.changes.append(f"created table {self.table} with {len(table.columns)} columns")
-            report.added.extend(c.name for c in table.columns)
             return table
         existing = {c["name"].lower(): c for c in insp.get_columns(self.table)}
         dialect = conn.dialect.name
