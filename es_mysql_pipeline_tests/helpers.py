@@ -77,3 +77,40 @@ def sample_rows() -> list[dict[str, str]]:
     """The bundled CSV parsed independently of the pipeline (the expected contents)."""
     with open(SAMPLE, encoding="utf-8", newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+#: The columns of an ordinary application-events export: the time is called ``ts``.
+EVENT_COLUMNS = ["id", "ts", "level", "service", "message", "latency_ms", "user_id"]
+
+
+def event_rows(
+    n: int, day: str = "2024-03-01", start: int = 0, extra: dict[str, str] | None = None
+) -> list[dict[str, str]]:
+    """``n`` events on ``day`` shaped like users' data (not our sample), ids from ``start``."""
+    rows = []
+    for i in range(start, start + n):
+        row = {
+            "id": f"ev-{i}",
+            "ts": f"{day}T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}.{i % 1000:03d}Z",
+            "level": ("info", "warn", "error")[i % 3],
+            "service": f"svc-{i % 7}",
+            "message": f"request {i} done",
+            "latency_ms": str(i % 997),
+            "user_id": str(10_000 + i % 313),
+        }
+        for key, value in (extra or {}).items():
+            row[key] = value.format(i=i)
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: str | os.PathLike[str], rows: list[dict[str, str]]) -> str:
+    """Write ``rows`` with a header of every key seen, in first-seen order."""
+    header: dict[str, None] = {}
+    for row in rows:
+        header.update(dict.fromkeys(row))
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(header), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)

@@ -106,7 +106,9 @@ def test_freeze_explains_an_existing_table_mismatch(mysql_url: str, mysql_table:
         )
     engine.dispose()
     with pytest.raises(ConfigError) as err:
-        SqlSink(url=mysql_url, table=mysql_table, schema_contract="freeze").open_session(SHAPE, None)
+        SqlSink(url=mysql_url, table=mysql_table, schema_contract="freeze").open_session(
+            SHAPE, None
+        )
     msg = str(err.value)
     assert "column 'n' is missing" in msg
     assert "column 'text'" in msg and "100000 bytes" in msg

@@ -87,10 +87,6 @@ class SqlSink(RecordSink):
         self._url()
         if self.write_mode not in ("skip", "upsert", "append"):
             raise ConfigError(f"write_mode={self.write_mode!r}: use skip, upsert or append")
-        if self.schema_contract not in ("evolve", "freeze", "discard"):
-            raise ConfigError(
-                f"schema_contract={self.schema_contract!r}: use evolve, freeze or discard"
-            )
         if self.batch_size < 1 or self.workers < 1:
             raise ConfigError("batch_size and workers must be at least 1")
         if self.ssl_ca and not os.path.isfile(self.ssl_ca):
@@ -214,7 +210,7 @@ class SqlSink(RecordSink):
                 try:
                     table = self._fit_table(conn, shape, report)
                     break
-                except sa.exc.DBAPIError as exc:
+                except (sa.exc.DBAPIError, _SchemaMoved) as exc:
                     conn.rollback()
                     if attempt + 1 >= _DDL_ATTEMPTS or not _ddl_race(exc):
                         raise
@@ -276,7 +272,12 @@ class SqlSink(RecordSink):
             )
         if adds or widens:
             self._alter(conn, adds, widens, report)
-        return sa.Table(self.table, sa.MetaData(), autoload_with=conn)
+        table = sa.Table(self.table, sa.MetaData(), autoload_with=conn)
+        have = {c.name.lower() for c in table.columns}
+        lost = [n for n in shape.columns if n.lower() not in have and n not in report.discarded]
+        if lost:  # someone else's DDL replaced ours (a peer outside the lock): look again
+            raise _SchemaMoved(f"table {self.table!r} lacks {', '.join(lost)} after its DDL")
+        return table
 
     def _alter(
         self,
@@ -289,7 +290,7 @@ class SqlSink(RecordSink):
         to a wider text type keeping the column's character set, collation and nullability.
         One statement on MySQL (one metadata lock); one per column on SQLite."""
         dialect = conn.dialect
-        q = dialect.identifier_preparer.quote
+        q = dialect.identifier_preparer.quote_identifier  # always quoted, even plain names
         mysql_like = dialect.name in ("mysql", "mariadb")
         clauses: list[tuple[str, list[str], str]] = []  # (clause, report list, column)
         for name, type_ in adds:
@@ -369,8 +370,14 @@ def _ddl_lock(conn: sa.Connection, table: str) -> Iterator[None]:
             conn.commit()
 
 
+class _SchemaMoved(SinkError):
+    """The table changed under our DDL: fit it again (never load without a data column)."""
+
+
 def _ddl_race(exc: BaseException) -> bool:
     """DDL that another load of the same table got to first, or that waited too long."""
+    if isinstance(exc, _SchemaMoved):
+        return True
     orig = getattr(exc, "orig", None) or exc
     if _code(orig) in _DDL_RACE_CODES:
         return True

@@ -1,0 +1,188 @@
+"""The schema contract on SQLite and MariaDB, and table DDL under concurrent first loads."""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.resources.sinks import SqlSink, TableShape
+from es_mysql_pipeline.resources.sinks.base import SchemaReport
+from es_mysql_pipeline.staging import ColumnStats
+from es_mysql_pipeline_tests.conftest import split_target
+
+
+def shape(*extra: str, text_bytes: int = 20, ts: bool = True) -> TableShape:
+    cols = {"id": ColumnStats("string", 10)}
+    if ts:
+        cols["timestamp"] = ColumnStats("datetime")
+    cols["msg"] = ColumnStats("string", text_bytes)
+    for name in extra:
+        cols[name] = ColumnStats("int")
+    return TableShape("id", "timestamp" if ts else None, cols)
+
+
+def rows(ids: range, msg: str = "m", **extra: int) -> list[dict[str, Any]]:
+    return [
+        {"id": str(i), "timestamp": "2024-01-01T00:00:00.000000+00:00", "msg": msg, **extra}
+        for i in ids
+    ]
+
+
+def load(sink: SqlSink, shp: TableShape, batch: list[dict[str, Any]]) -> tuple[Any, SchemaReport]:
+    session = sink.open_session(shp, None)
+    writer = session.writer()
+    try:
+        counts = writer.write(batch)
+    finally:
+        writer.close()
+        session.commit()
+    return counts, session.schema_report()
+
+
+def columns(url: str, table: str) -> dict[str, str]:
+    engine = sa.create_engine(url)
+    try:
+        return {c["name"]: str(c["type"]).upper() for c in sa.inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+def test_evolve_adds_columns_and_widens_text(sql_target: str) -> None:
+    url, table = split_target(sql_target)
+    sink = SqlSink(url=url, table=table)
+    load(sink, shape(), rows(range(3)))
+    counts, report = load(
+        sink,
+        shape("region", "shard", text_bytes=70_000),
+        rows(range(3, 6), "x" * 70_000, region=1, shard=2),
+    )
+    assert counts.inserted == 3
+    assert sorted(report.added) == ["region", "shard"]
+    cols = columns(url, table)
+    assert {"region", "shard"} <= set(cols)
+    if url.startswith("mysql"):
+        assert report.widened == ["msg"] and cols["msg"] == "MEDIUMTEXT"
+        assert any(
+            c.startswith("ALTER TABLE") and "MODIFY COLUMN `msg` MEDIUMTEXT" in c
+            for c in report.changes
+        )
+    assert dict(report.columns)["region"] in ("BIGINT", "BIGINT(20)")
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.text(f"SELECT id, region FROM {table}")).all())
+        long_msg = conn.execute(sa.text(f"SELECT msg FROM {table} WHERE id = '4'")).scalar()
+    engine.dispose()
+    assert got == {"0": None, "1": None, "2": None, "3": 1, "4": 1, "5": 1}
+    assert long_msg == "x" * 70_000
+
+
+def test_evolve_adds_a_time_column_to_a_table_that_had_none(sql_target: str) -> None:
+    url, table = split_target(sql_target)
+    sink = SqlSink(url=url, table=table)
+    load(sink, shape(ts=False), [{"id": "a", "msg": "m"}])
+    _, report = load(sink, shape(), rows(range(2)))
+    assert report.added == ["timestamp"]
+    assert (
+        "TIMESTAMP" in columns(url, table)["timestamp"]
+        or "DATETIME" in columns(url, table)["timestamp"]
+    )
+
+
+def test_evolve_never_narrows_or_drops(sql_target: str) -> None:
+    url, table = split_target(sql_target)
+    sink = SqlSink(url=url, table=table)
+    load(sink, shape("region", text_bytes=70_000), rows(range(2), "y" * 70_000, region=5))
+    before = columns(url, table)
+    _, report = load(sink, shape(), rows(range(2, 4)))  # fewer fields, shorter text
+    assert report.changes == [] and columns(url, table) == before
+
+
+def test_freeze_refuses_and_changes_nothing(sql_target: str) -> None:
+    url, table = split_target(sql_target)
+    load(SqlSink(url=url, table=table), shape(), rows(range(2)))
+    with pytest.raises(ConfigError, match=r"column 'region' is missing.*--schema-contract evolve"):
+        load(
+            SqlSink(url=url, table=table, schema_contract="freeze"),
+            shape("region"),
+            rows(range(2, 4), region=1),
+        )
+    assert "region" not in columns(url, table)
+
+
+def test_discard_leaves_unknown_fields_out(sql_target: str) -> None:
+    url, table = split_target(sql_target)
+    load(SqlSink(url=url, table=table), shape(), rows(range(2)))
+    sink = SqlSink(url=url, table=table, schema_contract="discard")
+    counts, report = load(sink, shape("region", "shard"), rows(range(2, 5), region=1, shard=2))
+    assert counts.inserted == 3 and report.discarded == ["region", "shard"] and report.changes == []
+    assert set(columns(url, table)) == {"id", "timestamp", "msg"}
+
+
+def test_a_bad_schema_contract_is_refused_by_the_resource() -> None:
+    with pytest.raises(ValueError, match="schema_contract"):  # pydantic's ValidationError
+        SqlSink(url="sqlite://", schema_contract="grow")  # type: ignore[arg-type]
+
+
+# -- parallel first loads -------------------------------------------------------------------
+
+PROCESSES = 4
+TRIALS = 10
+_barrier: Any = None
+
+
+def _init(barrier: Any) -> None:
+    global _barrier
+    _barrier = barrier
+
+
+def _first_load(url: str, table: str, k: int) -> str:
+    """One of several loads that start together on a table that does not exist yet; each
+    brings a field of its own and a longer text, so CREATE, ADD COLUMN and MODIFY all race."""
+    shp = shape(f"extra_{k}", text_bytes=60_000 + k * 10_000_000 if k == PROCESSES - 1 else 100)
+    batch = rows(range(k * 100, k * 100 + 100), "z" * (100 if k < PROCESSES - 1 else 70_000))
+    for row in batch:
+        row[f"extra_{k}"] = k
+    _barrier.wait(timeout=60)
+    try:
+        counts, _ = load(SqlSink(url=url, table=table), shp, batch)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ok" if counts.inserted == 100 else f"inserted {counts.inserted}"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_parallel_first_loads_on_a_missing_table_never_fail(mysql_url: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Manager().Barrier(PROCESSES)
+    failures: list[str] = []
+    engine = sa.create_engine(mysql_url)
+    with ProcessPoolExecutor(
+        PROCESSES, mp_context=ctx, initializer=_init, initargs=(barrier,)
+    ) as pool:
+        for trial in range(TRIALS):
+            table = f"race_{uuid.uuid4().hex[:10]}"
+            try:
+                results = list(
+                    pool.map(
+                        _first_load, [mysql_url] * PROCESSES, [table] * PROCESSES, range(PROCESSES)
+                    )
+                )
+                failures += [f"trial {trial}: {r}" for r in results if r != "ok"]
+                cols = columns(mysql_url, table)
+                assert {f"extra_{k}" for k in range(PROCESSES)} <= set(cols), cols
+                assert cols["msg"] in ("MEDIUMTEXT", "LONGTEXT"), cols
+                with engine.connect() as conn:
+                    n = conn.execute(sa.text(f"SELECT COUNT(*) FROM `{table}`")).scalar()
+                assert n == PROCESSES * 100
+            finally:
+                with engine.begin() as conn:
+                    conn.execute(sa.text(f"DROP TABLE IF EXISTS `{table}`"))
+    engine.dispose()
+    assert failures == []
