@@ -169,7 +169,8 @@ class SqlSink(RecordSink):
         if code in (1044, 1142, 1143):
             return ConfigError(
                 f"{where}: {self._clean(exc)}; grant the pipeline's user what it needs: "
-                f"GRANT SELECT, INSERT, UPDATE, CREATE, INDEX ON <database>.* TO <user> "
+                f"GRANT SELECT, INSERT, UPDATE, CREATE, INDEX ON <database>.* TO <user>, plus "
+                "ALTER when the data gains fields under --schema-contract evolve "
                 "(see README, least-privilege user)"
             )
         return SinkError(f"{where}: {self._clean(exc)}")
