@@ -584,11 +584,10 @@ class ElasticsearchSource(RecordSource):
         if isinstance(resp, _Unreadable):
             status, etype = resp.exc.meta.status, _error_type(resp.exc)
             log.warning(
-                "Elasticsearch refused the mapping of %s (%s %s: %s), so no time field is "
+                "Elasticsearch refused the mapping of %s (%s %s), so no time field is "
                 "detected; a full read goes on, a windowed one needs %s",
                 self.index,
                 status,
-                etype,
                 self._redact(_error_reason(resp.exc)),
                 self.timestamp_setting_names,
             )
