@@ -179,9 +179,12 @@ def test_windowed_read_without_a_time_field_fails_at_once(
     else:
         assert text.startswith(f"es_timestamp_field is {setting!r} (no time field)")
         assert source.describe()["timestamp_field"] == "none"
-    # at once: no point in time opened, nothing searched; ``none`` asks for no mapping
-    assert requests(es_target, "POST /{index}/_pit") == pits
+    # at once: nothing searched, the point in time (the read's first step, which would report
+    # a missing index) closed again; ``none`` asks for no mapping
     assert requests(es_target, "POST /_search") == searches
+    if pits is not None:
+        assert es_target.server is not None and es_target.server.open_pits == 0
+        assert requests(es_target, "POST /{index}/_pit") == pits + 1
     if mappings is not None:
         extra = 1 if setting is None else 0
         assert requests(es_target, "GET /{index}/_mapping") == mappings + extra
@@ -218,12 +221,22 @@ def test_pattern_matching_no_index(es_target: EsTarget) -> None:
         read_all(source, WINDOW)
 
 
-def test_missing_index_is_reported_as_such(es_server: EsTestServer) -> None:
+@pytest.mark.parametrize("window", [None, WINDOW], ids=["full", "windowed"])
+def test_missing_index_is_reported_by_the_read(
+    es_server: EsTestServer, window: TimeWindow | None
+) -> None:
+    """No time-field message for an index that is not there: the read says what it always said."""
     source = ElasticsearchSource(hosts=[es_server.url], index="tf-missing")
-    with pytest.raises(ConfigError, match=r"index not found: .*no such index \[tf-missing\]"):
-        source.timestamp_key()
-    with pytest.raises(ConfigError, match=r"index not found: .*no such index \[tf-missing\]"):
-        read_all(source, WINDOW)
+    assert source.timestamp_key() is None
+    with pytest.raises(
+        ConfigError, match=r"^Elasticsearch index not found: .*no such index \[tf-missing\]"
+    ):
+        read_all(source, window)
+    assert es_server.stats.by_endpoint["POST /{index}/_pit"] == 1
+    if window is not None:
+        assert "index not found" in str(source.no_time_field(window))
+    es_server.add_docs("tf-missing", make_docs(20, "late", time_field="ts"))
+    assert source.timestamp_key() == "ts"  # a missing index is not remembered as untimed
 
 
 # -- the mapping may be forbidden ---------------------------------------------------------------

@@ -140,7 +140,8 @@ class _TimeField:
     """The time field a source uses, and how it was chosen."""
 
     name: str | None
-    #: ``configured`` (an explicit name or ``none``), ``detected`` (from the mapping)
+    #: ``configured`` (an explicit name or ``none``), ``detected`` (from the mapping), or
+    #: ``missing`` (no such index: not cached, the read reports it)
     how: str
     #: why there is none, for the one-line error of a windowed run
     why: str = ""
@@ -240,6 +241,11 @@ class ElasticsearchSource(RecordSource):
     def no_time_field(self, window: TimeWindow) -> ConfigError:
         """The one line a windowed run on data without a time field fails with."""
         choice = self._resolve_time_field()
+        if choice.how == "missing":
+            return ConfigError(
+                f"Elasticsearch index not found: no such index [{self.index}] "
+                f"(es_index={self.index!r}); check the index name or pattern"
+            )
         if choice.how == "configured":
             why = f"es_timestamp_field is {self.timestamp_field!r} (no time field)"
         else:
@@ -266,9 +272,8 @@ class ElasticsearchSource(RecordSource):
         client = self._client()
         try:
             version = self._server_version(client)
-            if window is not None and self._resolve_time_field(client).name is None:
-                raise self.no_time_field(window)
-            query = self._build_query(window)
+            if window is not None:
+                self._resolve_time_field(client)
             pit_ok = version >= (7, 10)
             log.info(
                 "Reading Elasticsearch %s%s with %s, page size %d, %d slice(s)",
@@ -278,7 +283,11 @@ class ElasticsearchSource(RecordSource):
                 self.page_size,
                 self.slices,
             )
-            pages = self._pit_pages(client, query) if pit_ok else self._scroll_pages(client, query)
+            # The query (and with a window, the refusal when there is no time field) comes
+            # after the PIT opened: errors of the index itself are the read's to report.
+            pages = (
+                self._pit_pages(client, window) if pit_ok else self._scroll_pages(client, window)
+            )
             try:
                 yield from batched((rec for page in pages for rec in page), batch_size)
             finally:
@@ -549,20 +558,24 @@ class ElasticsearchSource(RecordSource):
     # -- time field ------------------------------------------------------------------------
 
     def _resolve_time_field(self, client: Elasticsearch | None = None) -> _TimeField:
-        if self._time_field is None:
-            detect, name = timestamp_setting(self.timestamp_field)
-            if not detect:
-                self._time_field = _TimeField(name, "configured")
-            elif client is not None:
-                self._time_field = self._detect_time_field(client)
-            else:
-                self._validate()
-                own = self._client()
-                try:
-                    self._time_field = self._detect_time_field(own)
-                finally:
-                    own.close()
-        return self._time_field
+        """The time field, detected at most once (a missing index is asked again)."""
+        if self._time_field is not None:
+            return self._time_field
+        detect, name = timestamp_setting(self.timestamp_field)
+        if not detect:
+            choice = _TimeField(name, "configured")
+        elif client is not None:
+            choice = self._detect_time_field(client)
+        else:
+            self._validate()
+            own = self._client()
+            try:
+                choice = self._detect_time_field(own)
+            finally:
+                own.close()
+        if choice.how != "missing":
+            self._time_field = choice
+        return choice
 
     def _detect_time_field(self, client: Elasticsearch) -> _TimeField:
         """The time field from ``GET /<index>/_mapping``: the first common name among the
@@ -572,15 +585,23 @@ class ElasticsearchSource(RecordSource):
             try:
                 return client.indices.get_mapping(index=self.index).body
             except ApiError as exc:
-                if exc.meta.status in _MAPPING_UNREADABLE and not (
-                    _error_type(exc) == "index_not_found_exception" and ":" not in self.index
+                if (
+                    exc.meta.status in _MAPPING_UNREADABLE
+                    and _error_type(exc) != "media_type_header_exception"
                 ):
                     return _Unreadable(exc)
-                raise  # bad credentials, no such index, ...: the read would fail alike
+                raise  # bad credentials, a server of another major: the read fails alike
 
         resp = self._call(
             "mapping request", _Retry(self, threading.Event()), get_mapping, timed=False
         )
+        if (
+            isinstance(resp, _Unreadable)
+            and _error_type(resp.exc) == "index_not_found_exception"
+            and ":" not in self.index  # a remote (cross-cluster) index has no local mapping
+        ):
+            # Not a time-field question: the read reports a missing index in its own words.
+            return _TimeField(None, "missing", f"Elasticsearch index not found ({self.index!r})")
         if isinstance(resp, _Unreadable):
             status, etype = resp.exc.meta.status, _error_type(resp.exc)
             log.warning(
@@ -654,14 +675,14 @@ class ElasticsearchSource(RecordSource):
         return str(resp["id"]), shards
 
     def _pit_pages(
-        self, client: Elasticsearch, query: dict[str, Any]
+        self, client: Elasticsearch, window: TimeWindow | None
     ) -> Generator[list[Record], None, None]:
         stop = threading.Event()
         try:
             pit_id, shards = self._open_pit(client, _Retry(self, stop))
         except _NoPit:
             log.warning("Elasticsearch has no point-in-time API here; falling back to scroll")
-            yield from self._scroll_pages(client, query)
+            yield from self._scroll_pages(client, window)
             return
         state = _PitState(pit_id)
         n = self.slices
@@ -669,6 +690,7 @@ class ElasticsearchSource(RecordSource):
             log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, self.index)
             n = shards
         try:
+            query = self._build_query(window)
             producers = [
                 functools.partial(self._pit_slice, client, state, query, i, n) for i in range(n)
             ]
@@ -766,9 +788,10 @@ class ElasticsearchSource(RecordSource):
     # -- scroll fallback -------------------------------------------------------------------
 
     def _scroll_pages(
-        self, client: Elasticsearch, query: dict[str, Any]
+        self, client: Elasticsearch, window: TimeWindow | None
     ) -> Generator[list[Record], None, None]:
         stop = threading.Event()
+        query = self._build_query(window)
         n = self.slices
         if n > 1:
             count = self._call(
