@@ -56,6 +56,23 @@ def requests(target: EsTarget, endpoint: str) -> int | None:
     return target.server.stats.by_endpoint.get(endpoint, 0)
 
 
+def timed_docs(n: int, prefix: str, time_field: str) -> list[tuple[str, dict[str, Any]]]:
+    """:func:`make_docs` with every time an ISO 8601 string (with offsets and fractions), so
+    that a real cluster's dynamic mapping makes the field a ``date`` whatever document its
+    shards index first (an epoch-millisecond number first would make it ``long``)."""
+    docs = make_docs(n, prefix, time_field=time_field)
+    for _, src in docs:
+        *parents, leaf = time_field.split(".")
+        obj = src
+        for part in parents:
+            obj = obj.get(part, {})
+        if isinstance(obj.get(leaf), int):
+            millis = obj[leaf]
+            stamp = dt.datetime.fromtimestamp(millis / 1000, dt.timezone.utc)
+            obj[leaf] = stamp.isoformat(timespec="milliseconds")
+    return docs
+
+
 def with_extra_date(docs: list[tuple[str, dict[str, Any]]], name: str) -> list[Any]:
     """The documents with one more date field whose name is no common time-field name."""
     return [(i, {**src, name: "2030-01-01T00:00:00Z"}) for i, src in docs]
@@ -65,17 +82,17 @@ def with_extra_date(docs: list[tuple[str, dict[str, Any]]], name: str) -> list[A
 
 CASES: dict[str, tuple[list[tuple[str, dict[str, Any]]], str | None]] = {
     # a common name wins over any other date field; among common names the most specific
-    "at-timestamp": (with_extra_date(make_docs(N, "a"), "processed"), "@timestamp"),
-    "ts": (with_extra_date(make_docs(N, "b", time_field="ts"), "indexed"), "ts"),
+    "at-timestamp": (with_extra_date(timed_docs(N, "a", "@timestamp"), "processed"), "@timestamp"),
+    "ts": (with_extra_date(timed_docs(N, "b", "ts"), "indexed"), "ts"),
     "event_time-before-created_at": (
         [
             (i, {**src, "created_at": "2020-05-05T05:05:05Z"})
-            for i, src in make_docs(N, "c", time_field="event_time")
+            for i, src in timed_docs(N, "c", "event_time")
         ],
         "event_time",
     ),
     # no common name, but exactly one date field: that one, nested names dotted
-    "nested-only-date": (make_docs(N, "d", time_field="event.created"), "event.created"),
+    "nested-only-date": (timed_docs(N, "d", "event.created"), "event.created"),
 }
 
 
@@ -98,7 +115,7 @@ def test_detects_the_time_field(es_target: EsTarget, case: str) -> None:
 
 
 def test_several_date_fields_without_a_common_name(es_target: EsTarget) -> None:
-    docs = [(i, {**src, "first_seen": "2021-01-01"}) for i, src in make_docs(50, "e", "last_seen")]
+    docs = [(i, {**src, "first_seen": "2021-01-01"}) for i, src in timed_docs(50, "e", "last_seen")]
     es_target.seed("tf-several", docs)
     source = es_target.source("tf-several")
     assert source.timestamp_key() is None
@@ -131,7 +148,7 @@ def test_explicit_mapping_is_what_counts(es_target: EsTarget) -> None:
 
 def test_a_pattern_uses_the_union_of_its_indices(es_target: EsTarget) -> None:
     plain = [(f"p{i}", {"msg": f"m{i}", "n": i}) for i in range(20)]
-    timed = make_docs(40, "q", time_field="time")
+    timed = timed_docs(40, "q", "time")
     es_target.seed("tf-union-1", plain)
     es_target.seed("tf-union-2", timed)
     source = es_target.source("tf-union-*")
@@ -191,7 +208,7 @@ def test_windowed_read_without_a_time_field_fails_at_once(
 
 
 def test_none_reads_a_timed_index_fully_without_asking(es_target: EsTarget) -> None:
-    docs = make_docs(80, "n")
+    docs = timed_docs(80, "n", "@timestamp")
     es_target.seed("tf-none", docs)
     before = requests(es_target, "GET /{index}/_mapping")
     source = es_target.source("tf-none", timestamp_field="none")
@@ -202,7 +219,9 @@ def test_none_reads_a_timed_index_fully_without_asking(es_target: EsTarget) -> N
 
 def test_explicit_field_is_used_as_given(es_target: EsTarget) -> None:
     """``ts`` wins over a detectable ``@timestamp``, without a mapping request."""
-    docs = [(i, {**src, "ts": src["@timestamp"]}) for i, src in make_docs(300, "g")[1:]]
+    docs = [
+        (i, {**src, "ts": src["@timestamp"]}) for i, src in timed_docs(300, "g", "@timestamp")[1:]
+    ]
     docs = [(i, {**src, "@timestamp": "2030-01-01T00:00:00Z"}) for i, src in docs]
     es_target.seed("tf-given", docs)
     before = requests(es_target, "GET /{index}/_mapping")
