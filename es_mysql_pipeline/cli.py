@@ -64,7 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument("--es_index", "--es-index", help="index name or pattern, e.g. logs-*")
     src.add_argument("--es_query", "--es-query", help="Query DSL JSON combined with the window")
-    src.add_argument("--es_timestamp_field", "--es-timestamp-field", default="@timestamp")
+    src.add_argument(
+        "--es_timestamp_field",
+        "--es-timestamp-field",
+        default=None,
+        help="source field with the event time "
+        "(default: detected from the mapping; none: there is none)",
+    )
     src.add_argument("--es_ca_certs", "--es-ca-certs", help="CA bundle for HTTPS")
     src.add_argument("--es_user", "--es-user", help="user name; password from ES_PASSWORD")
     src.add_argument("--es_slices", "--es-slices", type=int, default=1)

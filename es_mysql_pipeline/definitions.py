@@ -56,7 +56,7 @@ def resources_for(env: str) -> dict[str, object]:
             hosts=_env("ES_URL", "http://127.0.0.1:9200").split(","),
             index=_env("ES_INDEX", "logs-*"),
             query=os.environ.get("ES_QUERY") or None,
-            timestamp_field=_env("ES_TIMESTAMP_FIELD", "@timestamp"),
+            timestamp_field=os.environ.get("ES_TIMESTAMP_FIELD") or None,
             api_key=_secret("ES_API_KEY"),
             username=os.environ.get("ES_USERNAME") or None,
             password=_secret("ES_PASSWORD"),

@@ -2,7 +2,8 @@
 
 The expected rows are derived here independently of the pipeline's transform: nested objects
 flatten to ``parent_child`` columns, arrays (and empty objects) are JSON text, ``_id`` is
-``id`` and ``@timestamp`` is a naive UTC ``timestamp``; a field a document lacks is NULL.
+``id`` and the time field (``@timestamp`` unless told) is a naive UTC ``timestamp``; a field a
+document lacks is NULL. Documents may carry their time under another name, or none at all.
 """
 
 from __future__ import annotations
@@ -55,8 +56,12 @@ def _timestamp(i: int, ts: dt.datetime) -> Any:
     )
 
 
-def make_docs(n: int, prefix: str = "doc") -> list[Doc]:
-    """``n`` documents over five days: nested objects, arrays, unicode, missing fields."""
+def make_docs(n: int, prefix: str = "doc", time_field: str | None = "@timestamp") -> list[Doc]:
+    """``n`` documents over five days: nested objects, arrays, unicode, missing fields.
+
+    ``time_field`` names the event-time field (``event_time``, ``event.created`` for a
+    nested one); ``None`` makes documents without any time (no date field at all).
+    """
     docs: list[Doc] = []
     span = DAYS * 86_400
     for i in range(n):
@@ -101,6 +106,7 @@ def make_docs(n: int, prefix: str = "doc") -> list[Doc]:
             src["@timestamp"] = (DAY0 + dt.timedelta(days=i % DAYS)).strftime(
                 "%Y-%m-%dT%H:%M:%S.000Z"
             )
+        _move_time(src, time_field)
         doc_id = f"{prefix}-{i:05d}"
         if i % 2500 == 7:
             doc_id = f"{prefix}-Ünï-ид-{i}"
@@ -108,6 +114,33 @@ def make_docs(n: int, prefix: str = "doc") -> list[Doc]:
             doc_id = f"{prefix.upper()}-{i:05d}"  # ids are case-sensitive
         docs.append((doc_id, src))
     return docs
+
+
+def _move_time(src: dict[str, Any], time_field: str | None) -> None:
+    """Put the ``@timestamp`` value under ``time_field`` (dotted: nested), or drop it."""
+    if time_field == "@timestamp":
+        return
+    value = src.pop("@timestamp", _ABSENT)
+    if time_field is None or value is _ABSENT:
+        return
+    *parents, leaf = time_field.split(".")
+    obj = src
+    for part in parents:
+        obj = obj.setdefault(part, {})
+    obj[leaf] = value
+
+
+_ABSENT = object()
+
+
+def time_of(src: dict[str, Any], time_field: str = "@timestamp") -> Any:
+    """The raw time value at ``time_field`` (dotted: nested), or None."""
+    value: Any = src
+    for part in time_field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def parse_es_time(value: Any) -> dt.datetime:
@@ -137,25 +170,49 @@ def _columns(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
         yield prefix, value
 
 
-def expected_rows(docs: Iterable[Doc], days: set[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Rows by id for the documents with a timestamp (on ``days`` if given)."""
+def expected_rows(
+    docs: Iterable[Doc],
+    days: set[str] | None = None,
+    *,
+    time_field: str | None = "@timestamp",
+    untimed: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Rows by id for the documents with a timestamp (on ``days`` if given).
+
+    ``untimed=True``: a full load keeps documents without a time too, their ``timestamp``
+    NULL. ``time_field=None``: the data has no time field; no ``timestamp`` column at all.
+    A nested ``time_field`` (``event.created``) leaves its parent's other fields as columns.
+    """
     out: dict[str, dict[str, Any]] = {}
     for doc_id, src in docs:
-        if "@timestamp" not in src:
-            continue
-        ts = parse_es_time(src["@timestamp"])
-        if days is not None and ts.strftime("%Y-%m-%d") not in days:
-            continue
-        row: dict[str, Any] = {"id": doc_id, "timestamp": ts.replace(tzinfo=None)}
-        for key, value in src.items():
-            if key != "@timestamp":
-                row.update(_columns(key.replace("-", "_"), value))
+        row: dict[str, Any] = {"id": doc_id}
+        if time_field is not None:
+            raw = time_of(src, time_field)
+            if raw is None and not untimed:
+                continue
+            ts = parse_es_time(raw) if raw is not None else None
+            if days is not None and (ts is None or ts.strftime("%Y-%m-%d") not in days):
+                continue
+            row["timestamp"] = ts.replace(tzinfo=None) if ts is not None else None
+        for key, value in _without(src, time_field).items():
+            row.update(_columns(key.replace("-", "_"), value))
         out[doc_id] = row
     return out
 
 
-def untimed_ids(docs: Iterable[Doc]) -> set[str]:
-    return {doc_id for doc_id, src in docs if "@timestamp" not in src}
+def _without(src: dict[str, Any], time_field: str | None) -> dict[str, Any]:
+    """``src`` without the time field (a nested one removed from its copied parents)."""
+    if time_field is None:
+        return src
+    head, _, rest = time_field.partition(".")
+    if not rest or not isinstance(src.get(head), dict):
+        return {k: v for k, v in src.items() if k != time_field}
+    inner = _without(src[head], rest)
+    return {**src, head: inner} if inner else {k: v for k, v in src.items() if k != head}
+
+
+def untimed_ids(docs: Iterable[Doc], time_field: str = "@timestamp") -> set[str]:
+    return {doc_id for doc_id, src in docs if time_of(src, time_field) is None}
 
 
 def read_table(url: str, table: str) -> tuple[dict[str, sa.types.TypeEngine[Any]], list[Any]]:
@@ -177,8 +234,9 @@ def assert_table_equals(url: str, table: str, expected: dict[str, dict[str, Any]
     types, rows = read_table(url, table)
     want_columns = {col for row in expected.values() for col in row}
     assert set(types) == want_columns, sorted(set(types) ^ want_columns)
-    assert str(types["timestamp"]) == "DATETIME", types["timestamp"]
-    assert getattr(types["timestamp"], "fsp", None) == 6
+    if "timestamp" in want_columns:
+        assert str(types["timestamp"]) == "DATETIME", types["timestamp"]
+        assert getattr(types["timestamp"], "fsp", None) == 6
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids)), "duplicate ids in the table"
     missing, extra = sorted(set(expected) - set(ids)), sorted(set(ids) - set(expected))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import copy
 import fnmatch
 import json
 import re
@@ -43,7 +44,19 @@ _SEARCH_PARAMS = {
     "rest_total_hits_as_int", "ignore_unavailable", "expand_wildcards", "allow_no_indices",
     "request_cache", "pretty", "human", "error_trace", "timeout", "preference",
 }  # fmt: skip
+_MAPPING_PARAMS = {
+    "allow_no_indices", "expand_wildcards", "ignore_unavailable", "local", "master_timeout",
+    "filter_path", "pretty", "human", "error_trace",
+}  # fmt: skip
 _INDEX_NAME_BAD = re.compile(r'[\\/*?"<>| ,#:A-Z]')
+#: ``strict_date_optional_time`` (the first default of ``dynamic_date_formats``), and the
+#: second default ``yyyy/MM/dd HH:mm:ss Z||yyyy/MM/dd Z``: the strings dynamic mapping
+#: takes for dates.
+_STRICT_DATE_RE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(T\d{2}(:\d{2}(:\d{2}([.,]\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?"
+)
+_SLASH_DATE_RE = re.compile(r"\d{4}/\d{2}/\d{2}( \d{2}:\d{2}:\d{2})? [+-]\d{4}")
+_DEFAULT_DATE_FORMATS = ["strict_date_optional_time", "yyyy/MM/dd HH:mm:ss Z||yyyy/MM/dd Z"]
 
 
 class EsError(Exception):
@@ -109,6 +122,82 @@ def _parse_date(value: Any) -> datetime | None:
     return None
 
 
+def _dynamic_type(value: Any, formats: list[str]) -> dict[str, Any] | None:
+    """The mapping ES's dynamic mapping gives a new field's first (non-null) value."""
+    if isinstance(value, bool):
+        return {"type": "boolean"}
+    if isinstance(value, int):
+        return {"type": "long"}
+    if isinstance(value, float):
+        return {"type": "float"}
+    if isinstance(value, str):
+        if _is_dynamic_date(value, formats):
+            return {"type": "date"}
+        return {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
+    return None
+
+
+def _is_dynamic_date(value: str, formats: list[str]) -> bool:
+    for fmt in formats:
+        if fmt in ("strict_date_optional_time", "date_optional_time"):
+            if _STRICT_DATE_RE.fullmatch(value) and _parse_date(value) is not None:
+                return True
+        elif fmt.startswith("yyyy/MM/dd") and _SLASH_DATE_RE.fullmatch(value):
+            return True
+    return False
+
+
+def _map_object(props: dict[str, Any], obj: dict[str, Any], formats: list[str]) -> None:
+    # Inlined checks: seeding a million documents must not spend its time here.
+    for key, value in obj.items():
+        tp = type(value)
+        if tp is dict:
+            _map_field(props, key, value, formats)
+        elif tp is list:  # an array is mapped by its elements
+            for item in value:
+                if item is not None and (key not in props or type(item) in (dict, list)):
+                    _map_field(props, key, item, formats)
+        elif value is not None and key not in props:
+            _map_field(props, key, value, formats)
+
+
+def _map_field(props: dict[str, Any], key: str, value: Any, formats: list[str]) -> None:
+    if "." in key and key.strip(".") and key not in props:
+        head, _, rest = key.partition(".")  # ``{"a.b": 1}`` is ``{"a": {"b": 1}}`` to ES
+        _map_field(props, head, {rest: value}, formats)
+        return
+    if isinstance(value, list):
+        _map_object(props, {key: value}, formats)
+        return
+    spec = props.get(key)
+    if isinstance(value, dict):
+        if spec is None:
+            spec = props[key] = {} if value else {"type": "object"}
+        if spec.get("type", "object") not in ("object", "nested"):
+            return  # a leaf mapped earlier: ES would reject the document
+        if str(spec.get("dynamic", "true")).lower() != "true":
+            return
+        if value:
+            if spec.get("type") == "object":
+                del spec["type"]  # ES leaves the default type out once there are properties
+            _map_object(spec.setdefault("properties", {}), value, formats)
+        return
+    if spec is None and value is not None:
+        new = _dynamic_type(value, formats)
+        if new is not None:
+            props[key] = new
+
+
+def _sorted_properties(props: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in sorted(props):
+        spec = props[name]
+        if isinstance(spec, dict) and isinstance(spec.get("properties"), dict):
+            spec = {**spec, "properties": _sorted_properties(spec["properties"])}
+        out[name] = spec
+    return out
+
+
 def _field_values(source: dict[str, Any], path: str) -> list[Any]:
     """All leaf values at a dotted path, through objects and arrays (like doc values)."""
     current: list[Any] = [source]
@@ -160,6 +249,30 @@ class _Index:
             else:
                 ids.add(doc_id)
         return ids
+
+    def map_source(self, source: dict[str, Any]) -> None:
+        """Dynamic mapping, as ES does it when a document is indexed: a new field's type is
+        taken from its first value (ISO date strings are ``date``, numbers ``long``/``float``,
+        other strings ``text`` with a ``keyword`` subfield, objects ``properties``); a mapped
+        field keeps its type. ``dynamic: false|strict`` maps nothing new (this server never
+        rejects a document)."""
+        mappings = self.mappings
+        if str(mappings.get("dynamic", "true")).lower() != "true":
+            return
+        if mappings.get("date_detection", True) in (False, "false"):
+            formats: list[str] = []
+        else:
+            formats = list(mappings.get("dynamic_date_formats") or _DEFAULT_DATE_FORMATS)
+        _map_object(mappings.setdefault("properties", {}), source, formats)
+
+    def mapping_body(self) -> dict[str, Any]:
+        """``mappings`` as GET _mapping returns it: properties sorted, none when empty."""
+        body = copy.deepcopy(self.mappings)
+        if not body.get("properties"):
+            body.pop("properties", None)
+        else:
+            body["properties"] = _sorted_properties(body["properties"])
+        return body
 
     def refresh(self) -> None:
         """Like a Lucene refresh: updated docs are deleted and re-appended at the end."""
@@ -270,6 +383,9 @@ class EsTestServer:
         self.default_shards = default_shards
         #: indices where the authenticated user may not read (403)
         self.deny_read: set[str] = set()
+        #: indices whose mapping the user may not see (``read`` without
+        #: ``view_index_metadata``: searches work, GET _mapping is 403)
+        self.deny_metadata: set[str] = set()
         self.stats = Stats()
         self.indices: dict[str, _Index] = {}
         self.pits: dict[str, _Pit] = {}
@@ -353,9 +469,16 @@ class EsTestServer:
 
     # -- seeding helpers for tests that do not need the client -----------------------------
 
-    def create_index(self, name: str, shards: int = 1) -> None:
+    def create_index(
+        self, name: str, shards: int = 1, mappings: dict[str, Any] | None = None
+    ) -> None:
+        """``mappings`` as in a create-index request (``{"properties": {...}}``); fields it
+        does not name are mapped dynamically from the documents."""
         with self._lock:
-            self._create_index(name, {"settings": {"number_of_shards": shards}})
+            body: dict[str, Any] = {"settings": {"number_of_shards": shards}}
+            if mappings is not None:
+                body["mappings"] = mappings
+            self._create_index(name, body)
 
     def add_docs(self, name: str, docs: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Index and refresh ``(id, source)`` pairs directly (no HTTP)."""
@@ -363,6 +486,7 @@ class EsTestServer:
             idx = self.indices.get(name) or self._create_index(name, {})
             for doc_id, src in docs:
                 idx.pending[doc_id] = src
+                idx.map_source(src)
             idx.refresh()
 
     @property
@@ -431,6 +555,8 @@ class EsTestServer:
             return self._clear_scroll(body)
         elif parts == ["_refresh"] and method in ("GET", "POST"):
             return self._refresh("*")
+        elif parts == ["_mapping"] and method == "GET":
+            return self._get_mapping("_all", params)
         elif len(parts) == 1 and not parts[0].startswith("_"):
             if method == "PUT":
                 with self._lock:
@@ -448,6 +574,8 @@ class EsTestServer:
                 return self._refresh(index)
             if op == "_count" and method in ("GET", "POST"):
                 return self._count(index, body)
+            if op == "_mapping" and method == "GET":
+                return self._get_mapping(index, params)
             if op == "_pit" and method == "POST":
                 return self._open_pit(index, params, path)
             if op == "_search" and method in ("GET", "POST"):
@@ -505,7 +633,7 @@ class EsTestServer:
                 f"Failed to parse value [{shards}] for setting [index.number_of_shards] "
                 "must be >= 1",
             )
-        idx = _Index(name, shards, body.get("mappings") or {})
+        idx = _Index(name, shards, copy.deepcopy(body.get("mappings") or {}))
         self.indices[name] = idx
         return idx
 
@@ -517,8 +645,20 @@ class EsTestServer:
             self._match_cache.clear()
         return 200, {"acknowledged": True}
 
-    def _resolve(self, expr: str, *, allow_empty: bool = False) -> list[str]:
-        """Index names for a comma-separated list of names and ``*`` patterns."""
+    def _resolve(
+        self,
+        expr: str,
+        *,
+        allow_empty: bool = False,
+        ignore_missing: bool = False,
+        action: str = "indices:data/read/search",
+        privileges: str = "read,all",
+        denied: set[str] | None = None,
+    ) -> list[str]:
+        """Index names for a comma-separated list of names and ``*`` patterns.
+
+        A name in ``denied`` (default :attr:`deny_read`) is a 403 for ``action``.
+        """
         names: list[str] = []
         for part in expr.split(","):
             if "*" in part:
@@ -527,6 +667,8 @@ class EsTestServer:
                 names.extend(sorted(self.indices))
             elif part in self.indices:
                 names.append(part)
+            elif ignore_missing:
+                continue
             elif not allow_empty:
                 raise EsError(
                     404,
@@ -542,15 +684,35 @@ class EsTestServer:
             else:
                 return []
         for name in names:
-            if name in self.deny_read:
+            if name in (self.deny_read if denied is None else denied):
                 raise EsError(
                     403,
                     "security_exception",
-                    f"action [indices:data/read/search] is unauthorized for user [reader] "
+                    f"action [{action}] is unauthorized for user [reader] "
                     f"with effective roles [reader] on indices [{name}], this action is "
-                    "granted by the index privileges [read,all]",
+                    f"granted by the index privileges [{privileges}]",
                 )
         return list(dict.fromkeys(names))
+
+    def _get_mapping(self, expr: str, params: dict[str, str]) -> tuple[int, Any]:
+        """``{"<index>": {"mappings": {...}}}`` per matched index; ``{}`` when a pattern
+        matches none; 404 for a missing name (unless ``ignore_unavailable``)."""
+        for key in params:
+            if key not in _MAPPING_PARAMS:
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    f"request [/{expr}/_mapping] contains unrecognized parameter: [{key}]",
+                )
+        with self._lock:
+            names = self._resolve(
+                expr,
+                ignore_missing=params.get("ignore_unavailable") in ("", "true"),
+                action="indices:admin/mappings/get",
+                privileges="view_index_metadata,manage,all",
+                denied=self.deny_read | self.deny_metadata,
+            )
+            return 200, {name: {"mappings": self.indices[name].mapping_body()} for name in names}
 
     def _bulk(
         self, default_index: str | None, raw: bytes, params: dict[str, str]
@@ -635,6 +797,8 @@ class EsTestServer:
                                 result="deleted" if existed else "not_found")  # fmt: skip
                 else:
                     idx.pending[doc_id] = source
+                    if isinstance(source, dict):
+                        idx.map_source(source)
                     item.update(status=201, result="created", _version=1, _seq_no=0,
                                 _primary_term=1,
                                 _shards={"total": 1, "successful": 1, "failed": 0})  # fmt: skip

@@ -555,17 +555,21 @@ def test_settings_and_description() -> None:
         "target": "http://localhost:9200,https://es2:9243/logs-*",
         "hosts": "http://localhost:9200,https://es2:9243",
         "index": "logs-*",
+        "timestamp_field": "auto (from the mapping)",  # describe() never connects
     }
     assert source.id_key() == "_id"
-    assert source.timestamp_key() == "@timestamp"
+    # a configured field (or none) needs no mapping request: host "h" is never asked
     assert ElasticsearchSource(hosts=["h"], index="i", timestamp_field="ts").timestamp_key() == "ts"
+    assert (
+        ElasticsearchSource(hosts=["h"], index="i", timestamp_field="none").timestamp_key() is None
+    )
     window = TimeWindow(
         dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
         dt.datetime(2024, 1, 1, 12, 0, 0, 500, tzinfo=dt.timezone(dt.timedelta(hours=2))),
     )
-    query = ElasticsearchSource(hosts=["h"], index="i", query='{"term": {"a": 1}}')._build_query(
-        window
-    )
+    query = ElasticsearchSource(
+        hosts=["h"], index="i", query='{"term": {"a": 1}}', timestamp_field="@timestamp"
+    )._build_query(window)
     assert query == {
         "bool": {
             "filter": [

@@ -19,10 +19,10 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
@@ -31,10 +31,20 @@ from elastic_transport import ConnectionTimeout, TlsError
 from elastic_transport import SerializationError as TransportSerializationError
 from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 from elasticsearch import __versionstr__ as CLIENT_VERSION
+from pydantic import PrivateAttr
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
 from es_mysql_pipeline.metrics.recorder import get_recorder
-from es_mysql_pipeline.records import Batch, Record, TimeWindow, batched, redact
+from es_mysql_pipeline.records import (
+    TIMESTAMP_CANDIDATES,
+    Batch,
+    Record,
+    TimeWindow,
+    batched,
+    detect_timestamp_field,
+    redact,
+    timestamp_setting,
+)
 from es_mysql_pipeline.resources.sources.base import RecordSource
 
 log = logging.getLogger(__name__)
@@ -57,6 +67,12 @@ _QUERY_ERRORS = frozenset(
     }
 )
 _KEEP_ALIVE_RE = re.compile(r"^\d+(nanos|micros|ms|s|m|h|d)$")
+#: Mapping types a range query on the time window works on.
+_DATE_TYPES = frozenset({"date", "date_nanos"})
+#: Statuses of a mapping request that mean "not allowed or not offered here" (a user with
+#: ``read`` but no ``view_index_metadata``, a proxy that only passes searches): a full run
+#: goes on without a time field.
+_MAPPING_UNREADABLE = frozenset({400, 403, 404, 405, 501})
 
 
 class _ContextMissing(Exception):
@@ -119,6 +135,25 @@ class _Stopped(Exception):
     """The consumer went away; a slice thread ends quietly."""
 
 
+@dataclass(frozen=True)
+class _TimeField:
+    """The time field a source uses, and how it was chosen."""
+
+    name: str | None
+    #: ``configured`` (an explicit name or ``none``), ``detected`` (from the mapping), or
+    #: ``missing`` (no such index: not cached, the read reports it)
+    how: str
+    #: why there is none, for the one-line error of a windowed run
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """A mapping request refused for a reason a full run can live with."""
+
+    exc: ApiError
+
+
 @dataclass
 class _PitState:
     """The PIT shared by all slices: reopened once per expiry, newest id kept for closing."""
@@ -141,7 +176,10 @@ class ElasticsearchSource(RecordSource):
     index: str
     #: Query DSL as JSON (``{"term": {...}}`` or ``{"query": {...}}``), ANDed with the window
     query: str | None = None
-    timestamp_field: str = "@timestamp"
+    #: the event-time field (a ``date`` in the mapping); unset: detected from the mapping
+    #: among :data:`~es_mysql_pipeline.records.TIMESTAMP_CANDIDATES` (else the only date
+    #: field); ``none``: the index has none. Only windowed and partitioned runs need one.
+    timestamp_field: str | None = None
     api_key: str | None = None
     username: str | None = None
     password: str | None = None
@@ -161,22 +199,62 @@ class ElasticsearchSource(RecordSource):
     retry_backoff: float = 0.5
     retry_backoff_max: float = 30.0
 
+    timestamp_setting_names: ClassVar[str] = "--es_timestamp_field / ES_TIMESTAMP_FIELD"
+
+    #: the resolved time field, detected at most once per resource instance (Dagster builds
+    #: a fresh instance per run, so a changed mapping is seen by the next run)
+    _time_field: _TimeField | None = PrivateAttr(default=None)
+
     # -- RecordSource ----------------------------------------------------------------------
 
     def id_key(self) -> str:
         return "_id"
 
-    def timestamp_key(self) -> str:
-        return self.timestamp_field
+    def timestamp_key(self) -> str | None:
+        """The configured time field, or the one detected from the index mapping (one
+        mapping request, then cached); ``None`` when there is none."""
+        return self._resolve_time_field().name
 
     def describe(self) -> dict[str, str]:
+        """Never connects: a time field still to be detected shows as such."""
         hosts = ",".join(self._urls())
         return {
             "type": "elasticsearch",
             "target": f"{hosts}/{self.index}",
             "hosts": hosts,
             "index": self.index,
+            "timestamp_field": self.timestamp_field_description(),
         }
+
+    def timestamp_field_description(self) -> str:
+        """``event_time (detected)``, ``none (not detected)``, a configured name as is,
+        ``none`` when configured so, or ``auto (from the mapping)`` before the first read."""
+        detect, name = timestamp_setting(self.timestamp_field)
+        if not detect:
+            return name or "none"
+        if self._time_field is None:
+            return "auto (from the mapping)"
+        if self._time_field.name is None:
+            return "none (not detected)"
+        return f"{self._time_field.name} (detected)"
+
+    def no_time_field(self, window: TimeWindow) -> ConfigError:
+        """The one line a windowed run on data without a time field fails with."""
+        choice = self._resolve_time_field()
+        if choice.how == "missing":
+            return ConfigError(
+                f"Elasticsearch index not found: no such index [{self.index}] "
+                f"(es_index={self.index!r}); check the index name or pattern"
+            )
+        if choice.how == "configured":
+            why = f"es_timestamp_field is {self.timestamp_field!r} (no time field)"
+        else:
+            why = choice.why
+        return ConfigError(
+            f"{why}; the run for {window.label()} is windowed or partitioned and needs "
+            f"one: set {self.timestamp_setting_names} to the index's date field, or run "
+            "without a window to read everything"
+        )
 
     def check(self) -> None:
         """Validate settings, connect (``GET /``) and insist on a matching client major."""
@@ -191,10 +269,11 @@ class ElasticsearchSource(RecordSource):
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1")
         self._validate()
-        query = self._build_query(window)
         client = self._client()
         try:
             version = self._server_version(client)
+            if window is not None:
+                self._resolve_time_field(client)
             pit_ok = version >= (7, 10)
             log.info(
                 "Reading Elasticsearch %s%s with %s, page size %d, %d slice(s)",
@@ -204,7 +283,11 @@ class ElasticsearchSource(RecordSource):
                 self.page_size,
                 self.slices,
             )
-            pages = self._pit_pages(client, query) if pit_ok else self._scroll_pages(client, query)
+            # The query (and with a window, the refusal when there is no time field) comes
+            # after the PIT opened: errors of the index itself are the read's to report.
+            pages = (
+                self._pit_pages(client, window) if pit_ok else self._scroll_pages(client, window)
+            )
             try:
                 yield from batched((rec for page in pages for rec in page), batch_size)
             finally:
@@ -243,8 +326,6 @@ class ElasticsearchSource(RecordSource):
             raise ConfigError(f"request_timeout={self.request_timeout} must be positive")
         if not _KEEP_ALIVE_RE.match(self.keep_alive):
             raise ConfigError(f"keep_alive={self.keep_alive!r} must be a time value like 2m or 90s")
-        if not self.timestamp_field.strip():
-            raise ConfigError("es_timestamp_field must not be empty")
         if self.ca_certs and not os.path.isfile(self.ca_certs):
             raise ConfigError(f"ca_certs: {self.ca_certs!r} does not exist or is not a file")
         if self.api_key is None and _resolve(self.password) and not self._username():
@@ -275,10 +356,13 @@ class ElasticsearchSource(RecordSource):
         if user is not None:
             filters.append(user)
         if window is not None:
+            ts_field = self.timestamp_key()
+            if ts_field is None:
+                raise self.no_time_field(window)
             filters.append(
                 {
                     "range": {
-                        self.timestamp_field: {
+                        ts_field: {
                             "gte": _es_time(window.start),
                             "lt": _es_time(window.end),
                             "format": "strict_date_optional_time",
@@ -425,8 +509,11 @@ class ElasticsearchSource(RecordSource):
             msg = f"Elasticsearch {what} failed: {type(exc).__name__}: {exc}"
         raise error(self._redact(msg)) from None
 
-    def _call(self, what: str, retry: _Retry, fn: Callable[[], T]) -> T:
-        """Run an idempotent request with retries; PIT/scroll expiry surfaces as _ContextMissing."""
+    def _call(self, what: str, retry: _Retry, fn: Callable[[], T], timed: bool = True) -> T:
+        """Run an idempotent request with retries; PIT/scroll expiry surfaces as _ContextMissing.
+
+        ``timed`` requests count in the fetch-duration metric (pages, not metadata requests).
+        """
         while True:
             started = time.perf_counter()
             try:
@@ -445,7 +532,8 @@ class ElasticsearchSource(RecordSource):
                 retry.wait_or_raise(exc, what)
                 continue
             retry.ok()
-            get_recorder().duration("fetch", time.perf_counter() - started)
+            if timed:
+                get_recorder().duration("fetch", time.perf_counter() - started)
             return result
 
     # -- connection ------------------------------------------------------------------------
@@ -466,6 +554,92 @@ class ElasticsearchSource(RecordSource):
         if major != client_major:
             raise ConfigError(_mismatch_message(number, major, ",".join(self._urls())))
         return major, minor
+
+    # -- time field ------------------------------------------------------------------------
+
+    def _resolve_time_field(self, client: Elasticsearch | None = None) -> _TimeField:
+        """The time field, detected at most once (a missing index is asked again)."""
+        if self._time_field is not None:
+            return self._time_field
+        detect, name = timestamp_setting(self.timestamp_field)
+        if not detect:
+            choice = _TimeField(name, "configured")
+        elif client is not None:
+            choice = self._detect_time_field(client)
+        else:
+            self._validate()
+            own = self._client()
+            try:
+                choice = self._detect_time_field(own)
+            finally:
+                own.close()
+        if choice.how != "missing":
+            self._time_field = choice
+        return choice
+
+    def _detect_time_field(self, client: Elasticsearch) -> _TimeField:
+        """The time field from ``GET /<index>/_mapping``: the first common name among the
+        ``date`` fields (of every index a pattern matches), else the only date field."""
+
+        def get_mapping() -> Any:
+            try:
+                return client.indices.get_mapping(index=self.index).body
+            except ApiError as exc:
+                if (
+                    exc.meta.status in _MAPPING_UNREADABLE
+                    and _error_type(exc) != "media_type_header_exception"
+                ):
+                    return _Unreadable(exc)
+                raise  # bad credentials, a server of another major: the read fails alike
+
+        resp = self._call(
+            "mapping request", _Retry(self, threading.Event()), get_mapping, timed=False
+        )
+        if (
+            isinstance(resp, _Unreadable)
+            and _error_type(resp.exc) == "index_not_found_exception"
+            and ":" not in self.index  # a remote (cross-cluster) index has no local mapping
+        ):
+            # Not a time-field question: the read reports a missing index in its own words.
+            return _TimeField(None, "missing", f"Elasticsearch index not found ({self.index!r})")
+        if isinstance(resp, _Unreadable):
+            status, etype = resp.exc.meta.status, _error_type(resp.exc)
+            log.warning(
+                "Elasticsearch refused the mapping of %s (%s %s), so no time field is "
+                "detected; a full read goes on, a windowed one needs %s",
+                self.index,
+                status,
+                self._redact(_error_reason(resp.exc)),
+                self.timestamp_setting_names,
+            )
+            return _TimeField(
+                None,
+                "detected",
+                f"the mapping of index {self.index!r} could not be read ({status} {etype}; "
+                "the view_index_metadata privilege allows it), so no time field was detected",
+            )
+        dates = date_fields(resp if isinstance(resp, Mapping) else {})
+        name = detect_timestamp_field(dates)
+        if name is None and len(dates) == 1:
+            name = dates[0]
+        if name is not None:
+            log.info(
+                "Elasticsearch time field of %s: %s (detected from the mapping)", self.index, name
+            )
+            return _TimeField(name, "detected")
+        common = ", ".join(TIMESTAMP_CANDIDATES[:6])
+        if not resp:
+            why = f"index pattern {self.index!r} matches no index, so no time field was detected"
+        elif not dates:
+            why = f"index {self.index!r} has no time field (no {common}, ... of type date)"
+        else:
+            shown = ", ".join(dates[:10]) + (", ..." if len(dates) > 10 else "")
+            why = (
+                f"index {self.index!r} has several date fields ({shown}) and none has a "
+                f"common time-field name ({common}, ...)"
+            )
+        log.info("Elasticsearch %s: %s; a full read needs none", self.index, why)
+        return _TimeField(None, "detected", why)
 
     # -- PIT + search_after ----------------------------------------------------------------
 
@@ -501,14 +675,14 @@ class ElasticsearchSource(RecordSource):
         return str(resp["id"]), shards
 
     def _pit_pages(
-        self, client: Elasticsearch, query: dict[str, Any]
+        self, client: Elasticsearch, window: TimeWindow | None
     ) -> Generator[list[Record], None, None]:
         stop = threading.Event()
         try:
             pit_id, shards = self._open_pit(client, _Retry(self, stop))
         except _NoPit:
             log.warning("Elasticsearch has no point-in-time API here; falling back to scroll")
-            yield from self._scroll_pages(client, query)
+            yield from self._scroll_pages(client, window)
             return
         state = _PitState(pit_id)
         n = self.slices
@@ -516,6 +690,7 @@ class ElasticsearchSource(RecordSource):
             log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, self.index)
             n = shards
         try:
+            query = self._build_query(window)
             producers = [
                 functools.partial(self._pit_slice, client, state, query, i, n) for i in range(n)
             ]
@@ -613,9 +788,10 @@ class ElasticsearchSource(RecordSource):
     # -- scroll fallback -------------------------------------------------------------------
 
     def _scroll_pages(
-        self, client: Elasticsearch, query: dict[str, Any]
+        self, client: Elasticsearch, window: TimeWindow | None
     ) -> Generator[list[Record], None, None]:
         stop = threading.Event()
+        query = self._build_query(window)
         n = self.slices
         if n > 1:
             count = self._call(
@@ -706,6 +882,33 @@ def _resolve(value: str | None) -> str | None:
     if isinstance(value, dg.EnvVar):
         return value.get_value()
     return value
+
+
+def date_fields(mapping_response: Mapping[str, Any]) -> list[str]:
+    """The ``date``/``date_nanos`` fields of a get-mapping response, dotted (``event.created``),
+    in the order of the response, over all its indices. Objects are entered; ``nested``
+    fields (a window cannot be a plain range on them), multi-fields and runtime fields not."""
+    found: dict[str, None] = {}
+
+    def walk(props: Any, prefix: str) -> None:
+        if not isinstance(props, Mapping):
+            return
+        for name, spec in props.items():
+            if not isinstance(spec, Mapping):
+                continue
+            path = f"{prefix}{name}"
+            ftype = spec.get("type")
+            if ftype in _DATE_TYPES:
+                found.setdefault(path, None)
+            elif ftype in (None, "object"):
+                walk(spec.get("properties"), path + ".")
+
+    for body in mapping_response.values():
+        if isinstance(body, Mapping):
+            mappings = body.get("mappings")
+            if isinstance(mappings, Mapping):
+                walk(mappings.get("properties"), "")
+    return list(found)
 
 
 def _with_scheme(host: str) -> str:
