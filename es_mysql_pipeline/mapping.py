@@ -101,6 +101,8 @@ class FieldMapping:
         ts: str | None = None
         if ts_key is not None:
             value = raw.get(ts_key)
+            if value is None and "." in ts_key:  # a nested field, as a mapping names it
+                value = _at_path(raw, ts_key)
             # A record without a time is loaded with none (windowed and partitioned runs
             # never see one: the source only yields records inside the window).
             if value is not None and value != "":
@@ -178,6 +180,16 @@ class FieldMapping:
 
 
 _NESTED = frozenset({dict, list})
+
+
+def _at_path(raw: Record, dotted: str) -> Any:
+    """``raw["event"]["created"]`` for ``event.created``; ``None`` when a step is missing."""
+    value: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
 
 
 def _flatten(prefix: str, obj: dict[str, Any], depth: int = 0) -> list[tuple[str, Any]]:

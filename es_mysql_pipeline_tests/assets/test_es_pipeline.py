@@ -337,3 +337,49 @@ def test_credentials_never_appear(
     for secret in secrets:
         leaks = [t[:200] for t in texts if secret in t]
         assert not leaks, f"{secret} leaked in {leaks}"
+
+
+# -- users' indices: other time fields, none at all ----------------------------------------
+
+
+@pytest.mark.parametrize("time_field", ["event_time", "event.created"])
+def test_an_index_with_another_time_field_is_detected_and_partitioned(
+    es_target: EsTarget, mysql_url: str, mysql_table: str, tmp_path: Path, time_field: str
+) -> None:
+    docs = make_docs(2_000, "tf", time_field=time_field)
+    index = "users-" + time_field.replace(".", "-").replace("_", "-")
+    es_target.seed(index, docs)
+    res = make_resources(
+        str(tmp_path),
+        sink=SqlSink(url=mysql_url, table=mysql_table),
+        source=es_target.source(index),
+    )
+    result = run(res, day(2))
+    assert result.success, [e.message for e in step_events(result, "STEP_FAILURE")]
+    assert metadata(result, "raw_records")["timestamp_field"] == f"{time_field} (detected)"
+    want = expected_rows(docs, {day(2)}, time_field=time_field)
+    assert want and len(want) < len(docs)
+    assert_table_equals(mysql_url, mysql_table, want)
+
+
+def test_an_index_without_any_time_field_loads_in_a_full_run(
+    es_target: EsTarget, mysql_url: str, mysql_table: str, tmp_path: Path
+) -> None:
+    docs = make_docs(2_000, "nt", time_field=None)
+    es_target.seed("users-nt", docs)
+    res = make_resources(
+        str(tmp_path),
+        sink=SqlSink(url=mysql_url, table=mysql_table),
+        source=es_target.source("users-nt"),
+    )
+    result = run(res)
+    assert result.success, [e.message for e in step_events(result, "STEP_FAILURE")]
+    load = metadata(result, "loaded_records")
+    assert (load["inserted"], load["failed"]) == (len(docs), 0)
+    assert_table_equals(mysql_url, mysql_table, expected_rows(docs, time_field=None))
+    # a partition of the same index needs a time field: one line, no retry, nothing loaded
+    again = run(res, day(1))
+    assert not again.success
+    text = failure_text(again)
+    assert "\n" not in text and "ES_TIMESTAMP_FIELD" in text
+    assert not step_events(again, "STEP_UP_FOR_RETRY")
