@@ -1,0 +1,85 @@
+"""`--help`, `--version` and a usage error must not import Dagster or the drivers (issue 12).
+
+Not timed (the machine is shared): the test checks what was imported, which is what costs
+the start-up time; ``make bench`` measures the time itself.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("dagster", "sqlalchemy", "elasticsearch", "prometheus_client", "pydantic", "pymysql")
+
+# Runs the real entry point, then prints which heavy top-level packages ended up in sys.modules,
+# including on the SystemExit that argparse raises for --help, --version and a bad flag.
+WRAPPER = """
+import json, sys
+from es_mysql_pipeline.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted({name.split(".")[0] for name in sys.modules} & set(json.loads(sys.stdin.read())))
+print("HEAVY=" + json.dumps(heavy), file=sys.stderr)
+raise SystemExit(code)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(["--version"], 0), (["--help"], 0), (["--no-such-flag"], 2)],
+    ids=["version", "help", "bad-flag"],
+)
+def test_cli_answers_without_heavy_imports(args: list[str], code: int) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", WRAPPER, *args],
+        input=json.dumps(HEAVY),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == code, proc.stderr
+    marker = [line for line in proc.stderr.splitlines() if line.startswith("HEAVY=")]
+    assert marker, proc.stderr
+    assert json.loads(marker[-1].removeprefix("HEAVY=")) == []
+    if code == 2:
+        assert "no-such-flag" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_module_entry_point_version_imports_no_dagster() -> None:
+    """``python -m es_mysql_pipeline --version`` as a user runs it, seen by ``-X importtime``."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "es_mysql_pipeline", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "es_mysql_pipeline" in imported
+    assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))
+
+
+def test_interrupted_is_still_a_dagster_failure() -> None:
+    """The lazily built ``lifecycle.Interrupted`` is the class ``raise_if_stopped`` raises."""
+    import dagster as dg
+
+    from es_mysql_pipeline import lifecycle
+
+    lifecycle.request_stop()
+    try:
+        with pytest.raises(lifecycle.Interrupted) as info:
+            lifecycle.raise_if_stopped("load")
+    finally:
+        lifecycle.reset()
+    assert isinstance(info.value, dg.Failure)
+    assert info.value.allow_retries is False
