@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv provision run test test-fast ui bench chaos lint fmt typecheck clean
+.PHONY: venv provision run test test-fast ui bench bench-10m chaos lint fmt typecheck clean
 
 venv:
 	bash scripts/provision-venv.sh
@@ -31,6 +31,10 @@ ui: venv
 
 bench: provision
 	$(PY) -m benchmarks.run
+
+## The same at 10M rows, one round (on demand: about 10x the time of `make bench`).
+bench-10m: provision
+	$(PY) -m benchmarks.run --rows 10000000 --repeats 1
 
 ## The fault scenarios with 10 kill trials, and their summary table.
 chaos: provision

@@ -4,6 +4,9 @@ Rows (each a fresh MariaDB table of the same shape):
   baseline executemany    raw PyMySQL ``executemany`` of the CSV, 1,000 rows per commit
   baseline load data      raw ``LOAD DATA LOCAL INFILE`` of the same CSV (the server's ceiling)
   cli csv→mariadb         ``es-mysql-pipeline`` as a subprocess, process start included
+  sling csv→mariadb       Sling (PyPI ``sling-linux-amd64``, installed on first use, telemetry
+                          off), ``--mode full-refresh``: Sling creates its own table from the
+                          types it infers (TEXT-like columns, no key), so it does less work
   cli + scrapes of a decoy the same, while two processes scrape a decoy server 200 times/s
                           (what the scraping itself costs this machine's cores)
   cli + /metrics scrapes  the same scraping aimed at the CLI's own ``/metrics``: the gap to
@@ -110,13 +113,44 @@ def baseline_load_data(path: str, table: str) -> float:
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def sling_binary() -> str:
+    """The ``sling`` binary from the PyPI package ``sling-linux-amd64``, installed into this
+    interpreter's environment when missing (idempotent: pip is not run when it is present)."""
+    import importlib.util
+
+    if importlib.util.find_spec("sling_linux_amd64") is None:
+        print("installing sling-linux-amd64 from PyPI ...", file=sys.stderr)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "sling-linux-amd64"], check=True
+        )
+    spec = importlib.util.find_spec("sling_linux_amd64")
+    assert spec is not None and spec.submodule_search_locations, "sling-linux-amd64 not found"
+    return os.path.join(next(iter(spec.submodule_search_locations)), "bin", "sling-linux-amd64")
+
+
+def run_sling(sling: str, path: str, table: str, cwd: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one Sling load of the CSV into ``test.<table>``."""
+    env = {
+        "SLING_DISABLE_TELEMETRY": "true",
+        "MYSQL": f"mysql://{DB['user']}@{DB['host']}:{DB['port']}/{DB['database']}",
+    }
+    cmd = [sling, "run", "--src-stream", f"file://{path}", "--tgt-conn", "MYSQL"]
+    cmd += ["--tgt-object", f"{DB['database']}.{table}", "--mode", "full-refresh"]
+    return run_cmd(cmd, cwd, env)
+
+
 def run_cli(args: list[str], cwd: str, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one CLI run: the sampled peak of the process and
     its children together (transform workers, the metrics endpoint), or at least the main
     process's own peak where the sampling missed it."""
+    return run_cmd([sys.executable, "-m", "es_mysql_pipeline", "--no-progress", *args], cwd, env)
+
+
+def run_cmd(cmd: list[str], cwd: str, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one command, with its children (see :func:`run_cli`)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "es_mysql_pipeline", "--no-progress", *args],
+        cmd,
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -283,7 +317,9 @@ def bench_es(rows: int, tmp: str) -> list[Row]:
     ]
 
 
-def one_round(path: str, tmp: str, rows: int, rate: float, n: int, of: int) -> list[Row]:
+def one_round(
+    path: str, tmp: str, rows: int, rate: float, n: int, of: int, sling: str | None
+) -> list[Row]:
     """One run of each CSV row of the table, in the same order every round."""
 
     def say(name: str) -> None:
@@ -301,6 +337,13 @@ def one_round(path: str, tmp: str, rows: int, rate: float, n: int, of: int) -> l
     t, rss = run_cli(cli_csv(path, table, tmp), cwd=tmp)
     assert count(table) == rows, "CLI lost or doubled rows"
     out.append(Row("cli csv→mariadb", rows, t, rss))
+    if sling:
+        say("sling csv→mariadb")
+        with connect() as conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS bench_sling")
+        t, rss = run_sling(sling, path, "bench_sling", tmp)
+        assert count("bench_sling") == rows, "Sling lost or doubled rows"
+        out.append(Row("sling csv→mariadb", rows, t, rss))
     for name, at_decoy in (("cli + scrapes of a decoy", True), ("cli + /metrics scrapes", False)):
         say(name)
         out.append(scraped_run(name, path, tmp, rows, rate, at_decoy))
@@ -322,12 +365,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_ROWS", 1_000_000)))
     ap.add_argument("--es-rows", type=int, default=int(os.environ.get("BENCH_ES_ROWS", 100_000)))
     ap.add_argument("--skip-es", action="store_true")
+    ap.add_argument("--skip-sling", action="store_true", help="no Sling peer row")
     ap.add_argument("--scrapes-per-second", type=float, default=200.0)
     ap.add_argument(
         "--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 3)), help="rounds"
     )
     args = ap.parse_args(argv)
 
+    sling = None if args.skip_sling else sling_binary()
     results: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         path = os.path.join(tmp, "events.csv")
@@ -339,7 +384,9 @@ def main(argv: list[str] | None = None) -> None:
         # shows its median run (and the spread of its runs).
         rounds: dict[str, list[Row]] = {}
         for n in range(args.repeats):
-            for row in one_round(path, tmp, args.rows, args.scrapes_per_second, n, args.repeats):
+            for row in one_round(
+                path, tmp, args.rows, args.scrapes_per_second, n, args.repeats, sling
+            ):
                 rounds.setdefault(row.name, []).append(row)
         for runs in rounds.values():
             results.append(median_row(runs))
@@ -360,6 +407,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{r.name:<28} {r.rows:>10,} {r.seconds:>8.2f} {rate:>9,.0f} {rate / base:>6.2f} "
             f"{rss:>9}  {r.note}"
         )
+    by_name = {r.name: r for r in results}
+    if "sling csv→mariadb" in by_name:
+        ours, theirs = by_name["cli csv→mariadb"], by_name["sling csv→mariadb"]
+        print(f"\ncli csv→mariadb ÷ sling csv→mariadb: {theirs.seconds / ours.seconds:.2f}x")
     print("\nratio = rows/s ÷ baseline executemany rows/s (same machine, same run)")
     print("seconds = the median of interleaved runs; peak RSS = the worst run's, the CLI")
     print("process and its children (transform workers, metrics endpoint) together")
