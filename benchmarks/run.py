@@ -4,6 +4,7 @@ Rows (each a fresh MariaDB table of the same shape):
   baseline executemany    raw PyMySQL ``executemany`` of the CSV, 1,000 rows per commit
   baseline load data      raw ``LOAD DATA LOCAL INFILE`` of the same CSV (the server's ceiling)
   cli csv→mariadb         ``es-mysql-pipeline`` as a subprocess, process start included
+  cli jsonl→mariadb       the same rows as a JSON Lines file (string values), same CLI
   sling csv→mariadb       Sling (PyPI ``sling-linux-amd64``, installed on first use, telemetry
                           off), ``--mode full-refresh``: Sling creates its own table from the
                           types it infers (TEXT-like columns, no key), so it does less work
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import json
 import multiprocessing
 import os
 import socket
@@ -41,7 +43,7 @@ from typing import Any
 import pymysql
 
 from benchmarks.metrics_overhead import decoy
-from es_mysql_pipeline.sample_data import FIELDS, SAMPLE_START, write_csv
+from es_mysql_pipeline.sample_data import FIELDS, SAMPLE_START, events, write_csv
 
 DB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "test"}
 TABLE_DDL = (
@@ -337,6 +339,11 @@ def one_round(
     t, rss = run_cli(cli_csv(path, table, tmp), cwd=tmp)
     assert count(table) == rows, "CLI lost or doubled rows"
     out.append(Row("cli csv→mariadb", rows, t, rss))
+    say("cli jsonl→mariadb")
+    table = fresh_table("bench_cli_jsonl")
+    t, rss = run_cli(cli_csv(path.removesuffix(".csv") + ".jsonl", table, tmp), cwd=tmp)
+    assert count(table) == rows, "CLI lost or doubled JSON Lines rows"
+    out.append(Row("cli jsonl→mariadb", rows, t, rss))
     if sling:
         say("sling csv→mariadb")
         with connect() as conn, conn.cursor() as cur:
@@ -379,6 +386,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"generating {args.rows:,} records ...", file=sys.stderr)
         with open(path, "w", encoding="utf-8", newline="") as fh:
             write_csv(fh, args.rows, SAMPLE_START, 5)
+        with open(path.removesuffix(".csv") + ".jsonl", "w", encoding="utf-8") as fh:
+            for values in events(args.rows, SAMPLE_START, 5):  # the CSV's rows, same seed
+                fh.write(json.dumps(dict(zip(FIELDS, values, strict=True))) + "\n")
 
         # Interleaved rounds, so a slow spell of the machine hits every row alike; each row
         # shows its median run (and the spread of its runs).
