@@ -1,7 +1,9 @@
 """Dead-letter files: every record the pipeline could not load, with the reason, per partition.
 
 A file is written under a temporary name and published on close, replacing the previous
-run's file for the same partition, so a re-run leaves exactly its own failures.
+run's file for the same partition, so a re-run leaves exactly its own failures. A directory
+may be a URL (``s3://bucket/data/dead_letter``): the lines then go to a local scratch file
+and the final key is written on close, so a failed run leaves nothing in the bucket.
 """
 
 from __future__ import annotations
@@ -9,19 +11,32 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import threading
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from upath import UPath
+
 from es_mysql_pipeline.records import ERROR_KEY, Record
-from es_mysql_pipeline.staging import JSON_ENCODER
+from es_mysql_pipeline.staging import JSON_ENCODER, scratch_dir
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
 
 
 class DeadLetterWriter:
     """Thread-safe writer of ``{"stage", "reason", "record", "at"}`` lines."""
 
     def __init__(self, directory: str, stage: str, partition: str | None) -> None:
-        self.path = os.path.join(directory, stage, f"{partition or 'all'}.jsonl")
+        name = f"{partition or 'all'}.jsonl"
+        if _is_url(directory):
+            self.path = str(UPath(directory) / stage / name)
+        else:
+            self.path = os.path.join(directory, stage, name)
+        self._remote = _is_url(directory)
+        self._tmp = self.path + ".tmp"
         self.stage = stage
         self.count = 0
         self._fh: IO[str] | None = None
@@ -51,8 +66,13 @@ class DeadLetterWriter:
 
     def _open(self) -> IO[str]:
         if self._fh is None:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._fh = open(self.path + ".tmp", "w", encoding="utf-8")
+            if self._remote:  # an object store has no rename: publish by upload on close
+                os.makedirs(scratch_dir(), exist_ok=True)
+                fd, self._tmp = tempfile.mkstemp(".jsonl", "dead-letter-", scratch_dir())
+                os.close(fd)
+            else:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._fh = open(self._tmp, "w", encoding="utf-8")
         return self._fh
 
     def close(self) -> str | None:
@@ -62,12 +82,21 @@ class DeadLetterWriter:
                 return self.path if self.count else None
             self._closed = True
             if self._fh is None:
-                if os.path.exists(self.path):
+                final = UPath(self.path) if self._remote else None
+                if final is not None and final.exists():
+                    final.unlink()
+                elif final is None and os.path.exists(self.path):
                     os.unlink(self.path)
                 return None
             self._fh.close()
             self._fh = None
-            os.replace(self.path + ".tmp", self.path)
+            if self._remote:
+                try:
+                    UPath(self.path).fs.put_file(self._tmp, self.path)
+                finally:
+                    os.unlink(self._tmp)
+            else:
+                os.replace(self._tmp, self.path)
             return self.path
 
     def __enter__(self) -> DeadLetterWriter:
@@ -80,7 +109,7 @@ class DeadLetterWriter:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
-                os.unlink(self.path + ".tmp")
+                os.unlink(self._tmp)
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         if exc_type is None:
@@ -91,5 +120,5 @@ class DeadLetterWriter:
 
 def read_dead_letters(path: str) -> list[dict[str, Any]]:
     """All entries of a dead-letter file (for tests and inspection)."""
-    with open(path, encoding="utf-8") as fh:
+    with UPath(path).open("r", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]

@@ -98,13 +98,30 @@ def resources_for(env: str) -> dict[str, object]:
     }
 
 
+def backfill_policy(per_run: str | None) -> dg.BackfillPolicy:
+    """``BACKFILL_PARTITIONS_PER_RUN``: unset or 0 runs a backfill as one run; N spreads it
+    over runs of N days, which a queued run coordinator can hand to several workers."""
+    try:
+        n = int(per_run or 0)
+    except ValueError:
+        msg = f"BACKFILL_PARTITIONS_PER_RUN must be a whole number, not {per_run!r}"
+        raise ValueError(msg) from None
+    if n < 0:
+        raise ValueError(f"BACKFILL_PARTITIONS_PER_RUN must be 0 or more, not {n}")
+    return dg.BackfillPolicy.multi_run(n) if n else dg.BackfillPolicy.single_run()
+
+
 def _secret(name: str) -> Any:
     """An ``EnvVar`` (resolved at launch, hidden in the UI) when the variable is set."""
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
 DAILY = daily_partitions()
-ASSETS = build_assets(DAILY, hooks=PIPELINE_METRICS_HOOKS)
+ASSETS = build_assets(
+    DAILY,
+    hooks=PIPELINE_METRICS_HOOKS,
+    backfill_policy=backfill_policy(os.environ.get("BACKFILL_PARTITIONS_PER_RUN")),
+)
 
 records_job = dg.define_asset_job(
     "records_job",

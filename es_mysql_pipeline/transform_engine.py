@@ -173,8 +173,11 @@ def new_stage(mapping: FieldMapping) -> StageWriter:
 
 
 def worker_count(setting: int, rows: int) -> int:
-    """Processes to use: ``setting`` (0 = one per core, at most 4), 1 for small stages."""
-    if rows < PARALLEL_MIN_ROWS:
+    """Processes to use: ``setting`` (0 = one per core, at most 4), 1 for small stages.
+
+    A daemonic process (a celery prefork worker, a multiprocessing pool child) may not
+    have children, so it maps in-process whatever the setting says."""
+    if rows < PARALLEL_MIN_ROWS or multiprocessing.current_process().daemon:
         return 1
     wanted = setting or min(os.cpu_count() or 1, 4)
     return max(1, wanted)

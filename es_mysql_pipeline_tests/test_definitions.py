@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -69,3 +70,38 @@ def test_unknown_environment_is_named() -> None:
 
     with pytest.raises(ValueError, match="ES_MYSQL_PIPELINE_ENV='prod'"):
         resources_for("prod")
+
+
+@pytest.mark.parametrize(
+    ("per_run", "expected"),
+    [("", "single"), ("0", "single"), ("3", "multi 3")],
+)
+def test_backfill_partitions_per_run_sets_the_assets_policy(per_run: str, expected: str) -> None:
+    """BACKFILL_PARTITIONS_PER_RUN is read when the definitions load: a fresh interpreter."""
+    code = (
+        "import dagster as dg\n"
+        "from es_mysql_pipeline.definitions import defs\n"
+        "g = defs.resolve_asset_graph()\n"
+        "ps = {g.get(k).backfill_policy for k in g.get_all_asset_keys()}\n"
+        "assert len(ps) == 1, ps\n"
+        "p = ps.pop()\n"
+        "single = p == dg.BackfillPolicy.single_run()\n"
+        "print('single' if single else f'multi {p.max_partitions_per_run}')\n"
+    )
+    env = {**os.environ, "BACKFILL_PARTITIONS_PER_RUN": per_run}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == expected
+
+
+def test_backfill_partitions_per_run_rejects_nonsense() -> None:
+    from es_mysql_pipeline.definitions import backfill_policy
+
+    assert backfill_policy("2") == dg.BackfillPolicy.multi_run(2)
+    assert backfill_policy(None) == dg.BackfillPolicy.single_run()
+    with pytest.raises(ValueError, match="whole number"):
+        backfill_policy("many")
+    with pytest.raises(ValueError, match="0 or more"):
+        backfill_policy("-1")

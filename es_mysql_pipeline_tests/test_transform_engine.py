@@ -268,3 +268,49 @@ def test_transform_step_uses_workers_and_matches_source(
     with out.open(encoding="utf-8") as fh:
         ids = [json.loads(line)["id"] for line in fh]
     assert len(ids) == n and set(ids) == {f"e{i}" for i in range(n)}  # load workers interleave
+
+
+def _map_as_the_step_does(scratch: str, n: int, result_file: str) -> None:
+    """Child side: choose the workers as the transform step does, map, and save the rows."""
+    os.environ["ES_MYSQL_PIPELINE_SCRATCH"] = scratch
+    stage = raw_stage(n)
+    mapping = FieldMapping("id", "@timestamp")
+    dead = DeadLetterWriter(os.path.join(scratch, "dl"), "transform", "all")
+    workers = worker_count(2, stage.rows)
+    with dead, new_stage(mapping) as out:
+        if workers > 1:
+            map_parallel(stage, mapping, ANALYZER, workers, out, dead, lambda *_: None)
+        else:
+            mapper = BatchMapper(mapping, load_analyzer(ANALYZER), dead)
+            for batch in stage.batches(1000):
+                out.write(mapper.map(batch))
+        staged = out.finish()
+        dead.close()
+    with open(result_file, "w", encoding="utf-8") as fh:
+        json.dump({"workers": workers, "rows": rows_of(staged), "rejected": dead.count}, fh)
+
+
+def test_daemonic_process_maps_in_process(tmp_path: Path) -> None:
+    """A celery prefork child is daemonic and may not start workers: it maps in-process,
+    with the same output as serial, instead of failing with 'daemonic processes are not
+    allowed to have children'."""
+    import multiprocessing
+
+    n = PARALLEL_MIN_ROWS + 500
+    result_file = tmp_path / "child.json"
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(
+        target=_map_as_the_step_does,
+        args=(str(tmp_path / "child-scratch"), n, str(result_file)),
+        daemon=True,
+    )
+    child.start()
+    child.join(300)
+    assert child.exitcode == 0, f"daemonic child failed with exit code {child.exitcode}"
+    got = json.loads(result_file.read_text(encoding="utf-8"))
+    assert got["workers"] == 1
+
+    stage = raw_stage(n)
+    s_out, s_dead, *_ = serial(stage, FieldMapping("id", "@timestamp"), tmp_path / "s")
+    assert got["rows"] == json.loads(json.dumps(rows_of(s_out)))
+    assert got["rejected"] == len(read_dead_letters(s_dead)) > 0

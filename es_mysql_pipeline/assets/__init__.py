@@ -20,17 +20,21 @@ RETRY = dg.RetryPolicy(
 def build_assets(
     partitions_def: dg.PartitionsDefinition[str] | None,
     hooks: AbstractSet[dg.HookDefinition] | None = None,
+    backfill_policy: dg.BackfillPolicy | None = None,
 ) -> list[dg.AssetsDefinition]:
     """The same three assets, daily-partitioned for Dagster or unpartitioned for the CLI.
 
-    Partitioned runs of a date range execute as one run (single-run backfill policy); the
+    Partitioned runs of a date range execute as one run unless ``backfill_policy`` says
+    otherwise (``BackfillPolicy.multi_run(n)`` spreads a backfill over runs of n days); the
     unpartitioned variant takes an optional ``start``/``end`` window as run config.
     ``hooks`` sit on the assets, not on a job, so they also run when the assets are
     launched from the asset graph or as a backfill (Dagster's implicit asset job).
     """
     common: dict[str, object] = {
         "partitions_def": partitions_def,
-        "backfill_policy": dg.BackfillPolicy.single_run() if partitions_def else None,
+        "backfill_policy": (backfill_policy or dg.BackfillPolicy.single_run())
+        if partitions_def
+        else None,
         "group_name": GROUP,
         "owners": OWNERS,
         "retry_policy": RETRY,
