@@ -73,6 +73,15 @@ def table_rows(url: str, table: str) -> dict[str, dict[str, Any]]:
         engine.dispose()
 
 
+def table_columns(url: str, table: str) -> dict[str, str]:
+    """Column name → SQL type as the server reports it, upper case."""
+    engine = sa.create_engine(url)
+    try:
+        return {c["name"]: str(c["type"]).upper() for c in sa.inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
 def sample_rows() -> list[dict[str, str]]:
     """The bundled CSV parsed independently of the pipeline (the expected contents)."""
     with open(SAMPLE, encoding="utf-8", newline="") as fh:

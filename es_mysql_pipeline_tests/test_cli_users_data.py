@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from es_mysql_pipeline_tests.helpers import event_rows, table_rows, write_csv
+from es_mysql_pipeline_tests.helpers import table_columns as columns
 from es_mysql_pipeline_tests.test_cli import assert_one_line_error, cli
 
 pytestmark = pytest.mark.integration
@@ -55,14 +56,6 @@ def summary(stdout: str) -> dict[str, str]:
         key, _, value = line.strip().partition("  ")
         out[key.strip()] = value.strip()
     return out
-
-
-def columns(url: str, table: str) -> dict[str, str]:
-    engine = sa.create_engine(url)
-    try:
-        return {c["name"]: str(c["type"]).upper() for c in sa.inspect(engine).get_columns(table)}
-    finally:
-        engine.dispose()
 
 
 def test_a_csv_whose_time_column_is_ts_loads_and_reruns_exactly(

@@ -15,6 +15,7 @@ from es_mysql_pipeline.resources.sinks import SqlSink, TableShape
 from es_mysql_pipeline.resources.sinks.base import SchemaReport
 from es_mysql_pipeline.staging import ColumnStats
 from es_mysql_pipeline_tests.conftest import split_target
+from es_mysql_pipeline_tests.helpers import table_columns as columns
 
 
 def shape(*extra: str, text_bytes: int = 20, ts: bool = True) -> TableShape:
@@ -43,14 +44,6 @@ def load(sink: SqlSink, shp: TableShape, batch: list[dict[str, Any]]) -> tuple[A
         writer.close()
         session.commit()
     return counts, session.schema_report()
-
-
-def columns(url: str, table: str) -> dict[str, str]:
-    engine = sa.create_engine(url)
-    try:
-        return {c["name"]: str(c["type"]).upper() for c in sa.inspect(engine).get_columns(table)}
-    finally:
-        engine.dispose()
 
 
 def test_evolve_adds_columns_and_widens_text(sql_target: str) -> None:
