@@ -259,34 +259,14 @@ def preflight(resources: dict[str, Any]) -> None:
             with engine.connect():
                 pass
         except Exception as exc:
+            from es_mysql_pipeline.resources.sinks.sql.errors import connect_hint
+
             raise ConfigError(
-                f"cannot connect to {sink.describe()['target']}: {sink._clean(exc)}"
-                + _connect_hint(exc)
+                f"cannot connect to {sink.describe()['target']}: {sink.clean_error(exc)}"
+                + connect_hint(exc)
             ) from None
         finally:
             engine.dispose()
-
-
-#: MySQL client/server error codes → the flag or variable that fixes them.
-_CONNECT_HINTS = {
-    1044: "grant the user access to the database named by --db_name",
-    1045: "check --db_user and the password in DB_PASSWORD",
-    1049: "check --db_name (the database must exist)",
-    2002: "check --db_host and --db_port (is the server running?)",
-    2003: "check --db_host and --db_port (is the server running?)",
-    2005: "check --db_host (the host name does not resolve)",
-    2026: "check --db_ssl_ca (TLS could not be set up)",
-}
-
-
-def _connect_hint(exc: BaseException) -> str:
-    """``; <what to fix>`` for connection errors we recognise, else nothing."""
-    orig = getattr(exc, "orig", exc)
-    code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
-    hint = _CONNECT_HINTS.get(code) if code is not None else None
-    if hint is None and "ssl" in str(orig).lower():
-        hint = _CONNECT_HINTS[2026]
-    return f"; {hint}" if hint else ""
 
 
 class Progress:
