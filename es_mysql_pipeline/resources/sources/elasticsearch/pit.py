@@ -1,0 +1,169 @@
+"""Every matching document exactly once, through a point in time + ``search_after``.
+
+A point in time (PIT) freezes the index for the read, and paging with ``search_after`` on
+``_shard_doc`` is a full, stable scan that can resume from the last page's sort values. That
+is what makes retries exact: a failed page is asked for again with the same sort values, so
+nothing is read twice or skipped (Logstash's scroll-based input re-reads on retry).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from elasticsearch import ApiError
+
+from es_mysql_pipeline.errors import SourceError
+from es_mysql_pipeline.metrics.recorder import get_recorder
+from es_mysql_pipeline.records import Record
+from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
+    ContextMissing,
+    NoPit,
+    Retry,
+    Transient,
+)
+from es_mysql_pipeline.resources.sources.elasticsearch.paging import Paging
+from es_mysql_pipeline.resources.sources.elasticsearch.scroll import scroll_pages
+from es_mysql_pipeline.resources.sources.fan_in import fan_in
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _PitState:
+    """The PIT shared by all slices: reopened once per expiry, newest id kept for closing."""
+
+    pit_id: str
+    generation: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def pit_pages(paging: Paging) -> Generator[list[Record], None, None]:
+    """Pages of records from all slices; falls back to scroll where there is no PIT."""
+    stop = threading.Event()
+    try:
+        pit_id, shards = _open_pit(paging, paging.policy.retry(stop))
+    except NoPit:
+        log.warning("Elasticsearch has no point-in-time API here; falling back to scroll")
+        yield from scroll_pages(paging)
+        return
+    state = _PitState(pit_id)
+    n = paging.slices
+    if shards and n > shards:
+        log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, paging.index)
+        n = shards
+    try:
+        query = paging.query()
+        producers = [functools.partial(_pit_slice, paging, state, query, i, n) for i in range(n)]
+        yield from fan_in(producers, stop, name="es-slice")
+    finally:
+        stop.set()
+        try:
+            paging.client.close_point_in_time(id=state.pit_id)
+        except Exception as exc:  # expired already, or the cluster went away: it times out
+            log.info(
+                "closing the point in time failed (%s); it expires on its own",
+                type(exc).__name__,
+            )
+
+
+def _open_pit(paging: Paging, retry: Retry) -> tuple[str, int]:
+    def open_pit() -> Any:
+        try:
+            return paging.client.open_point_in_time(
+                index=paging.index, keep_alive=paging.keep_alive
+            )
+        except ApiError as exc:
+            text = str(exc.body)
+            if exc.meta.status in (400, 404, 405) and (
+                "no handler found" in text or "Incorrect HTTP method" in text
+            ):
+                raise NoPit() from None
+            raise
+
+    resp = paging.policy.call("open point in time", retry, open_pit)
+    shards = int(((resp.get("_shards") or {}).get("total")) or 0)
+    return str(resp["id"]), shards
+
+
+def _reopen(
+    paging: Paging, state: _PitState, seen_gen: int, stop: threading.Event
+) -> tuple[str, int]:
+    with state.lock:
+        if state.generation == seen_gen:
+            log.warning("Elasticsearch point in time expired; reopening and resuming")
+            get_recorder().retry("fetch")
+            state.pit_id, _ = _open_pit(paging, paging.policy.retry(stop))
+            state.generation += 1
+        return state.pit_id, state.generation
+
+
+def _pit_slice(
+    paging: Paging,
+    state: _PitState,
+    query: dict[str, Any],
+    slice_id: int,
+    nslices: int,
+    stop: threading.Event,
+) -> Iterator[list[Record]]:
+    policy = paging.policy
+    retry = policy.retry(stop)
+    with state.lock:
+        pit_id, gen = state.pit_id, state.generation
+    search_after: list[Any] | None = None
+    expiries = 0
+    base = paging.search_body(query)
+    base["sort"] = [{"_shard_doc": "asc"}]
+    if nslices > 1:
+        base["slice"] = {"id": slice_id, "max": nslices}
+    while not stop.is_set():
+        body = {**base, "pit": {"id": pit_id, "keep_alive": paging.keep_alive}}
+        if search_after is not None:
+            body["search_after"] = search_after
+        try:
+            resp = policy.call(
+                "search",
+                retry,
+                functools.partial(
+                    paging.client.search, body=body, allow_partial_search_results=False
+                ),
+            )
+        except ContextMissing:
+            expiries += 1
+            if expiries > policy.max_retries:
+                raise SourceError(
+                    f"Elasticsearch point in time keeps expiring on {policy.target}; "
+                    f"raise keep_alive (now {paging.keep_alive})"
+                ) from None
+            pit_id, gen = _reopen(paging, state, gen, stop)
+            continue
+        pit_id = str(resp.get("pit_id") or pit_id)  # the newest id for the next request
+        with state.lock:
+            if state.generation == gen:
+                state.pit_id = pit_id
+        shards = resp.get("_shards") or {}
+        if shards.get("failed"):
+            _shard_failure(shards, retry)
+            continue
+        hits = resp["hits"]["hits"]
+        if not hits:
+            return
+        yield [paging.record(h) for h in hits]
+        search_after = hits[-1]["sort"]
+        if len(hits) < paging.page_size:
+            return
+
+
+def _shard_failure(shards: dict[str, Any], retry: Retry) -> None:
+    """A page with failed shards is incomplete: ask for it again rather than skip data."""
+    reason = ""
+    failures = shards.get("failures") or []
+    if failures:
+        reason = str((failures[0].get("reason") or {}).get("type", ""))
+    retry.wait_or_raise(
+        Transient(f"{shards.get('failed')} shard(s) failed {reason}".strip()), "search"
+    )

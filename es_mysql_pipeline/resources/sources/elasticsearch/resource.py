@@ -1,0 +1,402 @@
+"""The Elasticsearch source resource: settings, credentials, the client and the read.
+
+Paging lives in :mod:`.pit` (point in time + ``search_after``) and :mod:`.scroll` (the
+fallback); what a failure means in :mod:`.errors`; the time field in :mod:`.time_field`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import dagster as dg
+from elasticsearch import Elasticsearch
+from elasticsearch import __versionstr__ as CLIENT_VERSION
+from pydantic import PrivateAttr
+
+from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.records import (
+    Batch,
+    TimeWindow,
+    batched,
+    redact,
+    timestamp_setting,
+)
+from es_mysql_pipeline.resources.sources.base import RecordSource
+from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
+    ErrorPolicy,
+    version_mismatch_message,
+)
+from es_mysql_pipeline.resources.sources.elasticsearch.paging import Paging
+from es_mysql_pipeline.resources.sources.elasticsearch.pit import pit_pages
+from es_mysql_pipeline.resources.sources.elasticsearch.scroll import scroll_pages
+from es_mysql_pipeline.resources.sources.elasticsearch.time_field import (
+    TimeField,
+    detect_time_field,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 10_000  # index.max_result_window: ES rejects larger pages
+_KEEP_ALIVE_RE = re.compile(r"^\d+(nanos|micros|ms|s|m|h|d)$")
+
+
+class ElasticsearchSource(RecordSource):
+    """Reads an index (or pattern) of an Elasticsearch 8/9 cluster, optionally one time window.
+
+    Credentials come from ``dg.EnvVar("ES_API_KEY")`` / ``dg.EnvVar("ES_PASSWORD")`` and never
+    appear in logs, metadata or error messages.
+    """
+
+    #: ``http(s)://host:port`` URLs; ``localhost:9200`` means ``http://localhost:9200``.
+    hosts: list[str]
+    #: an index name, alias, comma-separated list or ``*`` pattern
+    index: str
+    #: Query DSL as JSON (``{"term": {...}}`` or ``{"query": {...}}``), ANDed with the window
+    query: str | None = None
+    #: the event-time field (a ``date`` in the mapping); unset: detected from the mapping
+    #: among :data:`~es_mysql_pipeline.records.TIMESTAMP_CANDIDATES` (else the only date
+    #: field); ``none``: the index has none. Only windowed and partitioned runs need one.
+    timestamp_field: str | None = None
+    api_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_certs: str | None = None
+    verify_certs: bool = True
+    source_includes: list[str] | None = None
+    source_excludes: list[str] | None = None
+    page_size: int = 1000
+    request_timeout: float = 30
+    #: parallel PIT slices, capped at the primary shard count
+    slices: int = 1
+    include_index: bool = False
+    #: consecutive transient failures tolerated per request before giving up
+    max_retries: int = 5
+    keep_alive: str = "2m"
+    #: first backoff step in seconds (doubles per retry, with jitter) and its cap
+    retry_backoff: float = 0.5
+    retry_backoff_max: float = 30.0
+
+    timestamp_setting_names: ClassVar[str] = "--es_timestamp_field / ES_TIMESTAMP_FIELD"
+
+    #: the resolved time field, detected at most once per resource instance (Dagster builds
+    #: a fresh instance per run, so a changed mapping is seen by the next run)
+    _time_field: TimeField | None = PrivateAttr(default=None)
+
+    # -- RecordSource ----------------------------------------------------------------------
+
+    def id_key(self) -> str:
+        return "_id"
+
+    def timestamp_key(self) -> str | None:
+        """The configured time field, or the one detected from the index mapping (one
+        mapping request, then cached); ``None`` when there is none."""
+        return self._resolve_time_field().name
+
+    def describe(self) -> dict[str, str]:
+        """Never connects: a time field still to be detected shows as such."""
+        hosts = ",".join(self._urls())
+        return {
+            "type": "elasticsearch",
+            "target": f"{hosts}/{self.index}",
+            "hosts": hosts,
+            "index": self.index,
+            "timestamp_field": self.timestamp_field_description(),
+        }
+
+    def timestamp_field_description(self) -> str:
+        """``event_time (detected)``, ``none (not detected)``, a configured name as is,
+        ``none`` when configured so, or ``auto (from the mapping)`` before the first read."""
+        detect, name = timestamp_setting(self.timestamp_field)
+        if not detect:
+            return name or "none"
+        if self._time_field is None:
+            return "auto (from the mapping)"
+        if self._time_field.name is None:
+            return "none (not detected)"
+        return f"{self._time_field.name} (detected)"
+
+    def no_time_field(self, window: TimeWindow) -> ConfigError:
+        """The one line a windowed run on data without a time field fails with."""
+        choice = self._resolve_time_field()
+        if choice.how == "missing":
+            return ConfigError(
+                f"Elasticsearch index not found: no such index [{self.index}] "
+                f"(es_index={self.index!r}); check the index name or pattern"
+            )
+        if choice.how == "configured":
+            why = f"es_timestamp_field is {self.timestamp_field!r} (no time field)"
+        else:
+            why = choice.why
+        return ConfigError(
+            f"{why}; the run for {window.label()} is windowed or partitioned and needs "
+            f"one: set {self.timestamp_setting_names} to the index's date field, or run "
+            "without a window to read everything"
+        )
+
+    def check(self) -> None:
+        """Validate settings, connect (``GET /``) and insist on a matching client major."""
+        self._validate()
+        client = self._client()
+        try:
+            self._server_version(client)
+        finally:
+            client.close()
+
+    def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size} must be at least 1")
+        self._validate()
+        client = self._client()
+        try:
+            version = self._server_version(client)
+            if window is not None:
+                self._resolve_time_field(client)
+            pit_ok = version >= (7, 10)
+            log.info(
+                "Reading Elasticsearch %s%s with %s, page size %d, %d slice(s)",
+                self._target(),
+                f" for {window.label()}" if window else "",
+                "PIT + search_after" if pit_ok else "scroll",
+                self.page_size,
+                self.slices,
+            )
+            paging = Paging(
+                client=client,
+                policy=self._policy(),
+                index=self.index,
+                keep_alive=self.keep_alive,
+                page_size=self.page_size,
+                slices=self.slices,
+                include_index=self.include_index,
+                source_includes=self.source_includes,
+                source_excludes=self.source_excludes,
+                query=lambda: self._build_query(window),
+            )
+            pages = pit_pages(paging) if pit_ok else scroll_pages(paging)
+            try:
+                yield from batched((record for page in pages for record in page), batch_size)
+            finally:
+                pages.close()  # stops the slices and closes the PIT before the client goes
+        finally:
+            client.close()
+
+    # -- settings --------------------------------------------------------------------------
+
+    def _validate(self) -> None:
+        if not self.hosts or not all(h.strip() for h in self.hosts):
+            raise ConfigError("es_url: give at least one Elasticsearch URL, e.g. localhost:9200")
+        for host in self.hosts:
+            parts = urlsplit(_with_scheme(host))
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(
+                    f"es_url: {self._redact(host)!r} is not an http(s) URL like "
+                    "https://es.example.com:9200"
+                )
+            try:
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError:
+                raise ConfigError(f"es_url: {self._redact(host)!r} has an invalid port") from None
+        if not self.index.strip():
+            raise ConfigError("es_index: give an index name or pattern, e.g. logs-*")
+        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
+            raise ConfigError(
+                f"page_size={self.page_size} must be between 1 and {MAX_PAGE_SIZE} "
+                "(Elasticsearch's index.max_result_window)"
+            )
+        if self.slices < 1:
+            raise ConfigError(f"slices={self.slices} must be at least 1")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries={self.max_retries} must be 0 or more")
+        if self.request_timeout <= 0:
+            raise ConfigError(f"request_timeout={self.request_timeout} must be positive")
+        if not _KEEP_ALIVE_RE.match(self.keep_alive):
+            raise ConfigError(f"keep_alive={self.keep_alive!r} must be a time value like 2m or 90s")
+        if self.ca_certs and not os.path.isfile(self.ca_certs):
+            raise ConfigError(f"ca_certs: {self.ca_certs!r} does not exist or is not a file")
+        if self.api_key is None and _resolve(self.password) and not self._username():
+            raise ConfigError("ES_PASSWORD is set but no username: set es_username as well")
+        self._user_query()
+
+    def _user_query(self) -> dict[str, Any] | None:
+        if not self.query or not self.query.strip():
+            return None
+        try:
+            parsed = json.loads(self.query)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"es_query is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            ) from None
+        if isinstance(parsed, dict) and set(parsed) == {"query"}:
+            parsed = parsed["query"]
+        if not isinstance(parsed, dict) or not parsed:
+            raise ConfigError(
+                'es_query must be a Query DSL object, e.g. {"term": {"service": "api"}}'
+            )
+        return parsed
+
+    def _build_query(self, window: TimeWindow | None) -> dict[str, Any]:
+        """The user's query ANDed (in filter context: no scoring) with ``[start, end)``."""
+        filters: list[dict[str, Any]] = []
+        user = self._user_query()
+        if user is not None:
+            filters.append(user)
+        if window is not None:
+            ts_field = self.timestamp_key()
+            if ts_field is None:
+                raise self.no_time_field(window)
+            filters.append(
+                {
+                    "range": {
+                        ts_field: {
+                            "gte": _es_time(window.start),
+                            "lt": _es_time(window.end),
+                            "format": "strict_date_optional_time",
+                        }
+                    }
+                }
+            )
+        if not filters:
+            return {"match_all": {}}
+        return {"bool": {"filter": filters}}
+
+    def _urls(self) -> list[str]:
+        """Host URLs with any ``user:password@`` removed (that goes into basic auth)."""
+        out = []
+        for host in self.hosts:
+            parts = urlsplit(_with_scheme(host.strip()))
+            netloc = parts.netloc.rpartition("@")[2]
+            out.append(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
+        return out
+
+    def _url_credentials(self) -> tuple[str, str] | None:
+        for host in self.hosts:
+            parts = urlsplit(_with_scheme(host.strip()))
+            if parts.username:
+                return parts.username, parts.password or ""
+        return None
+
+    def _username(self) -> str | None:
+        user = _resolve(self.username)
+        if user:
+            return user
+        creds = self._url_credentials()
+        return creds[0] if creds else None
+
+    def _secrets(self) -> list[str | None]:
+        creds = self._url_credentials()
+        return [_resolve(self.api_key), _resolve(self.password), creds[1] if creds else None]
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets())
+
+    def _target(self) -> str:
+        return f"{','.join(self._urls())}/{self.index}"
+
+    def _policy(self) -> ErrorPolicy:
+        return ErrorPolicy(
+            url=",".join(self._urls()),
+            index=self.index,
+            request_timeout=self.request_timeout,
+            max_retries=self.max_retries,
+            retry_backoff=self.retry_backoff,
+            retry_backoff_max=self.retry_backoff_max,
+            redact=self._redact,
+        )
+
+    def _client(self) -> Elasticsearch:
+        kwargs: dict[str, Any] = {}
+        api_key = _resolve(self.api_key)
+        user = self._username()
+        password = _resolve(self.password)
+        if password is None and (creds := self._url_credentials()):
+            password = creds[1]
+        if api_key:
+            kwargs["api_key"] = api_key
+        elif user:
+            kwargs["basic_auth"] = (user, password or "")
+        if self.ca_certs:
+            kwargs["ca_certs"] = self.ca_certs
+        if not self.verify_certs:
+            kwargs["verify_certs"] = False
+            kwargs["ssl_show_warn"] = False
+            log.warning("verify_certs=false: the Elasticsearch server certificate is not checked")
+        try:
+            return Elasticsearch(
+                self._urls(),
+                request_timeout=self.request_timeout,
+                # Retries are ours: they honour Retry-After, count in metrics and resume paging.
+                max_retries=0,
+                retry_on_status=(),
+                retry_on_timeout=False,
+                connections_per_node=max(10, self.slices + 2),
+                **kwargs,
+            )
+        except ValueError as exc:
+            raise ConfigError(self._redact(f"es_url / TLS settings rejected: {exc}")) from None
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _server_version(self, client: Elasticsearch) -> tuple[int, int]:
+        """``GET /`` without compatibility headers, so any major answers and can be compared."""
+        policy = self._policy()
+        info = policy.call(
+            "connect",
+            policy.retry(threading.Event()),
+            lambda: client.perform_request("GET", "/", headers={"accept": "*/*"}).body,
+        )
+        number = str(((info or {}).get("version") or {}).get("number", ""))
+        m = re.match(r"(\d+)\.(\d+)", number)
+        if not m:
+            raise ConfigError(f"the server at {','.join(self._urls())} did not report a version")
+        major, minor = int(m.group(1)), int(m.group(2))
+        client_major = int(CLIENT_VERSION.split(".")[0])
+        if major != client_major:
+            raise ConfigError(version_mismatch_message(number, major, ",".join(self._urls())))
+        return major, minor
+
+    def _resolve_time_field(self, client: Elasticsearch | None = None) -> TimeField:
+        """The time field, detected at most once (a missing index is asked again)."""
+        if self._time_field is not None:
+            return self._time_field
+        detect, name = timestamp_setting(self.timestamp_field)
+        if not detect:
+            choice = TimeField(name, "configured")
+        elif client is not None:
+            choice = detect_time_field(client, self._policy(), self.timestamp_setting_names)
+        else:
+            self._validate()
+            own = self._client()
+            try:
+                choice = detect_time_field(own, self._policy(), self.timestamp_setting_names)
+            finally:
+                own.close()
+        if choice.how != "missing":
+            self._time_field = choice
+        return choice
+
+
+def _resolve(value: str | None) -> str | None:
+    """An ``EnvVar`` read outside a Dagster run is still its name; read the environment."""
+    if isinstance(value, dg.EnvVar):
+        return value.get_value()
+    return value
+
+
+def _with_scheme(host: str) -> str:
+    return host if "://" in host else f"http://{host}"
+
+
+def _es_time(dt: datetime) -> str:
+    """``strict_date_optional_time`` in UTC, keeping sub-second bounds exact."""
+    dt = dt.astimezone(timezone.utc)
+    if dt.microsecond:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
