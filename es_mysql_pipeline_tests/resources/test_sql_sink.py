@@ -121,7 +121,7 @@ def test_injection_in_table_name_is_refused() -> None:
 
 @pytest.mark.integration
 def test_wrong_password_is_one_clear_line(mysql_url: str) -> None:
-    from es_mysql_pipeline.cli import preflight
+    from es_mysql_pipeline.cli.resources import preflight
     from es_mysql_pipeline.resources.sources import CsvSource
     from es_mysql_pipeline_tests.helpers import SAMPLE
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from es_mysql_pipeline_tests.cli.test_main import assert_one_line_error, cli
 from es_mysql_pipeline_tests.helpers import event_rows, table_rows, write_csv
 from es_mysql_pipeline_tests.helpers import table_columns as columns
-from es_mysql_pipeline_tests.test_cli import assert_one_line_error, cli
 
 pytestmark = pytest.mark.integration
 

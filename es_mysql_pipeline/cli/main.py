@@ -1,0 +1,183 @@
+"""``es-mysql-pipeline``: the seed script's command line, running the same Dagster assets.
+
+Exit codes: 0 success; 1 the run failed or more records failed than ``--max-failed-ratio``;
+2 bad usage or configuration (one line on stderr, no traceback unless ``--debug``); 130
+stopped by Ctrl+C or SIGTERM. Nothing here imports Dagster before a run needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from es_mysql_pipeline import lifecycle
+from es_mysql_pipeline.cli.parser import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+    build_parser,
+)
+from es_mysql_pipeline.cli.progress import Progress
+from es_mysql_pipeline.cli.report import failure_message, print_summary, step_metadata
+from es_mysql_pipeline.cli.resources import build_resources, preflight
+from es_mysql_pipeline.errors import ConfigError, PipelineError
+
+
+def run(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from es_mysql_pipeline.assets import build_assets
+
+    resources = build_resources(args)
+    preflight(resources)
+    staging_tmp = None
+    if not args.staging_dir:
+        staging_tmp = tempfile.TemporaryDirectory(prefix="es-mysql-pipeline-")
+        resources["io_manager"] = type(resources["io_manager"])(base_path=staging_tmp.name)
+    metrics = _start_metrics(args, resources)
+    window = {"start": args.start, "end": args.end}
+    if bool(args.start) != bool(args.end):
+        raise ConfigError("give both --start and --end (YYYY-MM-DD), or neither")
+    if args.start:
+        from es_mysql_pipeline.records import TimeWindow
+
+        try:
+            resources["source"].require_timestamp(TimeWindow.from_dates(args.start, args.end))
+        except ValueError as exc:
+            raise ConfigError(f"--start/--end: {exc}") from None
+    progress = Progress(not args.no_progress)
+    lifecycle.set_progress(progress)
+    started = time.perf_counter()
+    run_config = {
+        "ops": {
+            name: {"config": window} for name in ("raw_records", "clean_records", "loaded_records")
+        },
+        "loggers": {"console": {"config": {"log_level": "DEBUG" if args.debug else "CRITICAL"}}},
+    }
+    try:
+        result = _in_background(
+            lambda: dg.materialize(
+                build_assets(None),
+                resources=resources,
+                run_config=run_config,
+                raise_on_error=False,
+            )
+        )
+    finally:
+        progress.close()
+        lifecycle.set_progress(None)
+        if staging_tmp is not None:
+            staging_tmp.cleanup()
+    elapsed = time.perf_counter() - started
+    if not result.success:
+        if metrics is not None:
+            metrics.failed()
+        _stop_metrics(metrics, args.metrics_linger)
+        message, config_error = failure_message(result)
+        if lifecycle.stop_requested():
+            print(f"es-mysql-pipeline: {message}", file=sys.stderr)
+            return EXIT_STOPPED
+        print(f"es-mysql-pipeline: error: {message}", file=sys.stderr)
+        return EXIT_USAGE if config_error else EXIT_FAILED
+    load = step_metadata(result, "loaded_records")
+    meta = {name: step_metadata(result, f"{name}_records") for name in ("raw", "clean")}
+    stages = {
+        "raw": meta["raw"].get("duration_seconds"),
+        "clean": meta["clean"].get("duration_seconds"),
+        "loaded": load.get("duration_seconds"),
+    }
+    print_summary(load, elapsed, stages, meta["raw"].get("timestamp_field"))
+    if metrics is not None:
+        metrics.succeeded()
+    _stop_metrics(metrics, args.metrics_linger)
+    processed = int(load.get("processed", 0))
+    failed = int(load.get("failed", 0))
+    if processed and failed / processed > args.max_failed_ratio:
+        top = meta["clean"].get("top_reject_reason")
+        print(
+            f"es-mysql-pipeline: {failed} of {processed} records failed "
+            f"(more than --max-failed-ratio {args.max_failed_ratio}); see the dead-letter files"
+            + (f"; most often: {top}" if top else ""),
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _in_background(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` off the main thread and wait, so our SIGINT/SIGTERM handlers stay in charge.
+
+    Dagster replaces the SIGINT handler when it runs on the main thread and interrupts the
+    step mid-batch; from another thread it leaves signals alone, and the assets stop cleanly
+    after the batch in flight when :func:`lifecycle.request_stop` is called.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # handed back to the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="pipeline-run")
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)  # short joins keep the main thread responsive to signals
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _start_metrics(args: argparse.Namespace, resources: dict[str, Any]) -> Any:
+    """The metrics endpoint, only when ``--metrics-port`` is given (nothing listens otherwise)."""
+    if args.metrics_port is None:
+        return None
+    from es_mysql_pipeline.metrics.cli_support import start_cli_metrics
+
+    return start_cli_metrics(args, resources)
+
+
+def _stop_metrics(metrics: Any, linger: float = 0.0) -> None:
+    if metrics is not None:
+        if linger > 0 and not lifecycle.stop_requested():
+            lifecycle.wait_for_stop(linger)
+        metrics.stop()
+
+
+def _install_signal_handlers() -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        if lifecycle.stop_requested():
+            os._exit(130)  # second signal: stop now
+        print("\nstopping after the batch in flight (again to abort)...", file=sys.stderr)
+        lifecycle.request_stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.debug:
+        warnings.filterwarnings("ignore")
+    _install_signal_handlers()
+    try:
+        return run(args)
+    except (PipelineError, ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"es-mysql-pipeline: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

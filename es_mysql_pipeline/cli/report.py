@@ -1,0 +1,71 @@
+"""Reading a finished run's outcome: its materialization metadata, its failure, the summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def step_metadata(result: Any, asset: str) -> dict[str, Any]:
+    for event in result.get_asset_materialization_events():
+        if event.asset_key.path[-1] == asset:
+            return {k: v.value for k, v in event.materialization.metadata.items()}
+    return {}
+
+
+def failure_message(result: Any) -> tuple[str, bool]:
+    """The failed step's one-line message, and whether it was a configuration error."""
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        user = data.user_failure_data
+        if user is not None and user.description:
+            kind = user.metadata.get("error_kind")
+            return str(user.description), getattr(kind, "value", kind) == "config"
+        err = data.error
+        while err is not None and err.cause is not None:  # the innermost error says why
+            err = err.cause
+        if err is not None:
+            return err.message.strip().splitlines()[-1], False
+    return "the run failed", False
+
+
+def print_summary(
+    load: dict[str, Any], elapsed: float, stages: dict[str, Any], time_field: str | None
+) -> None:
+    processed = int(load.get("processed", 0))
+    rows: list[tuple[str, Any]] = [
+        ("time field", time_field or "none"),
+        ("processed", processed),
+        ("inserted", load.get("inserted", 0)),
+        ("updated", load.get("updated", 0)),
+        ("skipped (duplicates)", load.get("skipped", 0)),
+        ("failed", load.get("failed", 0)),
+        ("duration", f"{elapsed:.2f} s"),
+        (
+            "  fetch/transform/load",
+            " / ".join(f"{stages.get(k) or 0:.2f} s" for k in ("raw", "clean", "loaded")),
+        ),
+        ("throughput", f"{processed / elapsed:,.0f} records/s" if elapsed > 0 else "-"),
+    ]
+    if load.get("columns_added") or load.get("columns_widened"):
+        rows.append(
+            (
+                "schema changes",
+                f"{load.get('columns_added', 0)} columns added, "
+                f"{load.get('columns_widened', 0)} widened",
+            )
+        )
+    if load.get("fields_discarded"):
+        rows.append(
+            ("fields discarded", f"{load['fields_discarded']}: {load.get('discarded_fields', '')}")
+        )
+    for label, key in (
+        ("dead letter (transform)", "transform_dead_letter_path"),
+        ("dead letter (load)", "dead_letter_path"),
+    ):
+        path = load.get(key)
+        if path and path != "(none)":
+            rows.append((label, path))
+    width = max(len(k) for k, _ in rows)
+    print("Summary")
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")

@@ -1,0 +1,131 @@
+"""Flags to the same resources the Dagster definitions use, checked before data moves."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from es_mysql_pipeline.errors import ConfigError
+
+
+def build_resources(args: argparse.Namespace) -> dict[str, Any]:
+    """Map flags to the same resources the Dagster definitions use."""
+    from es_mysql_pipeline.io_manager import StagingIOManagerResource
+    from es_mysql_pipeline.resources.settings import PipelineSettings
+    from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
+    from es_mysql_pipeline.resources.sources import CsvSource
+
+    source: Any
+    if args.source_type == "csv":
+        if not args.csv_file:
+            raise ConfigError("--csv_file is required with --source_type csv")
+        source = CsvSource(
+            path=args.csv_file,
+            delimiter=args.delimiter,
+            encoding=args.encoding,
+            id_column=args.id_column,
+            timestamp_column=args.timestamp_column,
+        )
+    else:
+        source = _elasticsearch_source(args)
+
+    sink: Any
+    common = {"batch_size": args.batch_size, "workers": args.workers, "write_mode": args.write_mode}
+    if args.batch_size < 1 or args.workers < 1:
+        raise ConfigError("--batch-size and --workers must be at least 1")
+    if args.transform_processes < 0:
+        raise ConfigError("--transform-processes must be 0 (one per core) or more")
+    if not 0 <= args.max_failed_ratio <= 1:
+        raise ConfigError("--max-failed-ratio must be between 0 and 1")
+    if args.sink_type == "file":
+        if not args.output_file:
+            raise ConfigError("--output_file is required with --sink_type file")
+        sink = JsonlSink(path=args.output_file, **common)
+    elif args.sink_type == "sqlite":
+        if not args.db_path:
+            raise ConfigError("--db_path is required with --sink_type sqlite")
+        sink = SqlSink(
+            url=f"sqlite:///{args.db_path}",
+            table=args.db_table,
+            schema_contract=args.schema_contract,
+            **common,
+        )
+    else:
+        password = os.environ.get("DB_PASSWORD")
+        if args.db_pass:
+            logging.getLogger("es_mysql_pipeline").warning(
+                "--db_pass is visible to other users in the process list; "
+                "set DB_PASSWORD in the environment instead"
+            )
+            password = args.db_pass
+        from sqlalchemy.engine import URL
+
+        url = URL.create(
+            "mysql+pymysql",
+            username=args.db_user,
+            host=args.db_host,
+            port=args.db_port,
+            database=args.db_name,
+        )
+        sink = SqlSink(
+            url=url.render_as_string(hide_password=False),
+            password=password or None,
+            table=args.db_table,
+            ssl_ca=args.db_ssl_ca,
+            schema_contract=args.schema_contract,
+            **common,
+        )
+    settings = PipelineSettings(
+        pipeline_id=args.pipeline_id,
+        dead_letter_dir=args.dead_letter_dir,
+        fetch_batch_size=max(args.batch_size, 1000),
+        analyzer=args.analyzer,
+        transform_processes=args.transform_processes,
+        max_failed_ratio=args.max_failed_ratio,
+    )
+    staging = StagingIOManagerResource(base_path=args.staging_dir or "")
+    return {"source": source, "sink": sink, "settings": settings, "io_manager": staging}
+
+
+def _elasticsearch_source(args: argparse.Namespace) -> Any:
+    if not args.es_url or not args.es_index:
+        raise ConfigError("--es_url and --es_index are required with --source_type elasticsearch")
+    try:
+        from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
+    except ImportError as exc:  # pragma: no cover - the module ships with the package
+        raise ConfigError(f"Elasticsearch source unavailable: {exc}") from None
+    return ElasticsearchSource(
+        hosts=args.es_url,
+        index=args.es_index,
+        query=args.es_query,
+        timestamp_field=args.es_timestamp_field,
+        api_key=os.environ.get("ES_API_KEY") or None,
+        username=args.es_user or os.environ.get("ES_USER") or None,
+        password=os.environ.get("ES_PASSWORD") or None,
+        ca_certs=args.es_ca_certs,
+        page_size=min(max(args.batch_size, 1), 10_000),
+        slices=args.es_slices,
+    )
+
+
+def preflight(resources: dict[str, Any]) -> None:
+    """Fail fast, before any data moves, on settings that cannot work."""
+    resources["source"].check()
+    sink = resources["sink"]
+    sink.check()
+    if hasattr(sink, "engine"):
+        engine = sink.engine()
+        try:
+            with engine.connect():
+                pass
+        except Exception as exc:
+            from es_mysql_pipeline.resources.sinks.sql.errors import connect_hint
+
+            raise ConfigError(
+                f"cannot connect to {sink.describe()['target']}: {sink.clean_error(exc)}"
+                + connect_hint(exc)
+            ) from None
+        finally:
+            engine.dispose()
