@@ -251,7 +251,8 @@ def map_parallel(
     unseen = mapping.named_columns()
     done = 0
     with _pool(workers) as pool:
-        futures = [pool.submit(_map_run, run) for run in runs]
+        with _stop_signals_blocked():  # the workers start here, with the mask of this thread
+            futures = [pool.submit(_map_run, run) for run in runs]
         try:
             for future in futures:
                 result = future.result()
@@ -284,12 +285,28 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block Ctrl+C and SIGTERM in this thread while it starts workers: a spawned worker
+    inherits the mask, so a Ctrl+C that lands while it is still importing waits, pending,
+    until :func:`_worker_setup` ignores it (else the worker dies with a traceback)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _worker_setup() -> None:
     """Ctrl+C reaches the whole process group: the parent stops after the run in flight and
     cancels the rest, so a worker must not die mid-run (a broken pool, a traceback). And a
     parent killed outright cannot shut the pool down, so a worker watches for that itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # see _stop_signals_blocked
     parent = os.getppid()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 

@@ -8,8 +8,10 @@ import time
 import dagster as dg
 
 from es_mysql_pipeline import lifecycle
+from es_mysql_pipeline import metadata_keys as keys
+from es_mysql_pipeline.assets.failures import step_failed
 from es_mysql_pipeline.assets.partitions import WindowConfig, run_window
-from es_mysql_pipeline.errors import PipelineError, step_failure
+from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.settings import PipelineSettings
@@ -24,20 +26,17 @@ def fetch_records(
     settings: PipelineSettings,
 ) -> dg.MaterializeResult[StagedRecords]:
     """Raw records for the partition, as read from the source."""
-    rec = get_recorder()
     window = run_window(context, config)
     try:
         source.check()
         source.require_timestamp(window)
     except PipelineError as exc:
-        rec.error(type(exc).__name__, "fetch")
-        raise step_failure(exc) from None
+        raise step_failed(exc, "fetch") from None
     started = time.perf_counter()
     try:
         staged = _drain(source, window, settings.fetch_batch_size)
     except PipelineError as exc:
-        rec.error(type(exc).__name__, "fetch")
-        raise step_failure(exc) from None
+        raise step_failed(exc, "fetch") from None
     elapsed = time.perf_counter() - started
     staged = StagedRecords(
         staged.path, staged.rows, staged.id_key, staged.timestamp_key, source_rows=staged.rows
@@ -56,25 +55,25 @@ def fetch_records(
             "window": window.label() if window else "all",
             "source": described["type"],
             "source_target": described["target"],
-            "timestamp_field": time_field,
-            "duration_seconds": round(elapsed, 3),
+            keys.TIMESTAMP_FIELD: time_field,
+            keys.DURATION_SECONDS: round(elapsed, 3),
             "rows_per_second": round(staged.rows / elapsed, 1) if elapsed > 0 else 0.0,
         },
     )
 
 
 def _drain(source: RecordSource, window: TimeWindow | None, batch_size: int) -> StagedRecords:
-    rec = get_recorder()
-    with StageWriter(source.id_key(), source.timestamp_key()) as stage:
+    metrics = get_recorder()
+    with StageWriter(source.id_key(), source.timestamp_key()) as staging:
         batches = source.read_batches(window, batch_size)
         while True:
             t0 = time.perf_counter()
             batch = next(batches, None)
             if batch is None:
                 break
-            rec.duration("fetch", time.perf_counter() - t0)
-            stage.write(batch)
-            rec.records("processed", len(batch), "fetch")
-            lifecycle.progress("fetch", stage.rows)
+            metrics.duration("fetch", time.perf_counter() - t0)
+            staging.write(batch)
+            metrics.records("processed", len(batch), "fetch")
+            lifecycle.progress("fetch", staging.rows)
             lifecycle.raise_if_stopped("fetch")
-        return stage.finish()
+        return staging.finish()

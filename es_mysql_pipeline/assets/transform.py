@@ -8,9 +8,11 @@ import time
 import dagster as dg
 
 from es_mysql_pipeline import lifecycle
+from es_mysql_pipeline import metadata_keys as keys
+from es_mysql_pipeline.assets.failures import step_failed
 from es_mysql_pipeline.assets.partitions import WindowConfig, run_label
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
-from es_mysql_pipeline.errors import ConfigError, PipelineError, step_failure
+from es_mysql_pipeline.errors import ConfigError, PipelineError
 from es_mysql_pipeline.mapping import Analyzer, FieldMapping, load_analyzer
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.resources.settings import PipelineSettings
@@ -31,7 +33,7 @@ def transform_records(
     settings: PipelineSettings,
 ) -> dg.MaterializeResult[StagedRecords]:
     """Clean rows: flattened, renamed, cast and validated; rejects are in the dead letter."""
-    rec = get_recorder()
+    metrics = get_recorder()
     started = time.perf_counter()
     dead = DeadLetterWriter(settings.dead_letter_dir, "transform", run_label(context, config))
     try:
@@ -40,11 +42,10 @@ def transform_records(
         rejects = RejectTally()
         staged, analysis = _transform(raw_records, mapping, analyzer, dead, rejects, settings)
     except PipelineError as exc:
-        rec.error(type(exc).__name__, "transform")
-        raise step_failure(exc) from None
+        raise step_failed(exc, "transform") from None
     if analyzer is not None:
-        rec.analysis("success", analysis[0])
-        rec.analysis("failure", analysis[1])
+        metrics.analysis("success", analysis[0])
+        metrics.analysis("failure", analysis[1])
     elapsed = time.perf_counter() - started
     dead_path = staged.dead_letter
     if dead.count:
@@ -53,14 +54,14 @@ def transform_records(
         "dagster/row_count": staged.rows,
         "clean_records": staged.rows,
         "rejected_records": dead.count,
-        "dead_letter_path": dg.MetadataValue.path(dead_path or "(none)"),
+        keys.DEAD_LETTER_PATH: dg.MetadataValue.path(dead_path or keys.NOTHING),
         "columns": ", ".join(staged.columns),
-        "duration_seconds": round(elapsed, 3),
+        keys.DURATION_SECONDS: round(elapsed, 3),
         "rows_per_second": round(raw_records.rows / elapsed, 1) if elapsed > 0 else 0.0,
     }
     top = rejects.top()
     if top is not None:
-        metadata["top_reject_reason"] = f"{top[1]} records: {top[0]}"
+        metadata[keys.TOP_REJECT_REASON] = f"{top[1]} records: {top[0]}"
     if analyzer is not None:
         metadata.update({"analysis_succeeded": analysis[0], "analysis_failed": analysis[1]})
     return dg.MaterializeResult(value=staged, metadata=metadata)  # type: ignore[arg-type]
@@ -119,6 +120,6 @@ def _transform(
 
 def _count_rejects(n: int) -> None:
     if n:
-        rec = get_recorder()
-        rec.records("failed", n, "transform")
-        rec.dead_letter("transform", n)
+        metrics = get_recorder()
+        metrics.records("failed", n, "transform")
+        metrics.dead_letter("transform", n)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from es_mysql_pipeline import lifecycle
+from es_mysql_pipeline import metadata_keys as keys
 from es_mysql_pipeline.cli.parser import (
     EXIT_FAILED,
     EXIT_OK,
@@ -92,18 +93,18 @@ def run(args: argparse.Namespace) -> int:
     load = step_metadata(result, "loaded_records")
     meta = {name: step_metadata(result, f"{name}_records") for name in ("raw", "clean")}
     stages = {
-        "raw": meta["raw"].get("duration_seconds"),
-        "clean": meta["clean"].get("duration_seconds"),
-        "loaded": load.get("duration_seconds"),
+        "raw": meta["raw"].get(keys.DURATION_SECONDS),
+        "clean": meta["clean"].get(keys.DURATION_SECONDS),
+        "loaded": load.get(keys.DURATION_SECONDS),
     }
-    print_summary(load, elapsed, stages, meta["raw"].get("timestamp_field"))
+    print_summary(load, elapsed, stages, meta["raw"].get(keys.TIMESTAMP_FIELD))
     if metrics is not None:
         metrics.succeeded()
     _stop_metrics(metrics, args.metrics_linger)
-    processed = int(load.get("processed", 0))
-    failed = int(load.get("failed", 0))
+    processed = int(load.get(keys.PROCESSED, 0))
+    failed = int(load.get(keys.FAILED, 0))
     if processed and failed / processed > args.max_failed_ratio:
-        top = meta["clean"].get("top_reject_reason")
+        top = meta["clean"].get(keys.TOP_REJECT_REASON)
         print(
             f"es-mysql-pipeline: {failed} of {processed} records failed "
             f"(more than --max-failed-ratio {args.max_failed_ratio}); see the dead-letter files"

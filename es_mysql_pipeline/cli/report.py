@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from es_mysql_pipeline import metadata_keys as keys
+
 
 def step_metadata(result: Any, asset: str) -> dict[str, Any]:
     for event in result.get_asset_materialization_events():
@@ -18,8 +20,8 @@ def failure_message(result: Any) -> tuple[str, bool]:
         data = event.step_failure_data
         user = data.user_failure_data
         if user is not None and user.description:
-            kind = user.metadata.get("error_kind")
-            return str(user.description), getattr(kind, "value", kind) == "config"
+            kind = user.metadata.get(keys.ERROR_KIND)
+            return str(user.description), getattr(kind, "value", kind) == keys.CONFIG_ERROR_KIND
         err = data.error
         while err is not None and err.cause is not None:  # the innermost error says why
             err = err.cause
@@ -31,14 +33,14 @@ def failure_message(result: Any) -> tuple[str, bool]:
 def print_summary(
     load: dict[str, Any], elapsed: float, stages: dict[str, Any], time_field: str | None
 ) -> None:
-    processed = int(load.get("processed", 0))
+    processed = int(load.get(keys.PROCESSED, 0))
     rows: list[tuple[str, Any]] = [
         ("time field", time_field or "none"),
-        ("processed", processed),
-        ("inserted", load.get("inserted", 0)),
-        ("updated", load.get("updated", 0)),
-        ("skipped (duplicates)", load.get("skipped", 0)),
-        ("failed", load.get("failed", 0)),
+        (keys.PROCESSED, processed),
+        (keys.INSERTED, load.get(keys.INSERTED, 0)),
+        (keys.UPDATED, load.get(keys.UPDATED, 0)),
+        ("skipped (duplicates)", load.get(keys.SKIPPED, 0)),
+        (keys.FAILED, load.get(keys.FAILED, 0)),
         ("duration", f"{elapsed:.2f} s"),
         (
             "  fetch/transform/load",
@@ -46,7 +48,7 @@ def print_summary(
         ),
         ("throughput", f"{processed / elapsed:,.0f} records/s" if elapsed > 0 else "-"),
     ]
-    if load.get("columns_added") or load.get("columns_widened"):
+    if load.get(keys.COLUMNS_ADDED) or load.get(keys.COLUMNS_WIDENED):
         rows.append(
             (
                 "schema changes",
@@ -54,16 +56,16 @@ def print_summary(
                 f"{load.get('columns_widened', 0)} widened",
             )
         )
-    if load.get("fields_discarded"):
+    if load.get(keys.FIELDS_DISCARDED):
         rows.append(
             ("fields discarded", f"{load['fields_discarded']}: {load.get('discarded_fields', '')}")
         )
     for label, key in (
-        ("dead letter (transform)", "transform_dead_letter_path"),
-        ("dead letter (load)", "dead_letter_path"),
+        ("dead letter (transform)", keys.TRANSFORM_DEAD_LETTER_PATH),
+        ("dead letter (load)", keys.DEAD_LETTER_PATH),
     ):
         path = load.get(key)
-        if path and path != "(none)":
+        if path and path != keys.NOTHING:
             rows.append((label, path))
     width = max(len(k) for k, _ in rows)
     print("Summary")

@@ -1,0 +1,188 @@
+"""The threaded load engine, without Dagster: counts, dead letter, failures, back-pressure."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from es_mysql_pipeline import lifecycle
+from es_mysql_pipeline.dead_letter import read_dead_letters
+from es_mysql_pipeline.errors import SinkError
+from es_mysql_pipeline.load_engine import load_staged
+from es_mysql_pipeline.metrics.recorder import NullRecorder, set_recorder
+from es_mysql_pipeline.records import Batch, Record, TimeWindow
+from es_mysql_pipeline.resources.sinks.base import (
+    RecordSink,
+    SinkSession,
+    SinkWriter,
+    TableShape,
+    WriteCounts,
+)
+from es_mysql_pipeline.staging import StagedRecords, StageWriter
+
+#: name -> the rows a MemorySink of that name holds, and what its sessions did
+TABLES: dict[str, dict[str, Record]] = {}
+EVENTS: dict[str, list[str]] = {}
+
+
+class MemorySink(RecordSink):
+    """Keeps rows in memory; refuses ids ending in 7; can fail or dawdle on purpose."""
+
+    name: str
+    fail_on_batch: int = -1
+    seconds_per_batch: float = 0.0
+
+    def open_session(self, shape: TableShape, partition: str | None) -> SinkSession:
+        TABLES.setdefault(self.name, {})
+        EVENTS.setdefault(self.name, []).append("open")
+        return _Session(self)
+
+    def count_rows(
+        self, shape: TableShape, window: TimeWindow | None, partition: str | None
+    ) -> int:
+        return len(TABLES.get(self.name, {}))
+
+    def describe(self) -> dict[str, str]:
+        return {"type": "memory", "target": self.name}
+
+
+class _Session(SinkSession):
+    def __init__(self, sink: MemorySink) -> None:
+        self.sink = sink
+        self.batches = 0
+        self.lock = threading.Lock()
+
+    def writer(self) -> SinkWriter:
+        return _Writer(self)
+
+    def commit(self) -> None:
+        EVENTS[self.sink.name].append("commit")
+
+    def abort(self) -> None:
+        EVENTS[self.sink.name].append("abort")
+
+
+class _Writer(SinkWriter):
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+
+    def write(self, batch: Batch) -> WriteCounts:
+        sink = self.session.sink
+        with self.session.lock:
+            self.session.batches += 1
+            n = self.session.batches
+        EVENTS[sink.name].append(f"worker:{threading.current_thread().name}")
+        if n == sink.fail_on_batch:
+            raise SinkError("the sink broke on purpose")
+        time.sleep(sink.seconds_per_batch)
+        counts = WriteCounts()
+        table = TABLES[sink.name]
+        for record in batch:
+            if str(record["id"]).endswith("7"):
+                counts.failed += 1
+                counts.failures.append((record, "sevens are refused"))
+            elif record["id"] in table:
+                counts.skipped += 1
+            else:
+                table[record["id"]] = record
+                counts.inserted += 1
+        return counts
+
+
+def staged_ids(n: int, frame: int = 50) -> StagedRecords:
+    with StageWriter("id", None) as staging:
+        for start in range(0, n, frame):
+            staging.write([{"id": f"r{i}", "v": i} for i in range(start, min(n, start + frame))])
+        return staging.finish()
+
+
+def shape_of(staged: StagedRecords) -> TableShape:
+    return TableShape("id", None, staged.columns)
+
+
+@pytest.fixture
+def sink_name(request: pytest.FixtureRequest) -> Iterator[str]:
+    name = request.node.name
+    yield name
+    TABLES.pop(name, None)
+    EVENTS.pop(name, None)
+
+
+def test_counts_add_up_across_workers_and_rerun_skips(sink_name: str, tmp_path: Path) -> None:
+    staged = staged_ids(1000)
+    sink = MemorySink(name=sink_name, workers=3, batch_size=25)
+    first = load_staged(staged, sink, shape_of(staged), "all", str(tmp_path))
+    assert (first.counts.inserted, first.counts.failed, first.counts.skipped) == (900, 100, 0)
+    assert first.counts.processed == 1000
+    assert len(TABLES[sink_name]) == 900
+    workers = {e for e in EVENTS[sink_name] if e.startswith("worker:")}
+    assert len(workers) == 3  # every worker thread wrote
+    assert EVENTS[sink_name][-1] == "commit"
+    assert first.dead_letter is not None
+    dead = read_dead_letters(first.dead_letter)
+    assert len(dead) == 100 and {d["reason"] for d in dead} == {"sevens are refused"}
+    assert sorted(d["record"]["id"] for d in dead) == sorted(
+        f"r{i}" for i in range(1000) if str(i).endswith("7")
+    )
+
+    again = load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "again"))
+    assert (again.counts.inserted, again.counts.skipped, again.counts.failed) == (0, 900, 100)
+
+
+def test_an_empty_stage_opens_nothing(sink_name: str, tmp_path: Path) -> None:
+    staged = staged_ids(0)
+    outcome = load_staged(
+        staged, MemorySink(name=sink_name), shape_of(staged), "all", str(tmp_path)
+    )
+    assert outcome.counts.processed == 0 and sink_name not in EVENTS
+
+
+def test_a_writer_error_stops_the_load_aborts_and_publishes_no_dead_letter(
+    sink_name: str, tmp_path: Path
+) -> None:
+    staged = staged_ids(2000)
+    sink = MemorySink(name=sink_name, workers=2, batch_size=10, fail_on_batch=5)
+    with pytest.raises(SinkError, match="broke on purpose"):
+        load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "dl"))
+    assert EVENTS[sink_name][-1] == "abort" and "commit" not in EVENTS[sink_name]
+    written = sum(1 for e in EVENTS[sink_name] if e.startswith("worker:"))
+    assert written < 200 / 2  # stopped early, far from all 200 batches
+    assert not list((tmp_path / "dl").rglob("*.jsonl"))
+
+
+class QueueWatch(NullRecorder):
+    def __init__(self) -> None:
+        self.depths: list[int] = []
+
+    def queue_depth(self, depth: int) -> None:
+        self.depths.append(depth)
+
+
+def test_the_queue_is_bounded_by_the_workers(sink_name: str, tmp_path: Path) -> None:
+    staged = staged_ids(600)
+    watch = QueueWatch()
+    previous = set_recorder(watch)
+    try:
+        sink = MemorySink(name=sink_name, workers=2, batch_size=10, seconds_per_batch=0.005)
+        load_staged(staged, sink, shape_of(staged), "all", str(tmp_path))
+    finally:
+        set_recorder(previous)
+    assert watch.depths and max(watch.depths) <= 2 * 2  # never more than 2 batches a worker
+    assert max(watch.depths) >= 2  # and the reader did run ahead of slow writers
+
+
+def test_a_stop_request_ends_after_the_batches_in_flight(sink_name: str, tmp_path: Path) -> None:
+    staged = staged_ids(1000)
+    sink = MemorySink(name=sink_name, workers=2, batch_size=10)
+    lifecycle.request_stop()
+    try:
+        with pytest.raises(Exception, match="load"):
+            load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "dl"))
+    finally:
+        lifecycle.reset()
+    assert EVENTS[sink_name][-1] == "abort"
+    assert not list((tmp_path / "dl").rglob("*.jsonl"))
