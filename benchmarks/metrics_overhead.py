@@ -42,9 +42,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder
-from es_mysql_pipeline.metrics.recorder import NullRecorder
-from es_mysql_pipeline.metrics.server import start_metrics_server
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
+from es_mysql_pipeline.metrics.endpoint_parent import start_metrics_server
+from es_mysql_pipeline.metrics.recorder import NullRecorder, Recorder
 
 RECORDS = [{"id": i, "message": "request served", "latency_ms": i * 0.5} for i in range(1000)]
 
@@ -126,7 +126,7 @@ def decoy(body: bytes) -> Iterator[tuple[int, int]]:
             proc.wait(10)
 
 
-def work(recorder: NullRecorder, batches: int) -> tuple[float, float]:
+def work(recorder: Recorder, batches: int) -> tuple[float, float]:
     """Wall and CPU seconds of this process to handle ``batches`` batches, recording per
     batch. CPU seconds are what the pipeline's process itself spends (recording, rendering
     for the endpoint): a noisy neighbour stretches wall time but much less CPU time."""

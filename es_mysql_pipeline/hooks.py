@@ -24,7 +24,7 @@ from dagster._core.events import DagsterEventType, EngineEventData
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
-from es_mysql_pipeline.metrics.definitions import (
+from es_mysql_pipeline.metrics.catalog import (
     PUSH_FAILURES,
     RECORD_SPECS,
     STEP_DURATION,

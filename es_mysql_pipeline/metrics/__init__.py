@@ -1,1 +1,1 @@
-"""Prometheus metrics: definitions, the recording API, the HTTP endpoint and Pushgateway."""
+"""Prometheus metrics: the catalog, the recording API, run totals, the HTTP endpoint and Pushgateway."""

@@ -10,10 +10,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from es_mysql_pipeline.hooks import push_step_metrics_on_failure, push_step_metrics_on_success
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder, sample_key
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, sample_key
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.metrics.recorder import set_recorder
-from es_mysql_pipeline.sensors import MetricsCursor, fold_run
+from es_mysql_pipeline.metrics.run_totals import MetricsCursor, fold_run
 from es_mysql_pipeline_tests.fixtures.prometheus import PushgatewayServer
 
 from .metrics_job import FAILED, INSERTED, PROCESSED, fetched, make_defs, run, tick

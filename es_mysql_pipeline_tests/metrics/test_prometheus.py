@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
+from es_mysql_pipeline.metrics.endpoint_parent import start_metrics_server
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
-from es_mysql_pipeline.metrics.server import start_metrics_server
 from es_mysql_pipeline_tests.fixtures.prometheus import REPO, PrometheusServer, PushgatewayServer
 
 from .metrics_job import FAILED, INSERTED, P95_INSERT, PROCESSED, make_defs, run, tick

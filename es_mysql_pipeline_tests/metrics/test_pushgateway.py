@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder, active_prometheus_recorder
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, active_prometheus_recorder
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.metrics.recorder import get_recorder, set_recorder
 from es_mysql_pipeline_tests.fixtures.prometheus import PushgatewayServer, free_port

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from es_mysql_pipeline import __version__
-from es_mysql_pipeline.metrics.definitions import (
+from es_mysql_pipeline.metrics.catalog import (
     RECORDER_SPECS,
     SPECS,
     PrometheusRecorder,

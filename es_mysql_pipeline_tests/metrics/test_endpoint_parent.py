@@ -26,8 +26,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from es_mysql_pipeline.errors import PipelineError
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder
-from es_mysql_pipeline.metrics.server import (
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
+from es_mysql_pipeline.metrics.endpoint_parent import (
     MetricsServer,
     recorder_health,
     redact,
@@ -139,7 +139,7 @@ def test_stop_leaves_no_thread_and_frees_the_port() -> None:
 
 def test_no_server_without_metrics_port() -> None:
     """Importing starts no server: the CLI starts one only with --metrics-port."""
-    import es_mysql_pipeline.metrics.definitions  # noqa: F401 - importing starts nothing
+    import es_mysql_pipeline.metrics.catalog  # noqa: F401 - importing starts nothing
 
     assert not [t for t in threading.enumerate() if t.name.startswith("metrics-server")]
 
@@ -265,7 +265,7 @@ def test_the_child_exits_when_the_pipeline_is_killed(tmp_path: Path) -> None:
     code = (
         "import time\n"
         "from prometheus_client import CollectorRegistry\n"
-        "from es_mysql_pipeline.metrics.server import start_metrics_server\n"
+        "from es_mysql_pipeline.metrics.endpoint_parent import start_metrics_server\n"
         "s = start_metrics_server('127.0.0.1', 0, CollectorRegistry(), {})\n"
         "print(s.port, s.pid, flush=True)\n"
         "time.sleep(60)\n"
@@ -290,7 +290,7 @@ def test_the_pipeline_survives_the_child_dying(
     served: tuple[PrometheusRecorder, MetricsServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     rec, server = served
-    with caplog.at_level(logging.WARNING, logger="es_mysql_pipeline.metrics.server"):
+    with caplog.at_level(logging.WARNING, logger="es_mysql_pipeline.metrics.endpoint_parent"):
         os.kill(server.pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while "exited unexpectedly" not in caplog.text:
