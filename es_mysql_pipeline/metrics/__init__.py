@@ -1,1 +1,1 @@
-"""Prometheus metrics: the catalog, the recording API, run totals, the HTTP endpoint and Pushgateway."""
+"""Prometheus metrics: catalog, recording API, run totals, HTTP endpoint, Pushgateway."""

@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -424,12 +424,6 @@ class PrometheusRecorder:
             }
             self._last_snapshot = now
         return delta
-
-
-def iter_families(registry: CollectorRegistry, kinds: Iterable[str]) -> list[Any]:
-    """The families of ``registry`` whose type is in ``kinds`` (``stateset`` counts as gauge)."""
-    wanted = set(kinds)
-    return [f for f in registry.collect() if f.type in wanted]
 
 
 def enable_process_metrics(

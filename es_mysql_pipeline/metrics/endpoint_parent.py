@@ -345,8 +345,8 @@ def recorder_health(
     """
 
     def health() -> tuple[bool, dict[str, Any]]:
-        rec = recorder or active_prometheus_recorder()
-        state = rec.current_state if rec is not None else "stopped"
+        installed = recorder or active_prometheus_recorder()
+        state = installed.current_state if installed is not None else "stopped"
         return state != "error", {"state": state, "pipeline_id": pipeline_id}
 
     return health

@@ -20,27 +20,27 @@ class FailConfig(dg.Config):
 
 @dg.asset
 def fetched() -> int:
-    rec = get_recorder()
-    rec.records("processed", PROCESSED, "fetch")
-    rec.duration("fetch", 0.2)
+    recorder = get_recorder()
+    recorder.records("processed", PROCESSED, "fetch")
+    recorder.duration("fetch", 0.2)
     return PROCESSED
 
 
 @dg.asset
 def loaded(config: FailConfig, fetched: int) -> None:
-    rec = get_recorder()
-    rec.state("running")
-    rec.records("failed", FAILED, "transform")
-    rec.records("inserted", INSERTED, "load")
-    rec.duration("insert", INSERT_SECONDS)
-    rec.last_record_timestamp(1_700_000_000)
-    rec.dead_letter("transform", FAILED)
+    recorder = get_recorder()
+    recorder.state("running")
+    recorder.records("failed", FAILED, "transform")
+    recorder.records("inserted", INSERTED, "load")
+    recorder.duration("insert", INSERT_SECONDS)
+    recorder.last_record_timestamp(1_700_000_000)
+    recorder.dead_letter("transform", FAILED)
     if config.fail:
-        rec.retry("load")
-        rec.error("ConnectionError", "load")
+        recorder.retry("load")
+        recorder.error("ConnectionError", "load")
         raise RuntimeError("sink went away after the first batch")
-    rec.state("stopped")
-    rec.success()
+    recorder.state("stopped")
+    recorder.success()
 
 
 metrics_job = dg.define_asset_job(

@@ -36,14 +36,14 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 def test_hooks_push_each_step_to_its_own_group(pushgateway: PushgatewayServer) -> None:
     res = PushgatewayResource(url=pushgateway.url, pipeline_id="h")
-    rec = PrometheusRecorder("h", CollectorRegistry())
-    previous = set_recorder(rec)
+    recorder = PrometheusRecorder("h", CollectorRegistry())
+    previous = set_recorder(recorder)
     try:
-        rec.records("processed", 5, "fetch")
-        rec.queue_depth(2)
+        recorder.records("processed", 5, "fetch")
+        recorder.queue_depth(2)
         with dg.build_hook_context(resources={"pushgateway": res}, op=fetched.op) as ctx:
             push_step_metrics_on_success(ctx)
-        rec.records("failed", 2, "load")
+        recorder.records("failed", 2, "load")
         loaded_op = dg.op(name="loaded")(lambda: None)
         with dg.build_hook_context(resources={"pushgateway": res}, op=loaded_op) as ctx:
             push_step_metrics_on_failure(ctx)
