@@ -9,7 +9,10 @@ the totals. Watermarks and totals change in one cursor write, so each run is cou
 exactly once, and the totals survive daemon restarts; a lost Pushgateway is refilled by
 the next push.
 
-Per run it adds: ``pipeline_runs_total{result}``, the run's duration to
+It counts every finished run, of any job, that was to materialize one of our assets
+(:data:`WATCHED_ASSETS`): our job, Dagster's implicit asset job (asset-graph launches,
+backfills), a celery executor job or a user's job. Per run it adds:
+``pipeline_runs_total{result}``, the run's duration to
 ``pipeline_run_duration_seconds``, and the increments each step hook left in the event
 log to the ``_total`` counters and histograms. Then it pushes them all as the group
 ``{job, pipeline_id}``, with ``pipeline_last_success_timestamp_seconds``,
@@ -18,7 +21,8 @@ log to the ``_total`` counters and histograms. Then it pushes them all as the gr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 
 import dagster as dg
 
@@ -56,13 +60,30 @@ def step_deltas(instance: dg.DagsterInstance, run_id: str) -> list[dict[str, flo
     return out
 
 
+def is_run_of(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, asset_keys: AbstractSet[dg.AssetKey]
+) -> bool:
+    """Whether ``run`` (of any job: ours, a user's, a celery job, a backfill) was to
+    materialize one of ``asset_keys``: its planned assets, written when the run is created,
+    so a run that crashed before its first step counts too."""
+    if run.asset_selection and run.asset_selection & asset_keys:
+        return True
+    for entry in instance.all_logs(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+    ):
+        event = entry.dagster_event
+        if event is not None and event.asset_key in asset_keys:
+            return True
+    return False
+
+
 def evaluate_metrics_sensor(
     context: dg.SensorEvaluationContext,
     pushgateway: PushgatewayResource,
-    job_names: Sequence[str],
+    asset_keys: AbstractSet[dg.AssetKey],
     fetch_limit: int = DEFAULT_FETCH_LIMIT,
 ) -> dg.SkipReason:
-    """One tick: fold newly finished runs of ``job_names`` into the cursor, then push."""
+    """One tick: fold newly finished runs of ``asset_keys`` into the cursor, then push."""
     if not pushgateway.enabled:
         return dg.SkipReason("pushgateway.url is empty: run metrics are not pushed")
     pid = pushgateway.pipeline_id
@@ -83,7 +104,7 @@ def evaluate_metrics_sensor(
         for record in records:
             cursor.after[event_type.value] = record.storage_id
             run_record = instance.get_run_record_by_id(record.event_log_entry.run_id)
-            if run_record is None or run_record.dagster_run.job_name not in job_names:
+            if run_record is None or not is_run_of(instance, run_record.dagster_run, asset_keys):
                 continue
             start, end = run_record.start_time, run_record.end_time or record.timestamp
             fold_run(
@@ -103,38 +124,43 @@ def evaluate_metrics_sensor(
         cursor.push_failures += 1
     context.update_cursor(cursor.to_json())
     return dg.SkipReason(
-        f"counted {counted} finished run(s) of {', '.join(job_names)}; "
+        f"counted {counted} finished run(s) of {_names(asset_keys)}; "
         f"{cursor.runs_counted} counted in all"
     )
 
 
-#: The job and Dagster's implicit asset job, which runs launches from the asset graph and
-#: asset backfills.
-WATCHED_JOBS = ("records_job", "__ASSET_JOB")
+#: Our assets: a finished run of any job that was to materialize one of them is counted.
+WATCHED_ASSETS: frozenset[dg.AssetKey] = frozenset(
+    dg.AssetKey(name) for name in ("raw_records", "clean_records", "loaded_records")
+)
+
+
+def _names(asset_keys: AbstractSet[dg.AssetKey]) -> str:
+    return ", ".join(sorted(key.to_user_string() for key in asset_keys))
 
 
 def build_pipeline_metrics_sensor(
-    job_names: Sequence[str] = WATCHED_JOBS,
+    asset_keys: Iterable[dg.AssetKey] = WATCHED_ASSETS,
     name: str = "pipeline_metrics_sensor",
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
-    """The sensor for ``job_names``; it needs the ``pushgateway`` resource."""
-    names = tuple(job_names)
+    """The sensor for runs of ``asset_keys`` (whatever their job); needs ``pushgateway``."""
+    keys = frozenset(asset_keys)
 
     @dg.sensor(
         name=name,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description=(
-            "Pushes run outcomes, durations and monotonic record totals of "
-            f"{', '.join(names)} to the Pushgateway (totals live in the cursor)."
+            "Pushes run outcomes, durations and monotonic record totals of every run of "
+            f"{_names(keys)} to the Pushgateway (totals live in the cursor)."
         ),
     )
     def _sensor(
         context: dg.SensorEvaluationContext, pushgateway: PushgatewayResource
     ) -> dg.SkipReason:
-        return evaluate_metrics_sensor(context, pushgateway, names)
+        return evaluate_metrics_sensor(context, pushgateway, keys)
 
     return _sensor
 

@@ -123,6 +123,23 @@ def test_sensor_counts_each_run_once_across_failures_and_restarts(
     assert MetricsCursor.from_json(cursor).runs_counted == 5
 
 
+def test_sensor_counts_runs_of_our_assets_whatever_their_job(
+    pushgateway: PushgatewayServer, instance: dg.DagsterInstance
+) -> None:
+    """Issue 11: a user's job over our assets is counted (once); a job of other assets is not."""
+    defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="any"))
+    assert run(defs, instance, job_name="user_job")
+    assert run(defs, instance, job_name="metrics_job")
+    assert run(defs, instance, job_name="unrelated_job")
+    cursor = tick(defs, instance, None)
+    cursor = tick(defs, instance, cursor)  # nothing new: nothing counted twice
+    assert gateway_samples(pushgateway, "pipeline_runs_total", result="success") == [2]
+    assert gateway_samples(pushgateway, "pipeline_records_processed_total", stage="fetch") == [
+        2 * PROCESSED
+    ]
+    assert MetricsCursor.from_json(cursor).runs_counted == 2
+
+
 def test_sensor_survives_a_down_pushgateway(instance: dg.DagsterInstance) -> None:
     defs = make_defs(
         PushgatewayResource(url="http://127.0.0.1:9", pipeline_id="d", timeout_seconds=0.5)
