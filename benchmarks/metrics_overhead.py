@@ -42,9 +42,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder
-from es_mysql_pipeline.metrics.recorder import NullRecorder
-from es_mysql_pipeline.metrics.server import start_metrics_server
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
+from es_mysql_pipeline.metrics.endpoint_parent import start_metrics_server
+from es_mysql_pipeline.metrics.recorder import NullRecorder, Recorder
 
 RECORDS = [{"id": i, "message": "request served", "latency_ms": i * 0.5} for i in range(1000)]
 
@@ -126,7 +126,7 @@ def decoy(body: bytes) -> Iterator[tuple[int, int]]:
             proc.wait(10)
 
 
-def work(recorder: NullRecorder, batches: int) -> tuple[float, float]:
+def work(recorder: Recorder, batches: int) -> tuple[float, float]:
     """Wall and CPU seconds of this process to handle ``batches`` batches, recording per
     batch. CPU seconds are what the pipeline's process itself spends (recording, rendering
     for the endpoint): a noisy neighbour stretches wall time but much less CPU time."""
@@ -201,7 +201,7 @@ def _add(row: dict[str, Any], timing: tuple[float, float]) -> None:
 
 def measure(batches: int, repeats: int, rates: list[float], scrapers: int) -> list[dict[str, Any]]:
     """One row per mode: median seconds over ``repeats`` interleaved rounds, and more."""
-    rec = PrometheusRecorder("bench", CollectorRegistry())
+    prometheus_recorder = PrometheusRecorder("bench", CollectorRegistry())
     null = NullRecorder()
     modes: list[dict[str, Any]] = [
         {"mode": "metrics off", "runs": []},
@@ -223,8 +223,10 @@ def measure(batches: int, repeats: int, rates: list[float], scrapers: int) -> li
                     "scraper_cpu": 0.0,
                 }
             )
-    with start_metrics_server("127.0.0.1", 0, rec.registry, {}, recorder=rec) as server:
-        work(rec, batches // 4)  # warm up, and metrics to render
+    with start_metrics_server(
+        "127.0.0.1", 0, prometheus_recorder.registry, {}, recorder=prometheus_recorder
+    ) as server:
+        work(prometheus_recorder, batches // 4)  # warm up, and metrics to render
         work(null, batches // 4)
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics") as resp:
             body = resp.read()
@@ -236,13 +238,13 @@ def measure(batches: int, repeats: int, rates: list[float], scrapers: int) -> li
             try:
                 for _ in range(repeats):
                     _add(modes[0], work(null, batches))
-                    _add(modes[1], work(rec, batches))
+                    _add(modes[1], work(prometheus_recorder, batches))
                     for row in modes[2:]:
                         pool, serving = pools[row["target"]]
                         renders, child0, scr0 = server.renders, cpu_seconds(serving), pool.cpu()
                         pool.go(row["rate"])
                         time.sleep(0.2)  # scrapers up to speed before the clock starts
-                        _add(row, work(rec, batches))
+                        _add(row, work(prometheus_recorder, batches))
                         got = pool.stop()
                         row["ok"] += got["ok"]
                         row["failed"] += got["failed"]

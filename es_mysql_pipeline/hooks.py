@@ -20,11 +20,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster._core.events import DagsterEventType, EngineEventData
+
+# Dagster has no public way for a hook to write metadata into its run's event log; the
+# engine event (read back by the sensor through public EventLogEntry fields) is the one
+# private name this module needs.
+from dagster._core.events import EngineEventData
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
-from es_mysql_pipeline.metrics.definitions import (
+from es_mysql_pipeline.metrics.catalog import (
     PUSH_FAILURES,
     RECORD_SPECS,
     STEP_DURATION,
@@ -104,7 +108,7 @@ def _step_duration(context: dg.HookContext, instance: dg.DagsterInstance | None)
     step_key = _step_key(context)
     starts = [
         e.timestamp
-        for e in instance.all_logs(context.run_id, of_type=DagsterEventType.STEP_START)
+        for e in instance.all_logs(context.run_id, of_type=dg.DagsterEventType.STEP_START)
         if e.step_key == step_key
     ]
     return max(0.0, time.time() - max(starts)) if starts else None

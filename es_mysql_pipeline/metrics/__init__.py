@@ -1,1 +1,1 @@
-"""Prometheus metrics: definitions, the recording API, the HTTP endpoint and Pushgateway."""
+"""Prometheus metrics: catalog, recording API, run totals, HTTP endpoint, Pushgateway."""

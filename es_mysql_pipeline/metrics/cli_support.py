@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from es_mysql_pipeline import __version__
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder, enable_process_metrics
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, enable_process_metrics
+from es_mysql_pipeline.metrics.endpoint_parent import MetricsServer, start_metrics_server
 from es_mysql_pipeline.metrics.recorder import set_recorder
-from es_mysql_pipeline.metrics.server import MetricsServer, start_metrics_server
 
 
 def _describe(resource: Any) -> dict[str, str]:

@@ -22,8 +22,8 @@ from prometheus_client.exposition import (
 )
 from pydantic import Field, PrivateAttr
 
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder, active_prometheus_recorder
-from es_mysql_pipeline.metrics.recorder import NullRecorder, set_recorder
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, active_prometheus_recorder
+from es_mysql_pipeline.metrics.recorder import Recorder, set_recorder
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class PushgatewayResource(dg.ConfigurableResource):
     sink_type: str = Field(default="unknown", description="For pipeline_info.")
 
     _installed: PrometheusRecorder | None = PrivateAttr(default=None)
-    _previous: NullRecorder | None = PrivateAttr(default=None)
+    _previous: Recorder | None = PrivateAttr(default=None)
 
     @property
     def enabled(self) -> bool:

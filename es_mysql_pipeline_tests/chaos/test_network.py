@@ -20,7 +20,7 @@ import dagster as dg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
 from es_mysql_pipeline.metrics.recorder import set_recorder
 from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.resources.sources import CsvSource

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from es_mysql_pipeline.assets import build_assets
 from es_mysql_pipeline.assets.partitions import daily_partitions
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.metrics.recorder import set_recorder
 from es_mysql_pipeline.resources.sinks import SqlSink

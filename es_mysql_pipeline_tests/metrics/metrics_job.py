@@ -18,49 +18,62 @@ class FailConfig(dg.Config):
     fail: bool = False
 
 
-@dg.asset
+@dg.asset(hooks=PIPELINE_METRICS_HOOKS)  # on the assets, as in build_assets
 def fetched() -> int:
-    rec = get_recorder()
-    rec.records("processed", PROCESSED, "fetch")
-    rec.duration("fetch", 0.2)
+    recorder = get_recorder()
+    recorder.records("processed", PROCESSED, "fetch")
+    recorder.duration("fetch", 0.2)
     return PROCESSED
 
 
-@dg.asset
+@dg.asset(hooks=PIPELINE_METRICS_HOOKS)
 def loaded(config: FailConfig, fetched: int) -> None:
-    rec = get_recorder()
-    rec.state("running")
-    rec.records("failed", FAILED, "transform")
-    rec.records("inserted", INSERTED, "load")
-    rec.duration("insert", INSERT_SECONDS)
-    rec.last_record_timestamp(1_700_000_000)
-    rec.dead_letter("transform", FAILED)
+    recorder = get_recorder()
+    recorder.state("running")
+    recorder.records("failed", FAILED, "transform")
+    recorder.records("inserted", INSERTED, "load")
+    recorder.duration("insert", INSERT_SECONDS)
+    recorder.last_record_timestamp(1_700_000_000)
+    recorder.dead_letter("transform", FAILED)
     if config.fail:
-        rec.retry("load")
-        rec.error("ConnectionError", "load")
+        recorder.retry("load")
+        recorder.error("ConnectionError", "load")
         raise RuntimeError("sink went away after the first batch")
-    rec.state("stopped")
-    rec.success()
+    recorder.state("stopped")
+    recorder.success()
 
 
-metrics_job = dg.define_asset_job(
-    "metrics_job", selection=[fetched, loaded], hooks=PIPELINE_METRICS_HOOKS
-)
-metrics_sensor = build_pipeline_metrics_sensor(("metrics_job",), name="metrics_sensor")
+metrics_job = dg.define_asset_job("metrics_job", selection=[fetched, loaded])
+#: A user's own job over the same assets: its runs count too (issue 11).
+user_job = dg.define_asset_job("user_job", selection=[fetched, loaded])
+
+
+@dg.asset
+def unrelated() -> None:
+    """Not one of the watched assets: its runs are not counted."""
+
+
+unrelated_job = dg.define_asset_job("unrelated_job", selection=[unrelated])
+metrics_sensor = build_pipeline_metrics_sensor((fetched.key, loaded.key), name="metrics_sensor")
 
 
 def make_defs(pushgateway: PushgatewayResource) -> dg.Definitions:
     return dg.Definitions(
-        assets=[fetched, loaded],
-        jobs=[metrics_job],
+        assets=[fetched, loaded, unrelated],
+        jobs=[metrics_job, user_job, unrelated_job],
         sensors=[metrics_sensor],
         resources={"pushgateway": pushgateway},
     )
 
 
-def run(defs: dg.Definitions, instance: dg.DagsterInstance, fail: bool = False) -> bool:
-    job = defs.resolve_job_def("metrics_job")
-    config = {"ops": {"loaded": {"config": {"fail": fail}}}}
+def run(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    fail: bool = False,
+    job_name: str = "metrics_job",
+) -> bool:
+    job = defs.resolve_job_def(job_name)
+    config = {"ops": {"loaded": {"config": {"fail": fail}}}} if job_name != "unrelated_job" else {}
     return job.execute_in_process(
         instance=instance, run_config=config, raise_on_error=False
     ).success

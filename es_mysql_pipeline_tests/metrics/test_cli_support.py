@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from es_mysql_pipeline.metrics.catalog import active_prometheus_recorder
 from es_mysql_pipeline.metrics.cli_support import start_cli_metrics
-from es_mysql_pipeline.metrics.definitions import active_prometheus_recorder
 from es_mysql_pipeline_tests.fixtures.prometheus import http_get
 
 

@@ -10,10 +10,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from es_mysql_pipeline.hooks import push_step_metrics_on_failure, push_step_metrics_on_success
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder, sample_key
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, sample_key
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.metrics.recorder import set_recorder
-from es_mysql_pipeline.sensors import MetricsCursor, fold_run
+from es_mysql_pipeline.metrics.run_totals import MetricsCursor, fold_run
 from es_mysql_pipeline_tests.fixtures.prometheus import PushgatewayServer
 
 from .metrics_job import FAILED, INSERTED, PROCESSED, fetched, make_defs, run, tick
@@ -36,14 +36,14 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 def test_hooks_push_each_step_to_its_own_group(pushgateway: PushgatewayServer) -> None:
     res = PushgatewayResource(url=pushgateway.url, pipeline_id="h")
-    rec = PrometheusRecorder("h", CollectorRegistry())
-    previous = set_recorder(rec)
+    recorder = PrometheusRecorder("h", CollectorRegistry())
+    previous = set_recorder(recorder)
     try:
-        rec.records("processed", 5, "fetch")
-        rec.queue_depth(2)
+        recorder.records("processed", 5, "fetch")
+        recorder.queue_depth(2)
         with dg.build_hook_context(resources={"pushgateway": res}, op=fetched.op) as ctx:
             push_step_metrics_on_success(ctx)
-        rec.records("failed", 2, "load")
+        recorder.records("failed", 2, "load")
         loaded_op = dg.op(name="loaded")(lambda: None)
         with dg.build_hook_context(resources={"pushgateway": res}, op=loaded_op) as ctx:
             push_step_metrics_on_failure(ctx)
@@ -121,6 +121,23 @@ def test_sensor_counts_each_run_once_across_failures_and_restarts(
     assert gateway_samples(pushgateway, "pipeline_runs_total", result="success") == [3]
     assert gateway_samples(pushgateway, "pipeline_runs_total", result="failure") == [2]
     assert MetricsCursor.from_json(cursor).runs_counted == 5
+
+
+def test_sensor_counts_runs_of_our_assets_whatever_their_job(
+    pushgateway: PushgatewayServer, instance: dg.DagsterInstance
+) -> None:
+    """Issue 11: a user's job over our assets is counted (once); a job of other assets is not."""
+    defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="any"))
+    assert run(defs, instance, job_name="user_job")
+    assert run(defs, instance, job_name="metrics_job")
+    assert run(defs, instance, job_name="unrelated_job")
+    cursor = tick(defs, instance, None)
+    cursor = tick(defs, instance, cursor)  # nothing new: nothing counted twice
+    assert gateway_samples(pushgateway, "pipeline_runs_total", result="success") == [2]
+    assert gateway_samples(pushgateway, "pipeline_records_processed_total", stage="fetch") == [
+        2 * PROCESSED
+    ]
+    assert MetricsCursor.from_json(cursor).runs_counted == 2
 
 
 def test_sensor_survives_a_down_pushgateway(instance: dg.DagsterInstance) -> None:

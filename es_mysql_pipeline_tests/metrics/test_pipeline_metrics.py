@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.records import TimeWindow
-from es_mysql_pipeline.sensors import WATCHED_JOBS, build_pipeline_metrics_sensor
+from es_mysql_pipeline.sensors import WATCHED_ASSETS, build_pipeline_metrics_sensor, is_run_of
 from es_mysql_pipeline_tests.fixtures.prometheus import PrometheusServer, PushgatewayServer
 
 from .seed_queries import P95_LATENCY, RECORDS_PER_SECOND, SUCCESS_RATE, selector_matches
@@ -57,11 +57,12 @@ def test_step_hooks_run_however_the_assets_are_launched(
         else defs.resolve_job_def(job_name)
     )
     assert job.name == job_name
-    result = job.execute_in_process(partition_key="2024-01-02")
+    instance = dg.DagsterInstance.ephemeral()
+    result = job.execute_in_process(partition_key="2024-01-02", instance=instance)
     assert result.success
     hooked = {e.step_key for e in result.all_events if e.event_type_value == "HOOK_COMPLETED"}
     assert hooked == {"raw_records", "clean_records", "loaded_records"}
-    assert job_name in WATCHED_JOBS  # and the sensor counts its runs
+    assert is_run_of(instance, result.dagster_run, WATCHED_ASSETS)  # the sensor counts it
 
 
 def test_real_pipeline_seed_queries(

@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
+from es_mysql_pipeline.metrics.endpoint_parent import start_metrics_server
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
-from es_mysql_pipeline.metrics.server import start_metrics_server
 from es_mysql_pipeline_tests.fixtures.prometheus import REPO, PrometheusServer, PushgatewayServer
 
 from .metrics_job import FAILED, INSERTED, P95_INSERT, PROCESSED, make_defs, run, tick
@@ -105,18 +105,18 @@ def test_dagster_runs_seed_queries_and_dashboard(
 
 def test_cli_endpoint_seed_queries(prometheus: PrometheusServer) -> None:
     """The CLI's /metrics, scraped every second: the seed's queries give the known values."""
-    rec = PrometheusRecorder("cli", CollectorRegistry(), source_type="csv", sink_type="jsonl")
+    recorder = PrometheusRecorder("cli", CollectorRegistry(), source_type="csv", sink_type="jsonl")
     server = start_metrics_server(
-        "127.0.0.1", 0, rec.registry, {"pipeline_id": "cli"}, recorder=rec
+        "127.0.0.1", 0, recorder.registry, {"pipeline_id": "cli"}, recorder=recorder
     )
     try:
         prometheus.add_target(f"127.0.0.1:{server.port}")
         prometheus.wait_for('pipeline_records_processed_total{pipeline_id="cli",stage="fetch"}')
         for _ in range(8):
-            rec.records("processed", 50, "fetch")
-            rec.records("inserted", 45, "load")
-            rec.records("failed", 5, "load")
-            rec.duration("insert", 0.3)
+            recorder.records("processed", 50, "fetch")
+            recorder.records("inserted", 45, "load")
+            recorder.records("failed", 5, "load")
+            recorder.duration("insert", 0.3)
             time.sleep(0.5)
         prometheus.wait_for(
             'pipeline_records_processed_total{pipeline_id="cli",stage="fetch"} == 400'

@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder, active_prometheus_recorder
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, active_prometheus_recorder
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.metrics.recorder import get_recorder, set_recorder
 from es_mysql_pipeline_tests.fixtures.prometheus import PushgatewayServer, free_port
@@ -47,12 +47,12 @@ def slow_gateway() -> Iterator[str]:
 
 
 def test_push_reaches_the_pushgateway(pushgateway: PushgatewayServer) -> None:
-    rec = PrometheusRecorder("pg", CollectorRegistry())
-    rec.records("processed", 12, "fetch")
+    recorder = PrometheusRecorder("pg", CollectorRegistry())
+    recorder.records("processed", 12, "fetch")
     res = PushgatewayResource(
         url=pushgateway.url, pipeline_id="pg", grouping_labels={"env": "test"}
     )
-    assert res.push(rec.registry, res.grouping_key(step="raw_records"), recorder=rec)
+    assert res.push(recorder.registry, res.grouping_key(step="raw_records"), recorder=recorder)
     text = pushgateway.metrics_text()
     line = [
         line
@@ -72,25 +72,30 @@ def test_push_reaches_the_pushgateway(pushgateway: PushgatewayServer) -> None:
 
 
 def test_down_pushgateway_warns_counts_and_returns(caplog: pytest.LogCaptureFixture) -> None:
-    rec = PrometheusRecorder("pg", CollectorRegistry())
+    recorder = PrometheusRecorder("pg", CollectorRegistry())
     res = PushgatewayResource(url=f"http://127.0.0.1:{free_port()}", timeout_seconds=1)
     t0 = time.monotonic()
     with caplog.at_level(logging.WARNING):
-        assert res.push(rec.registry, res.grouping_key(), recorder=rec) is False
+        assert res.push(recorder.registry, res.grouping_key(), recorder=recorder) is False
     assert time.monotonic() - t0 < 1.6
     assert "the run goes on" in caplog.text
     assert (
-        rec.registry.get_sample_value("pipeline_pushgateway_failures_total", {"pipeline_id": "pg"})
+        recorder.registry.get_sample_value(
+            "pipeline_pushgateway_failures_total", {"pipeline_id": "pg"}
+        )
         == 1
     )
 
 
 def test_slow_pushgateway_never_stalls(slow_gateway: str) -> None:
-    rec = PrometheusRecorder("pg", CollectorRegistry())
+    recorder = PrometheusRecorder("pg", CollectorRegistry())
     res = PushgatewayResource(url=slow_gateway + "/sleep10", timeout_seconds=0.5)
     warnings: list[str] = []
     t0 = time.monotonic()
-    assert res.push(rec.registry, res.grouping_key(), recorder=rec, warn=warnings.append) is False
+    assert (
+        res.push(recorder.registry, res.grouping_key(), recorder=recorder, warn=warnings.append)
+        is False
+    )
     assert time.monotonic() - t0 < 1.5
     assert "timed out" in warnings[0] or "no answer within 0.5s" in warnings[0]
 

@@ -26,8 +26,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from es_mysql_pipeline.errors import PipelineError
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder
-from es_mysql_pipeline.metrics.server import (
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
+from es_mysql_pipeline.metrics.endpoint_parent import (
     MetricsServer,
     recorder_health,
     redact,
@@ -45,9 +45,9 @@ INFO = {
 
 @pytest.fixture
 def served() -> Iterator[tuple[PrometheusRecorder, MetricsServer]]:
-    rec = PrometheusRecorder("srv", CollectorRegistry(), source_type="es", sink_type="mysql")
-    server = start_metrics_server("127.0.0.1", 0, rec.registry, INFO, recorder=rec)
-    yield rec, server
+    recorder = PrometheusRecorder("srv", CollectorRegistry(), source_type="es", sink_type="mysql")
+    server = start_metrics_server("127.0.0.1", 0, recorder.registry, INFO, recorder=recorder)
+    yield recorder, server
     server.stop()
 
 
@@ -61,8 +61,8 @@ def get(server: MetricsServer, path: str, accept: str = "") -> tuple[int, str, s
 
 
 def test_metrics_text_and_openmetrics(served: tuple[PrometheusRecorder, MetricsServer]) -> None:
-    rec, server = served
-    rec.records("processed", 42, "fetch")
+    recorder, server = served
+    recorder.records("processed", 42, "fetch")
     status, ctype, body = get(server, "/metrics")
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
     assert 'pipeline_records_processed_total{pipeline_id="srv",stage="fetch"} 42.0' in body
@@ -73,12 +73,12 @@ def test_metrics_text_and_openmetrics(served: tuple[PrometheusRecorder, MetricsS
 
 
 def test_health_turns_503_after_error(served: tuple[PrometheusRecorder, MetricsServer]) -> None:
-    rec, server = served
-    rec.state("running")
+    recorder, server = served
+    recorder.state("running")
     status, ctype, body = get(server, "/health")
     assert status == 200 and ctype == "application/json"
     assert json.loads(body)["status"] == "healthy"
-    rec.state("error")
+    recorder.state("error")
     status, _, body = get(server, "/health")
     assert status == 503
     assert json.loads(body) | {"uptime_seconds": 0} == {
@@ -119,8 +119,8 @@ def test_port_in_use_is_a_clear_error() -> None:
 
 def test_stop_leaves_no_thread_and_frees_the_port() -> None:
     before = set(threading.enumerate())
-    rec = PrometheusRecorder("srv", CollectorRegistry())
-    server = start_metrics_server(recorder=rec)
+    recorder = PrometheusRecorder("srv", CollectorRegistry())
+    server = start_metrics_server(recorder=recorder)
     assert server.host == "127.0.0.1"  # loopback unless asked otherwise
     with ThreadPoolExecutor(8) as pool:
         assert all(s == 200 for s in pool.map(lambda _: get(server, "/metrics")[0], range(40)))
@@ -133,13 +133,13 @@ def test_stop_leaves_no_thread_and_frees_the_port() -> None:
     with pytest.raises(OSError):
         http_get(server.url + "/metrics", timeout=1)
     # The port can be bound again right away.
-    again = start_metrics_server("127.0.0.1", server.port, rec.registry, {})
+    again = start_metrics_server("127.0.0.1", server.port, recorder.registry, {})
     again.stop()
 
 
 def test_no_server_without_metrics_port() -> None:
     """Importing starts no server: the CLI starts one only with --metrics-port."""
-    import es_mysql_pipeline.metrics.definitions  # noqa: F401 - importing starts nothing
+    import es_mysql_pipeline.metrics.catalog  # noqa: F401 - importing starts nothing
 
     assert not [t for t in threading.enumerate() if t.name.startswith("metrics-server")]
 
@@ -195,9 +195,9 @@ def test_a_child_process_serves_while_the_pipeline_holds_the_gil(
     served: tuple[PrometheusRecorder, MetricsServer],
 ) -> None:
     """The in-thread server this replaces answered about one scrape a second here."""
-    rec, server = served
+    recorder, server = served
     assert server.pid != os.getpid() and not gone(server.pid)
-    rec.records("processed", 7, "fetch")
+    recorder.records("processed", 7, "fetch")
     scraper = scrape(server, "/metrics", 2.0, "2")
     n, deadline = 0, time.monotonic() + 2.2
     while time.monotonic() < deadline:  # pure-Python work that keeps the GIL
@@ -251,13 +251,13 @@ def test_health_from_a_plain_callable_follows_within_cache_seconds() -> None:
 def test_health_flips_at_once_with_the_recorder_even_when_cached(
     served: tuple[PrometheusRecorder, MetricsServer],
 ) -> None:
-    rec, server = served
-    rec.state("running")
+    recorder, server = served
+    recorder.state("running")
     for _ in range(5):  # keep the child's copy fresh
         assert get(server, "/health")[0] == 200
-    rec.state("error")
+    recorder.state("error")
     assert get(server, "/health")[0] == 503
-    rec.state("running")
+    recorder.state("running")
     assert get(server, "/health")[0] == 200
 
 
@@ -265,7 +265,7 @@ def test_the_child_exits_when_the_pipeline_is_killed(tmp_path: Path) -> None:
     code = (
         "import time\n"
         "from prometheus_client import CollectorRegistry\n"
-        "from es_mysql_pipeline.metrics.server import start_metrics_server\n"
+        "from es_mysql_pipeline.metrics.endpoint_parent import start_metrics_server\n"
         "s = start_metrics_server('127.0.0.1', 0, CollectorRegistry(), {})\n"
         "print(s.port, s.pid, flush=True)\n"
         "time.sleep(60)\n"
@@ -289,16 +289,16 @@ def test_the_child_exits_when_the_pipeline_is_killed(tmp_path: Path) -> None:
 def test_the_pipeline_survives_the_child_dying(
     served: tuple[PrometheusRecorder, MetricsServer], caplog: pytest.LogCaptureFixture
 ) -> None:
-    rec, server = served
-    with caplog.at_level(logging.WARNING, logger="es_mysql_pipeline.metrics.server"):
+    recorder, server = served
+    with caplog.at_level(logging.WARNING, logger="es_mysql_pipeline.metrics.endpoint_parent"):
         os.kill(server.pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while "exited unexpectedly" not in caplog.text:
             assert time.monotonic() < deadline
             time.sleep(0.02)
     t0 = time.monotonic()
-    rec.state("error")  # the recorder goes on, without waiting for a dead child
-    rec.records("processed", 1, "fetch")
+    recorder.state("error")  # the recorder goes on, without waiting for a dead child
+    recorder.records("processed", 1, "fetch")
     assert time.monotonic() - t0 < 0.5
     server.stop()
 

@@ -5,7 +5,7 @@ to win the GIL several times per scrape (accept, parse the headers, send), and e
 hand-off can wait for the 5 ms switch interval, so hundreds of scrapes a second both went
 unserved and slowed the pipeline. Here the HTTP work runs under this process's own GIL.
 
-:mod:`es_mysql_pipeline.metrics.server` binds the socket (so a port in use is reported
+:mod:`es_mysql_pipeline.metrics.endpoint_parent` binds the socket (so a port in use is reported
 by the CLI, synchronously), starts this file with ``python -I -S`` (standard library
 only: nothing from site-packages, no Dagster, no prometheus_client), hands over the
 listening socket and talks to it over the child's stdin and stdout:

@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +24,6 @@ from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
 from es_mysql_pipeline import __version__
 from es_mysql_pipeline.metrics.recorder import (
-    NullRecorder,
     RecordOutcome,
     Stage,
     State,
@@ -267,7 +266,7 @@ def parse_sample_key(key: str) -> tuple[str, dict[str, str]]:
     return str(name), {str(k): str(v) for k, v in labels.items()}
 
 
-class PrometheusRecorder(NullRecorder):
+class PrometheusRecorder:
     """Writes the recording API into Prometheus metrics on its own registry.
 
     Thread safe (prometheus_client metrics are); every method costs a few dictionary
@@ -425,12 +424,6 @@ class PrometheusRecorder(NullRecorder):
             }
             self._last_snapshot = now
         return delta
-
-
-def iter_families(registry: CollectorRegistry, kinds: Iterable[str]) -> list[Any]:
-    """The families of ``registry`` whose type is in ``kinds`` (``stateset`` counts as gauge)."""
-    wanted = set(kinds)
-    return [f for f in registry.collect() if f.type in wanted]
 
 
 def enable_process_metrics(

@@ -4,7 +4,7 @@ The pipeline is CPU-bound pure Python. An HTTP server thread inside it would nee
 for every step of every scrape (accept, header parsing, send), each hand-off waiting up to
 the 5 ms switch interval: hundreds of scrapes a second were neither served nor free (the
 pipeline ran 6-13 % slower). So the serving happens in a small standard-library-only
-process (:mod:`es_mysql_pipeline.metrics.endpoint_process`), and this process keeps only
+process (:mod:`es_mysql_pipeline.metrics.endpoint_child`), and this process keeps only
 what needs its memory:
 
 * the prometheus_client registry, rendered here with prometheus_client's own
@@ -44,8 +44,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from es_mysql_pipeline.errors import PipelineError
-from es_mysql_pipeline.metrics import endpoint_process as proto
-from es_mysql_pipeline.metrics.definitions import PrometheusRecorder, active_prometheus_recorder
+from es_mysql_pipeline.metrics import endpoint_child as proto
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, active_prometheus_recorder
 
 DEFAULT_HOST = "127.0.0.1"
 #: How long :func:`start_metrics_server` waits for the child to say it serves.
@@ -345,8 +345,8 @@ def recorder_health(
     """
 
     def health() -> tuple[bool, dict[str, Any]]:
-        rec = recorder or active_prometheus_recorder()
-        state = rec.current_state if rec is not None else "stopped"
+        installed = recorder or active_prometheus_recorder()
+        state = installed.current_state if installed is not None else "stopped"
         return state != "error", {"state": state, "pipeline_id": pipeline_id}
 
     return health
