@@ -114,7 +114,7 @@ def sink_name(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def test_counts_add_up_across_workers_and_rerun_skips(sink_name: str, tmp_path: Path) -> None:
     staged = staged_ids(1000)
-    sink = MemorySink(name=sink_name, workers=3, batch_size=25)
+    sink = MemorySink(name=sink_name, workers=3, batch_size=25, seconds_per_batch=0.002)
     first = load_staged(staged, sink, shape_of(staged), "all", str(tmp_path))
     assert (first.counts.inserted, first.counts.failed, first.counts.skipped) == (900, 100, 0)
     assert first.counts.processed == 1000
