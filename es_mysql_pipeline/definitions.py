@@ -15,7 +15,7 @@ from es_mysql_pipeline.io_manager import StagingIOManagerResource
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
 from es_mysql_pipeline.sensors import pipeline_metrics_sensor
 
@@ -43,7 +43,7 @@ def resources_for(env: str) -> dict[str, object]:
         dead_letter_dir=os.path.join(home, "dead_letter"),
         max_failed_ratio=float(ratio) if ratio else None,
     )
-    source: object = CsvSource(
+    source: object = FileSource(
         path=_env("CSV_FILE", sample_csv_path()),
         timestamp_column=os.environ.get("CSV_TIMESTAMP_COLUMN") or None,
     )

@@ -15,7 +15,7 @@ from es_mysql_pipeline.definitions import sample_csv_path
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import SqlSink
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 
 SAMPLE = sample_csv_path()
 
@@ -24,7 +24,7 @@ def make_resources(
     tmp: str, sink: Any = None, source: Any = None, **settings: Any
 ) -> dict[str, Any]:
     return {
-        "source": source or CsvSource(path=SAMPLE),
+        "source": source or FileSource(path=SAMPLE),
         "sink": sink or SqlSink(url=f"sqlite:///{os.path.join(tmp, 'db.sqlite')}"),
         "settings": PipelineSettings(dead_letter_dir=os.path.join(tmp, "dead_letter"), **settings),
         "io_manager": StagingIOManagerResource(base_path=os.path.join(tmp, "staging")),

@@ -13,7 +13,7 @@ import pytest
 from es_mysql_pipeline.dead_letter import DeadLetterWriter, read_dead_letters
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
 from es_mysql_pipeline.resources.settings import PipelineSettings
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.helpers import make_resources, run_unpartitioned
 
 moto_server = pytest.importorskip("moto.server")
@@ -85,7 +85,7 @@ def test_csv_run_writes_stages_and_dead_letters_to_s3(s3: Any, tmp_path: Path) -
         "e3,2024-01-01T00:00:01Z,three\n",
         encoding="utf-8",
     )
-    resources = make_resources(str(tmp_path), source=CsvSource(path=str(src)))
+    resources = make_resources(str(tmp_path), source=FileSource(path=str(src)))
     resources["settings"] = PipelineSettings(dead_letter_dir=f"s3://{BUCKET}/data/dead_letter")
     resources["io_manager"] = StagingIOManagerResource(base_path=f"s3://{BUCKET}/data/staging")
     result = run_unpartitioned(resources)

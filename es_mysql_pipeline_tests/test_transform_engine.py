@@ -235,7 +235,7 @@ def test_transform_step_uses_workers_and_matches_source(
     from es_mysql_pipeline.io_manager import StagingIOManagerResource
     from es_mysql_pipeline.resources.settings import PipelineSettings
     from es_mysql_pipeline.resources.sinks import JsonlSink
-    from es_mysql_pipeline.resources.sources import CsvSource
+    from es_mysql_pipeline.resources.sources import FileSource
 
     n = PARALLEL_MIN_ROWS + 1_234
     src = tmp_path / "in.csv"
@@ -248,7 +248,7 @@ def test_transform_step_uses_workers_and_matches_source(
     result = dg.materialize(
         build_assets(None),
         resources={
-            "source": CsvSource(path=str(src)),
+            "source": FileSource(path=str(src)),
             "sink": JsonlSink(path=str(out)),
             "settings": PipelineSettings(
                 dead_letter_dir=str(tmp_path / "dl"), transform_processes=2

@@ -15,13 +15,13 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
     from es_mysql_pipeline.io_manager import StagingIOManagerResource
     from es_mysql_pipeline.resources.settings import PipelineSettings
     from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
-    from es_mysql_pipeline.resources.sources import CsvSource
+    from es_mysql_pipeline.resources.sources import FileSource
 
     source: Any
     if args.source_type == "csv":
         if not args.csv_file:
             raise ConfigError("--csv_file is required with --source_type csv")
-        source = CsvSource(
+        source = FileSource(
             path=args.csv_file,
             delimiter=args.delimiter,
             encoding=args.encoding,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from es_mysql_pipeline.resources.sinks import SqlSink
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.badinput.support import step_failure_message
 from es_mysql_pipeline_tests.conftest import split_target
 from es_mysql_pipeline_tests.helpers import (
@@ -21,7 +21,7 @@ from es_mysql_pipeline_tests.helpers import (
 
 def test_a_partition_of_data_without_a_time_field_fails_at_once(tmp_path: Path) -> None:
     rows = [{k: v for k, v in r.items() if k != "ts"} for r in event_rows(100)]
-    source = CsvSource(path=write_csv(tmp_path / "no_time.csv", rows))
+    source = FileSource(path=write_csv(tmp_path / "no_time.csv", rows))
     result = run_partitions(make_resources(str(tmp_path), source=source), "2024-03-01")
     assert not result.success
     message = step_failure_message(result)
@@ -35,8 +35,8 @@ def test_day_two_with_new_fields_evolves_the_table(sql_target: str, tmp_path: Pa
     day1 = event_rows(200, day="2024-03-01")
     day2 = event_rows(200, day="2024-03-02", start=200, extra={"region": "eu-{i}", "os": "linux"})
     sink = SqlSink(url=url, table=table)
-    csv1 = CsvSource(path=write_csv(tmp_path / "day1.csv", day1))  # a daily export each
-    csv2 = CsvSource(path=write_csv(tmp_path / "day2.csv", day2))
+    csv1 = FileSource(path=write_csv(tmp_path / "day1.csv", day1))  # a daily export each
+    csv2 = FileSource(path=write_csv(tmp_path / "day2.csv", day2))
     res = make_resources(str(tmp_path), source=csv1, sink=sink)
     first = run_partitions(res, "2024-03-01")
     assert first.success

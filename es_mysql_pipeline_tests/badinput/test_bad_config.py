@@ -11,7 +11,7 @@ import pytest
 
 from es_mysql_pipeline.definitions import resources_for
 from es_mysql_pipeline.resources.sinks import SqlSink
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.badinput.support import assert_clear_failure, run_materialize
 from es_mysql_pipeline_tests.security.users import mysql_user
 
@@ -175,9 +175,9 @@ def test_unknown_environment_names_the_variable_and_the_choices() -> None:
         resources_for("mongo")
 
 
-def _source(tmp: Path) -> CsvSource:
+def _source(tmp: Path) -> FileSource:
     (tmp / "in.csv").write_bytes(CSV)
-    return CsvSource(path=str(tmp / "in.csv"))
+    return FileSource(path=str(tmp / "in.csv"))
 
 
 def test_dagster_bad_url_fails_the_step_with_one_line(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def test_dagster_bad_table_name_fails_the_step(tmp_path: Path) -> None:
 
 def test_dagster_missing_csv_fails_the_step(tmp_path: Path) -> None:
     sink = SqlSink(url=f"sqlite:///{tmp_path / 'x.db'}")
-    out = run_materialize(CsvSource(path=str(tmp_path / "nope.csv")), sink, tmp_path)
+    out = run_materialize(FileSource(path=str(tmp_path / "nope.csv")), sink, tmp_path)
     assert_clear_failure(out.failure, "csv_file", "does not exist")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.badinput.support import (
     RunOutcome,
     assert_clear_failure,
@@ -26,10 +26,10 @@ from es_mysql_pipeline_tests.badinput.support import (
 from es_mysql_pipeline_tests.helpers import table_rows
 
 
-def write(tmp: Path, name: str, data: bytes) -> CsvSource:
+def write(tmp: Path, name: str, data: bytes) -> FileSource:
     path = tmp / name
     path.write_bytes(data)
-    return CsvSource(path=str(path))
+    return FileSource(path=str(path))
 
 
 def jsonl(*docs: Any) -> bytes:
@@ -147,7 +147,7 @@ def test_a_20_mb_field_in_upsert_mode(tmp_path: Path, mysql_url: str, mysql_tabl
     assert set(table_rows(mysql_url, mysql_table)) == {"1", "3"}
 
 
-def _wide_csv(tmp: Path) -> CsvSource:
+def _wide_csv(tmp: Path) -> FileSource:
     header = "id,timestamp," + ",".join(f"c{i}" for i in range(9998))
     row = "1,2024-01-01," + ",".join(str(i) for i in range(9998))
     return write(tmp, "wide.csv", f"{header}\n{row}\n".encode())

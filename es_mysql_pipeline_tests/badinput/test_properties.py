@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from es_mysql_pipeline.records import parse_timestamp
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.badinput.support import (
     RunOutcome,
     assert_clear_failure,
@@ -52,7 +52,7 @@ def _run(data: bytes, name: str, sink_kind: str, materialize: bool = False) -> R
             sink = JsonlSink(path=os.path.join(tmp, "out.jsonl"))
         runner = run_materialize if materialize else run_direct
         with time_limit(60):
-            outcome = runner(CsvSource(path=path), sink, tmp, fetch_batch_size=7)
+            outcome = runner(FileSource(path=path), sink, tmp, fetch_batch_size=7)
         if outcome.ok:
             assert_invariant(outcome)
         else:  # a refusal must still be one clear line

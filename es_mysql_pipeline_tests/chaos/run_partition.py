@@ -20,13 +20,13 @@ from es_mysql_pipeline.assets.partitions import daily_partitions
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import SqlSink
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("ES_MYSQL_PIPELINE_SCRATCH", os.path.join(spec["work"], "scratch"))
     resources = {
-        "source": CsvSource(path=spec["csv"]),
+        "source": FileSource(path=spec["csv"]),
         "sink": SqlSink(
             url=spec.get("url", "mysql+pymysql://root@127.0.0.1:3306/test"),
             table=spec["table"],

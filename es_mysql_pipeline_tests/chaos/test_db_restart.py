@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
 from es_mysql_pipeline.metrics.recorder import set_recorder
 from es_mysql_pipeline.resources.sinks import SqlSink
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.chaos import common
 from es_mysql_pipeline_tests.chaos.conftest import CsvFactory
 from es_mysql_pipeline_tests.helpers import make_resources, metadata, run_unpartitioned
@@ -73,7 +73,7 @@ def test_database_restart_mid_load(
     try:
         thread.start()
         result = run_unpartitioned(
-            make_resources(str(tmp_path), sink=sink, source=CsvSource(path=str(source)))
+            make_resources(str(tmp_path), sink=sink, source=FileSource(path=str(source)))
         )
         thread.join(180)
     finally:

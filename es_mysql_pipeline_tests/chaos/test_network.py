@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
 from es_mysql_pipeline.metrics.recorder import set_recorder
 from es_mysql_pipeline.resources.sinks import SqlSink
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
 from es_mysql_pipeline_tests.chaos import common
 from es_mysql_pipeline_tests.chaos.conftest import CsvFactory
@@ -119,7 +119,7 @@ def test_mysql_connections_cut_once_mid_stream(
         log,
     )
     result, _, retries = _run(
-        tmp_path, CsvSource(path=str(source)), _proxied_sink(mysql_proxy, chaos_table)
+        tmp_path, FileSource(path=str(source)), _proxied_sink(mysql_proxy, chaos_table)
     )
     comparison = common.compare_table(chaos_table, common.expected_rows(source))
     cuts = mysql_proxy.counters.cuts
@@ -141,7 +141,7 @@ def test_mysql_latency_200ms(
     source = csv_factory(5_000, 6)
     mysql_proxy.set_latency(0.2)
     result, seconds, retries = _run(
-        tmp_path, CsvSource(path=str(source)), _proxied_sink(mysql_proxy, chaos_table)
+        tmp_path, FileSource(path=str(source)), _proxied_sink(mysql_proxy, chaos_table)
     )
     comparison = common.compare_table(chaos_table, common.expected_rows(source))
     # every round trip costs >= 400 ms: connect, inspect, create, load
@@ -162,7 +162,7 @@ def test_mysql_blackhole_5s(
     log: list[str] = []
     _when(lambda: common.row_count(chaos_table) >= ROWS // 5, lambda: mysql_proxy.blackhole(5), log)
     result, seconds, retries = _run(
-        tmp_path, CsvSource(path=str(source)), _proxied_sink(mysql_proxy, chaos_table)
+        tmp_path, FileSource(path=str(source)), _proxied_sink(mysql_proxy, chaos_table)
     )
     comparison = common.compare_table(chaos_table, common.expected_rows(source))
     held = mysql_proxy.counters.held_chunks
@@ -188,7 +188,7 @@ def test_mysql_retries_run_out_with_a_clear_error(
 
     _when(lambda: common.row_count(chaos_table) >= ROWS // 5, cut_everything, log)
     sink = _proxied_sink(mysql_proxy, chaos_table, max_retries=2, retry_backoff_seconds=0.05)
-    result, seconds, retries = _run(tmp_path, CsvSource(path=str(source)), sink)
+    result, seconds, retries = _run(tmp_path, FileSource(path=str(source)), sink)
     message = common.failure_message(result)
     # The sink gives up after max_retries; the asset's RetryPolicy then repeats the load,
     # whose last attempt may fail earlier (preparing the table): either message is fine as

@@ -25,7 +25,7 @@ from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.metrics.recorder import set_recorder
 from es_mysql_pipeline.resources.sinks import SqlSink
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.chaos import common
 from es_mysql_pipeline_tests.chaos.conftest import CsvFactory
 from es_mysql_pipeline_tests.helpers import make_resources
@@ -74,7 +74,7 @@ def _scenario(
     resources = make_resources(
         str(tmp_path),
         sink=SqlSink(url=common_url(), table=chaos_table),
-        source=CsvSource(path=str(source)),
+        source=FileSource(path=str(source)),
     )
     partitions = daily_partitions()
 

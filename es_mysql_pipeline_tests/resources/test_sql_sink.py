@@ -122,12 +122,12 @@ def test_injection_in_table_name_is_refused() -> None:
 @pytest.mark.integration
 def test_wrong_password_is_one_clear_line(mysql_url: str) -> None:
     from es_mysql_pipeline.cli.resources import preflight
-    from es_mysql_pipeline.resources.sources import CsvSource
+    from es_mysql_pipeline.resources.sources import FileSource
     from es_mysql_pipeline_tests.helpers import SAMPLE
 
     sink = SqlSink(url=mysql_url.replace("root@", "nobody_here@"), password="Sentinel-Pw-123")
     with pytest.raises(ConfigError) as err:
-        preflight({"source": CsvSource(path=SAMPLE), "sink": sink})
+        preflight({"source": FileSource(path=SAMPLE), "sink": sink})
     assert "Access denied" in str(err.value)
     assert "Sentinel-Pw-123" not in str(err.value)
     assert "\n" not in str(err.value)

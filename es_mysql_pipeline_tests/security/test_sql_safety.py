@@ -14,7 +14,7 @@ from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.resources.sinks.base import WriteMode
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.badinput.support import (
     assert_clear_failure,
     assert_invariant,
@@ -90,7 +90,7 @@ def test_hostile_configured_column_names_fail_the_step(setting: str, tmp_path: P
     (tmp_path / "in.csv").write_text("id,timestamp\n1,2024-01-01\n")
     sink = SqlSink(url=f"sqlite:///{tmp_path / 'x.db'}")
     kwargs = {setting: "x`; DROP TABLE y; --"}
-    out = run_materialize(CsvSource(path=str(tmp_path / "in.csv")), sink, tmp_path, **kwargs)
+    out = run_materialize(FileSource(path=str(tmp_path / "in.csv")), sink, tmp_path, **kwargs)
     assert_clear_failure(out.failure, setting, "not a valid SQL identifier")
 
 
@@ -106,7 +106,7 @@ def test_hostile_values_and_field_names_are_stored_verbatim(
     ]
     (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(d) for d in docs) + "\n")
     sink = SqlSink(url=mysql_url, table=mysql_table, write_mode=mode, batch_size=4)
-    out = run_materialize(CsvSource(path=str(tmp_path / "in.jsonl")), sink, tmp_path)
+    out = run_materialize(FileSource(path=str(tmp_path / "in.jsonl")), sink, tmp_path)
     assert_invariant(out, len(docs))
     assert out.counts["inserted"] == len(docs), out.counts
     engine = sa.create_engine(mysql_url)
@@ -131,7 +131,7 @@ def test_long_and_reserved_identifiers_make_valid_index_names(
     sink = SqlSink(url=mysql_url, table=table, write_mode="append")
     try:
         out = run_direct(
-            CsvSource(path=str(tmp_path / "in.csv")),
+            FileSource(path=str(tmp_path / "in.csv")),
             sink,
             tmp_path,
             id_column="select",
@@ -149,10 +149,10 @@ def test_long_and_reserved_identifiers_make_valid_index_names(
 # -- least privilege --------------------------------------------------------------------------
 
 
-def _partitioned_input(tmp: Path, value: str) -> CsvSource:
+def _partitioned_input(tmp: Path, value: str) -> FileSource:
     lines = ["id,timestamp,v"] + [f"{i},2024-01-0{1 + i % 3}T10:00:00Z,{value}" for i in range(30)]
     (tmp / "in.csv").write_text("\n".join(lines) + "\n")
-    return CsvSource(path=str(tmp / "in.csv"))
+    return FileSource(path=str(tmp / "in.csv"))
 
 
 @pytest.mark.integration

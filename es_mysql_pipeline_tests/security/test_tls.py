@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from es_mysql_pipeline.resources.sinks import SqlSink
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.badinput.support import (
     assert_clear_failure,
     assert_invariant,
@@ -196,9 +196,9 @@ def tls_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsMariaDb]:
         db.stop()
 
 
-def _source(tmp: Path) -> CsvSource:
+def _source(tmp: Path) -> FileSource:
     (tmp / "in.csv").write_text("id,timestamp,v\n1,2024-01-01,a\n2,2024-01-02,b\n")
-    return CsvSource(path=str(tmp / "in.csv"))
+    return FileSource(path=str(tmp / "in.csv"))
 
 
 def test_load_over_verified_tls(tls_db: TlsMariaDb, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Record sources."""
 
 from es_mysql_pipeline.resources.sources.base import RecordSource
-from es_mysql_pipeline.resources.sources.csv import CsvSource
+from es_mysql_pipeline.resources.sources.files import FileSource
 
-__all__ = ["CsvSource", "RecordSource"]
+__all__ = ["FileSource", "RecordSource"]

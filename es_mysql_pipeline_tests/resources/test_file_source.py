@@ -8,10 +8,10 @@ import pytest
 
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.records import ERROR_KEY, TimeWindow
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 
 
-def read_all(src: CsvSource, window: TimeWindow | None = None) -> list[dict[str, object]]:
+def read_all(src: FileSource, window: TimeWindow | None = None) -> list[dict[str, object]]:
     return [r for b in src.read_batches(window, 2) for r in b]
 
 
@@ -24,7 +24,7 @@ def test_values_arrive_byte_exact(tmp_path: Path) -> None:
         '3,2024-01-01T00:00:02Z,"line1\r\nline2 ""quoted"""\n'
         "4,2024-01-01T00:00:03Z,Zürich ✓ 数据\n".encode()
     )
-    rows = read_all(CsvSource(path=str(p)))
+    rows = read_all(FileSource(path=str(p)))
     assert [r["text"] for r in rows] == [
         "  spaced, with comma  ",
         "NULL",
@@ -36,7 +36,7 @@ def test_values_arrive_byte_exact(tmp_path: Path) -> None:
 def test_bom_and_at_timestamp(tmp_path: Path) -> None:
     p = tmp_path / "bom.csv"
     p.write_bytes(b"\xef\xbb\xbfid,@timestamp\r\n1,2024-01-01\r\n")
-    src = CsvSource(path=str(p))
+    src = FileSource(path=str(p))
     assert src.timestamp_key() == "@timestamp"
     assert read_all(src) == [{"id": "1", "@timestamp": "2024-01-01"}]
 
@@ -44,12 +44,12 @@ def test_bom_and_at_timestamp(tmp_path: Path) -> None:
 def test_wrong_field_count_and_duplicate_header_are_marked(tmp_path: Path) -> None:
     p = tmp_path / "bad.csv"
     p.write_text("id,timestamp,a\n1,2024-01-01,x\n2,2024-01-01\n3,2024-01-01,x,extra\n")
-    rows = read_all(CsvSource(path=str(p)))
+    rows = read_all(FileSource(path=str(p)))
     assert ERROR_KEY not in rows[0]
     assert "expected 3 fields, found 2" in rows[1][ERROR_KEY]  # type: ignore[operator]
     assert "found 4" in rows[2][ERROR_KEY]  # type: ignore[operator]
     p.write_text("id,timestamp,a,a\n1,2024-01-01,x,y\n")
-    (row,) = read_all(CsvSource(path=str(p)))
+    (row,) = read_all(FileSource(path=str(p)))
     assert "duplicate column names" in row[ERROR_KEY]  # type: ignore[operator]
 
 
@@ -61,7 +61,7 @@ def test_jsonl_input_and_window(tmp_path: Path) -> None:
         {"id": "c", "timestamp": "garbage"},
     ]
     p.write_text("\n".join(json.dumps(d) for d in docs) + "\n{broken\n")
-    src = CsvSource(path=str(p))
+    src = FileSource(path=str(p))
     assert read_all(src, TimeWindow.from_dates("2024-01-01", "2024-01-02")) == [docs[0]]
     everything = read_all(src)
     assert everything[:3] == docs
@@ -71,18 +71,18 @@ def test_jsonl_input_and_window(tmp_path: Path) -> None:
 def test_header_only_and_empty_files(tmp_path: Path) -> None:
     (tmp_path / "h.csv").write_text("id,timestamp\n")
     (tmp_path / "e.csv").write_text("")
-    assert read_all(CsvSource(path=str(tmp_path / "h.csv"))) == []
-    assert read_all(CsvSource(path=str(tmp_path / "e.csv"))) == []
+    assert read_all(FileSource(path=str(tmp_path / "h.csv"))) == []
+    assert read_all(FileSource(path=str(tmp_path / "e.csv"))) == []
 
 
 def test_bad_config_and_bad_bytes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
-        CsvSource(path=str(tmp_path / "missing.csv")).check()
+        FileSource(path=str(tmp_path / "missing.csv")).check()
     p = tmp_path / "latin.csv"
     p.write_bytes(b"id,timestamp,t\n1,2024-01-01,caf\xe9\n")
-    (bad,) = read_all(CsvSource(path=str(p)))  # only that record fails, not the run
+    (bad,) = read_all(FileSource(path=str(p)))  # only that record fails, not the run
     assert "not valid utf-8" in bad[ERROR_KEY]  # type: ignore[operator]
-    assert read_all(CsvSource(path=str(p), encoding="latin-1"))[0]["t"] == "café"
+    assert read_all(FileSource(path=str(p), encoding="latin-1"))[0]["t"] == "café"
 
 
 def test_streams_without_reading_the_whole_file(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_streams_without_reading_the_whole_file(tmp_path: Path) -> None:
         for i in range(200_000):
             fh.write(f"{i},2024-01-01T00:00:00Z,{'x' * 100}\n")
     tracemalloc.start()
-    batches = CsvSource(path=str(p)).read_batches(None, 1000)
+    batches = FileSource(path=str(p)).read_batches(None, 1000)
     total = 0
     for batch in batches:
         total += len(batch)

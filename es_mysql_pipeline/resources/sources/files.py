@@ -29,8 +29,8 @@ _UNDECODED_RE = re.compile("[\udc80-\udcff]")
 _DETECT_LINES = 100
 
 
-class CsvSource(RecordSource):
-    """Reads a CSV (or JSON Lines) file; nothing is trimmed and ``NULL`` stays a string."""
+class FileSource(RecordSource):
+    """A CSV or JSON Lines file (``--source_type csv``): nothing trimmed, ``NULL`` stays text."""
 
     path: str
     delimiter: str = ","
