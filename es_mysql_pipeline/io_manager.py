@@ -52,22 +52,42 @@ class StagingIOManager(dg.UPathIOManager):
     def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, Any]:
         return {"staged_rows": obj.rows} if isinstance(obj, StagedRecords) else {}
 
+    def __init__(self, base_path: UPath) -> None:
+        super().__init__(base_path=base_path)
+        self.root = base_path  # public copy: the range path below is built from it
+
+    # A single-run backfill hands one output several partitions; they are stored as one
+    # range. Dagster 1.13 has no public hook for that (``handle_output`` insists on one path
+    # per partition key), so the two public entry points take the range case themselves and
+    # leave the one-partition case, and everything else, to ``UPathIOManager``.
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        path = self._range_path(context)
+        if path is None:
+            super().handle_output(context, obj)
+            return
+        self.make_directory(path.parent)
+        context.log.debug(self.get_writing_output_log_message(path))
+        self.dump_to_path(context=context, obj=obj, path=path)
+        context.add_output_metadata(
+            {"path": dg.MetadataValue.path(str(path)), **self.get_metadata(context, obj)}
+        )
+
     def load_partitions(self, context: dg.InputContext) -> Any:
-        if len(context.asset_partition_keys) <= 1:
+        path = self._range_path(context)
+        if path is None:
             return super().load_partitions(context)
-        (path,) = self._get_paths_for_partitions(context).values()
         return self.load_from_path(context, path)
 
-    # Single-run backfills hand one output several partitions; store them as one range.
-    def _get_paths_for_partitions(
-        self, context: dg.InputContext | dg.OutputContext
-    ) -> dict[str, UPath]:
+    def _range_path(self, context: dg.InputContext | dg.OutputContext) -> UPath | None:
+        """``<root>/<asset>/<first>__<last><ext>`` for several partitions, else ``None``."""
+        if not (context.has_asset_key and context.has_asset_partitions):
+            return None
         keys = sorted(context.asset_partition_keys)
         if len(keys) <= 1:
-            return super()._get_paths_for_partitions(context)
-        base = self._get_path_without_extension(context)
-        name = f"{keys[0]}__{keys[-1]}"
-        return {name: self._with_extension(self.make_safe_partition_path(base, name))}
+            return None
+        base = self.root.joinpath(*self.get_asset_relative_path(context).parts)
+        path = self.get_path_for_partition(context, base, f"{keys[0]}__{keys[-1]}")
+        return path.with_suffix(path.suffix + self.extension)
 
 
 class StagingIOManagerResource(dg.ConfigurableIOManagerFactory):
