@@ -27,29 +27,33 @@ def _is_url(path: str) -> bool:
 
 
 class DeadLetterWriter:
-    """Thread-safe writer of ``{"stage", "reason", "record", "at"}`` lines."""
+    """Thread-safe writer of ``{"stage", "reason", "record", "at"}`` lines.
 
-    def __init__(self, directory: str, stage: str, partition: str | None) -> None:
+    ``stage`` in each line names the step (``transform`` or ``load``); the key stays as it is
+    because it is the dead-letter file format people and tools already read.
+    """
+
+    def __init__(self, directory: str, step: str, partition: str | None) -> None:
         name = f"{partition or 'all'}.jsonl"
         if _is_url(directory):
-            self.path = str(UPath(directory) / stage / name)
+            self.path = str(UPath(directory) / step / name)
         else:
-            self.path = os.path.join(directory, stage, name)
+            self.path = os.path.join(directory, step, name)
         self._remote = _is_url(directory)
         self._tmp = self.path + ".tmp"
-        self.stage = stage
+        self.step = step
         self.count = 0
         self._fh: IO[str] | None = None
         self._lock = threading.Lock()
         self._closed = False
 
     def write(self, record: Record, reason: str) -> None:
-        rec = {k: v for k, v in record.items() if k != ERROR_KEY}
+        clean = {k: v for k, v in record.items() if k != ERROR_KEY}
         line = JSON_ENCODER.encode(
             {
-                "stage": self.stage,
+                "stage": self.step,
                 "reason": reason,
-                "record": rec,
+                "record": clean,
                 "at": datetime.now(timezone.utc).isoformat(),
             }
         )

@@ -17,7 +17,7 @@ from es_mysql_pipeline.staging import META_SUFFIX, STAGE_SUFFIX, StagedRecords
 class StagingIOManager(dg.UPathIOManager):
     """Stores :class:`StagedRecords` handles; the data file moves, it is never re-read.
 
-    A partition range (single-run backfill) is stored as one stage named after the range,
+    A partition range (single-run backfill) is stored as one staged file named after the range,
     which the downstream step of the same run loads by the same name.
     """
 
@@ -27,7 +27,7 @@ class StagingIOManager(dg.UPathIOManager):
         tmp = path.with_name(path.name + ".tmp")
         meta_path = path.with_name(path.name + META_SUFFIX)
         if self.path_exists(meta_path):
-            meta_path.unlink()  # the old stage stops being "complete" before it is replaced
+            meta_path.unlink()  # the old staged file stops being "complete" before it is replaced
         if _is_local(path):
             os.makedirs(str(path.parent.path), exist_ok=True)
             shutil.move(obj.path, str(tmp.path))

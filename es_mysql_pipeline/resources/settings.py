@@ -12,7 +12,7 @@ class PipelineSettings(dg.ConfigurableResource):
 
     pipeline_id: str = "default"
     dead_letter_dir: str = "dead_letter"
-    #: Records per batch read from the source and written to the stage.
+    #: Records per batch read from the source and written to the staged file.
     fetch_batch_size: int = 5000
     #: Output column names of the primary key and the event time.
     id_column: str = "id"
@@ -27,7 +27,7 @@ class PipelineSettings(dg.ConfigurableResource):
     #: Dotted path of an optional per-record analyzer: ``f(record) -> dict | None``.
     analyzer: str | None = None
     #: Worker processes for the transform of a big partition (0: one per core, at most 4;
-    #: 1: in the step's own process). Stages under 50,000 records always map in-process.
+    #: 1: in the step's own process). Staged files under 50,000 records always map in-process.
     transform_processes: int = 0
     #: Stop the transform once more than this share of the records seen (1,000 at least)
     #: failed for one and the same reason; ``None`` never stops (every reject is written).
