@@ -170,8 +170,8 @@ def _from_epoch(x: float) -> datetime:
 def batched(records: Iterator[Record], size: int) -> Iterator[Batch]:
     """Group a record stream into lists of at most ``size``."""
     batch: Batch = []
-    for rec in records:
-        batch.append(rec)
+    for record in records:
+        batch.append(record)
         if len(batch) >= size:
             yield batch
             batch = []
@@ -179,8 +179,10 @@ def batched(records: Iterator[Record], size: int) -> Iterator[Batch]:
         yield batch
 
 
-def redact(text: str, secrets: Mapping[str, str | None] | list[str | None]) -> str:
-    """Replace any secret value in ``text`` by ``***``: errors from drivers may echo URLs."""
+def mask_secrets(text: str, secrets: Mapping[str, str | None] | list[str | None]) -> str:
+    """Replace each known secret value in ``text`` by ``***``: errors from drivers may echo
+    URLs with passwords in them. Compare :func:`~es_mysql_pipeline.metrics.endpoint_parent.
+    strip_credentials`, which drops secret-looking keys when the values are not known."""
     values = secrets.values() if isinstance(secrets, Mapping) else secrets
     for secret in values:
         if secret and len(secret) >= 3:

@@ -10,8 +10,8 @@ from es_mysql_pipeline.records import (
     TimeWindow,
     batched,
     iso_utc,
+    mask_secrets,
     parse_timestamp,
-    redact,
     utc_text,
 )
 
@@ -50,9 +50,9 @@ def test_window_is_half_open() -> None:
         TimeWindow.from_dates("2024-01-02", "2024-01-02")
 
 
-def test_batched_and_redact() -> None:
+def test_batched_and_mask_secrets() -> None:
     assert [len(b) for b in batched(iter([{}] * 7), 3)] == [3, 3, 1]
-    assert redact("url user:s3cret@host", ["s3cret"]) == "url user:***@host"
+    assert mask_secrets("url user:s3cret@host", ["s3cret"]) == "url user:***@host"
 
 
 @hypothesis.given(

@@ -59,16 +59,20 @@ _SECRET_KEY_RE = re.compile(r"pass|secret|token|api_?key|credential|auth", re.IG
 _CHILD = Path(proto.__file__).resolve()
 
 
-def redact(value: Any) -> Any:
+def strip_credentials(value: Any) -> Any:
     """Drop secret-looking keys and ``user:password@`` from URLs, recursively.
 
     Sources and sinks promise a ``describe()`` without credentials; this is the second
     line of defence because ``/info`` may be reachable from a whole network.
     """
     if isinstance(value, Mapping):
-        return {str(k): redact(v) for k, v in value.items() if not _SECRET_KEY_RE.search(str(k))}
+        return {
+            str(k): strip_credentials(v)
+            for k, v in value.items()
+            if not _SECRET_KEY_RE.search(str(k))
+        }
     if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
+        return [strip_credentials(v) for v in value]
     if isinstance(value, str) and "@" in value and "://" in value:
         parts = urlsplit(value)
         if parts.username or parts.password:
@@ -132,7 +136,7 @@ class MetricsServer:
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, bytes, str]] = {}
         self._cache_lock = threading.Lock()
-        self.info = redact(dict(info))
+        self.info = strip_credentials(dict(info))
         self.health = health
         self.started_at = time.time()
         self.renders = 0

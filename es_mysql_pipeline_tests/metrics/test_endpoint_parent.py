@@ -30,8 +30,8 @@ from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
 from es_mysql_pipeline.metrics.endpoint_parent import (
     MetricsServer,
     recorder_health,
-    redact,
     start_metrics_server,
+    strip_credentials,
 )
 from es_mysql_pipeline_tests.fixtures.prometheus import http_get
 
@@ -102,8 +102,8 @@ def test_info_without_secrets(served: tuple[PrometheusRecorder, MetricsServer]) 
     assert get(server, "/nope")[0] == 404
 
 
-def test_redact_nested() -> None:
-    assert redact({"a": [{"api_key": "x", "u": "mysql://u:p@h/db"}]}) == {
+def test_strip_credentials_nested() -> None:
+    assert strip_credentials({"a": [{"api_key": "x", "u": "mysql://u:p@h/db"}]}) == {
         "a": [{"u": "mysql://h/db"}]
     }
 

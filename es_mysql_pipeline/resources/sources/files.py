@@ -89,10 +89,10 @@ class FileSource(RecordSource):
         if window is not None and ts_key is None:
             raise self.no_time_field(window)
         batch: Batch = []
-        for rec in self._records():
-            if window is not None and not _in_window(rec, ts_key or "", window):
+        for record in self._records():
+            if window is not None and not _in_window(record, ts_key or "", window):
                 continue
-            batch.append(rec)
+            batch.append(record)
             if len(batch) >= batch_size:
                 yield batch
                 batch = []
@@ -166,17 +166,17 @@ class FileSource(RecordSource):
                 if len(row) == width and not dupes:
                     yield dict(zip(header, row, strict=True))
                     continue
-                rec: Record = {}
+                record: Record = {}
                 for i, value in enumerate(row[:width]):
-                    rec.setdefault(header[i], value)
+                    record.setdefault(header[i], value)
                 if dupes:
-                    rec[ERROR_KEY] = f"duplicate column names in header: {', '.join(dupes)}"
+                    record[ERROR_KEY] = f"duplicate column names in header: {', '.join(dupes)}"
                 else:
-                    rec[ERROR_KEY] = (
+                    record[ERROR_KEY] = (
                         f"line {reader.line_num}: expected {width} fields, found {len(row)}"
                     )
-                    rec["__raw__"] = row
-                yield rec
+                    record["__raw__"] = row
+                yield record
 
     def _jsonl_records(self) -> Iterator[Record]:
         with self._open() as fh:
@@ -226,9 +226,9 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _in_window(rec: Record, ts_key: str, window: TimeWindow) -> bool:
+def _in_window(record: Record, ts_key: str, window: TimeWindow) -> bool:
     """Records whose timestamp is missing or unparsable belong to no day (see README)."""
     try:
-        return parse_timestamp(rec.get(ts_key)) in window
+        return parse_timestamp(record.get(ts_key)) in window
     except ValueError:
         return False

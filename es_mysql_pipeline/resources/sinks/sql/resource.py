@@ -10,7 +10,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from es_mysql_pipeline.errors import ConfigError, PipelineError, SinkError
 from es_mysql_pipeline.identifiers import validate_identifier
-from es_mysql_pipeline.records import TimeWindow, redact
+from es_mysql_pipeline.records import TimeWindow, mask_secrets
 from es_mysql_pipeline.resources.sinks.base import (
     RecordSink,
     SchemaContract,
@@ -119,7 +119,7 @@ class SqlSink(RecordSink):
     def clean_error(self, exc: BaseException) -> str:
         """The first line of the driver's message, with the password blanked out."""
         text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else repr(exc)
-        return redact(text, [self.password])
+        return mask_secrets(text, [self.password])
 
     def open_session(self, shape: TableShape, partition: str | None) -> SinkSession:
         engine = self.engine()

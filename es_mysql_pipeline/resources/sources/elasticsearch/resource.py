@@ -26,7 +26,7 @@ from es_mysql_pipeline.records import (
     Batch,
     TimeWindow,
     batched,
-    redact,
+    mask_secrets,
     timestamp_setting,
 )
 from es_mysql_pipeline.resources.sources.base import RecordSource
@@ -295,7 +295,7 @@ class ElasticsearchSource(RecordSource):
         return [_resolve(self.api_key), _resolve(self.password), creds[1] if creds else None]
 
     def _redact(self, text: str) -> str:
-        return redact(text, self._secrets())
+        return mask_secrets(text, self._secrets())
 
     def _target(self) -> str:
         return f"{','.join(self._urls())}/{self.index}"
