@@ -1,4 +1,5 @@
-"""``LOAD DATA LOCAL INFILE`` for skip and append loads: about 3x faster than INSERTs.
+"""``LOAD DATA LOCAL INFILE`` for skip and append loads: the fastest way into MySQL (see the
+README's benchmark table for the figures against INSERTs).
 
 LOCAL turns errors into warnings, so any warning other than a skipped duplicate (1062, skip
 mode) rolls the batch back (:class:`NotClean`): the writer's INSERT path then finds and
