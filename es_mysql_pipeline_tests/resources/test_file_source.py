@@ -105,7 +105,7 @@ def test_streams_without_reading_the_whole_file(tmp_path: Path) -> None:
 def test_undecodable_bytes_in_a_multiline_field_fail_only_that_record(tmp_path: Path) -> None:
     p = tmp_path / "multi.csv"
     p.write_bytes(b'id,timestamp,t\n1,2024-01-01,"ok\nstill ok"\n2,2024-01-01,"a\nb\xff"\n3,x,y\n')
-    rows = read_all(CsvSource(path=str(p)))
+    rows = read_all(FileSource(path=str(p)))
     assert rows[0] == {"id": "1", "timestamp": "2024-01-01", "t": "ok\nstill ok"}
     assert "line 5: bytes that are not valid" in rows[1][ERROR_KEY]  # type: ignore[operator]
     assert rows[1]["__raw__"] == ["2", "2024-01-01", "a\nb\\xff"]
@@ -128,7 +128,7 @@ def test_jsonl_values_are_what_json_reads(tmp_path: Path, line: str) -> None:
     stays an exact int, NaN and lone surrogates are accepted as json accepts them."""
     p = tmp_path / "n.jsonl"
     p.write_text(line + "\n", encoding="utf-8")
-    (rec,) = read_all(CsvSource(path=str(p)))
+    (rec,) = read_all(FileSource(path=str(p)))
     expected = json.loads(line)
     assert repr(rec) == repr(expected)
     assert [type(v) for v in rec.values()] == [type(v) for v in expected.values()]
