@@ -100,3 +100,35 @@ def test_streams_without_reading_the_whole_file(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert total == 200_000
     assert peak < 5_000_000, f"peak {peak} bytes: the file (~24 MB) was held in memory"
+
+
+def test_undecodable_bytes_in_a_multiline_field_fail_only_that_record(tmp_path: Path) -> None:
+    p = tmp_path / "multi.csv"
+    p.write_bytes(b'id,timestamp,t\n1,2024-01-01,"ok\nstill ok"\n2,2024-01-01,"a\nb\xff"\n3,x,y\n')
+    rows = read_all(FileSource(path=str(p)))
+    assert rows[0] == {"id": "1", "timestamp": "2024-01-01", "t": "ok\nstill ok"}
+    assert "line 5: bytes that are not valid" in rows[1][ERROR_KEY]  # type: ignore[operator]
+    assert rows[1]["__raw__"] == ["2", "2024-01-01", "a\nb\\xff"]
+    assert rows[2] == {"id": "3", "timestamp": "x", "t": "y"}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"id": "a", "n": -9223372036854775809}',
+        '{"id": "a", "n": 123456789012345678901234567890}',
+        '{"id": "a", "n": {"deep": [18446744073709551616, 1.5]}}',
+        '{"id": "a", "n": NaN, "m": Infinity}',
+        '{"id": "a", "n": 1e400, "s": "\\ud800"}',
+        '{"id": "a", "id": "b", "f": 0.1, "z": -0.0, "big": 9223372036854775807}',
+    ],
+)
+def test_jsonl_values_are_what_json_reads(tmp_path: Path, line: str) -> None:
+    """orjson reads most lines, but every record equals json's own reading: a long int
+    stays an exact int, NaN and lone surrogates are accepted as json accepts them."""
+    p = tmp_path / "n.jsonl"
+    p.write_text(line + "\n", encoding="utf-8")
+    (rec,) = read_all(FileSource(path=str(p)))
+    expected = json.loads(line)
+    assert repr(rec) == repr(expected)
+    assert [type(v) for v in rec.values()] == [type(v) for v in expected.values()]
