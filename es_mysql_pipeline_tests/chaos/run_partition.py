@@ -22,6 +22,7 @@ from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.support.failures import step_failure_message
+from es_mysql_pipeline_tests.support.mysql import mysql_url
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -29,7 +30,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     resources = {
         "source": FileSource(path=spec["csv"]),
         "sink": SqlSink(
-            url=spec.get("url", "mysql+pymysql://root@127.0.0.1:3306/test"),
+            url=spec.get("url", mysql_url()),
             table=spec["table"],
             write_mode=spec.get("mode", "skip"),
             workers=spec.get("workers", 2),
