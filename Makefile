@@ -38,7 +38,7 @@ bench-10m: provision
 
 ## The fault scenarios with 10 kill trials, and their summary table.
 chaos: provision
-	CHAOS_TRIALS=10 $(PY) -m benchmarks.chaos_report
+	CHAOS_TRIALS=10 CHAOS_ROWS=200000 $(PY) -m benchmarks.chaos_report
 
 lint: venv
 	$(VENV)/bin/ruff check .

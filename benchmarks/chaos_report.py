@@ -3,8 +3,9 @@
 ``python -m benchmarks.chaos_report [pytest args]`` runs ``pytest -m chaos`` on
 ``es_mysql_pipeline_tests/chaos`` with ``CHAOS_REPORT_FILE`` set; each scenario appends one
 row (scenario, trials, rows expected, rows found, duplicates, lost, retries, result), and the
-table is printed at the end. ``CHAOS_TRIALS`` (default 3) sets the kill trials. The exit
-code is pytest's.
+table is printed at the end. ``CHAOS_TRIALS`` (default 3) sets the kill trials, ``CHAOS_ROWS``
+(default 200,000 here; the test suite alone uses 50,000) the rows of the killed loads. The
+exit code is pytest's.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> int:
     repo = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="chaos-report-") as tmp:
         report = Path(tmp) / "rows.jsonl"
-        env = {**os.environ, "CHAOS_REPORT_FILE": str(report)}
+        env = {"CHAOS_ROWS": "200000", **os.environ, "CHAOS_REPORT_FILE": str(report)}
         started = time.monotonic()
         code = subprocess.call(
             [

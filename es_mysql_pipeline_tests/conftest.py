@@ -10,13 +10,14 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from es_mysql_pipeline_tests.support.mysql import MYSQL_URL, drop_table, engine_for
+
 pytest_plugins = [
     "es_mysql_pipeline_tests.fixtures.es",
     "es_mysql_pipeline_tests.fixtures.prometheus",
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 
 def need_service(reason: str) -> None:
@@ -29,14 +30,11 @@ def need_service(reason: str) -> None:
 @pytest.fixture(scope="session")
 def mysql_url() -> str:
     """The MariaDB test database (root, empty password, database ``test``)."""
-    engine = sa.create_engine(MYSQL_URL)
     try:
-        with engine.connect() as conn:
+        with engine_for(MYSQL_URL) as engine, engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except Exception as exc:
         need_service(f"MariaDB not reachable at {MYSQL_URL}: {exc.__class__.__name__}")
-    finally:
-        engine.dispose()
     return MYSQL_URL
 
 
@@ -45,10 +43,7 @@ def mysql_table(mysql_url: str) -> Iterator[str]:
     """A fresh table name in the test database, dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
-    engine = sa.create_engine(mysql_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS `{name}`"))
-    engine.dispose()
+    drop_table(mysql_url, name)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,16 +14,11 @@ from es_mysql_pipeline.io_manager import StagingIOManagerResource
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.helpers import make_resources, run_unpartitioned
+from es_mysql_pipeline_tests.support.ports import free_port
 
 moto_server = pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
 BUCKET = "pipeline"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -32,7 +26,7 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A moto S3 server with one bucket; every s3fs client in this process points at it."""
     import fsspec.config
 
-    port = _free_port()
+    port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     url = f"http://127.0.0.1:{port}"

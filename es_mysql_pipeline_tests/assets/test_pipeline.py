@@ -17,27 +17,11 @@ from es_mysql_pipeline_tests.helpers import (
     metadata,
     run_partitions,
     run_unpartitioned,
-    sample_rows,
     table_rows,
 )
+from es_mysql_pipeline_tests.support.sample import expected_rows, sample_rows
 
 pytestmark = pytest.mark.integration
-
-
-def expected_rows(days: set[str] | None = None) -> dict[str, dict[str, str]]:
-    """Good rows of the sample (first occurrence of each id), optionally only some days."""
-    out: dict[str, dict[str, str]] = {}
-    for row in sample_rows():
-        if not row["id"] or None in row.values():
-            continue
-        try:
-            ts = parse_timestamp(row["timestamp"])
-        except ValueError:
-            continue
-        if days is not None and ts.strftime("%Y-%m-%d") not in days:
-            continue
-        out.setdefault(row["id"], row)
-    return out
 
 
 def assert_table_equals(url: str, table: str, expected: dict[str, dict[str, str]]) -> None:

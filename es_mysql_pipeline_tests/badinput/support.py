@@ -28,6 +28,7 @@ from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks.base import RecordSink
 from es_mysql_pipeline.resources.sources.base import RecordSource
 from es_mysql_pipeline_tests.helpers import make_resources, metadata, run_unpartitioned
+from es_mysql_pipeline_tests.support.failures import step_failure_message
 
 COUNTS = ("processed", "inserted", "updated", "skipped", "failed")
 
@@ -88,20 +89,6 @@ def run_materialize(
     md = metadata(result, "loaded_records")
     dl_dir = os.path.join(str(tmp), "dead_letter")
     return RunOutcome({k: int(md[k]) for k in COUNTS}, dead_letters(dl_dir), None, md)
-
-
-def step_failure_message(result: dg.ExecuteInProcessResult) -> str:
-    """The user-facing message of the first failed step (``dg.Failure`` description, or the
-    innermost error message)."""
-    for event in result.get_step_failure_events():
-        data = event.step_failure_data
-        if data.user_failure_data is not None and data.user_failure_data.description:
-            return str(data.user_failure_data.description)
-        err = data.error
-        while err is not None and err.cause is not None:
-            err = err.cause
-        return err.message.strip() if err is not None else "(no message)"
-    return "(the run failed without a step failure)"
 
 
 def assert_invariant(outcome: RunOutcome, expected_processed: int | None = None) -> None:

@@ -23,8 +23,16 @@ import pymysql
 
 from es_mysql_pipeline.sample_data import FIELDS, events
 from es_mysql_pipeline.staging import META_SUFFIX
+from es_mysql_pipeline_tests.support.failures import step_failure_message
+from es_mysql_pipeline_tests.support.mysql import (
+    MYSQL_DB,
+    MYSQL_HOST,
+    MYSQL_PORT,
+    MYSQL_USER,
+    mysql_url,
+)
+from es_mysql_pipeline_tests.support.ports import free_port
 
-MYSQL_HOST, MYSQL_PORT, MYSQL_USER, MYSQL_DB = "127.0.0.1", 3306, "root", "test"
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 MARIADBD_START = [
     "start-stop-daemon",
@@ -47,8 +55,9 @@ def trials() -> int:
 
 
 def kill_rows() -> int:
-    """Rows of the killed-mid-load source (``CHAOS_ROWS``, default 200,000)."""
-    return max(1000, int(os.environ.get("CHAOS_ROWS", "200000")))
+    """Rows of the killed-mid-load source (``CHAOS_ROWS``; default 50,000 in the test suite,
+    enough for a kill by rows or by time to land mid-load; ``make chaos`` runs 200,000)."""
+    return max(1000, int(os.environ.get("CHAOS_ROWS", "50000")))
 
 
 # -- source data ---------------------------------------------------------------------------
@@ -178,13 +187,13 @@ class PrivateMariaDB:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.datadir = root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
     @property
     def url(self) -> str:
-        return f"mysql+pymysql://root@127.0.0.1:{self.port}/test"
+        return mysql_url(self.port)
 
     def install(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -284,14 +293,6 @@ class PrivateMariaDB:
         if self.proc is not None and self.proc.poll() is None:
             self.shutdown()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- exact comparison ----------------------------------------------------------------------
@@ -528,13 +529,6 @@ def report(
 def failure_message(result: Any) -> str:
     """The failed step's message as Dagster shows it (the ``dg.Failure`` description, else
     the innermost error's last line)."""
-    for event in result.get_step_failure_events():
-        data = event.step_failure_data
-        if data.user_failure_data is not None and data.user_failure_data.description:
-            return str(data.user_failure_data.description)
-        err = data.error
-        while err is not None and err.cause is not None:
-            err = err.cause
-        if err is not None:
-            return err.message.strip().splitlines()[-1]
-    return "the run failed" if not result.success else ""
+    return step_failure_message(
+        result, last_line=True, default="the run failed" if not result.success else ""
+    )

@@ -21,6 +21,8 @@ from es_mysql_pipeline.io_manager import StagingIOManagerResource
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
+from es_mysql_pipeline_tests.support.failures import step_failure_message
+from es_mysql_pipeline_tests.support.mysql import mysql_url
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -28,7 +30,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     resources = {
         "source": FileSource(path=spec["csv"]),
         "sink": SqlSink(
-            url=spec.get("url", "mysql+pymysql://root@127.0.0.1:3306/test"),
+            url=spec.get("url", mysql_url()),
             table=spec["table"],
             write_mode=spec.get("mode", "skip"),
             workers=spec.get("workers", 2),
@@ -53,10 +55,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     ).resolve_job_def("chaos_job")
     result = job.execute_in_process(partition_key=spec["partition"], raise_on_error=False)
     out: dict[str, Any] = {"success": result.success, "error": None, "load": {}}
-    for event in result.get_step_failure_events():
-        data = event.step_failure_data
-        desc = data.user_failure_data.description if data.user_failure_data else None
-        out["error"] = desc or (data.error.message.strip() if data.error else "failed")
+    if result.get_step_failure_events():
+        out["error"] = step_failure_message(result)
     for event in result.get_asset_materialization_events():
         if event.asset_key is not None and event.asset_key.path[-1] == "loaded_records":
             md = event.materialization.metadata

@@ -30,6 +30,7 @@ from es_mysql_pipeline_tests.chaos.conftest import CsvFactory
 from es_mysql_pipeline_tests.es_server import EsTestServer
 from es_mysql_pipeline_tests.faultproxy import FaultProxy
 from es_mysql_pipeline_tests.helpers import make_resources, metadata, run_unpartitioned
+from es_mysql_pipeline_tests.support.mysql import mysql_url
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 
@@ -103,7 +104,7 @@ def _check(
 def _proxied_sink(proxy: FaultProxy, table: str, **kwargs: Any) -> SqlSink:
     args: dict[str, Any] = {"batch_size": 1000, "workers": 2, "retry_backoff_seconds": 0.2}
     args.update(kwargs)
-    return SqlSink(url=f"mysql+pymysql://root@127.0.0.1:{proxy.port}/test", table=table, **args)
+    return SqlSink(url=mysql_url(proxy.port), table=table, **args)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -230,7 +231,7 @@ def _mysql_sink(table: str) -> SqlSink:
 
 
 def common_url() -> str:
-    return f"mysql+pymysql://root@{common.MYSQL_HOST}:{common.MYSQL_PORT}/test"
+    return mysql_url()
 
 
 @pytest.mark.parametrize("seed", [1, 2])

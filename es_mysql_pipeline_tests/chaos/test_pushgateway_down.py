@@ -29,6 +29,7 @@ from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.chaos import common
 from es_mysql_pipeline_tests.chaos.conftest import CsvFactory
 from es_mysql_pipeline_tests.helpers import make_resources
+from es_mysql_pipeline_tests.support.mysql import mysql_url
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -131,4 +132,4 @@ def _scenario(
 
 
 def common_url() -> str:
-    return f"mysql+pymysql://root@{common.MYSQL_HOST}:{common.MYSQL_PORT}/test"
+    return mysql_url()

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,9 @@ import sqlalchemy as sa
 
 from es_mysql_pipeline.records import parse_timestamp
 from es_mysql_pipeline_tests.conftest import need_service
-from es_mysql_pipeline_tests.helpers import sample_rows, table_rows
+from es_mysql_pipeline_tests.helpers import table_rows
+from es_mysql_pipeline_tests.support.ports import free_port
+from es_mysql_pipeline_tests.support.sample import expected_rows
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -144,28 +145,6 @@ class DagsterDev:
             return "(no log)"
 
 
-def expected_rows(days: set[str]) -> dict[str, dict[str, str]]:
-    """Good rows of the sample (first occurrence of each id) whose UTC day is in ``days``."""
-    out: dict[str, dict[str, str]] = {}
-    for row in sample_rows():
-        if not row["id"] or None in row.values():
-            continue
-        try:
-            day = parse_timestamp(row["timestamp"]).strftime("%Y-%m-%d")
-        except ValueError:
-            continue
-        if day in days:
-            out.setdefault(row["id"], row)
-    return out
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _not_ready_reason(server: DagsterDev) -> str | None:
     """Why the server cannot take runs and backfills yet, or None when it can."""
     try:
@@ -221,7 +200,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
     home.mkdir()
     data.mkdir()
     (home / "dagster.yaml").write_text(_DAGSTER_YAML)
-    server = DagsterDev("127.0.0.1", _free_port(), home, data, root / "dagster-dev.log")
+    server = DagsterDev("127.0.0.1", free_port(), home, data, root / "dagster-dev.log")
     env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
     env.update(
         DAGSTER_HOME=str(home),

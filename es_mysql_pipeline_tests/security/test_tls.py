@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -32,6 +31,8 @@ from es_mysql_pipeline_tests.badinput.support import (
 )
 from es_mysql_pipeline_tests.conftest import need_service
 from es_mysql_pipeline_tests.helpers import table_rows
+from es_mysql_pipeline_tests.support.mysql import mysql_url
+from es_mysql_pipeline_tests.support.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -95,18 +96,12 @@ def make_server_cert(
     return cert, key
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class TlsMariaDb:
     """A private mariadbd with ``--ssl-*`` options; root over TCP without a password."""
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         ca, ca_key = make_ca("es-mysql-pipeline test CA")
         server, server_key = make_server_cert(ca, ca_key)
@@ -122,7 +117,7 @@ class TlsMariaDb:
 
     @property
     def url(self) -> str:
-        return f"mysql+pymysql://root@127.0.0.1:{self.port}/test"
+        return mysql_url(self.port)
 
     def start(self) -> None:
         datadir = self.base / "data"
