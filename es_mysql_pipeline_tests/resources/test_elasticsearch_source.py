@@ -6,7 +6,6 @@ Every read is compared with the seeded documents exactly: each ``_id`` once, eac
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import logging
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
 from es_mysql_pipeline_tests.es_server import EsTestServer
 from es_mysql_pipeline_tests.fixtures.es import EsTarget
+from es_mysql_pipeline_tests.support.tls import make_ca, make_server_cert, write_cert, write_key
 
 SENTINEL_KEY = "SENTINEL-api-key-7f3a9c"
 SENTINEL_PASSWORD = "SENTINEL-password-b41e"
@@ -445,78 +445,18 @@ def test_basic_auth_and_url_userinfo_never_leaked(caplog: pytest.LogCaptureFixtu
 # -- TLS ---------------------------------------------------------------------------------------
 
 
-def _make_ca(tmp: Path, name: str) -> tuple[Any, Any, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp / f"{name}.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key, cert, path
-
-
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     tmp = tmp_path_factory.mktemp("tls")
-    ca_key, ca_cert, ca_path = _make_ca(tmp, "test-ca")
-    _, _, other_ca = _make_ca(tmp, "other-ca")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "server.pem", tmp / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return {"ca": ca_path, "other_ca": other_ca, "cert": cert_path, "key": key_path}
+    ca_cert, ca_key = make_ca("test-ca")
+    other_ca, _ = make_ca("other-ca")
+    cert, key = make_server_cert(ca_cert, ca_key)
+    return {
+        "ca": write_cert(tmp / "test-ca.pem", ca_cert),
+        "other_ca": write_cert(tmp / "other-ca.pem", other_ca),
+        "cert": write_cert(tmp / "server.pem", cert),
+        "key": write_key(tmp / "server.key", key),
+    }
 
 
 def test_https_with_ca_bundle(tls_files: dict[str, Path]) -> None:

@@ -7,7 +7,6 @@ second ``mariadbd`` and stops it afterwards.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import subprocess
@@ -17,10 +16,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
@@ -33,67 +28,9 @@ from es_mysql_pipeline_tests.conftest import need_service
 from es_mysql_pipeline_tests.helpers import table_rows
 from es_mysql_pipeline_tests.support.mysql import mysql_url
 from es_mysql_pipeline_tests.support.ports import free_port
+from es_mysql_pipeline_tests.support.tls import make_ca, make_server_cert, write_cert, write_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-
-
-def make_ca(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def make_server_cert(
-    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    import ipaddress
-
-    key = _key()
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return cert, key
 
 
 class TlsMariaDb:
@@ -110,10 +47,10 @@ class TlsMariaDb:
         self.wrong_ca = base / "wrong-ca.pem"
         self.cert = base / "server.pem"
         self.key = base / "server-key.pem"
-        self.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        self.wrong_ca.write_bytes(wrong.public_bytes(serialization.Encoding.PEM))
-        self.cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-        self.key.write_bytes(_pem_key(server_key))
+        write_cert(self.ca, ca)
+        write_cert(self.wrong_ca, wrong)
+        write_cert(self.cert, server)
+        write_key(self.key, server_key, traditional=True)
 
     @property
     def url(self) -> str:
