@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 from upath import UPath
 
-from es_mysql_pipeline.staging import META_SUFFIX, STAGE_SUFFIX, StagedRecords
+from es_mysql_pipeline.staging import META_SUFFIX, STAGED_FILE_SUFFIX, StagedRecords
 
 
 class StagingIOManager(dg.UPathIOManager):
@@ -21,7 +21,7 @@ class StagingIOManager(dg.UPathIOManager):
     which the downstream step of the same run loads by the same name.
     """
 
-    extension = STAGE_SUFFIX
+    extension = STAGED_FILE_SUFFIX
 
     def dump_to_path(self, context: dg.OutputContext, obj: StagedRecords, path: UPath) -> None:
         tmp = path.with_name(path.name + ".tmp")

@@ -1,8 +1,8 @@
 """Staged record files: how records travel between assets without living in memory.
 
-A stage is a data file of frames, one per written batch (an 8-byte length, then the batch
+A staged file is a data file of frames, one per written batch (an 8-byte length, then the batch
 as a pickle, so a range of frames can be handed to another process), plus a ``.meta.json``
-sidecar written last; a stage without its sidecar (a killed run) is never taken as
+sidecar written last; one without its sidecar (a killed run) is never taken as
 complete. Pickle, as Dagster's own IO managers use, because it encodes and decodes batches
 of dicts four to five times faster than JSON and keeps every value's type, and the steps
 between fetch and load are where a run spends its time; the files are the pipeline's own
@@ -34,7 +34,7 @@ from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.records import Batch
 
 META_SUFFIX = ".meta.json"
-STAGE_SUFFIX = ".stage"
+STAGED_FILE_SUFFIX = ".stage"
 _INT64 = (-(2**63), 2**63 - 1)
 
 #: Write errors that mean "the staging disk is full" (no space, quota, file size limit).
@@ -45,7 +45,7 @@ class StagingError(PipelineError):
     """Staged data could not be written (disk full, quota, file size limit)."""
 
 
-#: Column types a stage can declare, from narrowest to widest.
+#: Column types a staged file can declare, from narrowest to widest.
 TYPES = ("bool", "int", "float", "datetime", "string", "json")
 
 
@@ -96,7 +96,7 @@ class StagedRecords:
     #: ``None`` when the records have no time field.
     timestamp_key: str | None
     columns: dict[str, ColumnStats] = field(default_factory=dict)
-    #: Records read from the source for this stage's partition (processed so far).
+    #: Records read from the source for this partition (processed so far).
     source_rows: int = 0
     #: Records the transform sent to the dead letter, and where.
     rejected: int = 0
@@ -157,7 +157,7 @@ def scratch_dir() -> str:
     return path
 
 
-class StageWriter:
+class StagedFileWriter:
     """Writes records to a local scratch file, tracking row count and column types."""
 
     def __init__(
@@ -167,7 +167,9 @@ class StageWriter:
         track_schema: bool = False,
         declared: dict[str, str] | None = None,
     ) -> None:
-        fd, self.path = tempfile.mkstemp(prefix="stage-", suffix=STAGE_SUFFIX, dir=scratch_dir())
+        fd, self.path = tempfile.mkstemp(
+            prefix="stage-", suffix=STAGED_FILE_SUFFIX, dir=scratch_dir()
+        )
         self._fh: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)
         self.rows = 0
         self.id_key = id_key
@@ -227,7 +229,7 @@ class StageWriter:
                     st.max_bytes = max(st.max_bytes, size)
 
     def append(self, part: StagedRecords) -> None:
-        """Add a whole stage written elsewhere (a worker process's part), then delete it."""
+        """Add a whole staged file written elsewhere (a worker process's part), then delete it."""
         try:
             with open(part.path, "rb") as src:
                 shutil.copyfileobj(src, self._fh, 1 << 20)
@@ -264,7 +266,7 @@ class StageWriter:
             "and --staging-dir / STAGING_PATH at a larger one"
         )
 
-    def __enter__(self) -> StageWriter:
+    def __enter__(self) -> StagedFileWriter:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:
@@ -287,7 +289,7 @@ JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_json_default, check
 
 def as_json_values(record: dict[str, Any]) -> dict[str, Any]:
     """``record`` with every value as JSON would carry it (a ``Decimal`` or ``set`` from a
-    user's analyzer becomes text), so what the stage keeps is what any sink can write."""
+    user's analyzer becomes text), so what the staged file keeps is what any sink can write."""
     return json.loads(JSON_ENCODER.encode(record))  # type: ignore[no-any-return,unused-ignore]
 
 

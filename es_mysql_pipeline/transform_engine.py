@@ -1,8 +1,8 @@
-"""Runs the field mapping over a whole stage: in this process, or in worker processes.
+"""Runs the field mapping over a whole staged file: in this process, or in worker processes.
 
 The transform is pure per-record Python, so one process uses one core however many the
-machine has. A big stage is cut into runs of frames; each worker process maps its run into
-a part stage and a part dead letter, and the parts are joined in order, so the output is
+machine has. A big staged file is cut into runs of frames; each worker process maps its run into
+a part file and a part dead letter, and the parts are joined in order, so the output is
 the same file, rows and dead letter, in the same order, as a serial run would write.
 
 Workers are spawned, not forked: a clean interpreter (no inherited threads or locks from
@@ -31,9 +31,9 @@ from es_mysql_pipeline.errors import RejectedRecordsError
 from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.mapping import Analyzer, FieldMapping, RecordRejected, load_analyzer
 from es_mysql_pipeline.records import Batch, Record
-from es_mysql_pipeline.staging import StagedRecords, StageWriter, as_json_values, scratch_dir
+from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords, as_json_values, scratch_dir
 
-#: Below this many records a stage is mapped in-process: starting workers costs more.
+#: Below this many records a staged file is mapped in-process: starting workers costs more.
 PARALLEL_MIN_ROWS = 50_000
 #: Runs of frames per worker: small enough for progress and a prompt stop, big enough
 #: that handing a run over costs nothing next to mapping it.
@@ -105,9 +105,9 @@ def _hint(reason: str) -> str:
 
 @dataclass
 class Outcome:
-    """What one run of frames (or the whole stage) produced."""
+    """What one run of frames (or the whole staged file) produced."""
 
-    stage: StagedRecords
+    staged: StagedRecords
     rejected: int = 0
     analysis_ok: int = 0
     analysis_failed: int = 0
@@ -163,8 +163,8 @@ class BatchMapper:
         return rows
 
 
-def new_stage(mapping: FieldMapping) -> StageWriter:
-    return StageWriter(
+def new_staged_file(mapping: FieldMapping) -> StagedFileWriter:
+    return StagedFileWriter(
         mapping.id_column,
         mapping.timestamp_column if mapping.timestamp_key is not None else None,
         track_schema=True,
@@ -183,9 +183,9 @@ def worker_count(setting: int, rows: int) -> int:
     return max(1, wanted)
 
 
-def frame_runs(stage: StagedRecords, workers: int) -> list[tuple[int, int | None]]:
+def frame_runs(staged: StagedRecords, workers: int) -> list[tuple[int, int | None]]:
     """Byte ranges ``[start, stop)`` of consecutive frames, about ``workers * 4`` of them."""
-    offsets = stage.frame_offsets()
+    offsets = staged.frame_offsets()
     if not offsets:
         return []
     per_run = max(1, -(-len(offsets) // (workers * _RUNS_PER_WORKER)))
@@ -195,7 +195,7 @@ def frame_runs(stage: StagedRecords, workers: int) -> list[tuple[int, int | None
 
 @dataclass(frozen=True)
 class _Run:
-    stage: StagedRecords
+    staged: StagedRecords
     start: int
     stop: int | None
     mapping: FieldMapping
@@ -204,14 +204,14 @@ class _Run:
 
 
 def _map_run(run: _Run) -> Outcome:
-    """Worker side: map one run of frames into a part stage and a part dead letter."""
+    """Worker side: map one run of frames into a part file and a part dead letter."""
     os.environ["ES_MYSQL_PIPELINE_SCRATCH"] = run.scratch
     analyzer = load_analyzer(run.analyzer) if run.analyzer else None
     parts = os.path.join(run.scratch, "transform-parts")
     dead = DeadLetterWriter(parts, "transform", f"part-{os.getpid()}-{run.start}")
     mapper = BatchMapper(run.mapping, analyzer, dead)
-    with dead, new_stage(run.mapping) as out:
-        for batch in run.stage.frames(run.start, run.stop):
+    with dead, new_staged_file(run.mapping) as out:
+        for batch in run.staged.frames(run.start, run.stop):
             out.write(mapper.map(batch))
         part = out.finish()
         dead_path = dead.close()
@@ -227,16 +227,16 @@ def _map_run(run: _Run) -> Outcome:
 
 
 def map_parallel(
-    stage: StagedRecords,
+    staged: StagedRecords,
     mapping: FieldMapping,
     analyzer: str | None,
     workers: int,
-    out: StageWriter,
+    out: StagedFileWriter,
     dead: DeadLetterWriter,
     after_run: Callable[[int, int], None],
     rejects: RejectTally | None = None,
 ) -> tuple[int, int, dict[str, str]]:
-    """Map ``stage`` in ``workers`` processes into ``out`` and ``dead``, in order.
+    """Map ``staged`` in ``workers`` processes into ``out`` and ``dead``, in order.
 
     ``after_run(rows_done, rejected)`` is called as each run is joined (``rejects`` then
     holds the reasons so far); it may raise (a stop request, too many alike rejects) to
@@ -244,8 +244,8 @@ def map_parallel(
     never appeared.
     """
     runs = [
-        _Run(stage, start, stop, mapping, analyzer, scratch_dir())
-        for start, stop in frame_runs(stage, workers)
+        _Run(staged, start, stop, mapping, analyzer, scratch_dir())
+        for start, stop in frame_runs(staged, workers)
     ]
     ok = failed = 0
     unseen = mapping.named_columns()
@@ -256,7 +256,7 @@ def map_parallel(
         try:
             for future in futures:
                 result = future.result()
-                out.append(result.stage)
+                out.append(result.staged)
                 if result.dead_letter_part:
                     dead.append_file(result.dead_letter_part, result.rejected)
                 ok += result.analysis_ok
@@ -264,7 +264,7 @@ def map_parallel(
                 if rejects is not None:
                     rejects.merge(result.rejects)
                 unseen = {k: v for k, v in unseen.items() if k in result.unseen}
-                done += result.stage.rows + result.rejected
+                done += result.staged.rows + result.rejected
                 after_run(done, result.rejected)
         except BaseException:
             for future in futures:
@@ -322,7 +322,7 @@ def _discard(future: Future[Outcome]) -> None:
         return
     with contextlib.suppress(BaseException):
         result = future.result()
-        for path in (result.stage.path, result.dead_letter_part):
+        for path in (result.staged.path, result.dead_letter_part):
             if path and os.path.exists(path):
                 os.unlink(path)
 

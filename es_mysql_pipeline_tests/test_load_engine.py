@@ -22,7 +22,7 @@ from es_mysql_pipeline.resources.sinks.base import (
     TableShape,
     WriteCounts,
 )
-from es_mysql_pipeline.staging import StagedRecords, StageWriter
+from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords
 
 #: name -> the rows a MemorySink of that name holds, and what its sessions did
 TABLES: dict[str, dict[str, Record]] = {}
@@ -94,7 +94,7 @@ class _Writer(SinkWriter):
 
 
 def staged_ids(n: int, frame: int = 50) -> StagedRecords:
-    with StageWriter("id", None) as staging:
+    with StagedFileWriter("id", None) as staging:
         for start in range(0, n, frame):
             staging.write([{"id": f"r{i}", "v": i} for i in range(start, min(n, start + frame))])
         return staging.finish()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from es_mysql_pipeline.staging import StageWriter, as_json_values
+from es_mysql_pipeline.staging import StagedFileWriter, as_json_values
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +22,7 @@ RECORDS = [
 
 
 def test_values_round_trip_exactly() -> None:
-    with StageWriter("id", "ts") as w:
+    with StagedFileWriter("id", "ts") as w:
         w.write(RECORDS)
         stage = w.finish()
     assert [r for b in stage.batches(10) for r in b] == RECORDS
@@ -30,7 +30,7 @@ def test_values_round_trip_exactly() -> None:
 
 def test_batches_rechunk_and_frames_split_at_offsets() -> None:
     rows = [{"id": str(i)} for i in range(103)]
-    with StageWriter("id", "ts") as w:
+    with StagedFileWriter("id", "ts") as w:
         for i in range(0, 103, 10):
             w.write(rows[i : i + 10])
         stage = w.finish()
@@ -45,13 +45,13 @@ def test_batches_rechunk_and_frames_split_at_offsets() -> None:
 
 
 def test_append_joins_parts_in_order_and_merges_schema() -> None:
-    with StageWriter("id", "ts", track_schema=True) as a:
+    with StagedFileWriter("id", "ts", track_schema=True) as a:
         a.write([{"id": "1", "v": 1}, {"id": "2", "v": "x"}])
         part_a = a.finish()
-    with StageWriter("id", "ts", track_schema=True) as b:
+    with StagedFileWriter("id", "ts", track_schema=True) as b:
         b.write([{"id": "3", "v": 2.5, "w": "wide ✓"}])
         part_b = b.finish()
-    with StageWriter("id", "ts", track_schema=True) as out:
+    with StagedFileWriter("id", "ts", track_schema=True) as out:
         out.append(part_a)
         out.append(part_b)
         joined = out.finish()
@@ -63,7 +63,7 @@ def test_append_joins_parts_in_order_and_merges_schema() -> None:
 
 
 def test_schema_tracks_types_and_utf8_widths() -> None:
-    with StageWriter("id", "ts", track_schema=True) as w:
+    with StagedFileWriter("id", "ts", track_schema=True) as w:
         w.write([{"id": "a", "n": 1, "s": "é" * 10}, {"id": "b", "n": None, "s": None}])
         w.write([{"id": "c", "n": 2.0, "s": "x"}])
         stage = w.finish()

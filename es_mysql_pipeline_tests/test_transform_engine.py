@@ -16,12 +16,12 @@ import pytest
 
 from es_mysql_pipeline.dead_letter import DeadLetterWriter, read_dead_letters
 from es_mysql_pipeline.mapping import FieldMapping, load_analyzer
-from es_mysql_pipeline.staging import StagedRecords, StageWriter
+from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords
 from es_mysql_pipeline.transform_engine import (
     PARALLEL_MIN_ROWS,
     BatchMapper,
     map_parallel,
-    new_stage,
+    new_staged_file,
     worker_count,
 )
 
@@ -47,7 +47,7 @@ def raw_stage(n: int, frame: int = 100) -> StagedRecords:
         if i % 13 == 0:
             rec["user"] = {"geo": {"country": "DE"}, "tags": ["a"]}  # nested path
         records.append(rec)
-    with StageWriter("id", "@timestamp") as w:
+    with StagedFileWriter("id", "@timestamp") as w:
         for i in range(0, n, frame):
             w.write(records[i : i + frame])
         return w.finish()
@@ -56,7 +56,7 @@ def raw_stage(n: int, frame: int = 100) -> StagedRecords:
 def serial(stage: StagedRecords, mapping: FieldMapping, dl: Path) -> tuple[Any, ...]:
     dead = DeadLetterWriter(str(dl), "transform", "all")
     mapper = BatchMapper(mapping, load_analyzer(ANALYZER), dead)
-    with dead, new_stage(mapping) as out:
+    with dead, new_staged_file(mapping) as out:
         for batch in stage.batches(100):
             out.write(mapper.map(batch))
         result = out.finish()
@@ -67,7 +67,7 @@ def serial(stage: StagedRecords, mapping: FieldMapping, dl: Path) -> tuple[Any, 
 def parallel(stage: StagedRecords, mapping: FieldMapping, dl: Path, **kw: Any) -> tuple[Any, ...]:
     dead = DeadLetterWriter(str(dl), "transform", "all")
     progress: list[int] = []
-    with dead, new_stage(mapping) as out:
+    with dead, new_staged_file(mapping) as out:
         ok, failed, unseen = map_parallel(
             stage, mapping, ANALYZER, 2, out, dead, lambda done, _: progress.append(done), **kw
         )
@@ -125,7 +125,7 @@ def test_stop_between_runs_leaves_no_parts(tmp_path: Path) -> None:
     def stop(done: int, _rejected: int) -> None:
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt), dead, new_stage(mapping) as out:
+    with pytest.raises(KeyboardInterrupt), dead, new_staged_file(mapping) as out:
         map_parallel(stage, mapping, None, 2, out, dead, stop)
     left = {str(p) for p in (tmp_path / "scratch").rglob("*") if p.is_file()}
     assert left == {stage.path}  # parts of finished and running runs are gone
@@ -138,7 +138,7 @@ def test_worker_errors_reach_the_step(tmp_path: Path) -> None:
     dead = DeadLetterWriter(str(tmp_path / "dl"), "transform", "all")
     from es_mysql_pipeline.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"no\.such"), dead, new_stage(mapping) as out:
+    with pytest.raises(ConfigError, match=r"no\.such"), dead, new_staged_file(mapping) as out:
         map_parallel(stage, mapping, "no.such:fn", 2, out, dead, lambda *_: None)
 
 
@@ -153,7 +153,7 @@ import signal
 import sys
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
 from es_mysql_pipeline.mapping import FieldMapping
-from es_mysql_pipeline.transform_engine import map_parallel, new_stage
+from es_mysql_pipeline.transform_engine import map_parallel, new_staged_file
 from es_mysql_pipeline_tests.test_transform_engine import raw_stage
 
 if __name__ == "__main__":
@@ -162,7 +162,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: None)
     mapping = FieldMapping("id", "@timestamp")
     dead = DeadLetterWriter(sys.argv[1], "transform", "all")
-    with dead, new_stage(mapping) as out:
+    with dead, new_staged_file(mapping) as out:
         map_parallel(raw_stage(2_000), mapping, sys.argv[2], 2, out, dead, lambda *_: None)
 """
 
@@ -277,7 +277,7 @@ def _map_as_the_step_does(scratch: str, n: int, result_file: str) -> None:
     mapping = FieldMapping("id", "@timestamp")
     dead = DeadLetterWriter(os.path.join(scratch, "dl"), "transform", "all")
     workers = worker_count(2, stage.rows)
-    with dead, new_stage(mapping) as out:
+    with dead, new_staged_file(mapping) as out:
         if workers > 1:
             map_parallel(stage, mapping, ANALYZER, workers, out, dead, lambda *_: None)
         else:

@@ -16,7 +16,7 @@ from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sources.base import RecordSource
-from es_mysql_pipeline.staging import StagedRecords, StageWriter
+from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords
 
 
 def fetch_records(
@@ -64,7 +64,7 @@ def fetch_records(
 
 def _drain(source: RecordSource, window: TimeWindow | None, batch_size: int) -> StagedRecords:
     metrics = get_recorder()
-    with StageWriter(source.id_key(), source.timestamp_key()) as staging:
+    with StagedFileWriter(source.id_key(), source.timestamp_key()) as staging:
         batches = source.read_batches(window, batch_size)
         while True:
             t0 = time.perf_counter()

@@ -21,7 +21,7 @@ from es_mysql_pipeline.transform_engine import (
     BatchMapper,
     RejectTally,
     map_parallel,
-    new_stage,
+    new_staged_file,
     worker_count,
 )
 
@@ -75,10 +75,10 @@ def _transform(
     rejects: RejectTally,
     settings: PipelineSettings,
 ) -> tuple[StagedRecords, tuple[int, int]]:
-    """Map every raw record; returns the clean stage and the analyzer's (ok, failed) counts."""
+    """Map every raw record; the clean staged file and the analyzer's (ok, failed) counts."""
     total = raw_records.rows
     workers = worker_count(settings.transform_processes, total)
-    with dead, new_stage(mapping) as out:
+    with dead, new_staged_file(mapping) as out:
         if workers > 1:
 
             def after_run(done: int, rejected: int) -> None:
