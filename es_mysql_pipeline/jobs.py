@@ -21,8 +21,8 @@ from typing import Any
 
 import dagster as dg
 from dagster._core.executor.base import Executor  # dagster's executor interface
-from dagster_celery import celery_executor
-from dagster_celery.executor import CELERY_CONFIG
+from dagster._core.execution.retries import RetryMode
+from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor
 
 from es_mysql_pipeline import definitions as base
 
@@ -30,22 +30,15 @@ BROKER_ENV = "DAGSTER_CELERY_BROKER_URL"
 BACKEND_ENV = "DAGSTER_CELERY_BACKEND_URL"
 
 
-class RecordTargets(Executor):
-    """Delegates to ``inner`` after adding the run worker's targets to an untagged run."""
-
-    def __init__(self, inner: Executor) -> None:
-        self._inner = inner
-
-    @property
-    def retries(self) -> Any:
-        return self._inner.retries
+class CeleryRecordingTargets(CeleryExecutor):
+    """The celery executor, adding the run worker's targets to an untagged run first."""
 
     def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[Any]:
         run = plan_context.dagster_run
         missing = {k: v for k, v in base.launch_tags().items() if k not in run.tags}
         if missing:
             plan_context.instance.add_run_tags(run.run_id, missing)
-        yield from self._inner.execute(plan_context, execution_plan)
+        yield from super().execute(plan_context, execution_plan)
 
 
 @dg.executor(
@@ -54,7 +47,14 @@ class RecordTargets(Executor):
     requirements=dg.multiple_process_executor_requirements(),
 )
 def celery_checked_targets(init_context: dg.InitExecutorContext) -> Executor:
-    return RecordTargets(celery_executor.executor_creation_fn(init_context))  # type: ignore[misc]
+    config = init_context.executor_config
+    return CeleryRecordingTargets(
+        broker=config.get("broker"),
+        backend=config.get("backend"),
+        config_source=config.get("config_source"),
+        include=config.get("include"),
+        retries=RetryMode.from_config(config["retries"]),  # type: ignore[arg-type]
+    )
 
 
 def celery_config() -> dict[str, Any]:
