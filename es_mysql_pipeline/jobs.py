@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-from dagster._core.executor.base import Executor  # dagster's executor interface
 from dagster._core.execution.retries import RetryMode
+from dagster._core.executor.base import Executor  # dagster's executor interface
 from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor
 
 from es_mysql_pipeline import definitions as base

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ def write_instance(home: Path, max_runs: int, compute_log_bucket: bool) -> None:
 
 
 def _start(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "wb")  # noqa: SIM115 (closed with the process)
+    out = open(log, "wb")
     env = {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}  # dagster-celery runs `celery`
     return subprocess.Popen(
         args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -54,10 +54,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=10)
 
 
@@ -133,7 +131,7 @@ def backfill(env: Mapping[str, str], partitions: list[str], logs: Path) -> None:
         ],
         env=dict(env),
         check=True,
-        stdout=open(logs / "backfill.log", "wb"),  # noqa: SIM115
+        stdout=open(logs / "backfill.log", "wb"),
         stderr=subprocess.STDOUT,
         timeout=180,
     )
