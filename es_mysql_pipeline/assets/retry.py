@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from es_mysql_pipeline.errors import PipelineError, step_failure
+from es_mysql_pipeline.errors import PipelineError
 
 RETRY = dg.RetryPolicy(
     max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
@@ -61,14 +61,17 @@ def fail_fast_unless_transient(fn: F) -> F:
             return fn(*args, **kwargs)
         except dg.Failure:
             raise  # already says whether it may be retried
-        except PipelineError as exc:
-            raise step_failure(exc) from None
         except Exception as exc:
-            if is_transient(exc):
+            if is_transient(exc) and not isinstance(exc, PipelineError):
                 raise  # the RetryPolicy tries again with backoff
+            if isinstance(exc, PipelineError):  # already one line for users
+                description = str(exc)
+            else:
+                description = (
+                    f"{type(exc).__name__}: {exc} (not retried: it would fail the same way again)"
+                )
             raise dg.Failure(
-                description=f"{type(exc).__name__}: {exc} (not retried: it would fail the "
-                "same way again)",
+                description=description,
                 allow_retries=False,
                 metadata={"error_kind": type(exc).__name__},
             ) from exc
