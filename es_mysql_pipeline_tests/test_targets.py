@@ -11,7 +11,7 @@ import dagster as dg
 
 from es_mysql_pipeline.assets import build_assets
 from es_mysql_pipeline.resources.sinks import SqlSink
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.targets import (
     SINK_TABLE_TAG,
     SINK_TAG,
@@ -27,7 +27,7 @@ CSV = "id,timestamp,msg\ne1,2024-01-01T00:00:00Z,one\ne2,2024-01-01T00:00:01Z,tw
 
 def test_target_tags_name_kind_and_target_but_never_a_password() -> None:
     tags = target_tags(
-        CsvSource(path="/data/events.csv"),
+        FileSource(path="/data/events.csv"),
         SqlSink(url="mysql+pymysql://loader:s3cret@db:3306/prod", table="events"),
     )
     assert tags[SOURCE_TAG] == "csv:/data/events.csv"
@@ -48,7 +48,7 @@ def _run(tmp_path: Path, tags: dict[str, str]) -> tuple[dg.ExecuteInProcessResul
     src = tmp_path / "in.csv"
     src.write_text(CSV, encoding="utf-8")
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    resources = make_resources(str(tmp_path), source=CsvSource(path=str(src)))
+    resources = make_resources(str(tmp_path), source=FileSource(path=str(src)))
     resources["sink"] = SqlSink(url=url)
     result = dg.materialize(
         build_assets(None), resources=resources, tags=tags, raise_on_error=False
@@ -57,7 +57,7 @@ def _run(tmp_path: Path, tags: dict[str, str]) -> tuple[dg.ExecuteInProcessResul
 
 
 def test_a_step_whose_source_differs_from_the_launch_fails_at_once(tmp_path: Path) -> None:
-    launched = target_tags(CsvSource(path="/shared/events.csv"), SqlSink(url="sqlite:///x"))
+    launched = target_tags(FileSource(path="/shared/events.csv"), SqlSink(url="sqlite:///x"))
     result, url = _run(tmp_path, launched)
     assert not result.success
     starts = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START]
@@ -81,7 +81,7 @@ def test_a_step_whose_sink_differs_from_the_launch_fails_before_writing(tmp_path
 def test_matching_targets_load(tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    tags = target_tags(CsvSource(path=str(src)), SqlSink(url=url))
+    tags = target_tags(FileSource(path=str(src)), SqlSink(url=url))
     result, _ = _run(tmp_path, tags)
     assert result.success
     assert set(table_rows(url, "records")) == {"e1", "e2"}
@@ -113,4 +113,4 @@ def test_records_job_runs_carry_the_code_servers_targets(tmp_path: Path) -> None
 
 
 def test_describe_target_of_the_bundled_sample_is_its_full_path() -> None:
-    assert describe_target(CsvSource(path=SAMPLE)) == f"csv:{SAMPLE}"
+    assert describe_target(FileSource(path=SAMPLE)) == f"csv:{SAMPLE}"

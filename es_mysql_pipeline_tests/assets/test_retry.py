@@ -9,13 +9,13 @@ import pytest
 
 from es_mysql_pipeline.assets import retry
 from es_mysql_pipeline.errors import ConfigError
-from es_mysql_pipeline.resources.sources import CsvSource
+from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.helpers import make_resources, run_unpartitioned
 
 CSV = "id,timestamp,msg\ne1,2024-01-01T00:00:00Z,one\n"
 
 
-class _FailingSource(CsvSource):
+class _FailingSource(FileSource):
     """A CSV source whose check raises the exception class named by ``fault``."""
 
     fault: str
