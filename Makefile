@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv provision run test test-fast ui bench bench-10m chaos lint fmt typecheck clean
+.PHONY: venv provision run test test-fast ui bench bench-10m chaos scale-demo lint fmt typecheck clean
 
 venv:
 	bash scripts/provision-venv.sh
@@ -39,6 +39,10 @@ bench-10m: provision
 ## The fault scenarios with 10 kill trials, and their summary table.
 chaos: provision
 	CHAOS_TRIALS=10 CHAOS_ROWS=200000 $(PY) -m benchmarks.chaos_report
+
+## A 6-partition backfill through the daemon onto 1, then 2 celery workers: rows/s and ratio.
+scale-demo: provision
+	$(PY) -m benchmarks.scale_demo
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -18,6 +18,7 @@ from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
 from es_mysql_pipeline.sensors import pipeline_metrics_sensor
+from es_mysql_pipeline.targets import target_tags
 
 #: ``local`` (default): bundled sample CSV into SQLite, no server needed.
 #: ``mysql``: CSV (``CSV_FILE``) into MySQL (``DB_URL``, password ``DB_PASSWORD``).
@@ -116,7 +117,14 @@ def _secret(name: str) -> Any:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
+def launch_tags() -> dict[str, str]:
+    """The targets this process resolves from its environment, as run tags (see targets.py)."""
+    resources = resources_for(_env(ENV_VAR, "local"))
+    return target_tags(resources["source"], resources["sink"])
+
+
 DAILY = daily_partitions()
+RESOURCES = resources_for(_env(ENV_VAR, "local"))
 ASSETS = build_assets(
     DAILY,
     hooks=PIPELINE_METRICS_HOOKS,
@@ -128,6 +136,9 @@ records_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*ASSETS),
     partitions_def=DAILY,
     description="Fetch, transform and load one day's records (or a range, as one run).",
+    # computed where the job is loaded: the code server that launches UI runs, schedules
+    # and backfills of this job tags them with its targets; each step checks its own
+    run_tags=target_tags(RESOURCES["source"], RESOURCES["sink"]),
 )
 
 records_daily_schedule = dg.build_schedule_from_partitioned_job(
@@ -139,5 +150,5 @@ defs = dg.Definitions(
     jobs=[records_job],
     schedules=[records_daily_schedule],
     sensors=[pipeline_metrics_sensor],
-    resources=resources_for(_env(ENV_VAR, "local")),
+    resources=RESOURCES,
 )

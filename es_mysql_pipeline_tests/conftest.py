@@ -3,9 +3,11 @@ under ``CI=true`` it fails, so CI never goes green by skipping."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -25,6 +27,14 @@ def need_service(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required service missing under CI=true: {reason}")
     pytest.skip(reason)
+
+
+def need_module(name: str, why: str) -> Any:
+    """Import ``name``; skip locally, fail in CI when it is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        need_service(f"{name} is not installed: {why}")
 
 
 @pytest.fixture(scope="session")

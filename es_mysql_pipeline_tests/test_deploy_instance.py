@@ -10,17 +10,18 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from es_mysql_pipeline_tests.conftest import need_service
+from es_mysql_pipeline_tests.conftest import need_module, need_service
 from es_mysql_pipeline_tests.helpers import make_resources
 from es_mysql_pipeline_tests.test_s3_staging import BUCKET, s3  # noqa: F401 (fixture)
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+EXTRA = "the distributed extra: pip install -e '.[distributed]' (make provision)"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
 
 
 @pytest.fixture
 def pg_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    psycopg2 = pytest.importorskip("psycopg2")
+    psycopg2 = need_module("psycopg2", EXTRA)
     try:
         psycopg2.connect(connect_timeout=5, **PG).close()
     except Exception as exc:
@@ -42,8 +43,8 @@ def test_deploy_instance_stores_a_partition_run_in_postgres(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pytest.importorskip("dagster_postgres")
-    pytest.importorskip("dagster_aws")
+    need_module("dagster_postgres", EXTRA)
+    need_module("dagster_aws", EXTRA)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint_url)
     home = tmp_path / "dagster_home"
     home.mkdir()

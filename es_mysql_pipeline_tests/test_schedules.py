@@ -15,6 +15,7 @@ import pytest
 
 from es_mysql_pipeline.definitions import ASSETS, defs, records_job, resources_for
 from es_mysql_pipeline.records import parse_timestamp
+from es_mysql_pipeline.targets import target_tags
 from es_mysql_pipeline_tests.helpers import metadata, sample_rows, table_rows
 
 SCHEDULE = defs.resolve_schedule_def("records_daily_schedule")
@@ -68,12 +69,15 @@ def test_tick_request_loads_exactly_that_day(
     monkeypatch.setenv("ES_MYSQL_PIPELINE_DATA", str(tmp_path))
     for name in ("DB_URL", "DB_TABLE", "CSV_FILE", "STAGING_PATH", "PUSHGATEWAY_URL"):
         monkeypatch.delenv(name, raising=False)
-    job = dg.Definitions(
-        assets=ASSETS, jobs=[records_job], resources=resources_for("local")
-    ).resolve_job_def("records_job")
+    resources = resources_for("local")
+    job = dg.Definitions(assets=ASSETS, jobs=[records_job], resources=resources).resolve_job_def(
+        "records_job"
+    )
+    # a code server started with this environment tags the job's runs with these targets
+    launched = target_tags(resources["source"], resources["sink"])
     result = job.execute_in_process(
         run_config=request.run_config,
-        tags=dict(request.tags),
+        tags={**dict(request.tags), **launched},
         raise_on_error=False,
     )
     assert result.success

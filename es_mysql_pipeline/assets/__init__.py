@@ -8,13 +8,12 @@ import dagster as dg
 
 from es_mysql_pipeline.assets.fetch import fetch_records
 from es_mysql_pipeline.assets.load import RECONCILE_CHECK, load_records
+from es_mysql_pipeline.assets.retry import RETRY, fail_fast_unless_transient
 from es_mysql_pipeline.assets.transform import transform_records
 
 GROUP = "records_pipeline"
 OWNERS = ["team:data-engineering"]
-RETRY = dg.RetryPolicy(
-    max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
+__all__ = ["GROUP", "OWNERS", "RETRY", "build_assets"]
 
 
 def build_assets(
@@ -40,9 +39,11 @@ def build_assets(
         "retry_policy": RETRY,
         "hooks": set(hooks) if hooks else None,
     }
-    raw = dg.asset(name="raw_records", kinds={"python", "file"}, **common)(fetch_records)  # type: ignore[call-overload]
+    raw = dg.asset(name="raw_records", kinds={"python", "file"}, **common)(  # type: ignore[call-overload]
+        fail_fast_unless_transient(fetch_records)
+    )
     clean = dg.asset(name="clean_records", kinds={"python", "file"}, **common)(  # type: ignore[call-overload]
-        transform_records
+        fail_fast_unless_transient(transform_records)
     )
     checks = [
         dg.AssetCheckSpec(
@@ -57,5 +58,5 @@ def build_assets(
         kinds={"sql"},
         check_specs=checks if partitions_def else None,
         **common,
-    )(load_records)
+    )(fail_fast_unless_transient(load_records))
     return [raw, clean, loaded]

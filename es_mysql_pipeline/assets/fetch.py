@@ -17,6 +17,7 @@ from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sources.base import RecordSource
 from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords
+from es_mysql_pipeline.targets import SOURCE_TAG, verify_target
 
 
 def fetch_records(
@@ -27,6 +28,7 @@ def fetch_records(
 ) -> dg.MaterializeResult[StagedRecords]:
     """Raw records for the partition, as read from the source."""
     window = run_window(context, config)
+    verify_target(context, SOURCE_TAG, source)
     try:
         source.check()
         source.require_timestamp(window)

@@ -44,12 +44,14 @@ def test_step_hooks_run_however_the_assets_are_launched(
     or as a backfill (Dagster's implicit asset job) all push step metrics."""
     monkeypatch.setenv("ES_MYSQL_PIPELINE_DATA", str(tmp_path))
     from es_mysql_pipeline import definitions as d
+    from es_mysql_pipeline.targets import target_tags
 
+    resources = d.resources_for("local")
     defs = dg.Definitions(
         assets=d.ASSETS,
         jobs=[d.records_job],
         sensors=[d.pipeline_metrics_sensor],
-        resources=d.resources_for("local"),
+        resources=resources,
     )
     job = (
         defs.resolve_implicit_global_asset_job_def()
@@ -58,7 +60,9 @@ def test_step_hooks_run_however_the_assets_are_launched(
     )
     assert job.name == job_name
     instance = dg.DagsterInstance.ephemeral()
-    result = job.execute_in_process(partition_key="2024-01-02", instance=instance)
+    # the targets a code server started with this environment tags records_job's runs with
+    launched = target_tags(resources["source"], resources["sink"])
+    result = job.execute_in_process(partition_key="2024-01-02", instance=instance, tags=launched)
     assert result.success
     hooked = {e.step_key for e in result.all_events if e.event_type_value == "HOOK_COMPLETED"}
     assert hooked == {"raw_records", "clean_records", "loaded_records"}

@@ -1,0 +1,75 @@
+"""A code location whose runs execute their steps on celery workers (Redis broker).
+
+Needs the ``distributed`` extra (dagster-celery); the default code location,
+``es_mysql_pipeline.definitions``, loads without it. Serve this one instead::
+
+    dagster api grpc -m es_mysql_pipeline.jobs   # or dagster dev -m es_mysql_pipeline.jobs
+
+Every run of the assets (``records_job``, the asset graph's launches, asset backfills and
+the schedule) uses the celery executor: broker ``DAGSTER_CELERY_BROKER_URL`` (default
+``redis://127.0.0.1:6379/0``), results ``DAGSTER_CELERY_BACKEND_URL`` (default ``.../1``).
+Before the first step, the run worker records the targets it resolved in the run's tags
+when the launch did not (a run of the implicit asset job); each step on a worker then
+checks its own resolved targets against them (see ``es_mysql_pipeline.targets``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+from dagster._core.execution.retries import RetryMode
+from dagster._core.executor.base import Executor  # dagster's executor interface
+from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor
+
+from es_mysql_pipeline import definitions as base
+
+BROKER_ENV = "DAGSTER_CELERY_BROKER_URL"
+BACKEND_ENV = "DAGSTER_CELERY_BACKEND_URL"
+
+
+class CeleryRecordingTargets(CeleryExecutor):
+    """The celery executor, adding the run worker's targets to an untagged run first."""
+
+    def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[Any]:
+        run = plan_context.dagster_run
+        missing = {k: v for k, v in base.launch_tags().items() if k not in run.tags}
+        if missing:
+            plan_context.instance.add_run_tags(run.run_id, missing)
+        yield from super().execute(plan_context, execution_plan)
+
+
+@dg.executor(
+    name="celery_checked_targets",
+    config_schema=CELERY_CONFIG,
+    requirements=dg.multiple_process_executor_requirements(),
+)
+def celery_checked_targets(init_context: dg.InitExecutorContext) -> Executor:
+    config = init_context.executor_config
+    return CeleryRecordingTargets(
+        broker=config.get("broker"),
+        backend=config.get("backend"),
+        config_source=config.get("config_source"),
+        include=config.get("include"),
+        retries=RetryMode.from_config(config["retries"]),  # type: ignore[arg-type]
+    )
+
+
+def celery_config() -> dict[str, Any]:
+    broker = os.environ.get(BROKER_ENV) or "redis://127.0.0.1:6379/0"
+    backend = os.environ.get(BACKEND_ENV) or "redis://127.0.0.1:6379/1"
+    return {"broker": broker, "backend": backend}
+
+
+EXECUTOR = celery_checked_targets.configured(celery_config(), name="celery")
+
+defs = dg.Definitions(
+    assets=base.ASSETS,
+    jobs=[base.records_job],
+    schedules=[base.records_daily_schedule],
+    sensors=[base.pipeline_metrics_sensor],
+    resources=base.RESOURCES,
+    executor=EXECUTOR,
+)

@@ -1,0 +1,65 @@
+"""The source and sink a run was launched for, recorded as run tags and checked by each step.
+
+A celery worker or a pod resolves the resources from its own environment. Without this
+check, a worker missing ``ES_MYSQL_PIPELINE_ENV`` would read the bundled sample and write a
+local SQLite file, and the run would show SUCCESS. The launching process (the code server:
+UI launches, schedules, job backfills) puts the targets in the run tags; a run without them
+(the implicit asset job, a backfill of the assets) gets them from its run worker before the
+first step (see ``es_mysql_pipeline.jobs``). Each step compares its own resolved targets.
+Only non-secret descriptions: a URL is rendered without its password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+SOURCE_TAG = "es_mysql_pipeline/source"
+SINK_TAG = "es_mysql_pipeline/sink"
+#: The per-table concurrency key of deploy/dagster.yaml's run queue.
+SINK_TABLE_TAG = "es_mysql_pipeline/sink_table"
+
+_SETTINGS = {
+    SOURCE_TAG: "ES_MYSQL_PIPELINE_ENV and CSV_FILE (or ES_URL, ES_INDEX)",
+    SINK_TAG: "ES_MYSQL_PIPELINE_ENV and DB_URL, DB_TABLE (or OUTPUT_DIR)",
+}
+
+
+def describe_target(resource: Any) -> str:
+    """``kind:target`` of a source or sink, e.g. ``csv:/data/events.csv`` or
+    ``mysql:mysql+pymysql://loader@db:3306/prod#events`` (never a password)."""
+    described = resource.describe()
+    path = getattr(resource, "path", None)  # a file's full path, not the basename shown in logs
+    return f"{described['type']}:{path or described['target']}"
+
+
+def target_tags(source: Any, sink: Any) -> dict[str, str]:
+    """The run tags naming the targets; the sink's also keys the per-table run queue limit."""
+    sink_target = describe_target(sink)
+    return {
+        SOURCE_TAG: describe_target(source),
+        SINK_TAG: sink_target,
+        SINK_TABLE_TAG: sink_target.split(":", 1)[1],
+    }
+
+
+def mismatch(tags: Mapping[str, str], key: str, resolved: str) -> str | None:
+    """One line when this process resolved ``resolved`` but the run was launched for another
+    target; None when they agree or the run carries no such tag (an in-process run)."""
+    launched = tags.get(key)
+    if launched is None or launched == resolved:
+        return None
+    what = key.rsplit("/", 1)[1]
+    return (
+        f"this worker resolved the {what} {resolved!r} but the run was launched for "
+        f"{launched!r}: set {_SETTINGS[key]} on every worker as on the launching process"
+    )
+
+
+def verify_target(context: dg.AssetExecutionContext, key: str, resource: Any) -> None:
+    """Fail the step at once (no retry) when its ``key`` target differs from the launch's."""
+    line = mismatch(context.run.tags, key, describe_target(resource))
+    if line is not None:
+        raise dg.Failure(description=line, allow_retries=False, metadata={"error_kind": "config"})
