@@ -6,9 +6,9 @@ from collections.abc import Set as AbstractSet
 
 import dagster as dg
 
+from es_mysql_pipeline.assets.failures import RETRY, fail_fast_unless_transient
 from es_mysql_pipeline.assets.fetch import fetch_records
 from es_mysql_pipeline.assets.load import RECONCILE_CHECK, load_records
-from es_mysql_pipeline.assets.retry import RETRY, fail_fast_unless_transient
 from es_mysql_pipeline.assets.transform import transform_records
 
 GROUP = "records_pipeline"

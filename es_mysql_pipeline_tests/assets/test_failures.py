@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from es_mysql_pipeline.assets import retry
+from es_mysql_pipeline.assets import failures as retry
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.helpers import make_resources, run_unpartitioned
