@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+
+# dagster-celery takes its retry mode as this class, which dagster does not export.
 from dagster._core.execution.retries import RetryMode
-from dagster._core.executor.base import Executor  # dagster's executor interface
 from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor
 
 from es_mysql_pipeline import definitions as base
@@ -46,7 +47,7 @@ class CeleryRecordingTargets(CeleryExecutor):
     config_schema=CELERY_CONFIG,
     requirements=dg.multiple_process_executor_requirements(),
 )
-def celery_checked_targets(init_context: dg.InitExecutorContext) -> Executor:
+def celery_checked_targets(init_context: dg.InitExecutorContext) -> dg.Executor:
     config = init_context.executor_config
     return CeleryRecordingTargets(
         broker=config.get("broker"),

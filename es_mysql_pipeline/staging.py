@@ -1,13 +1,13 @@
 """Staged record files: how records travel between assets without living in memory.
 
-A staged file is a data file of frames, one per written batch (an 8-byte length, then the batch
-as a pickle, so a range of frames can be handed to another process), plus a ``.meta.json``
-sidecar written last; one without its sidecar (a killed run) is never taken as
-complete. Pickle, as Dagster's own IO managers use, because it encodes and decodes batches
-of dicts four to five times faster than JSON and keeps every value's type, and the steps
-between fetch and load are where a run spends its time; the files are the pipeline's own
-scratch data, never input from elsewhere. The handle :class:`StagedRecords` is what the IO
-manager stores and loads: a path, a row count and the column schema, never the rows.
+A staged file is a data file of frames, one per written batch (an 8-byte length, then the
+batch as a pickle, so a range of frames can be handed to another process), plus a
+``.meta.json`` sidecar written last; one without its sidecar (a killed run) is never taken
+as complete. Pickle, as Dagster's own IO managers use, because it encodes and decodes
+batches of dicts much faster than JSON and keeps every value's type, and the steps between
+fetch and load are where a run spends its time; the files are the pipeline's own scratch
+data, never input from elsewhere. The handle :class:`StagedRecords` is what the IO manager
+stores and loads: a path, a row count and the column schema, never the rows.
 """
 
 from __future__ import annotations
