@@ -1,16 +1,19 @@
-"""Step hooks: when a step of the asset job ends, push what it recorded.
+"""Step hooks: when a step of our assets ends, leave what it recorded in the run's event log.
 
-Each step of the multiprocess executor runs in its own process with its own registry, so
-each pushes to its own Pushgateway group ``{job, pipeline_id, step}``: no step overwrites
-another's metrics. Pushed per step (Prometheus' batch-job practice, "last run" values):
-the gauges (workers, queue depth, state, data freshness, info), the step's record counts
-as ``pipeline_step_records``, its duration, end time and success.
+The hooks push nothing. They write one engine event per step with two things the
+run-status sensor (:mod:`es_mysql_pipeline.sensors`) reads when the run has finished:
 
-The monotonic ``_total`` counters and histograms are *not* pushed per step: a fresh
-process starts them at zero each run, which ``rate()`` would misread. Instead the hook
-writes the step's increments into the run's event log (an engine event with
-:data:`SNAPSHOT_METADATA_KEY`), and the run-status sensor (:mod:`es_mysql_pipeline.sensors`)
-adds them, once per run, to totals it keeps in its cursor and pushes.
+* :data:`SNAPSHOT_METADATA_KEY`: the step's counter and histogram *increments* (a fresh
+  step process starts its counters at zero, which ``rate()`` would misread); the sensor
+  adds them, once per run, to totals it keeps in its cursor.
+* :data:`STEP_METADATA_KEY`: the step's last-run values (gauges: workers, queue depth,
+  state, data freshness, info; ``pipeline_step_records``, duration, end time, success).
+  The sensor keeps, per step, those of the execution that ended last and pushes them as
+  the group ``{job, pipeline_id, step}``.
+
+One writer per group (the sensor, whose ticks never overlap) is what keeps two runs of
+the same step from overwriting each other's group with older values, without a run id
+label; and nothing is lost before the sensor reads it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from es_mysql_pipeline.metrics.catalog import (
-    PUSH_FAILURES,
     RECORD_SPECS,
     STEP_DURATION,
     STEP_END,
@@ -41,21 +43,23 @@ from es_mysql_pipeline.metrics.catalog import (
     parse_sample_key,
 )
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
+from es_mysql_pipeline.metrics.run_totals import StepSnapshot
 
 SNAPSHOT_METADATA_KEY = "es_mysql_pipeline/metrics_delta"
+STEP_METADATA_KEY = "es_mysql_pipeline/step_last_run"
 PUSHGATEWAY_KEY = "pushgateway"
 _RECORD_SAMPLE_TO_OUTCOME = {spec.name: outcome for outcome, spec in RECORD_SPECS.items()}
 
 
 class _GaugesOf(Collector):
-    """The gauge-like families of a registry (and the push-failure counter), for a push."""
+    """The gauge-like families of a registry: last-run values, not totals."""
 
     def __init__(self, source: CollectorRegistry) -> None:
         self._source = source
 
     def collect(self) -> Any:
         for family in self._source.collect():
-            if family.type in ("gauge", "stateset", "info") or family.name == PUSH_FAILURES.family:
+            if family.type in ("gauge", "stateset", "info"):
                 yield family
 
 
@@ -65,8 +69,9 @@ def step_registry(
     *,
     success: bool,
     duration_seconds: float | None,
+    end_time: float,
 ) -> CollectorRegistry:
-    """What one step pushes: the recorder's gauges plus the step's own last-run values."""
+    """What one step's group shows: the recorder's gauges plus its own last-run values."""
     registry = CollectorRegistry()
     registry.register(_GaugesOf(recorder.registry))
     pid = recorder.pipeline_id
@@ -77,7 +82,7 @@ def step_registry(
         if outcome is not None:
             records.labels(pid, outcome, labels.get("stage", "load")).inc(value)
     build_metric(STEP_SUCCESS, registry).labels(pid).set(1 if success else 0)
-    build_metric(STEP_END, registry).labels(pid).set(time.time())
+    build_metric(STEP_END, registry).labels(pid).set(end_time)
     if duration_seconds is not None:
         build_metric(STEP_DURATION, registry).labels(pid).set(duration_seconds)
     return registry
@@ -114,55 +119,58 @@ def _step_duration(context: dg.HookContext, instance: dg.DagsterInstance | None)
     return max(0.0, time.time() - max(starts)) if starts else None
 
 
-def push_step_metrics(context: dg.HookContext, *, success: bool) -> bool:
-    """Record this step's increments for the sensor and push its group; never raises."""
+def record_step_metrics(context: dg.HookContext, *, success: bool) -> bool:
+    """Write this step's increments and last-run values for the sensor; never raises."""
     recorder = active_prometheus_recorder()
     pushgateway: PushgatewayResource = getattr(context.resources, PUSHGATEWAY_KEY)
-    if recorder is None or not pushgateway.enabled:
+    instance = _instance(context)
+    if recorder is None or not pushgateway.enabled or instance is None:
         return False
     try:
         if not success and recorder.current_state != "error":
             recorder.state("error")
         delta = recorder.take_delta()
-        instance = _instance(context)
-        if instance is not None and delta:
-            instance.report_engine_event(
-                f"pipeline metrics of step {_step_key(context)}: {len(delta)} samples grew",
-                engine_event_data=EngineEventData(
-                    metadata={SNAPSHOT_METADATA_KEY: dg.MetadataValue.json(dict(delta))}
-                ),
-                step_key=_step_key(context),
-                job_name=context.job_name,
-                run_id=context.run_id,
-            )
+        end = time.time()
         registry = step_registry(
-            recorder, delta, success=success, duration_seconds=_step_duration(context, instance)
+            recorder,
+            delta,
+            success=success,
+            duration_seconds=_step_duration(context, instance),
+            end_time=end,
+        )
+        snapshot = StepSnapshot.of_registry(_step_name(context), end, registry)
+        metadata = {STEP_METADATA_KEY: dg.MetadataValue.json(snapshot.to_data())}
+        if delta:
+            metadata[SNAPSHOT_METADATA_KEY] = dg.MetadataValue.json(dict(delta))
+        instance.report_engine_event(
+            f"pipeline metrics of step {_step_key(context)} for the metrics sensor: "
+            f"{len(delta)} samples grew",
+            engine_event_data=EngineEventData(metadata=metadata),
+            step_key=_step_key(context),
+            job_name=context.job_name,
+            run_id=context.run_id,
         )
     except Exception as exc:  # metrics must never fail the data run
         context.log.warning(f"pipeline metrics of this step were not recorded: {exc!r}")
         return False
-    return pushgateway.push(
-        registry,
-        pushgateway.grouping_key(pipeline_id=recorder.pipeline_id, step=_step_name(context)),
-        recorder=recorder,
-        warn=context.log.warning,
-    )
+    return True
 
 
-@dg.success_hook(name="push_step_metrics_on_success", required_resource_keys={PUSHGATEWAY_KEY})
-def push_step_metrics_on_success(context: dg.HookContext) -> None:
-    """Push the step's metrics after it succeeded."""
-    push_step_metrics(context, success=True)
+@dg.success_hook(name="record_step_metrics_on_success", required_resource_keys={PUSHGATEWAY_KEY})
+def record_step_metrics_on_success(context: dg.HookContext) -> None:
+    """Record the step's metrics after it succeeded."""
+    record_step_metrics(context, success=True)
 
 
-@dg.failure_hook(name="push_step_metrics_on_failure", required_resource_keys={PUSHGATEWAY_KEY})
-def push_step_metrics_on_failure(context: dg.HookContext) -> None:
-    """Push the step's metrics after it failed (state ``error``, partial counts)."""
-    push_step_metrics(context, success=False)
+@dg.failure_hook(name="record_step_metrics_on_failure", required_resource_keys={PUSHGATEWAY_KEY})
+def record_step_metrics_on_failure(context: dg.HookContext) -> None:
+    """Record the step's metrics after it failed (state ``error``, partial counts)."""
+    record_step_metrics(context, success=False)
 
 
-#: Pass as ``define_asset_job(..., hooks=PIPELINE_METRICS_HOOKS)``.
+#: On the assets (``@asset(hooks=PIPELINE_METRICS_HOOKS)``), so every job that runs them
+#: records their metrics.
 PIPELINE_METRICS_HOOKS: set[dg.HookDefinition] = {
-    push_step_metrics_on_success,
-    push_step_metrics_on_failure,
+    record_step_metrics_on_success,
+    record_step_metrics_on_failure,
 }

@@ -16,7 +16,14 @@ backfills), a celery executor job or a user's job. Per run it adds:
 ``pipeline_run_duration_seconds``, and the increments each step hook left in the event
 log to the ``_total`` counters and histograms. Then it pushes them all as the group
 ``{job, pipeline_id}``, with ``pipeline_last_success_timestamp_seconds``,
-``pipeline_last_run_duration_seconds`` and ``pipeline_last_run_success``.
+``pipeline_last_run_duration_seconds`` and ``pipeline_last_run_success`` (of the run
+that ended last).
+
+It is also the only writer of the step groups ``{job, pipeline_id, step}``: each step hook
+leaves its last-run values in the event log, the cursor keeps per step those of the
+execution that ended last, and every tick pushes them. Concurrent runs of a step thus
+never overwrite a newer execution's values with an older one's, and no run id becomes a
+label.
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ from collections.abc import Set as AbstractSet
 
 import dagster as dg
 
-from es_mysql_pipeline.hooks import SNAPSHOT_METADATA_KEY
-from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
+from es_mysql_pipeline.hooks import SNAPSHOT_METADATA_KEY, STEP_METADATA_KEY
+from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource, Warn
 from es_mysql_pipeline.metrics.run_totals import (
     MetricsCursor,
+    StepSnapshot,
     cursor_registry,
     fold_run,
+    step_registry_of,
     zero_totals,
 )
 
@@ -48,16 +57,25 @@ RESULT_OF_EVENT = {
 DEFAULT_FETCH_LIMIT = 200
 
 
-def step_deltas(instance: dg.DagsterInstance, run_id: str) -> list[dict[str, float]]:
-    """The increments the step hooks of ``run_id`` wrote into its event log."""
-    out: list[dict[str, float]] = []
+def step_records(
+    instance: dg.DagsterInstance, run_id: str
+) -> tuple[list[dict[str, float]], list[StepSnapshot]]:
+    """The increments and last-run values the step hooks of ``run_id`` left in its log."""
+    deltas: list[dict[str, float]] = []
+    snapshots: list[StepSnapshot] = []
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
         event = entry.dagster_event
         data = getattr(event, "engine_event_data", None) if event else None
-        value = data.metadata.get(SNAPSHOT_METADATA_KEY) if data is not None else None
-        if isinstance(value, dg.JsonMetadataValue) and isinstance(value.data, dict):
-            out.append({str(k): float(v) for k, v in value.data.items()})
-    return out
+        metadata = data.metadata if data is not None else {}
+        delta = metadata.get(SNAPSHOT_METADATA_KEY)
+        if isinstance(delta, dg.JsonMetadataValue) and isinstance(delta.data, dict):
+            deltas.append({str(k): float(v) for k, v in delta.data.items()})
+        last_run = metadata.get(STEP_METADATA_KEY)
+        if isinstance(last_run, dg.JsonMetadataValue):
+            snapshot = StepSnapshot.from_data(last_run.data)
+            if snapshot is not None:
+                snapshots.append(snapshot)
+    return deltas, snapshots
 
 
 def is_run_of(
@@ -107,26 +125,46 @@ def evaluate_metrics_sensor(
             if run_record is None or not is_run_of(instance, run_record.dagster_run, asset_keys):
                 continue
             start, end = run_record.start_time, run_record.end_time or record.timestamp
+            deltas, steps = step_records(instance, run_record.dagster_run.run_id)
             fold_run(
                 cursor,
                 pid,
                 RESULT_OF_EVENT[event_type.value],
                 (end - start) if start is not None and end is not None else None,
                 end,
-                step_deltas(instance, run_record.dagster_run.run_id),
+                deltas,
+                steps,
             )
             counted += 1
-    if not pushgateway.push(
-        cursor_registry(cursor, pid),
-        pushgateway.grouping_key(pipeline_id=pid),
-        warn=context.log.warning,
-    ):
-        cursor.push_failures += 1
+    cursor.push_failures += push_groups(pushgateway, cursor, context.log.warning)
     context.update_cursor(cursor.to_json())
     return dg.SkipReason(
         f"counted {counted} finished run(s) of {_names(asset_keys)}; "
         f"{cursor.runs_counted} counted in all"
     )
+
+
+def push_groups(pushgateway: PushgatewayResource, cursor: MetricsCursor, warn: Warn) -> int:
+    """Push the totals group, then every step group; how many pushes failed.
+
+    Every tick pushes every group, so a Pushgateway that lost its state is refilled. When
+    the totals push fails the step groups wait for the next tick: a down Pushgateway
+    holds a tick up for one timeout, not one per group.
+    """
+    pid = pushgateway.pipeline_id
+    if not pushgateway.push(
+        cursor_registry(cursor, pid), pushgateway.grouping_key(pipeline_id=pid), warn=warn
+    ):
+        return 1
+    failures = 0
+    for step, snapshot in sorted(cursor.steps.items()):
+        if not pushgateway.push(
+            step_registry_of(snapshot, pid),
+            pushgateway.grouping_key(pipeline_id=pid, step=step),
+            warn=warn,
+        ):
+            failures += 1
+    return failures
 
 
 #: Our assets: a finished run of any job that was to materialize one of them is counted.

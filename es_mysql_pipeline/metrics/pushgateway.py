@@ -1,8 +1,9 @@
 """Pushing to a Prometheus Pushgateway, for Dagster runs that end before a scrape.
 
-A push must never fail or stall a data run: every push runs in a helper thread that the
+The run-status sensor pushes (the step hooks only leave their values in the event log).
+A push must never fail or stall its caller: every push runs in a helper thread that the
 caller waits on for at most ``timeout_seconds``; an error or a timeout becomes a warning
-and one more ``pipeline_pushgateway_failures_total``, and the run goes on.
+and one more ``pipeline_pushgateway_failures_total``, and the caller goes on.
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ Warn = Callable[[str], Any]
 
 
 class PushgatewayResource(dg.ConfigurableResource):
-    """Where and how step hooks and the run-status sensor push metrics.
+    """Where and how the run-status sensor pushes metrics; whether steps record them.
 
     An empty ``url`` turns pushing off, and then no recorder is installed either, so
     metrics cost nothing. Credentials come from ``dg.EnvVar`` so the UI never shows them.
 
     Initialising this resource in a step process (every step needs it because the step
     hooks require it) installs a :class:`PrometheusRecorder` there, which the assets
-    reach through ``get_recorder()``.
+    reach through ``get_recorder()`` and the hooks read when the step ends.
     """
 
     url: str = Field(default="", description="Pushgateway base URL; empty disables pushing.")
@@ -53,7 +54,7 @@ class PushgatewayResource(dg.ConfigurableResource):
     username: str | None = Field(default=None, description="Basic auth user (use dg.EnvVar).")
     password: str | None = Field(default=None, description="Basic auth password (dg.EnvVar).")
     timeout_seconds: float = Field(
-        default=2.0, description="Longest a push may hold up a step or a sensor tick."
+        default=2.0, description="Longest one push may hold up a sensor tick."
     )
     source_type: str = Field(default="unknown", description="For pipeline_info.")
     sink_type: str = Field(default="unknown", description="For pipeline_info.")

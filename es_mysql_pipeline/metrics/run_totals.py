@@ -4,6 +4,11 @@ The totals live in the sensor's cursor (:class:`MetricsCursor`) as flat sample k
 cursor write both advances the event watermarks and adds a run: each run counted once, the
 totals survive daemon restarts. :func:`cursor_registry` turns them into prometheus_client
 metric families (counters, histograms, gauges) with the catalog's HELP/TYPE, for the push.
+
+The cursor also keeps, per step, the last-run values (:class:`StepSnapshot`) of the step
+execution that *ended* last among the runs folded so far; :func:`step_registry_of` turns
+one into the step's group. Picking by end time, not by arrival, is what keeps concurrent
+runs of a step from overwriting each other with older values.
 Pure: tested without Dagster.
 """
 
@@ -43,12 +48,58 @@ from es_mysql_pipeline.metrics.catalog import (
 #: The results a finished run can have (the run-end events the sensor reads).
 RESULTS = ("success", "failure", "canceled")
 
+#: Version 1 cursors (before ``last_run_end`` and ``steps``) read as version 1 with those
+#: fields empty: the totals carry on.
 CURSOR_VERSION = 1
+
+#: How each kind of last-run family is exposed (the type prometheus_client gives it).
+_SNAPSHOT_TYPES = {"gauge": "gauge", "enum": "stateset", "info": "info"}
+
+
+@dataclass(frozen=True)
+class StepSnapshot:
+    """The last-run values of one step execution: what its step group shows.
+
+    ``families`` maps a family name of :data:`SPECS` to its samples (sample key -> value).
+    The step hook writes it into the run's event log; the sensor keeps the newest per step.
+    """
+
+    step: str
+    end: float
+    families: dict[str, dict[str, float]]
+
+    @classmethod
+    def of_registry(cls, step: str, end: float, registry: CollectorRegistry) -> StepSnapshot:
+        """The last-run families of ``registry`` (gauges, state, info; never counters)."""
+        families: dict[str, dict[str, float]] = {}
+        for family in registry.collect():
+            spec = SPECS.get(family.name)
+            if spec is None or spec.kind not in _SNAPSHOT_TYPES:
+                continue
+            families[family.name] = {
+                sample_key(s.name, s.labels): float(s.value) for s in family.samples
+            }
+        return cls(step, end, families)
+
+    def to_data(self) -> dict[str, Any]:
+        return {"step": self.step, "end": self.end, "families": self.families}
+
+    @classmethod
+    def from_data(cls, data: Any) -> StepSnapshot | None:
+        """``None`` for anything that is not a snapshot (another writer's metadata)."""
+        try:
+            families = {
+                str(family): {str(k): float(v) for k, v in samples.items()}
+                for family, samples in data["families"].items()
+            }
+            return cls(str(data["step"]), float(data["end"]), families)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
 
 
 @dataclass
 class MetricsCursor:
-    """Everything the sensor must remember: event watermarks and the running totals."""
+    """Everything the sensor must remember: event watermarks, running totals, last runs."""
 
     after: dict[str, int] = field(default_factory=dict)
     totals: dict[str, float] = field(default_factory=dict)
@@ -57,9 +108,14 @@ class MetricsCursor:
     last_run_success: int | None = None
     push_failures: int = 0
     runs_counted: int = 0
+    #: End time of the run the ``last_run_*`` values are from.
+    last_run_end: float | None = None
+    #: Per step name, the snapshot of the execution that ended last (bounded: our steps).
+    steps: dict[str, StepSnapshot] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"v": CURSOR_VERSION, **self.__dict__}, separators=(",", ":"))
+        data = {**self.__dict__, "steps": {k: v.to_data() for k, v in self.steps.items()}}
+        return json.dumps({"v": CURSOR_VERSION, **data}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | None) -> MetricsCursor:
@@ -69,7 +125,12 @@ class MetricsCursor:
         data = json.loads(text)
         if data.pop("v", None) != CURSOR_VERSION:
             return cls()
-        return cls(**data)
+        steps = {}
+        for name, raw in data.pop("steps", {}).items():
+            snapshot = StepSnapshot.from_data(raw)
+            if snapshot is not None:
+                steps[name] = snapshot
+        return cls(**data, steps=steps)
 
 
 def zero_totals(pipeline_id: str) -> dict[str, float]:
@@ -126,8 +187,14 @@ def fold_run(
     duration_seconds: float | None,
     end_time: float | None,
     deltas: Iterable[Mapping[str, float]],
+    steps: Iterable[StepSnapshot] = (),
 ) -> None:
-    """Add one finished run to the totals (pure: tested without Dagster)."""
+    """Add one finished run to the totals (pure: tested without Dagster).
+
+    Runs are folded in the order the sensor reads their end events (all successes of a tick
+    before its failures), not the order they ended: the ``last_run_*`` values and each
+    step's snapshot change only for a run or step that ended later than the one they show.
+    """
     _add(cursor.totals, sample_key(RUNS.name, {"pipeline_id": pipeline_id, "result": result}), 1.0)
     for delta in deltas:
         for key, value in delta.items():
@@ -139,11 +206,24 @@ def fold_run(
             _add(cursor.totals, sample_key(name, labels), value)
     if duration_seconds is not None:
         _observe_run_duration(cursor.totals, pipeline_id, duration_seconds)
-        cursor.last_run_duration = duration_seconds
-    cursor.last_run_success = 1 if result == "success" else 0
+    if _not_older(end_time, cursor.last_run_end):
+        if end_time is not None:
+            cursor.last_run_end = end_time
+        cursor.last_run_success = 1 if result == "success" else 0
+        if duration_seconds is not None:
+            cursor.last_run_duration = duration_seconds
     if result == "success" and end_time is not None:
         cursor.last_success = max(cursor.last_success or 0.0, end_time)
+    for snapshot in steps:
+        shown = cursor.steps.get(snapshot.step)
+        if _not_older(snapshot.end, shown.end if shown is not None else None):
+            cursor.steps[snapshot.step] = snapshot
     cursor.runs_counted += 1
+
+
+def _not_older(end: float | None, shown: float | None) -> bool:
+    """Whether something that ended at ``end`` may replace what ended at ``shown``."""
+    return shown is None or end is None or end >= shown
 
 
 class _CursorCollector(Collector):
@@ -210,6 +290,33 @@ def _histogram(spec: MetricSpec, samples: list[tuple[str, dict[str, str], float]
         if buckets:
             metric.add_metric(list(values), buckets, one["sum"])
     return metric
+
+
+class _StepCollector(Collector):
+    """One step snapshot as metric families, ``pipeline_id`` set to the sensor's."""
+
+    def __init__(self, snapshot: StepSnapshot, pipeline_id: str) -> None:
+        self._snapshot = snapshot
+        self._pipeline_id = pipeline_id
+
+    def collect(self) -> Iterator[Metric]:
+        for family, samples in sorted(self._snapshot.families.items()):
+            spec = SPECS.get(family)
+            if spec is None or spec.kind not in _SNAPSHOT_TYPES:
+                continue
+            metric = Metric(family, spec.help, _SNAPSHOT_TYPES[spec.kind])
+            for key, value in sorted(samples.items()):
+                name, labels = parse_sample_key(key)
+                labels["pipeline_id"] = self._pipeline_id  # must match the grouping key
+                metric.add_sample(name, labels, value)
+            yield metric
+
+
+def step_registry_of(snapshot: StepSnapshot, pipeline_id: str) -> CollectorRegistry:
+    """A registry exposing one step's last-run values, ready to push as its group."""
+    registry = CollectorRegistry()
+    registry.register(_StepCollector(snapshot, pipeline_id))
+    return registry
 
 
 def cursor_registry(cursor: MetricsCursor, pipeline_id: str) -> CollectorRegistry:

@@ -6,16 +6,15 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pytest
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from es_mysql_pipeline.hooks import push_step_metrics_on_failure, push_step_metrics_on_success
-from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, sample_key
+from es_mysql_pipeline.hooks import record_step_metrics_on_success
+from es_mysql_pipeline.metrics.catalog import sample_key
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
-from es_mysql_pipeline.metrics.recorder import set_recorder
-from es_mysql_pipeline.metrics.run_totals import MetricsCursor, fold_run
+from es_mysql_pipeline.metrics.run_totals import MetricsCursor, StepSnapshot, fold_run
 from es_mysql_pipeline_tests.fixtures.prometheus import PushgatewayServer
 
+from .held_gateway import held_gateway
 from .metrics_job import FAILED, INSERTED, PROCESSED, fetched, make_defs, run, tick
 
 
@@ -34,28 +33,21 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield inst
 
 
-def test_hooks_push_each_step_to_its_own_group(pushgateway: PushgatewayServer) -> None:
-    res = PushgatewayResource(url=pushgateway.url, pipeline_id="h")
-    recorder = PrometheusRecorder("h", CollectorRegistry())
-    previous = set_recorder(recorder)
-    try:
-        recorder.records("processed", 5, "fetch")
-        recorder.queue_depth(2)
-        with dg.build_hook_context(resources={"pushgateway": res}, op=fetched.op) as ctx:
-            push_step_metrics_on_success(ctx)
-        recorder.records("failed", 2, "load")
-        loaded_op = dg.op(name="loaded")(lambda: None)
-        with dg.build_hook_context(resources={"pushgateway": res}, op=loaded_op) as ctx:
-            push_step_metrics_on_failure(ctx)
-    finally:
-        set_recorder(previous)
+def test_hooks_push_nothing_the_sensor_pushes_each_step_to_its_own_group(
+    pushgateway: PushgatewayServer, instance: dg.DagsterInstance
+) -> None:
+    defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="h"))
+    assert not run(defs, instance, fail=True)
+    # The step hooks only wrote into the run's event log: no group yet.
+    assert gateway_samples(pushgateway, "pipeline_step_success") == []
+    tick(defs, instance, None)
     assert gateway_samples(
         pushgateway, "pipeline_step_records", step="fetched", result="processed"
-    ) == [5]
-    # The second step reports only its own increments, in its own group.
+    ) == [PROCESSED]
+    # Each step shows only its own increments, in its own group.
     assert gateway_samples(
         pushgateway, "pipeline_step_records", step="loaded", result="failed"
-    ) == [2]
+    ) == [FAILED]
     assert (
         gateway_samples(pushgateway, "pipeline_step_records", step="loaded", result="processed")
         == []
@@ -65,16 +57,23 @@ def test_hooks_push_each_step_to_its_own_group(pushgateway: PushgatewayServer) -
     assert gateway_samples(
         pushgateway, "pipeline_state", step="loaded", pipeline_state="error"
     ) == [1]
-    assert gateway_samples(pushgateway, "pipeline_queue_depth", step="fetched") == [2]
-    # Monotonic totals are never pushed per step (a fresh process would reset them).
-    assert gateway_samples(pushgateway, "pipeline_records_processed_total") == []
+    assert gateway_samples(pushgateway, "pipeline_queue_depth", step="fetched") == [0]
+    info = gateway_samples(pushgateway, "pipeline_info", step="loaded", pipeline_id="h")
+    assert info == [1]
+    durations = gateway_samples(pushgateway, "pipeline_step_duration_seconds", step="loaded")
+    assert len(durations) == 1 and 0 <= durations[0] < 60
+    # Monotonic totals are never in a step group (a fresh process would reset them).
+    assert gateway_samples(pushgateway, "pipeline_records_processed_total", step="fetched") == []
+    assert gateway_samples(pushgateway, "pipeline_records_processed_total", stage="fetch") == [
+        PROCESSED
+    ]
 
 
 def test_hooks_with_pushing_off_do_nothing() -> None:
     with dg.build_hook_context(
         resources={"pushgateway": PushgatewayResource()}, op=fetched.op
     ) as ctx:
-        push_step_metrics_on_success(ctx)  # no recorder, no url: returns quietly
+        record_step_metrics_on_success(ctx)  # no recorder, no url: returns quietly
 
 
 def test_sensor_counts_each_run_once_across_failures_and_restarts(
@@ -121,6 +120,12 @@ def test_sensor_counts_each_run_once_across_failures_and_restarts(
     assert gateway_samples(pushgateway, "pipeline_runs_total", result="success") == [3]
     assert gateway_samples(pushgateway, "pipeline_runs_total", result="failure") == [2]
     assert MetricsCursor.from_json(cursor).runs_counted == 5
+    # The step groups are refilled from the cursor too (the newest execution of each step).
+    assert gateway_samples(pushgateway, "pipeline_step_success", step="loaded") == [1]
+    pushgateway.wipe()
+    tick(defs, instance, cursor)  # no new run: the same groups, from the cursor alone
+    assert gateway_samples(pushgateway, "pipeline_step_success", step="loaded") == [1]
+    assert gateway_samples(pushgateway, "pipeline_step_records", step="fetched") == [PROCESSED]
 
 
 def test_sensor_counts_runs_of_our_assets_whatever_their_job(
@@ -138,6 +143,109 @@ def test_sensor_counts_runs_of_our_assets_whatever_their_job(
         2 * PROCESSED
     ]
     assert MetricsCursor.from_json(cursor).runs_counted == 2
+
+
+def series(pg: PushgatewayServer) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Every series the Pushgateway exposes (name and labels)."""
+    return {
+        (s.name, tuple(sorted(s.labels.items())))
+        for family in text_string_to_metric_families(pg.metrics_text())
+        for s in family.samples
+    }
+
+
+def test_concurrent_runs_of_a_step_keep_the_newest_in_its_group_and_count_both(
+    pushgateway: PushgatewayServer, instance: dg.DagsterInstance
+) -> None:
+    """Issue 11: run A's step `loaded` fails while its push is still in flight (a slow
+    network: the pusher stopped waiting, the request did not); run B of the same steps
+    ends later and succeeds; then A's request lands. The step group must show B, the
+    newer execution, not whichever push arrived last; both runs count once in the totals;
+    the sensor reads B's success before A's failure, so `last run` must go by end time
+    too; and the number of series stays the same however many runs there are."""
+    direct = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="c"))
+    with held_gateway(pushgateway.url) as held:
+        slow = make_defs(PushgatewayResource(url=held.url, pipeline_id="c", timeout_seconds=0.2))
+        assert not run(slow, instance, fail=True)  # run A
+        assert run(direct, instance)  # run B
+        held.release()  # whatever run A sent lands now
+    cursor = tick(direct, instance, None)
+
+    runs = instance.get_runs()  # newest first
+    run_ids = {r.run_id for r in runs}
+    b_end = max(
+        e.timestamp
+        for e in instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+        if e.step_key == "loaded"
+    )
+    # The step group shows run B's execution of `loaded` (the newer one), once.
+    assert gateway_samples(pushgateway, "pipeline_step_success", step="loaded") == [1]
+    assert gateway_samples(
+        pushgateway, "pipeline_state", step="loaded", pipeline_state="error"
+    ) == [0]
+    assert gateway_samples(
+        pushgateway, "pipeline_step_records", step="loaded", result="inserted"
+    ) == [INSERTED]
+    (end,) = gateway_samples(pushgateway, "pipeline_step_end_timestamp_seconds", step="loaded")
+    assert abs(end - b_end) < 1
+    assert gateway_samples(pushgateway, "pipeline_last_run_success") == [1]
+    # Both runs' values are in the totals, each counted once; A's failure is not lost.
+    assert gateway_samples(pushgateway, "pipeline_runs_total", result="success") == [1]
+    assert gateway_samples(pushgateway, "pipeline_runs_total", result="failure") == [1]
+    assert gateway_samples(pushgateway, "pipeline_records_processed_total", stage="fetch") == [
+        2 * PROCESSED
+    ]
+    assert gateway_samples(pushgateway, "pipeline_records_inserted_total", stage="load") == [
+        2 * INSERTED
+    ]
+    assert gateway_samples(pushgateway, "pipeline_retries_total", stage="load") == [1]  # A's
+    assert MetricsCursor.from_json(cursor).runs_counted == 2
+
+    # Bounded: one group per step, no run id anywhere, no new series with more runs.
+    assert {
+        labels["step"]
+        for family in text_string_to_metric_families(pushgateway.metrics_text())
+        for s in family.samples
+        for labels in [s.labels]
+        if "step" in labels
+    } == {"fetched", "loaded"}
+    before = series(pushgateway)
+    for fail in (True, False, True, False):
+        run(direct, instance, fail=fail)
+    cursor = tick(direct, instance, cursor)
+    after = series(pushgateway)
+    assert after == before
+    run_ids |= {r.run_id for r in instance.get_runs()}
+    text = pushgateway.metrics_text()
+    assert not any(run_id in text for run_id in run_ids)
+    assert "run_id" not in text
+    assert MetricsCursor.from_json(cursor).runs_counted == 6
+    assert gateway_samples(pushgateway, "pipeline_step_success", step="loaded") == [1]
+
+
+def test_fold_run_keeps_what_ended_last_whatever_the_order() -> None:
+    def snapshot(step: str, end: float, ok: float) -> StepSnapshot:
+        key = sample_key("pipeline_step_success", {"pipeline_id": "x"})
+        return StepSnapshot(step, end, {"pipeline_step_success": {key: ok}})
+
+    cursor = MetricsCursor()
+    # Read in the sensor's order: the later run's success first, the earlier failure next.
+    fold_run(cursor, "p", "success", 20.0, 120.0, [], [snapshot("loaded", 119.0, 1.0)])
+    fold_run(cursor, "p", "failure", 5.0, 100.0, [], [snapshot("loaded", 99.0, 0.0)])
+    assert cursor.last_run_success == 1 and cursor.last_run_duration == 20.0
+    assert cursor.steps["loaded"].end == 119.0
+    fold_run(cursor, "p", "failure", 3.0, 130.0, [], [snapshot("loaded", 129.0, 0.0)])
+    assert cursor.last_run_success == 0 and cursor.steps["loaded"].end == 129.0
+    assert cursor.runs_counted == 3
+    assert MetricsCursor.from_json(cursor.to_json()) == cursor
+    # A cursor written before step snapshots existed keeps its totals.
+    old = '{"v":1,"after":{"RUN_SUCCESS":7},"totals":{"k":3.0},"last_success":null,'
+    old += '"last_run_duration":null,"last_run_success":1,"push_failures":0,"runs_counted":4}'
+    read = MetricsCursor.from_json(old)
+    assert read.totals == {"k": 3.0} and read.runs_counted == 4 and read.steps == {}
+    # Metadata that is not a snapshot is ignored, not fatal.
+    assert StepSnapshot.from_data({"step": "x"}) is None
+    assert StepSnapshot.from_data("garbage") is None
 
 
 def test_sensor_survives_a_down_pushgateway(instance: dg.DagsterInstance) -> None:
