@@ -1,8 +1,8 @@
 """Every Prometheus metric of the pipeline, and the recorder that writes them.
 
 The metric names, types, help texts, labels and buckets live in one table (:data:`SPECS`)
-so that the in-process registry, the Pushgateway pushes of the step hooks and the run
-totals pushed by the sensor all expose identical families: the Pushgateway rejects a push
+so that the in-process registry, the step groups and the run totals the sensor pushes
+all expose identical families: the Pushgateway rejects a push
 whose HELP or TYPE differs from a family another group already has.
 
 Metric objects are built per :class:`~prometheus_client.CollectorRegistry` (not on the
@@ -154,7 +154,7 @@ PUSH_FAILURES = MetricSpec(
     "counter",
     "Pushes to the Pushgateway that failed or timed out (the run went on).",
 )
-# Pushed by the run-status sensor (one value per Dagster run outcome) and the step hooks.
+# Pushed by the run-status sensor (one value per Dagster run outcome).
 RUNS = MetricSpec(
     "pipeline_runs_total",
     "counter",
