@@ -721,7 +721,7 @@ class EsTestServer:
                 pit = self._find_pit(pit_req["id"])
                 slice_key = json.dumps(slice_, sort_keys=True)
                 newest = pit.delivered.get(slice_key)
-                if newest is not None and newest != pit_req["id"]:
+                if newest is not None and pit_req["id"] not in (newest, pit.sending.get(slice_key)):
                     self.stats.stale_pit_ids += 1
                 if "keep_alive" in pit_req:
                     pit.expires = time.monotonic() + _parse_time_value(pit_req["keep_alive"])
@@ -795,7 +795,9 @@ class EsTestServer:
             with self._lock:
                 new_id = self._pit_id(pit)
             slice_key = json.dumps(slice_, sort_keys=True)
-            # counted as received only once the whole response went out (not on a drop)
+            # counted as received only once the whole response went out (not on a drop); the
+            # client may already use it while this thread is still marking it delivered
+            pit.sending[slice_key] = new_id
             self._local.on_sent = lambda: pit.delivered.__setitem__(slice_key, new_id)
             resp = {"pit_id": new_id, **resp}
         return 200, resp

@@ -101,6 +101,9 @@ class _Pit:
     generation: int = 0
     #: newest id the client received per slice key, to count requests that use an older one
     delivered: dict[str, str] = field(default_factory=dict)
+    #: per slice, the id in a response being written: a fast client may use it before the
+    #: server thread marks the response delivered, and that is not a stale id
+    sending: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
