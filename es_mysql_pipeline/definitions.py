@@ -117,14 +117,15 @@ def _secret(name: str) -> Any:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def launch_tags() -> dict[str, str]:
-    """The targets this process resolves from its environment, as run tags (see targets.py)."""
-    resources = resources_for(_env(ENV_VAR, "local"))
-    return target_tags(resources["source"], resources["sink"])
-
-
 DAILY = daily_partitions()
 RESOURCES = resources_for(_env(ENV_VAR, "local"))
+
+
+def launch_tags() -> dict[str, str]:
+    """The targets this process resolved from its environment, as run tags (see targets.py)."""
+    return target_tags(RESOURCES["source"], RESOURCES["sink"])
+
+
 ASSETS = build_assets(
     DAILY,
     hooks=PIPELINE_METRICS_HOOKS,
@@ -138,7 +139,7 @@ records_job = dg.define_asset_job(
     description="Fetch, transform and load one day's records (or a range, as one run).",
     # computed where the job is loaded: the code server that launches UI runs, schedules
     # and backfills of this job tags them with its targets; each step checks its own
-    run_tags=target_tags(RESOURCES["source"], RESOURCES["sink"]),
+    run_tags=launch_tags(),
 )
 
 records_daily_schedule = dg.build_schedule_from_partitioned_job(
