@@ -1,13 +1,16 @@
 """Staged record files: how records travel between assets without living in memory.
 
-A staged file is a data file of frames, one per written batch (an 8-byte length, then the
-batch as a pickle, so a range of frames can be handed to another process), plus a
-``.meta.json`` sidecar written last; one without its sidecar (a killed run) is never taken
-as complete. Pickle, as Dagster's own IO managers use, because it encodes and decodes
-batches of dicts much faster than JSON and keeps every value's type, and the steps between
-fetch and load are where a run spends its time; the files are the pipeline's own scratch
-data, never input from elsewhere. The handle :class:`StagedRecords` is what the IO manager
-stores and loads: a path, a row count and the column schema, never the rows.
+A staged file is a data file of frames, one per written batch (a 9-byte header: the
+payload's length and its codec, then the batch, so a range of frames can be handed to
+another process), plus a ``.meta.json`` sidecar written last; one without its sidecar (a
+killed run) is never taken as complete. Frames are ``marshal``: records are JSON-shaped
+(str, int, float, bool, None, lists, dicts), which marshal encodes three times faster than
+pickle and decodes faster too, and every record is encoded and decoded twice per run. A
+batch holding anything else (a user's analyzer may return any object) is pickled instead,
+frame by frame, so every value keeps its type. The files are the pipeline's own scratch
+data, written and read by the same Python release, never input from elsewhere. The
+handle :class:`StagedRecords` is what the IO manager stores and loads: a path, a row count
+and the column schema, never the rows.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import marshal
 import operator
 import os
 import pickle
@@ -126,8 +130,9 @@ class StagedRecords:
                 header = fh.read(_HEADER.size)
                 if not header:
                     return
-                (size,) = _HEADER.unpack(header)
-                yield pickle.loads(fh.read(size))
+                size, codec = _HEADER.unpack(header)
+                payload = fh.read(size)
+                yield marshal.loads(payload) if codec == _MARSHAL else pickle.loads(payload)
                 pos += _HEADER.size + size
 
     def frame_offsets(self) -> list[int]:
@@ -183,9 +188,12 @@ class StagedFileWriter:
     def write(self, batch: Batch) -> None:
         if not batch:
             return
-        payload = pickle.dumps(batch, _PROTOCOL)
         try:
-            self._fh.write(_HEADER.pack(len(payload)))
+            payload, codec = marshal.dumps(batch, _MARSHAL_VERSION), _MARSHAL
+        except ValueError:  # a type marshal does not know (a user's analyzer's object)
+            payload, codec = pickle.dumps(batch, _PICKLE_PROTOCOL), _PICKLE
+        try:
+            self._fh.write(_HEADER.pack(len(payload), codec))
             self._fh.write(payload)
         except OSError as exc:
             raise self._failed(exc) from None
@@ -293,6 +301,9 @@ def as_json_values(record: dict[str, Any]) -> dict[str, Any]:
     return json.loads(JSON_ENCODER.encode(record))  # type: ignore[no-any-return,unused-ignore]
 
 
-_PROTOCOL = 5
-_HEADER = struct.Struct("<Q")
+_MARSHAL_VERSION = 4
+_PICKLE_PROTOCOL = 5
+#: Frame header: payload length in bytes, then its codec.
+_HEADER = struct.Struct("<QB")
+_MARSHAL, _PICKLE = 1, 2
 _not_none = partial(operator.is_not, None)

@@ -28,6 +28,34 @@ def test_values_round_trip_exactly() -> None:
     assert [r for b in stage.batches(10) for r in b] == RECORDS
 
 
+def test_frames_keep_every_type_and_key_order() -> None:
+    """JSON-shaped batches are marshalled; one holding another type is pickled, and every
+    value comes back with its exact type (``True`` is not ``1``, ``1.0`` is not ``1``)."""
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    odd = [{"id": "4", "when": datetime(2024, 1, 1, tzinfo=timezone.utc), "d": Decimal("1.10")}]
+    ordered = [{"z": 1, "a": True, "m": 1.0, "id": "5"}]
+    with StagedFileWriter("id", "ts") as w:
+        for batch in (RECORDS, odd, ordered):
+            w.write(batch)
+        stage = w.finish()
+    codecs = []
+    with open(stage.path, "rb") as fh:
+        while header := fh.read(9):
+            codecs.append(header[8])
+            fh.seek(int.from_bytes(header[:8], "little"), 1)
+    assert codecs == [1, 2, 1]  # marshal, pickle, marshal
+    back = list(stage.frames())
+    assert back == [RECORDS, odd, ordered]
+    assert [list(r) for r in back[2]] == [["z", "a", "m", "id"]]
+
+    def types(batches: list[list[dict[str, object]]]) -> list[object]:
+        return [[{k: type(v) for k, v in r.items()} for r in b] for b in batches]
+
+    assert types(back) == types([RECORDS, odd, ordered])
+
+
 def test_batches_rechunk_and_frames_split_at_offsets() -> None:
     rows = [{"id": str(i)} for i in range(103)]
     with StagedFileWriter("id", "ts") as w:

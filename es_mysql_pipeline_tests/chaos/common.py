@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import marshal
 import os
 import pickle
 import random
@@ -355,18 +356,20 @@ def compare_table(
 
 
 def _count_stage_records(data: Path) -> int:
-    """Records in a stage file, read frame by frame (8-byte little-endian length, then a
-    pickled batch) without the pipeline's reader, so a short or torn frame is an error."""
+    """Records in a stage file, read frame by frame (8-byte little-endian length, a codec
+    byte: 1 marshal, 2 pickle, then the batch) without the pipeline's reader, so a short or
+    torn frame is an error."""
     n = 0
     with open(data, "rb") as fh:
-        while header := fh.read(8):
-            if len(header) < 8:
+        while header := fh.read(9):
+            if len(header) < 9:
                 raise ValueError(f"torn frame header at byte {fh.tell() - len(header)}")
-            size = int.from_bytes(header, "little")
+            size = int.from_bytes(header[:8], "little")
             payload = fh.read(size)
             if len(payload) < size:
                 raise ValueError(f"frame of {size} bytes cut at {len(payload)}")
-            n += len(pickle.loads(payload))
+            decode = {1: marshal.loads, 2: pickle.loads}[header[8]]
+            n += len(decode(payload))
     return n
 
 

@@ -151,3 +151,59 @@ def test_bulk_and_insert_paths_agree(bulk: bool, mysql_url: str, mysql_table: st
     data = contents(mysql_url, mysql_table)
     assert data["a"][1] == 'quote " comma , newline \n tab \t NULL'
     assert data["c"][1] is None and data["b"][2] == 1
+
+
+#: Text that LOAD DATA's format gives a meaning to: escapes, NULL's spelling, line and
+#: field ends, NUL, and what a CSV dialect would quote.
+AWKWARD = [
+    "\\N",
+    "back\\slash \\t not a tab \\",
+    "cr \r lf \n crlf \r\n tab \t nul \x00 end",
+    '"quoted", \'single\', ,comma',
+    "",
+    "NULL",
+    "ünïcødé ✓ 𝄞",
+    " leading and trailing spaces ",
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("bulk", [True, False])
+def test_awkward_text_and_mixed_values_arrive_exact(
+    bulk: bool, mysql_url: str, mysql_table: str
+) -> None:
+    """Every value comes back as given, on the bulk path and on the INSERT path alike."""
+    sink = SqlSink(url=mysql_url, table=mysql_table, bulk_load=bulk)
+    batch = rows([f"t{i}" for i in range(len(AWKWARD))])
+    for record, text in zip(batch, AWKWARD, strict=True):
+        record["text"] = text
+    batch[0]["n"] = None
+    batch[1]["n"] = -(2**63)
+    batch[2]["n"] = 2**63 - 1
+    session = sink.open_session(SHAPE, None)
+    assert session.bulk is bulk  # type: ignore[attr-defined]
+    writer = session.writer()
+    c = writer.write(batch)
+    writer.close()
+    session.commit()
+    assert writer.bulk_fallbacks == 0  # type: ignore[attr-defined]  # LOAD DATA took it all
+    assert (c.inserted, c.failed) == (len(AWKWARD), 0)
+    data = contents(mysql_url, mysql_table)
+    assert [data[f"t{i}"][1] for i in range(len(AWKWARD))] == AWKWARD
+    assert [data[f"t{i}"][2] for i in range(3)] == [None, -(2**63), 2**63 - 1]
+
+
+def test_bulk_escaping_is_the_same_whatever_the_column_holds() -> None:
+    """A column is escaped as one joined string, with a separator it does not hold; one
+    holding every candidate separator is escaped value by value, with the same result."""
+    from es_mysql_pipeline.resources.sinks.sql import bulk_load
+
+    def by_value(values: list[str | None]) -> list[str]:
+        return ["\\N" if v is None else v.translate(bulk_load._TRANSLATION) for v in values]
+
+    column: list[str | None] = [*AWKWARD, None, "plain"]
+    assert bulk_load._fields(list(column)) == by_value(column)
+    every_separator = "".join(bulk_load._SEPARATORS)
+    column = [*column, every_separator + "\t"]
+    assert bulk_load._fields(list(column)) == by_value(column)
+    assert bulk_load._fields(["a", "b"]) == ["a", "b"]

@@ -102,6 +102,8 @@ class SqlWriter(SinkWriter):
             load_data_statement(engine, table.name, self.columns) if session.bulk else None
         )
         self._bulk_file: str | None = None
+        #: Batches LOAD DATA handed back to the checked INSERT path (a bad record in them).
+        self.bulk_fallbacks = 0
         self._max_packet: int | None = None
         self._conn: Any = None
 
@@ -230,8 +232,8 @@ class SqlWriter(SinkWriter):
             try:
                 self._bulk_tx(batch, counts)
                 return
-            except NotClean:
-                pass  # rolled back: the checked INSERT path below finds the bad records
+            except NotClean:  # rolled back: the checked INSERT path below finds the bad records
+                self.bulk_fallbacks += 1
         conn = self._connection()
         with _transaction(conn) as cur:
             existing: set[str] = set()
