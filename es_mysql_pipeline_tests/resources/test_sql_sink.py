@@ -159,7 +159,7 @@ AWKWARD = [
     "\\N",
     "back\\slash \\t not a tab \\",
     "cr \r lf \n crlf \r\n tab \t nul \x00 end",
-    '"quoted", \'single\', ,comma',
+    "\"quoted\", 'single', ,comma",
     "",
     "NULL",
     "ünïcødé ✓ 𝄞",
