@@ -1,26 +1,37 @@
 """The threaded load: staged records through a bounded queue to ``sink.workers`` writers.
 
-Plain Python, no Dagster: the load asset and the tests call it directly. Bad records go to
-the load dead letter; a writer's error stops the others and is raised; a stop request (Ctrl+C)
-ends after the batches in flight and publishes nothing.
+Plain Python, no Dagster: the load asset and the tests call it directly. A big load into a
+sink with a whole-file format (LOAD DATA) has its files encoded ahead in a worker process
+(:mod:`es_mysql_pipeline.load_encoding`). Bad records go to the load dead letter; a
+writer's error stops the others and is raised; a stop request (Ctrl+C) ends after the
+batches in flight and publishes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import repeat
+from functools import partial
 from typing import Any
 
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
+from es_mysql_pipeline.load_encoding import (
+    EncodedChunk,
+    encode_ahead,
+    encoded_chunks,
+    newest_timestamp,
+)
 from es_mysql_pipeline.metrics.recorder import get_recorder
-from es_mysql_pipeline.records import Batch, parse_timestamp
+from es_mysql_pipeline.records import Batch
 from es_mysql_pipeline.resources.sinks.base import (
     RecordSink,
     SchemaReport,
+    SinkWriter,
     TableShape,
     WriteCounts,
 )
@@ -58,19 +69,34 @@ def load_staged(
     errors: list[BaseException] = []
     newest: list[float] = []
 
+    encoder = session.encoder() if encode_ahead(staged.rows) else None
+
+    def write(writer: SinkWriter, item: Batch | EncodedChunk) -> WriteCounts:
+        if not isinstance(item, EncodedChunk):
+            return writer.write(item)
+        try:
+            records = partial(item.records, staged, sink.batch_size)
+            if item.path is None:
+                return writer.write(records())
+            return writer.write_encoded(item.path, item.rows, records)
+        finally:
+            item.discard()
+
     def worker() -> None:
         metrics.worker_delta(+1)
         writer = session.writer()
         try:
             while True:
-                batch = work.get()
-                if batch is _DONE:
+                item = work.get()
+                if item is _DONE:
                     return
                 if errors:
+                    if isinstance(item, EncodedChunk):
+                        item.discard()
                     continue  # drain so the reader never blocks
                 t0 = time.perf_counter()
                 try:
-                    counts = writer.write(batch)
+                    counts = write(writer, item)
                 except BaseException as exc:
                     with lock:
                         errors.append(exc)
@@ -95,14 +121,26 @@ def load_staged(
     ]
     for t in threads:
         t.start()
+    ts_column = shape.timestamp_column
+    items: Iterator[Batch | EncodedChunk] = (
+        encoded_chunks(staged, encoder, sink.batch_size, ts_column)
+        if encoder is not None
+        else iter(staged.batches(sink.batch_size))
+    )
     try:
-        for batch in staged.batches(sink.batch_size):
-            if errors or lifecycle.stop_requested():
-                break
-            if shape.timestamp_column is not None:
-                newest.append(_newest(batch, shape.timestamp_column))
-            work.put(batch)
-            metrics.queue_depth(work.qsize())
+        with contextlib.closing(items):  # type: ignore[type-var]
+            for item in items:
+                if errors or lifecycle.stop_requested():
+                    if isinstance(item, EncodedChunk):
+                        item.discard()
+                    break
+                if isinstance(item, EncodedChunk):
+                    if item.newest is not None:
+                        newest.append(item.newest)
+                elif ts_column is not None:
+                    newest.append(newest_timestamp(item, ts_column))
+                work.put(item)
+                metrics.queue_depth(work.qsize())
     finally:
         for _ in threads:
             work.put(_DONE)
@@ -131,18 +169,3 @@ def _count(counts: WriteCounts) -> None:
             metrics.records(outcome, n, "load")
     if counts.failed:
         metrics.dead_letter("load", counts.failed)
-
-
-def _newest(batch: Batch, ts_column: str) -> float:
-    """Epoch seconds of the newest row (staged timestamps are UTC ISO strings, so max works)."""
-    values: list[Any] = list(map(dict.get, batch, repeat(ts_column)))
-    try:
-        newest = max(values)
-    except TypeError:  # not all text: keep the strings
-        newest = max((v for v in values if isinstance(v, str)), default=None)
-    except ValueError:
-        return 0.0
-    try:
-        return parse_timestamp(newest).timestamp() if isinstance(newest, str) else 0.0
-    except ValueError:
-        return 0.0

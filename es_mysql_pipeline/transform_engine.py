@@ -5,25 +5,19 @@ machine has. A big staged file is cut into runs of frames; each worker process m
 a part file and a part dead letter, and the parts are joined in order, so the output is
 the same file, rows and dead letter, in the same order, as a serial run would write.
 
-Workers are spawned, not forked: a clean interpreter (no inherited threads or locks from
-Dagster or the CLI) that imports only this module's light dependencies. Nothing here
-imports Dagster. Workers leave stopping to their parent (a Ctrl+C or SIGTERM to the
-process group stops the run after the work in flight) and exit when the parent is gone,
-so a killed run never leaves workers behind.
+Workers come from :mod:`es_mysql_pipeline.worker_processes` (spawned, deaf to Ctrl+C, gone
+with their parent) and import only this module's light dependencies: nothing here imports
+Dagster.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import re
-import signal
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
@@ -32,14 +26,13 @@ from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.mapping import Analyzer, FieldMapping, RecordRejected, load_analyzer
 from es_mysql_pipeline.records import Batch, Record
 from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords, as_json_values, scratch_dir
+from es_mysql_pipeline.worker_processes import may_spawn, spawn_pool, stop_signals_blocked
 
 #: Below this many records a staged file is mapped in-process: starting workers costs more.
 PARALLEL_MIN_ROWS = 50_000
 #: Runs of frames per worker: small enough for progress and a prompt stop, big enough
 #: that handing a run over costs nothing next to mapping it.
 _RUNS_PER_WORKER = 4
-#: How often a worker checks that its parent is still there.
-_PARENT_CHECK_SECONDS = 0.5
 #: Records to see before one reason may stop the run: a few bad rows at the top of a file
 #: are not a pattern.
 REJECT_SAMPLE_MIN = 1000
@@ -173,11 +166,9 @@ def new_staged_file(mapping: FieldMapping) -> StagedFileWriter:
 
 
 def worker_count(setting: int, rows: int) -> int:
-    """Processes to use: ``setting`` (0 = one per core, at most 4), 1 for small stages.
-
-    A daemonic process (a celery prefork worker, a multiprocessing pool child) may not
-    have children, so it maps in-process whatever the setting says."""
-    if rows < PARALLEL_MIN_ROWS or multiprocessing.current_process().daemon:
+    """Processes to use: ``setting`` (0 = one per core, at most 4), 1 for small stages
+    or where this process may not have children (see :func:`may_spawn`)."""
+    if rows < PARALLEL_MIN_ROWS or not may_spawn():
         return 1
     wanted = setting or min(os.cpu_count() or 1, 4)
     return max(1, wanted)
@@ -250,8 +241,8 @@ def map_parallel(
     ok = failed = 0
     unseen = mapping.named_columns()
     done = 0
-    with _pool(workers) as pool:
-        with _stop_signals_blocked():  # the workers start here, with the mask of this thread
+    with spawn_pool(workers) as pool:
+        with stop_signals_blocked():  # the workers start here, with the mask of this thread
             futures = [pool.submit(_map_run, run) for run in runs]
         try:
             for future in futures:
@@ -273,48 +264,6 @@ def map_parallel(
                 _discard(future)
             raise
     return ok, failed, unseen
-
-
-@contextlib.contextmanager
-def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_setup)
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-@contextlib.contextmanager
-def _stop_signals_blocked() -> Iterator[None]:
-    """Block Ctrl+C and SIGTERM in this thread while it starts workers: a spawned worker
-    inherits the mask, so a Ctrl+C that lands while it is still importing waits, pending,
-    until :func:`_worker_setup` ignores it (else the worker dies with a traceback)."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _worker_setup() -> None:
-    """Ctrl+C reaches the whole process group: the parent stops after the run in flight and
-    cancels the rest, so a worker must not die mid-run (a broken pool, a traceback). And a
-    parent killed outright cannot shut the pool down, so a worker watches for that itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # see _stop_signals_blocked
-    parent = os.getppid()
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(_PARENT_CHECK_SECONDS)
-    os._exit(1)  # orphaned: nobody will read what this worker writes
 
 
 def _discard(future: Future[Outcome]) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from es_mysql_pipeline.resources.sinks.base import (
     WriteCounts,
 )
 from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords
+from es_mysql_pipeline_tests.support.encoders import JsonEncoder
 
 #: name -> the rows a MemorySink of that name holds, and what its sessions did
 TABLES: dict[str, dict[str, Record]] = {}
@@ -30,11 +33,14 @@ EVENTS: dict[str, list[str]] = {}
 
 
 class MemorySink(RecordSink):
-    """Keeps rows in memory; refuses ids ending in 7; can fail or dawdle on purpose."""
+    """Keeps rows in memory; refuses ids ending in 7; can fail or dawdle on purpose; with
+    ``encode_to`` set, takes whole files a worker process encodes (like LOAD DATA)."""
 
     name: str
     fail_on_batch: int = -1
     seconds_per_batch: float = 0.0
+    encode_to: str = ""
+    refuse_to_encode: str = ""
 
     def open_session(self, shape: TableShape, partition: str | None) -> SinkSession:
         TABLES.setdefault(self.name, {})
@@ -65,10 +71,22 @@ class _Session(SinkSession):
     def abort(self) -> None:
         EVENTS[self.sink.name].append("abort")
 
+    def encoder(self) -> JsonEncoder | None:
+        if not self.sink.encode_to:
+            return None
+        return JsonEncoder(self.sink.encode_to, self.sink.refuse_to_encode)
+
 
 class _Writer(SinkWriter):
     def __init__(self, session: _Session) -> None:
         self.session = session
+
+    def write_encoded(self, path: str, rows: int, records: Callable[[], Batch]) -> WriteCounts:
+        with open(path, encoding="utf-8") as fh:
+            encoded = json.load(fh)
+        assert len(encoded["records"]) == rows and encoded["pid"] != os.getpid()
+        EVENTS[self.session.sink.name].append(f"file:{rows}")
+        return self.write(encoded["records"])
 
     def write(self, batch: Batch) -> WriteCounts:
         sink = self.session.sink
@@ -186,3 +204,63 @@ def test_a_stop_request_ends_after_the_batches_in_flight(sink_name: str, tmp_pat
         lifecycle.reset()
     assert EVENTS[sink_name][-1] == "abort"
     assert not list((tmp_path / "dl").rglob("*.jsonl"))
+
+
+@pytest.fixture
+def encode_small_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Encode ahead in a worker process whatever the size; the directory it writes to."""
+    from es_mysql_pipeline import load_encoding
+
+    monkeypatch.setattr(load_encoding, "ENCODE_AHEAD_MIN_ROWS", 0)
+    scratch = tmp_path / "encoded"
+    scratch.mkdir()
+    return scratch
+
+
+def test_files_encoded_ahead_carry_every_record_once_and_are_deleted(
+    sink_name: str, tmp_path: Path, encode_small_loads: Path
+) -> None:
+    staged = staged_ids(1000, frame=120)  # frames of 120 rows, batches of 50: 50+50+20
+    sink = MemorySink(name=sink_name, workers=2, batch_size=50, encode_to=str(encode_small_loads))
+    outcome = load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "dl"))
+    assert (outcome.counts.inserted, outcome.counts.failed) == (900, 100)
+    assert sorted(TABLES[sink_name]) == sorted(f"r{i}" for i in range(1000) if i % 10 != 7)
+    files = [int(e[5:]) for e in EVENTS[sink_name] if e.startswith("file:")]
+    assert sum(files) == 1000 and max(files) == 50
+    assert sorted(files) == sorted([50, 50, 20] * 8 + [40])  # 8 frames of 120, then 40
+    assert EVENTS[sink_name][-1] == "commit"
+    assert not list(encode_small_loads.iterdir())  # every encoded file was deleted
+
+
+def test_records_the_encoder_refuses_take_the_writers_own_path(
+    sink_name: str, tmp_path: Path, encode_small_loads: Path
+) -> None:
+    staged = staged_ids(300)
+    sink = MemorySink(
+        name=sink_name,
+        batch_size=25,
+        encode_to=str(encode_small_loads),
+        refuse_to_encode="r123",
+    )
+    outcome = load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "dl"))
+    assert outcome.counts.processed == 300 and "r123" in TABLES[sink_name]
+    files = [e for e in EVENTS[sink_name] if e.startswith("file:")]
+    assert len(files) == 300 // 25 - 1  # one batch went through write() instead
+    assert not list(encode_small_loads.iterdir())
+
+
+def test_a_writer_error_with_files_encoded_ahead_leaves_no_file(
+    sink_name: str, tmp_path: Path, encode_small_loads: Path
+) -> None:
+    staged = staged_ids(3000)
+    sink = MemorySink(
+        name=sink_name,
+        workers=2,
+        batch_size=10,
+        fail_on_batch=5,
+        encode_to=str(encode_small_loads),
+    )
+    with pytest.raises(SinkError, match="broke on purpose"):
+        load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "dl"))
+    assert EVENTS[sink_name][-1] == "abort"
+    assert not list(encode_small_loads.iterdir())

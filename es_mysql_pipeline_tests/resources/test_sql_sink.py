@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +21,9 @@ SHAPE = TableShape(
         "n": ColumnStats("int"),
     },
 )
+
+
+TEXT = {"text": ColumnStats("string", 100)}
 
 
 def rows(ids: list[str], text: str = "v") -> list[dict[str, object]]:
@@ -207,3 +211,50 @@ def test_bulk_escaping_is_the_same_whatever_the_column_holds() -> None:
     column = [*column, every_separator + "\t"]
     assert bulk_load._fields(list(column)) == by_value(column)
     assert bulk_load._fields(["a", "b"]) == ["a", "b"]
+
+
+@pytest.mark.integration
+def test_a_big_load_encoded_ahead_loads_all_and_dead_letters_the_bad_rows(
+    mysql_url: str, mysql_table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ENCODE_AHEAD_MIN_ROWS a worker process writes the LOAD DATA files; a file the
+    server refuses (a text in a number column) is retried through checked INSERTs."""
+    from es_mysql_pipeline.dead_letter import read_dead_letters
+    from es_mysql_pipeline.load_encoding import ENCODE_AHEAD_MIN_ROWS, encode_ahead
+    from es_mysql_pipeline.load_engine import load_staged
+    from es_mysql_pipeline.staging import StagedFileWriter
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("ES_MYSQL_PIPELINE_SCRATCH", str(scratch))
+    n = ENCODE_AHEAD_MIN_ROWS + 10_000
+    assert encode_ahead(n)
+    bad = {f"r{i}" for i in range(0, n, 10_000)}
+    with StagedFileWriter("id", None) as staging:
+        for start in range(0, n, 5000):
+            staging.write(
+                [
+                    {"id": f"r{i}", "n": "x" if f"r{i}" in bad else i, "text": AWKWARD[i % 8]}
+                    for i in range(start, start + 5000)
+                ]
+            )
+        staged = staging.finish()
+    shape = TableShape(
+        "id", None, {"id": ColumnStats("string", 20), "n": ColumnStats("int"), **TEXT}
+    )
+    sink = SqlSink(url=mysql_url, table=mysql_table, batch_size=2000, workers=2)
+    outcome = load_staged(staged, sink, shape, "all", str(tmp_path / "dl"))
+    assert (outcome.counts.inserted, outcome.counts.failed) == (n - len(bad), len(bad))
+    assert outcome.dead_letter is not None
+    assert {d["record"]["id"] for d in read_dead_letters(outcome.dead_letter)} == bad
+    engine = sa.create_engine(mysql_url)
+    with engine.connect() as conn:
+        got = conn.execute(
+            sa.text(f"SELECT COUNT(*), SUM(n), SUM(text = :t) FROM {mysql_table}"),
+            {"t": AWKWARD[2]},
+        ).one()
+    engine.dispose()
+    assert got[0] == n - len(bad)
+    assert got[1] == sum(i for i in range(n) if f"r{i}" not in bad)
+    assert got[2] == sum(1 for i in range(n) if i % 8 == 2 and f"r{i}" not in bad)
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("bulk-")] == []

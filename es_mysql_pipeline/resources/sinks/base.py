@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import dagster as dg
 
@@ -72,6 +73,11 @@ class SinkWriter(ABC):
     def write(self, batch: Batch) -> WriteCounts:
         """Write a batch as one transaction, isolating bad records when it is refused."""
 
+    def write_encoded(self, path: str, rows: int, records: Callable[[], Batch]) -> WriteCounts:
+        """Write a file the session's :meth:`SinkSession.encoder` made of ``rows`` records;
+        ``records()`` gives them back when the file is refused, to isolate the bad ones."""
+        raise NotImplementedError(f"{type(self).__name__} has no encoder")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the connection."""
 
@@ -92,6 +98,17 @@ class SinkSession(ABC):
     def schema_report(self) -> SchemaReport:
         """What was done to the target's schema for this load (nothing by default)."""
         return SchemaReport()
+
+    def encoder(self) -> BatchEncoder | None:
+        """What turns a batch into a file this sink loads whole, if it has such a format;
+        the load engine runs it in a worker process ahead of the writers."""
+        return None
+
+
+class BatchEncoder(Protocol):
+    """Picklable: ``encode(batch)`` writes a new file and returns its path."""
+
+    def encode(self, batch: Batch) -> str: ...
 
 
 class RecordSink(dg.ConfigurableResource, ABC):

@@ -9,7 +9,10 @@ dead-letters the bad record under strict mode, as without bulk loading.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, cast
 
@@ -18,6 +21,27 @@ from sqlalchemy.engine import Engine
 
 from es_mysql_pipeline.records import Batch
 from es_mysql_pipeline.resources.sinks.sql.values import sql_datetime
+
+
+@dataclass(frozen=True)
+class BulkEncoder:
+    """Writes batches as LOAD DATA files: a small picklable value, so a worker process can
+    encode the next batches while the load threads wait on the server."""
+
+    columns: tuple[str, ...]
+    kinds: tuple[str, ...]
+    scratch: str
+
+    def encode(self, batch: Batch) -> str:
+        """The batch as a new file in the scratch directory; the caller deletes it."""
+        fd, path = tempfile.mkstemp(prefix="bulk-", suffix=".tsv", dir=self.scratch)
+        os.close(fd)
+        try:
+            write_bulk_file(path, batch, self.columns, self.kinds)
+        except BaseException:
+            os.unlink(path)
+            raise
+        return path
 
 
 class NotClean(Exception):

@@ -8,7 +8,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -25,6 +25,7 @@ from es_mysql_pipeline.resources.sinks.base import (
     WriteCounts,
 )
 from es_mysql_pipeline.resources.sinks.sql.bulk_load import (
+    BulkEncoder,
     NotClean,
     load_bulk_file,
     load_data_statement,
@@ -67,12 +68,22 @@ class SqlSession(SinkSession):
         self.bulk = (
             sink.bulk_load and sink.write_mode in ("skip", "append") and local_infile(engine)
         )
+        # Only the data's columns: other columns of an existing table keep their defaults.
+        wanted = {name.lower() for name in shape.columns}
+        cols = [c for c in table.columns if c.name.lower() in wanted] or list(table.columns)
+        self.columns = [c.name for c in cols]
+        self.kinds = [column_kind(c.type) for c in cols]
 
     def writer(self) -> SinkWriter:
         return SqlWriter(self)
 
     def schema_report(self) -> SchemaReport:
         return self.report
+
+    def encoder(self) -> BulkEncoder | None:
+        if not self.bulk:
+            return None
+        return BulkEncoder(tuple(self.columns), tuple(self.kinds), scratch_dir())
 
     def commit(self) -> None:
         self.engine.dispose()
@@ -88,18 +99,14 @@ class SqlWriter(SinkWriter):
         self.session = session
         self.sink = session.sink
         engine = session.engine
-        table = session.table
-        # Only the data's columns: other columns of an existing table keep their defaults.
-        wanted = {name.lower() for name in session.shape.columns}
-        cols = [c for c in table.columns if c.name.lower() in wanted] or list(table.columns)
-        self.columns = [c.name for c in cols]
+        self.columns = session.columns
+        self.kinds = session.kinds
         self.id_column = session.shape.id_column
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.is_mysql = engine.dialect.name in ("mysql", "mariadb")
-        self.kinds = [column_kind(c.type) for c in cols]
         self.sql, self.select_sql = self._statements(engine)
         self.load_sql = (
-            load_data_statement(engine, table.name, self.columns) if session.bulk else None
+            load_data_statement(engine, session.table.name, self.columns) if session.bulk else None
         )
         self._bulk_file: str | None = None
         #: Batches LOAD DATA handed back to the checked INSERT path (a bad record in them).
@@ -170,11 +177,29 @@ class SqlWriter(SinkWriter):
         ]
 
     def write(self, batch: Batch) -> WriteCounts:
+        return self._retrying(lambda counts: self._write_isolating(batch, counts))
+
+    def write_encoded(self, path: str, rows: int, records: Callable[[], Batch]) -> WriteCounts:
+        def load(counts: WriteCounts) -> None:
+            try:
+                self._load_file(path, rows, counts)
+            except Exception as exc:
+                if not (isinstance(exc, NotClean) or is_data_error(exc)):
+                    raise
+                # Rolled back: the checked INSERT path finds and dead-letters the bad records.
+                self.bulk_fallbacks += 1
+                self._write_isolating(records(), counts, bulk=False)
+
+        return self._retrying(load)
+
+    def _retrying(self, attempt_write: Callable[[WriteCounts], None]) -> WriteCounts:
+        """Run ``attempt_write`` until it succeeds; connection-class errors are retried
+        with backoff (fresh counts each time: the failed attempt was rolled back)."""
         counts = WriteCounts()
         attempt = 0
         while True:
             try:
-                self._write_isolating(batch, counts)
+                attempt_write(counts)
                 return counts
             except Exception as exc:
                 if not (is_retryable(exc) or self._connection_lost()):
@@ -191,10 +216,10 @@ class SqlWriter(SinkWriter):
                 delay = self.sink.retry_backoff_seconds * (2 ** (attempt - 1))
                 time.sleep(min(delay, 30.0) * (0.5 + random.random()))
 
-    def _write_isolating(self, batch: Batch, counts: WriteCounts) -> None:
+    def _write_isolating(self, batch: Batch, counts: WriteCounts, bulk: bool = True) -> None:
         """Write ``batch`` in one transaction; on a data error, split it to find the culprits."""
         try:
-            self._write_tx(batch, counts)
+            self._write_tx(batch, counts, bulk)
         except Exception as exc:
             if not is_data_error(exc) and not self._oversized(batch, exc):
                 raise
@@ -206,8 +231,8 @@ class SqlWriter(SinkWriter):
                 counts.failures.append((batch[0], record_reason(exc)))
                 return
             mid = len(batch) // 2
-            self._write_isolating(batch[:mid], counts)
-            self._write_isolating(batch[mid:], counts)
+            self._write_isolating(batch[:mid], counts, bulk)
+            self._write_isolating(batch[mid:], counts, bulk)
 
     def _oversized(self, batch: Batch, exc: BaseException) -> bool:
         """A lost connection while sending more than ``max_allowed_packet``: the server hung
@@ -227,8 +252,8 @@ class SqlWriter(SinkWriter):
                 return False
         return size >= self._max_packet
 
-    def _write_tx(self, batch: Batch, counts: WriteCounts) -> None:
-        if self.load_sql is not None and len(batch) > 1:
+    def _write_tx(self, batch: Batch, counts: WriteCounts, bulk: bool = True) -> None:
+        if bulk and self.load_sql is not None and len(batch) > 1:
             try:
                 self._bulk_tx(batch, counts)
                 return
@@ -263,16 +288,19 @@ class SqlWriter(SinkWriter):
             counts.updated += n - ins
 
     def _bulk_tx(self, batch: Batch, counts: WriteCounts) -> None:
-        assert self.load_sql is not None
         if self._bulk_file is None:
-            fd, self._bulk_file = tempfile.mkstemp(prefix="bulk-", suffix=".csv", dir=scratch_dir())
+            fd, self._bulk_file = tempfile.mkstemp(prefix="bulk-", suffix=".tsv", dir=scratch_dir())
             os.close(fd)
         write_bulk_file(self._bulk_file, batch, self.columns, self.kinds)
+        self._load_file(self._bulk_file, len(batch), counts)
+
+    def _load_file(self, path: str, rows: int, counts: WriteCounts) -> None:
+        assert self.load_sql is not None
         conn = self._connection()
         with _transaction(conn) as cur:
-            inserted = load_bulk_file(cur, self.load_sql, self._bulk_file, self.sink.write_mode)
+            inserted = load_bulk_file(cur, self.load_sql, path, self.sink.write_mode)
         counts.inserted += inserted
-        counts.skipped += len(batch) - inserted
+        counts.skipped += rows - inserted
 
     def _total_changes(self, conn: Any) -> int | None:
         """SQLite's rowcount counts ignored conflicts too; its change counter does not."""

@@ -1,0 +1,143 @@
+"""Encoding staged records into a sink's load files in a worker process, ahead of the writers.
+
+Turning records into a LOAD DATA file is pure Python; done by the load threads it holds the
+GIL while the server waits for the next file. One spawned process encodes a few frames
+ahead instead (a bounded number of files on disk), so the server and the encoding each
+have a core. Plain Python, no Dagster: the worker imports only this module and the sink's
+file format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any
+
+from es_mysql_pipeline.records import Batch, parse_timestamp
+from es_mysql_pipeline.staging import StagedRecords
+from es_mysql_pipeline.worker_processes import may_spawn, spawn_pool, stop_signals_blocked
+
+#: Below this many rows the load encodes in its own threads: a process costs more.
+ENCODE_AHEAD_MIN_ROWS = 50_000
+#: Frames encoded ahead of the writers (each one batch file per ``batch_size`` rows).
+_AHEAD = 4
+
+
+def encode_ahead(rows: int) -> bool:
+    """Whether a load of ``rows`` rows is worth a worker process (and may have one)."""
+    return rows >= ENCODE_AHEAD_MIN_ROWS and may_spawn()
+
+
+@dataclass(frozen=True)
+class EncodedChunk:
+    """One batch's file, and where its records are in the staged file (to read them back
+    when the sink refuses the file)."""
+
+    #: ``None``: the encoder could not write these records; the writer's own path takes them.
+    path: str | None
+    rows: int
+    #: Byte range of the frame, and the chunk's place in it.
+    start: int
+    stop: int | None
+    index: int
+    #: Epoch seconds of the newest record (0.0 when none has a readable time).
+    newest: float | None
+
+    def records(self, staged: StagedRecords, batch_size: int) -> Batch:
+        frame = [r for f in staged.frames(self.start, self.stop) for r in f]
+        return frame[self.index * batch_size : (self.index + 1) * batch_size]
+
+    def discard(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+@dataclass(frozen=True)
+class _Job:
+    staged: StagedRecords
+    start: int
+    stop: int | None
+    encoder: Any
+    batch_size: int
+    ts_column: str | None
+
+
+def _encode_frame(job: _Job) -> list[EncodedChunk]:
+    """Worker side: one frame as files of at most ``batch_size`` records."""
+    out: list[EncodedChunk] = []
+    try:
+        for frame in job.staged.frames(job.start, job.stop):
+            for index, at in enumerate(range(0, len(frame), job.batch_size)):
+                part = frame[at : at + job.batch_size]
+                newest = newest_timestamp(part, job.ts_column) if job.ts_column else None
+                try:
+                    path: str | None = job.encoder.encode(part)
+                except (ValueError, TypeError, UnicodeError):
+                    path = None  # the writer's INSERT path reports these records itself
+                out.append(EncodedChunk(path, len(part), job.start, job.stop, index, newest))
+    except BaseException:
+        for chunk in out:
+            chunk.discard()
+        raise
+    return out
+
+
+def encoded_chunks(
+    staged: StagedRecords, encoder: Any, batch_size: int, ts_column: str | None
+) -> Iterator[EncodedChunk]:
+    """The staged file as encoded batch files, in order, encoded a few frames ahead.
+
+    The caller owns (and deletes) each chunk it receives; files encoded but not yet
+    received are deleted when the iterator is closed early."""
+    offsets = staged.frame_offsets()
+    ranges = iter(zip(offsets, [*offsets[1:], None], strict=True))
+    pending: deque[Future[list[EncodedChunk]]] = deque()
+    unsent: deque[EncodedChunk] = deque()
+    with spawn_pool(1) as pool:
+
+        def submit() -> None:
+            nxt = next(ranges, None)
+            if nxt is not None:
+                job = _Job(staged, nxt[0], nxt[1], encoder, batch_size, ts_column)
+                pending.append(pool.submit(_encode_frame, job))
+
+        try:
+            with stop_signals_blocked():  # the worker starts here, with this thread's mask
+                for _ in range(_AHEAD):
+                    submit()
+            while pending:
+                unsent.extend(pending.popleft().result())
+                submit()
+                while unsent:
+                    yield unsent.popleft()
+        finally:
+            for chunk in unsent:
+                chunk.discard()
+            for future in pending:
+                future.cancel()
+            for future in pending:
+                if not future.cancelled():
+                    with contextlib.suppress(BaseException):
+                        for chunk in future.result():
+                            chunk.discard()
+
+
+def newest_timestamp(batch: Batch, ts_column: str) -> float:
+    """Epoch seconds of the newest row (staged timestamps are UTC ISO strings, so max works)."""
+    values: list[Any] = list(map(dict.get, batch, repeat(ts_column)))
+    try:
+        newest = max(values)
+    except TypeError:  # not all text: keep the strings
+        newest = max((v for v in values if isinstance(v, str)), default=None)
+    except ValueError:
+        return 0.0
+    try:
+        return parse_timestamp(newest).timestamp() if isinstance(newest, str) else 0.0
+    except ValueError:
+        return 0.0

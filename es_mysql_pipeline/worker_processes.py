@@ -1,0 +1,71 @@
+"""Worker processes beside a step: spawned clean, deaf to Ctrl+C, gone with their parent.
+
+Spawned, not forked: a clean interpreter (no inherited threads or locks from Dagster or
+the CLI) that imports only what its job needs. Workers leave stopping to their parent (a
+Ctrl+C or SIGTERM to the process group stops the run after the work in flight) and exit
+when the parent is gone, so a killed run never leaves workers behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+
+#: How often a worker checks that its parent is still there.
+_PARENT_CHECK_SECONDS = 0.5
+
+
+def may_spawn() -> bool:
+    """A daemonic process (a celery prefork worker, a multiprocessing pool child) may not
+    have children: its steps do their work in-process."""
+    return not multiprocessing.current_process().daemon
+
+
+@contextlib.contextmanager
+def spawn_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``workers`` spawned processes; submit the first jobs under
+    :func:`stop_signals_blocked` (the processes start then)."""
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_setup)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """Block Ctrl+C and SIGTERM in this thread while it starts workers: a spawned worker
+    inherits the mask, so a Ctrl+C that lands while it is still importing waits, pending,
+    until :func:`_worker_setup` ignores it (else the worker dies with a traceback)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _worker_setup() -> None:
+    """Ctrl+C reaches the whole process group: the parent stops after the run in flight and
+    cancels the rest, so a worker must not die mid-run (a broken pool, a traceback). And a
+    parent killed outright cannot shut the pool down, so a worker watches for that itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # see stop_signals_blocked
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_CHECK_SECONDS)
+    os._exit(1)  # orphaned: nobody will read what this worker writes

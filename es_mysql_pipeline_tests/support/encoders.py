@@ -1,0 +1,25 @@
+"""A whole-file encoder for the in-memory test sink: light to import in a worker process."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class JsonEncoder:
+    """Writes a batch as one JSON file; refuses (``ValueError``) a batch holding ``refuse``."""
+
+    scratch: str
+    refuse: str = ""
+
+    def encode(self, batch: list[dict[str, Any]]) -> str:
+        if self.refuse and any(r.get("id") == self.refuse for r in batch):
+            raise ValueError(f"cannot encode {self.refuse}")
+        fd, path = tempfile.mkstemp(prefix="enc-", suffix=".json", dir=self.scratch)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"pid": os.getpid(), "records": batch}, fh)
+        return path
