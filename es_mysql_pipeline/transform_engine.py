@@ -202,8 +202,10 @@ def _map_run(run: _Run) -> Outcome:
     dead = DeadLetterWriter(parts, "transform", f"part-{os.getpid()}-{run.start}")
     mapper = BatchMapper(run.mapping, analyzer, dead)
     with dead, new_staged_file(run.mapping) as out:
-        for batch in run.staged.frames(run.start, run.stop):
-            out.write(mapper.map(batch))
+        # map() lets go of each raw batch before its rows are staged: a value referenced
+        # from two records makes marshal track it for back-references (twice the cost).
+        for rows in map(mapper.map, run.staged.frames(run.start, run.stop)):
+            out.write(rows)
         part = out.finish()
         dead_path = dead.close()
     return Outcome(

@@ -9,6 +9,7 @@ when the parent is gone, so a killed run never leaves workers behind.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import signal
@@ -19,6 +20,21 @@ from concurrent.futures import ProcessPoolExecutor
 
 #: How often a worker checks that its parent is still there.
 _PARENT_CHECK_SECONDS = 0.5
+
+
+#: Container allocations between young-generation collections (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Collect the young generation every 20,000 allocations instead of 700.
+
+    Steps hold batches of thousands of dicts; at the default every batch costs several
+    young collections, and every tenth of those an older one that walks the survivors
+    again: a third of a CSV fetch's time went there. Records hold no cycles, and the
+    collector still runs, so memory stays bounded."""
+    young, older, oldest = gc.get_threshold()
+    gc.set_threshold(max(GC_YOUNG_THRESHOLD, young), older, oldest)
 
 
 def may_spawn() -> bool:
@@ -61,6 +77,7 @@ def _worker_setup() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # see stop_signals_blocked
+    tune_gc()
     parent = os.getppid()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 

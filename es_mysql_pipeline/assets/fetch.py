@@ -18,6 +18,7 @@ from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sources.base import RecordSource
 from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords
 from es_mysql_pipeline.targets import SOURCE_TAG, verify_target
+from es_mysql_pipeline.worker_processes import tune_gc
 
 
 def fetch_records(
@@ -27,6 +28,7 @@ def fetch_records(
     settings: PipelineSettings,
 ) -> dg.MaterializeResult[StagedRecords]:
     """Raw records for the partition, as read from the source."""
+    tune_gc()
     window = run_window(context, config)
     verify_target(context, SOURCE_TAG, source)
     try:

@@ -25,6 +25,7 @@ from es_mysql_pipeline.resources.sinks.base import (
 )
 from es_mysql_pipeline.staging import StagedRecords
 from es_mysql_pipeline.targets import SINK_TAG, verify_target
+from es_mysql_pipeline.worker_processes import tune_gc
 
 RECONCILE_CHECK = "rows_reconciled"
 
@@ -37,6 +38,7 @@ def load_records(
     settings: PipelineSettings,
 ) -> dg.MaterializeResult:
     """Rows in the sink for the partition; counts of inserted, updated, skipped and failed."""
+    tune_gc()
     label = run_label(context, config)
     verify_target(context, SINK_TAG, sink)
     shape = TableShape(settings.id_column, clean_records.timestamp_key, clean_records.columns)

@@ -24,6 +24,7 @@ from es_mysql_pipeline.transform_engine import (
     new_staged_file,
     worker_count,
 )
+from es_mysql_pipeline.worker_processes import tune_gc
 
 
 def transform_records(
@@ -33,6 +34,7 @@ def transform_records(
     settings: PipelineSettings,
 ) -> dg.MaterializeResult[StagedRecords]:
     """Clean rows: flattened, renamed, cast and validated; rejects are in the dead letter."""
+    tune_gc()
     metrics = get_recorder()
     started = time.perf_counter()
     dead = DeadLetterWriter(settings.dead_letter_dir, "transform", run_label(context, config))

@@ -7,6 +7,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from itertools import islice, repeat
 from typing import IO, ClassVar, Literal
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
@@ -15,6 +16,7 @@ from es_mysql_pipeline.records import (
     Batch,
     Record,
     TimeWindow,
+    batched,
     detect_timestamp_field,
     parse_timestamp,
     timestamp_setting,
@@ -98,16 +100,22 @@ class FileSource(RecordSource):
         ts_key = self.timestamp_key()
         if window is not None and ts_key is None:
             raise self.no_time_field(window)
-        batch: Batch = []
-        for record in self._records():
-            if window is not None and not _in_window(record, ts_key or "", window):
-                continue
-            batch.append(record)
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        batches = (
+            batched(self._jsonl_records(), batch_size)
+            if self._file_format() == "jsonl"
+            else self._csv_batches(batch_size)
+        )
+        if window is None:
+            yield from batches
+            return
+        pending: Batch = []
+        for batch in batches:
+            pending.extend(r for r in batch if _in_window(r, ts_key or "", window))
+            while len(pending) >= batch_size:
+                yield pending[:batch_size]
+                del pending[:batch_size]
+        if pending:
+            yield pending
 
     def _file_format(self) -> str:
         if self.format != "auto":
@@ -148,12 +156,9 @@ class FileSource(RecordSource):
         except (OSError, UnicodeDecodeError):
             return []  # read_batches reports the file's problem with its own message
 
-    def _records(self) -> Iterator[Record]:
-        if self._file_format() == "jsonl":
-            return self._jsonl_records()
-        return self._csv_records()
-
-    def _csv_records(self) -> Iterator[Record]:
+    def _csv_batches(self, size: int) -> Iterator[Batch]:
+        """Rows a batch at a time: a batch of well-formed, decodable rows (nearly all) becomes
+        records in C-level maps; only a batch holding a bad row is looked at row by row."""
         with self._open() as fh:
             reader = csv.reader(fh, delimiter=self.delimiter, strict=False)
             header = next(reader, None)
@@ -163,34 +168,49 @@ class FileSource(RecordSource):
             header = [_printable(h) for h in header]
             dupes = sorted({h for h in header if header.count(h) > 1})
             width = len(header)
-            join = "".join
-            for row in reader:
-                if not row:
-                    continue  # blank line between records
-                # Every character of the lines a record was read from lands in one of its
-                # fields (a lone surrogate is never a delimiter or quote), so checking the
-                # fields finds exactly the records holding undecodable bytes: one C-level
-                # test per record instead of a Python generator step per line.
-                if not join(row).isascii() and _UNDECODED_RE.search(join(row)):
-                    yield {
-                        ERROR_KEY: self._undecodable(f"line {reader.line_num}"),
-                        "__raw__": [_printable(v) for v in row],
-                    }
-                    continue
-                if len(row) == width and not dupes:
-                    yield dict(zip(header, row, strict=True))
-                    continue
-                record: Record = {}
-                for i, value in enumerate(row[:width]):
-                    record.setdefault(header[i], value)
-                if dupes:
-                    record[ERROR_KEY] = f"duplicate column names in header: {', '.join(dupes)}"
+            while True:
+                rows: list[list[str]] = []
+                lines: list[int] = []
+                for row in islice(reader, size):
+                    rows.append(row)
+                    lines.append(reader.line_num)
+                if not rows:
+                    return
+                if width and not dupes and set(map(len, rows)) == {width} and _decodable(rows):
+                    batch = list(map(dict, map(zip, repeat(header), rows)))
                 else:
-                    record[ERROR_KEY] = (
-                        f"line {reader.line_num}: expected {width} fields, found {len(row)}"
-                    )
-                    record["__raw__"] = row
-                yield record
+                    batch = [
+                        self._csv_record(row, line, header, dupes)
+                        for row, line in zip(rows, lines, strict=True)
+                        if row  # a blank line between records
+                    ]
+                # Free the rows first: a value still referenced twice makes marshal track it
+                # for back-references, which doubles what staging the batch costs.
+                del rows, lines
+                if batch:
+                    yield batch
+
+    def _csv_record(self, row: list[str], line: int, header: list[str], dupes: list[str]) -> Record:
+        # Every character of the lines a record was read from lands in one of its fields (a
+        # lone surrogate is never a delimiter or quote), so checking the fields finds
+        # exactly the records holding undecodable bytes.
+        if not _decodable([row]):
+            return {
+                ERROR_KEY: self._undecodable(f"line {line}"),
+                "__raw__": list(map(_printable, row)),
+            }
+        width = len(header)
+        if len(row) == width and not dupes:
+            return dict(zip(header, row, strict=True))
+        record: Record = {}
+        for i, value in enumerate(row[:width]):
+            record.setdefault(header[i], value)
+        if dupes:
+            record[ERROR_KEY] = f"duplicate column names in header: {', '.join(dupes)}"
+        else:
+            record[ERROR_KEY] = f"line {line}: expected {width} fields, found {len(row)}"
+            record["__raw__"] = row
+        return record
 
     def _jsonl_records(self) -> Iterator[Record]:
         with self._open() as fh:
@@ -240,6 +260,13 @@ def _loads_fast(line: str) -> object:
 
 #: Parsed types that may hide a number orjson read inexactly.
 _INEXACT = frozenset({float, dict, list})
+
+
+def _decodable(rows: list[list[str]]) -> bool:
+    """Whether no field of ``rows`` holds an undecodable byte (one C-level scan when all
+    text is ASCII, one regex search over the batch otherwise)."""
+    text = "".join(map("".join, rows))
+    return text.isascii() or not _UNDECODED_RE.search(text)
 
 
 def _printable(text: str) -> str:
