@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 from typing import Any
 
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.identifiers import column_name, validate_identifier
-from es_mysql_pipeline.records import ERROR_KEY, Record, iso_utc, parse_timestamp, utc_text
+from es_mysql_pipeline.records import (
+    ERROR_KEY,
+    Batch,
+    Record,
+    iso_utc,
+    parse_timestamp,
+    utc_text,
+)
 
 CASTS = ("int", "float", "bool", "datetime", "string", "json")
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
@@ -143,6 +151,46 @@ class FieldMapping:
                 row[name] = value
         return row
 
+    def apply_batch(self, batch: Batch) -> list[Record] | None:
+        """The rows :meth:`apply` gives for each record, computed column by column.
+
+        Only for the common batch (every CSV batch, most JSON Lines ones): records flat and
+        of one shape, every id and time valid, no casts. Otherwise ``None``: the caller maps
+        the records one by one, and the bad ones get their exact reasons."""
+        if not batch or self.casts:
+            return None
+        keys = tuple(batch[0])
+        if ERROR_KEY in batch[0] or len(dict.fromkeys(map(tuple, batch))) != 1:
+            return None
+        columns = list(zip(*map(dict.values, batch), strict=True))
+        if any(not _NESTED.isdisjoint(map(type, column)) for column in columns):
+            return None
+        plan = self._plans.get(keys) or self._plan(keys)
+        names, key_fields = plan
+        if len(set(names)) != len(names) or self.id_key not in keys:
+            return None
+        ids = _valid_ids(columns[keys.index(self.id_key)])
+        if ids is None:
+            return None
+        out: dict[str, Sequence[Any]] = dict(zip(names, columns, strict=True))
+        for name in key_fields:
+            out.pop(name, None)
+        out[self.id_column] = ids
+        if self.timestamp_key is not None:
+            if self.timestamp_key in keys:
+                times = _utc_texts(columns[keys.index(self.timestamp_key)])
+                if times is None:
+                    return None
+            elif "." in self.timestamp_key:
+                return None  # a nested path: apply() looks it up record by record
+            else:
+                times = [None] * len(batch)
+            out[self.timestamp_column] = times
+        if self.select:
+            keep = set(self.select) | {self.id_column, self.timestamp_column}
+            out = {name: column for name, column in out.items() if name in keep}
+        return list(map(dict, map(zip, repeat(tuple(out)), zip(*out.values(), strict=True))))
+
     def _name(self, key: str) -> str:
         name = self._names.get(key)
         if name is None:
@@ -180,6 +228,25 @@ class FieldMapping:
 
 
 _NESTED = frozenset({dict, list})
+_ID_TYPES = frozenset({str, int})
+
+
+def _valid_ids(values: tuple[Any, ...]) -> list[str] | tuple[Any, ...] | None:
+    """The ids as text, or ``None`` when one would be rejected (missing, empty, a float, a
+    bool, an object)."""
+    types = set(map(type, values))
+    if not types <= _ID_TYPES or "" in values:
+        return None
+    return values if types == {str} else list(map(str, values))
+
+
+def _utc_texts(values: tuple[Any, ...]) -> list[str | None] | None:
+    """Each time as :func:`utc_text` gives it (``None`` for a missing or empty one), or
+    ``None`` when one does not parse."""
+    try:
+        return [None if v is None or v == "" else utc_text(v) for v in values]
+    except ValueError:
+        return None
 
 
 def _at_path(raw: Record, dotted: str) -> Any:

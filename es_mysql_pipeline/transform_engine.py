@@ -130,8 +130,14 @@ class BatchMapper:
         self.rejects = rejects if rejects is not None else RejectTally()
 
     def map(self, batch: Batch) -> list[Record]:
-        apply = self.mapping.apply
         analyzer = self.analyzer
+        if analyzer is None:
+            fast = self.mapping.apply_batch(batch)
+            if fast is not None:
+                if self.unseen and fast:
+                    _mark_seen(self.unseen, fast[:1])  # one shape: the first row says it all
+                return fast
+        apply = self.mapping.apply
         rows: list[Record] = []
         for raw in batch:
             try:

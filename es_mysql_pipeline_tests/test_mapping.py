@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.mapping import FieldMapping, RecordRejected, cast_value, load_analyzer
@@ -99,3 +102,71 @@ def test_bad_mapping_config_is_a_config_error() -> None:
         m(rename={"a": "x; DROP TABLE y"})
     with pytest.raises(ConfigError, match="analyzer"):
         load_analyzer("no.such.module:fn")
+
+
+# -- the batch path: the same rows as record by record, or no answer ----------------------
+
+_VALUES = st.one_of(
+    st.none(),
+    st.text(max_size=6),
+    st.sampled_from(["", "7", "2024-01-01T00:00:00.5Z", "2024-02-30", "yesterday", "NULL"]),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.just({"nested": 1}),
+    st.just([1, 2]),
+)
+_KEYS = st.sampled_from(["id", "timestamp", "ts", "uuid", "a b", "a_b", "A", "msg", "x.y"])
+_MAPPINGS = [
+    FieldMapping(id_key="id", timestamp_key="timestamp"),
+    FieldMapping(id_key="id", timestamp_key=None),
+    FieldMapping(id_key="uuid", timestamp_key="ts", id_column="id", timestamp_column="timestamp"),
+    FieldMapping(id_key="id", timestamp_key="timestamp", rename={"msg": "message", "A": "id"}),
+    FieldMapping(id_key="id", timestamp_key="timestamp", select=("msg", "a_b")),
+    FieldMapping(id_key="id", timestamp_key="x.y"),
+]
+
+
+#: Columns are mostly of one kind, as real data is: the batch path is taken often.
+_COLUMN_KINDS = {
+    "text": st.text(max_size=6).filter(bool),
+    "int": st.integers(min_value=-(2**70), max_value=2**70),
+    "time": st.sampled_from(["2024-01-01T00:00:00.5Z", "2024-03-01 10:00", "1700000000", ""]),
+    "any": _VALUES,
+}
+
+
+@given(data=st.data(), keys=st.lists(_KEYS, min_size=1, max_size=5, unique=True))
+@hyp_settings(max_examples=500, deadline=None)
+def test_batch_path_gives_exactly_the_rows_of_apply(data: st.DataObject, keys: list[str]) -> None:
+    kinds = [data.draw(st.sampled_from(sorted(_COLUMN_KINDS))) for _ in keys]
+    n = data.draw(st.integers(min_value=1, max_value=6))
+    batch = [
+        {key: data.draw(_COLUMN_KINDS[kind]) for key, kind in zip(keys, kinds, strict=True)}
+        for _ in range(n)
+    ]
+    if n > 1 and data.draw(st.booleans()):
+        batch[-1] = dict(reversed(batch[-1].items()))  # same keys, another order
+    for mapping in _MAPPINGS:
+        fast = mapping.apply_batch(batch)
+        if fast is None:
+            continue
+        # Items, not dicts: key order is part of the row (the table's and the file's).
+        assert [list(r.items()) for r in fast] == [list(mapping.apply(r).items()) for r in batch]
+
+
+def test_batch_path_takes_csv_shaped_batches_and_declines_the_rest() -> None:
+    mapping = m(rename={"msg": "message"})
+    csv_like = [
+        {"id": f"r{i}", "timestamp": "2024-01-01T00:00:00.123456Z", "msg": "hi", "n": "1"}
+        for i in range(3)
+    ]
+    rows = mapping.apply_batch(csv_like)
+    assert rows is not None and rows == [mapping.apply(r) for r in csv_like]
+    assert list(rows[0]) == ["message", "n", "id", "timestamp"]
+    for bad in ({"id": ""}, {"timestamp": "not a time"}, {"msg": {"a": 1}}, {ERROR_KEY: "x"}):
+        assert mapping.apply_batch([*csv_like, {**csv_like[0], **bad}]) is None
+    assert m(casts={"n": "int"}).apply_batch(csv_like) is None
+    int_ids = [{**r, "id": i} for i, r in enumerate(csv_like)]
+    assert mapping.apply_batch(int_ids) == [mapping.apply(r) for r in int_ids]
+    assert mapping.apply_batch([*csv_like, {"id": "r9"}]) is None  # another shape
