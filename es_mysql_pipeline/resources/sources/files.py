@@ -6,10 +6,11 @@ import csv
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import islice, repeat
 from typing import IO, ClassVar, Literal
 
+from es_mysql_pipeline import json_codec
 from es_mysql_pipeline.errors import ConfigError, SourceError
 from es_mysql_pipeline.records import (
     ERROR_KEY,
@@ -23,20 +24,10 @@ from es_mysql_pipeline.records import (
 )
 from es_mysql_pipeline.resources.sources.base import RecordSource
 
-try:  # about 2.5x faster than json.loads on a record a line
-    import orjson
-
-    _fast_loads: Callable[[str], object] | None = orjson.loads
-except ImportError:  # optional: json alone gives the same records
-    _fast_loads = None
-
 csv.field_size_limit(2**31 - 1)  # a 20 MB field is data, not an attack
 
 #: Bytes the codec could not decode arrive as lone surrogates (``errors="surrogateescape"``).
 _UNDECODED_RE = re.compile("[\udc80-\udcff]")
-#: 19 digits in a row: a number orjson may read as a float where json keeps an exact int
-#: (below -2**63 or above 2**64 - 1); such lines are parsed by json alone.
-_LONG_DIGITS_RE = re.compile(r"\d{19}")
 #: JSON Lines records whose keys are looked at to detect the time field.
 _DETECT_LINES = 100
 
@@ -223,43 +214,15 @@ class FileSource(RecordSource):
                         "__raw__": _printable(line),
                     }
                     continue
-                value = _loads_fast(line)
-                if value is _NOT_FAST:
-                    try:
-                        value = json.loads(line)
-                    except (json.JSONDecodeError, RecursionError) as exc:
-                        yield {ERROR_KEY: f"line {lineno}: invalid JSON ({exc})", "__raw__": line}
-                        continue
+                try:
+                    value = json_codec.loads(line)
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    yield {ERROR_KEY: f"line {lineno}: invalid JSON ({exc})", "__raw__": line}
+                    continue
                 if not isinstance(value, dict):
                     yield {ERROR_KEY: f"line {lineno}: not a JSON object", "__raw__": line}
                     continue
                 yield value
-
-
-_NOT_FAST = object()
-
-
-def _loads_fast(line: str) -> object:
-    """``line`` parsed by orjson, or :data:`_NOT_FAST` when json must parse it: orjson is
-    missing or refuses the line (NaN, a lone surrogate, bad JSON: json then accepts it as
-    before, or words the error), or the record holds a float or nested value and the line a
-    long number (orjson reads an int beyond 64 bits as a float, json keeps it exact)."""
-    if _fast_loads is None:
-        return _NOT_FAST
-    try:
-        value = _fast_loads(line)
-    except ValueError:  # orjson.JSONDecodeError is a ValueError
-        return _NOT_FAST
-    if type(value) is dict:
-        if _INEXACT.isdisjoint(map(type, value.values())):
-            return value  # flat, no floats: every value is as json reads it
-    elif type(value) not in _INEXACT:
-        return value
-    return _NOT_FAST if _LONG_DIGITS_RE.search(line) else value
-
-
-#: Parsed types that may hide a number orjson read inexactly.
-_INEXACT = frozenset({float, dict, list})
 
 
 def _decodable(rows: list[list[str]]) -> bool:
