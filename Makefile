@@ -34,7 +34,7 @@ bench: provision
 
 ## The same at 10M rows, one round (on demand: about 10x the time of `make bench`).
 bench-10m: provision
-	$(PY) -m benchmarks.run --rows 10000000 --repeats 1
+	$(PY) -m benchmarks.run --rows 10000000 --repeats 1 --skip-scrapes --skip-es
 
 ## The fault scenarios with 10 kill trials, and their summary table.
 chaos: provision
