@@ -7,7 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from es_mysql_pipeline.errors import ConfigError
-from es_mysql_pipeline.resources.sinks import SqlSink, TableShape
+from es_mysql_pipeline.resources.sinks import SqlSink, TableShape, WriteCounts
+from es_mysql_pipeline.resources.sinks.sql.writer import SqlSession, SqlWriter
 from es_mysql_pipeline.staging import ColumnStats
 from es_mysql_pipeline_tests.conftest import split_target
 
@@ -35,6 +36,21 @@ def write(sink: SqlSink, batch: list[dict[str, object]]):
     writer = session.writer()
     try:
         return writer.write(batch)
+    finally:
+        writer.close()
+        session.commit()
+
+
+def write_in_mode(
+    sink: SqlSink, batch: list[dict[str, object]], bulk: bool
+) -> tuple[WriteCounts, SqlWriter]:
+    """Write one batch, checking first that the session loads by LOAD DATA iff ``bulk``."""
+    session = sink.open_session(SHAPE, None)
+    assert isinstance(session, SqlSession) and session.bulk is bulk
+    writer = session.writer()
+    assert isinstance(writer, SqlWriter)
+    try:
+        return writer.write(batch), writer
     finally:
         writer.close()
         session.commit()
@@ -145,12 +161,7 @@ def test_bulk_and_insert_paths_agree(bulk: bool, mysql_url: str, mysql_table: st
     batch = rows(["a", "b", "b", "c"], text='quote " comma , newline \n tab \t NULL')
     batch[2]["n"] = None
     batch[3]["text"] = None
-    session = sink.open_session(SHAPE, None)
-    assert session.bulk is bulk  # type: ignore[attr-defined]
-    writer = session.writer()
-    c = writer.write(batch)
-    writer.close()
-    session.commit()
+    c, _ = write_in_mode(sink, batch, bulk)
     assert (c.inserted, c.skipped, c.failed) == (3, 1, 0)
     data = contents(mysql_url, mysql_table)
     assert data["a"][1] == 'quote " comma , newline \n tab \t NULL'
@@ -184,13 +195,8 @@ def test_awkward_text_and_mixed_values_arrive_exact(
     batch[0]["n"] = None
     batch[1]["n"] = -(2**63)
     batch[2]["n"] = 2**63 - 1
-    session = sink.open_session(SHAPE, None)
-    assert session.bulk is bulk  # type: ignore[attr-defined]
-    writer = session.writer()
-    c = writer.write(batch)
-    writer.close()
-    session.commit()
-    assert writer.bulk_fallbacks == 0  # type: ignore[attr-defined]  # LOAD DATA took it all
+    c, writer = write_in_mode(sink, batch, bulk)
+    assert writer.bulk_fallbacks == 0  # LOAD DATA took it all
     assert (c.inserted, c.failed) == (len(AWKWARD), 0)
     data = contents(mysql_url, mysql_table)
     assert [data[f"t{i}"][1] for i in range(len(AWKWARD))] == AWKWARD
