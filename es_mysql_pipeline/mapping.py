@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -154,42 +155,68 @@ class FieldMapping:
     def apply_batch(self, batch: Batch) -> list[Record] | None:
         """The rows :meth:`apply` gives for each record, computed column by column.
 
-        Only for the common batch (every CSV batch, most JSON Lines ones): records flat and
-        of one shape, every id and time valid, no casts. Otherwise ``None``: the caller maps
-        the records one by one, and the bad ones get their exact reasons."""
+        Only for the common batch (every CSV batch, most JSON Lines and Elasticsearch ones):
+        records of one shape, their objects too, every id and time valid, no casts.
+        Otherwise ``None``: the caller maps the records one by one, and the bad ones get
+        their exact reasons."""
         if not batch or self.casts:
             return None
         keys = tuple(batch[0])
         if ERROR_KEY in batch[0] or len(dict.fromkeys(map(tuple, batch))) != 1:
             return None
         columns = list(zip(*map(dict.values, batch), strict=True))
-        if any(not _NESTED.isdisjoint(map(type, column)) for column in columns):
-            return None
-        plan = self._plans.get(keys) or self._plan(keys)
-        names, key_fields = plan
-        if len(set(names)) != len(names) or self.id_key not in keys:
+        if self.id_key not in keys:
             return None
         ids = _valid_ids(columns[keys.index(self.id_key)])
         if ids is None:
             return None
-        out: dict[str, Sequence[Any]] = dict(zip(names, columns, strict=True))
-        for name in key_fields:
+        named = self._named_columns(keys, columns)
+        if named is None or len({name for name, _ in named}) != len(named):
+            return None  # shapes differ inside objects, or two fields meet in one column
+        out: dict[str, Sequence[Any]] = dict(named)
+        for name in map(self._name, self._key_fields()):
             out.pop(name, None)
         out[self.id_column] = ids
-        if self.timestamp_key is not None:
-            if self.timestamp_key in keys:
-                times = _utc_texts(columns[keys.index(self.timestamp_key)])
-                if times is None:
-                    return None
-            elif "." in self.timestamp_key:
-                return None  # a nested path: apply() looks it up record by record
-            else:
-                times = [None] * len(batch)
+        ts_key = self.timestamp_key
+        if ts_key is not None:
+            if ts_key in keys:
+                values = columns[keys.index(ts_key)]
+                if "." in ts_key and None in values:
+                    return None  # apply() looks such a record up as a path into its objects
+            else:  # absent, or a path into objects (``event.created``)
+                values = tuple(_at_path(raw, ts_key) for raw in batch)
+            times = _utc_texts(values)
+            if times is None:
+                return None
             out[self.timestamp_column] = times
         if self.select:
             keep = set(self.select) | {self.id_column, self.timestamp_column}
             out = {name: column for name, column in out.items() if name in keep}
         return list(map(dict, map(zip, repeat(tuple(out)), zip(*out.values(), strict=True))))
+
+    def _named_columns(
+        self, keys: tuple[str, ...], columns: list[tuple[Any, ...]]
+    ) -> list[tuple[str, Sequence[Any]]] | None:
+        """Each output column with its name, as :meth:`_nested_row` names them; ``None``
+        when the records' objects differ in shape (their rows have different columns)."""
+        out: list[tuple[str, Sequence[Any]]] = []
+        for key, column in zip(keys, columns, strict=True):
+            types = set(map(type, column))
+            if _NESTED.isdisjoint(types):
+                out.append((self._name(key), column))
+            elif dict not in types or not self.flatten or not any(column):
+                if dict in types and not types <= _NESTED:
+                    return None  # an object in one record, a value in another
+                out.append((self._name(key), _as_json_text(column)))
+            elif types == {dict} and all(column):
+                flat = _flatten_columns(key, column, 0)
+                if flat is None:
+                    return None
+                rename = self.rename
+                out.extend((rename.get(name) or column_name(name), col) for name, col in flat)
+            else:
+                return None
+        return out
 
     def _name(self, key: str) -> str:
         name = self._names.get(key)
@@ -271,6 +298,42 @@ def _flatten(prefix: str, obj: dict[str, Any], depth: int = 0) -> list[tuple[str
         else:
             out.append((name, value))
     return out
+
+
+def _flatten_columns(
+    prefix: str, column: Sequence[dict[str, Any]], depth: int
+) -> list[tuple[str, Sequence[Any]]] | None:
+    """:func:`_flatten` for a column of objects of one shape; ``None`` for other shapes."""
+    shapes = dict.fromkeys(map(tuple, column))
+    if len(shapes) != 1:
+        return None
+    out: list[tuple[str, Sequence[Any]]] = []
+    for key in next(iter(shapes)):
+        name = f"{prefix}_{key}"
+        values = list(map(operator.itemgetter(key), column))
+        types = set(map(type, values))
+        if _NESTED.isdisjoint(types):
+            out.append((name, values))
+        elif types == {dict} and all(values) and depth < 32:
+            inner = _flatten_columns(name, values, depth + 1)
+            if inner is None:
+                return None
+            out.extend(inner)
+        elif dict in types and depth < 32 and any(type(v) is dict and v for v in values):
+            return None  # flattened in some records, JSON text in others
+        else:
+            out.append((name, _as_json_text(values)))
+    return out
+
+
+def _as_json_text(values: Sequence[Any]) -> list[Any]:
+    """Objects and arrays as the JSON text :func:`_flatten` writes; other values as they are."""
+    encode = _JSON_TEXT.encode
+    return [encode(v) if type(v) is dict or type(v) is list else v for v in values]
+
+
+#: What ``json.dumps(value, ensure_ascii=False)`` uses, built once.
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False)
 
 
 def cast_value(value: Any, cast: str) -> Any:

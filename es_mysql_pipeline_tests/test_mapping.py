@@ -119,6 +119,8 @@ _VALUES = st.one_of(
 _KEYS = st.sampled_from(["id", "timestamp", "ts", "uuid", "a b", "a_b", "A", "msg", "x.y"])
 _MAPPINGS = [
     FieldMapping(id_key="id", timestamp_key="timestamp"),
+    FieldMapping(id_key="id", timestamp_key="timestamp", flatten=False),
+    FieldMapping(id_key="id", timestamp_key="ts", rename={"msg_geo_cc": "country", "A_a": "aa"}),
     FieldMapping(id_key="id", timestamp_key=None),
     FieldMapping(id_key="uuid", timestamp_key="ts", id_column="id", timestamp_column="timestamp"),
     FieldMapping(id_key="id", timestamp_key="timestamp", rename={"msg": "message", "A": "id"}),
@@ -133,6 +135,13 @@ _COLUMN_KINDS = {
     "int": st.integers(min_value=-(2**70), max_value=2**70),
     "time": st.sampled_from(["2024-01-01T00:00:00.5Z", "2024-03-01 10:00", "1700000000", ""]),
     "any": _VALUES,
+    "object": st.fixed_dictionaries(
+        {"id": st.integers(0, 9), "geo": st.fixed_dictionaries({"cc": st.sampled_from(["DE", ""])})}
+    ),
+    "objects": st.one_of(
+        st.just({"a": {"b": 1}}), st.just({"a": {"b": {}}}), st.just({"a": []}), st.just({})
+    ),
+    "array": st.lists(st.one_of(st.integers(), st.text(max_size=2)), max_size=2),
 }
 
 
@@ -170,3 +179,33 @@ def test_batch_path_takes_csv_shaped_batches_and_declines_the_rest() -> None:
     int_ids = [{**r, "id": i} for i, r in enumerate(csv_like)]
     assert mapping.apply_batch(int_ids) == [mapping.apply(r) for r in int_ids]
     assert mapping.apply_batch([*csv_like, {"id": "r9"}]) is None  # another shape
+
+
+def test_batch_path_flattens_objects_of_one_shape() -> None:
+    """Elasticsearch documents: objects flattened, arrays as JSON text, a time at a path."""
+    mapping = FieldMapping(id_key="_id", timestamp_key="event.created", rename={"user_id": "uid"})
+    docs = [
+        {"_id": f"d{i}", "event": {"created": "2024-01-01T00:00:00Z"}, "user": {"id": i},
+         "tags": ["a", "✓"]}
+        for i in range(3)
+    ]  # fmt: skip
+    rows = mapping.apply_batch(docs)
+    assert rows is not None
+    assert [list(r.items()) for r in rows] == [list(mapping.apply(d).items()) for d in docs]
+    assert rows[0]["tags"] == '["a", "✓"]' and rows[2]["uid"] == 2
+    other = {**docs[0], "user": {"id": 1, "name": "x"}}  # an object of another shape
+    assert mapping.apply_batch([*docs, other]) is None
+
+
+def test_batch_path_reads_a_dotted_time_field_as_apply_does() -> None:
+    """A dotted time field is a key first, a path into objects when that key is empty."""
+    mapping = FieldMapping(id_key="id", timestamp_key="x.y", flatten=False)
+    batch = [
+        {"id": "a", "x.y": None, "x": {"y": "2024-01-01T00:00:00Z"}},
+        {"id": "b", "x.y": "2024-02-01T00:00:00Z", "x": {"y": "2024-01-01T00:00:00Z"}},
+    ]
+    rows = mapping.apply_batch(batch)
+    assert rows is None or rows == [mapping.apply(r) for r in batch]
+    mapping = FieldMapping(id_key="id", timestamp_key="x.y")
+    nested = [{"id": "c", "x": {"y": "2024-03-01T00:00:00Z"}}]
+    assert mapping.apply_batch(nested) == [mapping.apply(nested[0])]
