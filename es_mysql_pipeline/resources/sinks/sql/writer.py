@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,6 @@ from es_mysql_pipeline.resources.sinks.sql.bulk_load import (
     load_bulk_file,
     load_data_statement,
     local_infile,
-    write_bulk_file,
 )
 from es_mysql_pipeline.resources.sinks.sql.errors import (
     PacketTooLarge,
@@ -108,7 +106,7 @@ class SqlWriter(SinkWriter):
         self.load_sql = (
             load_data_statement(engine, session.table.name, self.columns) if session.bulk else None
         )
-        self._bulk_file: str | None = None
+        self._encoder = session.encoder()
         #: Batches LOAD DATA handed back to the checked INSERT path (a bad record in them).
         self.bulk_fallbacks = 0
         self._max_packet: int | None = None
@@ -162,8 +160,6 @@ class SqlWriter(SinkWriter):
         return driver is not None and getattr(driver, "open", True) is False
 
     def close(self) -> None:
-        if self._bulk_file and os.path.exists(self._bulk_file):
-            os.unlink(self._bulk_file)
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
@@ -288,11 +284,12 @@ class SqlWriter(SinkWriter):
             counts.updated += n - ins
 
     def _bulk_tx(self, batch: Batch, counts: WriteCounts) -> None:
-        if self._bulk_file is None:
-            fd, self._bulk_file = tempfile.mkstemp(prefix="bulk-", suffix=".tsv", dir=scratch_dir())
-            os.close(fd)
-        write_bulk_file(self._bulk_file, batch, self.columns, self.kinds)
-        self._load_file(self._bulk_file, len(batch), counts)
+        assert self._encoder is not None
+        path = self._encoder.encode(batch)
+        try:
+            self._load_file(path, len(batch), counts)
+        finally:
+            os.unlink(path)
 
     def _load_file(self, path: str, rows: int, counts: WriteCounts) -> None:
         assert self.load_sql is not None
