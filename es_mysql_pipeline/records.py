@@ -146,7 +146,8 @@ def iso_utc(dt: datetime) -> str:
 
 def utc_text(value: Any) -> str:
     """``iso_utc(parse_timestamp(value))``, with the two shapes most sources write
-    (``…T….ffffffZ`` and the stage's own ``+00:00`` form) sliced instead of formatted:
+    (``…T….ffffffZ`` and the stage's own ``+00:00`` form, and Elasticsearch's ``…T…Z``
+    and ``…T….fffZ``) sliced instead of formatted:
     ``isoformat`` costs a microsecond a record, a third of the transform's work."""
     dt = parse_timestamp(value)
     if type(value) is str and dt.tzinfo is timezone.utc and value[10:11] == "T":
@@ -155,6 +156,13 @@ def utc_text(value: Any) -> str:
             return value[:26] + "+00:00"
         if n == 32 and value[19] == "." and value.endswith("+00:00"):
             return value
+        if value[13:14] == ":" and value[16:17] == ":":  # extended format, as ES writes it
+            if n == 20 and value[19] in "Zz":
+                return value[:19] + ".000000+00:00"
+            if n == 24 and value[19] == "." and value[23] in "Zz":
+                return value[:23] + "000+00:00"
+            if n == 19:  # no offset: UTC
+                return value + ".000000+00:00"
     return iso_utc(dt)
 
 

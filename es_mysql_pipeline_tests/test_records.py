@@ -59,7 +59,7 @@ def test_batched_and_mask_secrets() -> None:
     st.datetimes(
         min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()
     ),
-    st.sampled_from(["iso", "Z", "z", "space", "seconds"]),
+    st.sampled_from(["iso", "Z", "z", "space", "seconds", "secondsZ", "millisZ", "naive"]),
 )
 def test_utc_text_is_iso_utc_of_the_parsed_value(dt: datetime, form: str) -> None:
     """The sliced fast path and the general path agree for every shape and offset."""
@@ -70,6 +70,11 @@ def test_utc_text_is_iso_utc_of_the_parsed_value(dt: datetime, form: str) -> Non
         text = text.replace("T", " ")
     elif form == "seconds":
         text = dt.isoformat(timespec="seconds")
+    elif form in ("secondsZ", "millisZ"):
+        spec = "seconds" if form == "secondsZ" else "milliseconds"
+        text = dt.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+    elif form == "naive":
+        text = dt.replace(tzinfo=None).isoformat(timespec="seconds")
     try:
         expected = iso_utc(parse_timestamp(text))
     except ValueError:
