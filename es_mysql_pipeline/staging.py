@@ -155,6 +155,15 @@ class StagedRecords:
         return cls(**{**data, "columns": cols})
 
 
+@dataclass(frozen=True)
+class StagedPart:
+    """A part of a step's output staged by a worker process, for the step to append."""
+
+    staged: StagedRecords
+    #: How long each of its batches took to read (the fetch duration histogram's samples).
+    read_seconds: list[float] = field(default_factory=list)
+
+
 def scratch_dir() -> str:
     """Where assets write stages before the IO manager publishes them."""
     path = os.environ.get("ES_MYSQL_PIPELINE_SCRATCH") or tempfile.gettempdir()

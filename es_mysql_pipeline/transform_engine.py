@@ -12,12 +12,10 @@ Dagster.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
@@ -26,7 +24,13 @@ from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.mapping import Analyzer, FieldMapping, RecordRejected, load_analyzer
 from es_mysql_pipeline.records import Batch, Record
 from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords, as_json_values, scratch_dir
-from es_mysql_pipeline.worker_processes import may_spawn, spawn_pool, stop_signals_blocked
+from es_mysql_pipeline.worker_processes import (
+    discard_outputs,
+    may_spawn,
+    process_count,
+    spawn_pool,
+    stop_signals_blocked,
+)
 
 #: Below this many records a staged file is mapped in-process: starting workers costs more.
 PARALLEL_MIN_ROWS = 50_000
@@ -176,8 +180,7 @@ def worker_count(setting: int, rows: int) -> int:
     or where this process may not have children (see :func:`may_spawn`)."""
     if rows < PARALLEL_MIN_ROWS or not may_spawn():
         return 1
-    wanted = setting or min(os.cpu_count() or 1, 4)
-    return max(1, wanted)
+    return process_count(setting)
 
 
 def frame_runs(staged: StagedRecords, workers: int) -> list[tuple[int, int | None]]:
@@ -266,22 +269,13 @@ def map_parallel(
                 done += result.staged.rows + result.rejected
                 after_run(done, result.rejected)
         except BaseException:
-            for future in futures:
-                future.cancel()
-            for future in futures:  # parts already written by runs in flight
-                _discard(future)
+            discard_outputs(futures, _outputs)  # parts already written by runs in flight
             raise
     return ok, failed, unseen
 
 
-def _discard(future: Future[Outcome]) -> None:
-    if future.cancelled():
-        return
-    with contextlib.suppress(BaseException):
-        result = future.result()
-        for path in (result.staged.path, result.dead_letter_part):
-            if path and os.path.exists(path):
-                os.unlink(path)
+def _outputs(outcome: Outcome) -> list[str]:
+    return [p for p in (outcome.staged.path, outcome.dead_letter_part) if p]
 
 
 def _mark_seen(unseen: dict[str, str], rows: list[Record]) -> None:

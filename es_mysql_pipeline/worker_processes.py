@@ -15,8 +15,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: How often a worker checks that its parent is still there.
 _PARENT_CHECK_SECONDS = 0.5
@@ -41,6 +44,26 @@ def may_spawn() -> bool:
     """A daemonic process (a celery prefork worker, a multiprocessing pool child) may not
     have children: its steps do their work in-process."""
     return not multiprocessing.current_process().daemon
+
+
+def process_count(setting: int) -> int:
+    """Worker processes for a setting where 0 means one per core, at most 4."""
+    return max(1, setting or min(os.cpu_count() or 1, 4))
+
+
+def discard_outputs(futures: Sequence[Future[T]], paths: Callable[[T], Iterable[str]]) -> None:
+    """Cancel the jobs not started; delete the files of those that ran (or still run).
+
+    For a step that stops or fails half-way: the parts its workers wrote are nobody's."""
+    for future in futures:
+        future.cancel()
+    for future in futures:
+        if future.cancelled():
+            continue
+        with contextlib.suppress(BaseException):
+            for path in paths(future.result()):
+                if os.path.exists(path):
+                    os.unlink(path)
 
 
 @contextlib.contextmanager

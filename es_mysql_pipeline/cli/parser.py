@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", "--batch_size", type=int, default=1000)
     run.add_argument("--workers", type=int, default=2, help="load threads (connections)")
     run.add_argument(
+        "--fetch-processes",
+        type=int,
+        default=0,
+        help="worker processes reading a CSV or JSON Lines file of 16 MiB+ (0: one per core, "
+        "max 4)",
+    )
+    run.add_argument(
         "--transform-processes",
         type=int,
         default=0,

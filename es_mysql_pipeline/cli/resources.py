@@ -35,8 +35,9 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
     common = {"batch_size": args.batch_size, "workers": args.workers, "write_mode": args.write_mode}
     if args.batch_size < 1 or args.workers < 1:
         raise ConfigError("--batch-size and --workers must be at least 1")
-    if args.transform_processes < 0:
-        raise ConfigError("--transform-processes must be 0 (one per core) or more")
+    for flag in ("fetch_processes", "transform_processes"):
+        if getattr(args, flag) < 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be 0 (one per core) or more")
     if not 0 <= args.max_failed_ratio <= 1:
         raise ConfigError("--max-failed-ratio must be between 0 and 1")
     if args.sink_type == "file":
@@ -82,6 +83,7 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
         dead_letter_dir=args.dead_letter_dir,
         fetch_batch_size=max(args.batch_size, 1000),
         analyzer=args.analyzer,
+        fetch_processes=args.fetch_processes,
         transform_processes=args.transform_processes,
         max_failed_ratio=args.max_failed_ratio,
     )

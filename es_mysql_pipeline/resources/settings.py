@@ -26,6 +26,9 @@ class PipelineSettings(dg.ConfigurableResource):
     flatten: bool = True
     #: Dotted path of an optional per-record analyzer: ``f(record) -> dict | None``.
     analyzer: str | None = None
+    #: Worker processes reading a big CSV or JSON Lines file (16 MiB or more), a part of
+    #: the file each (0: one per core, at most 4; 1: in the step's own process).
+    fetch_processes: int = 0
     #: Worker processes for the transform of a big partition (0: one per core, at most 4;
     #: 1: in the step's own process). Staged files under 50,000 records always map in-process.
     transform_processes: int = 0

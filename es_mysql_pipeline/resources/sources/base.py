@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import ClassVar
 
 import dagster as dg
 
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.records import TIMESTAMP_CANDIDATES, Batch, TimeWindow
+from es_mysql_pipeline.staging import StagedPart
 
 
 class RecordSource(dg.ConfigurableResource, ABC):
@@ -27,6 +28,15 @@ class RecordSource(dg.ConfigurableResource, ABC):
 
         With a window, only records whose timestamp falls in ``[start, end)`` are yielded.
         """
+
+    def read_parts(
+        self, window: TimeWindow | None, batch_size: int, processes: int
+    ) -> Generator[StagedPart, None, None] | None:
+        """The same records as :meth:`read_batches`, staged in parts by ``processes`` worker
+        processes (0: one per core), in order; ``None`` (the default) where the source
+        reads in one process. Closing the generator stops the workers and deletes their
+        parts."""
+        return None
 
     @abstractmethod
     def id_key(self) -> str:

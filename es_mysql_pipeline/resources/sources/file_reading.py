@@ -1,0 +1,330 @@
+"""Reading a CSV or JSON Lines file into record batches, whole or one byte range of it.
+
+Nothing here imports Dagster: the worker processes that read the parts of a big file
+(:mod:`~es_mysql_pipeline.resources.sources.file_parts`) import this module and nothing
+heavier. :class:`~es_mysql_pipeline.resources.sources.files.FileSource` is the resource
+around it.
+
+Values stay byte-exact: nothing is trimmed, ``NULL`` stays text, bytes the encoding cannot
+decode make their record a dead letter (with the line number) instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import chain, islice, repeat
+from typing import IO, Literal
+
+from es_mysql_pipeline import json_codec
+from es_mysql_pipeline.records import (
+    ERROR_KEY,
+    Batch,
+    Record,
+    TimeWindow,
+    batched,
+    parse_timestamp,
+)
+
+csv.field_size_limit(2**31 - 1)  # a 20 MB field is data, not an attack
+
+#: Bytes the codec could not decode arrive as lone surrogates (``errors="surrogateescape"``).
+_UNDECODED_RE = re.compile("[\udc80-\udcff]")
+#: JSON Lines records whose keys are looked at to detect the time field.
+_DETECT_LINES = 100
+#: Encodings in which ``"``, ``\\r`` and ``\\n`` are single bytes that never occur inside
+#: another character: a file in one of them can be cut into parts by looking at bytes.
+SPLITTABLE_ENCODINGS = frozenset({"utf-8", "utf-8-sig", "ascii", "iso8859-1", "cp1252"})
+#: The last line of a CSV part that is not the file's last: read as a record of its own
+#: only when the part ended between records (see :attr:`Span.check_end`).
+SENTINEL = "es-mysql-pipeline:end-of-part"
+
+
+@dataclass(frozen=True)
+class Span:
+    """A byte range of the file, cut right after a line break.
+
+    ``lines_before`` is the number of lines before ``start`` (error messages give the
+    file's own line numbers); ``header`` is the CSV header when ``start`` is past it.
+    With ``check_end`` a CSV reader proves that ``stop`` fell between two records, not
+    inside a quoted value: it reads one more line, :data:`SENTINEL`, and only a reader that
+    was between records at ``stop`` reads it back as a record of one field.
+    """
+
+    start: int = 0
+    stop: int | None = None
+    lines_before: int = 0
+    #: Lines up to ``stop`` (where the sentinel line's number comes from).
+    lines_at_stop: int = 0
+    header: tuple[str, ...] | None = None
+    check_end: bool = False
+
+
+WHOLE_FILE = Span()
+
+
+@dataclass(frozen=True)
+class TextFile:
+    """How to read the file: path, format and text settings."""
+
+    path: str
+    kind: Literal["csv", "jsonl"]
+    delimiter: str = ","
+    encoding: str = "utf-8-sig"
+
+    def splittable(self) -> bool:
+        """Whether :mod:`~es_mysql_pipeline.resources.sources.file_parts` may cut it."""
+        try:
+            name = codecs.lookup(self.encoding).name
+        except LookupError:
+            return False
+        return name in SPLITTABLE_ENCODINGS and self.delimiter not in '"\r\n'
+
+    def open(self, span: Span = WHOLE_FILE) -> IO[str]:
+        """The file (or the span) as text; undecodable bytes become lone surrogates.
+
+        ``surrogateescape`` instead of strict decoding, so one bad line costs one record
+        (sent to the dead letter with the reason) instead of failing the whole run.
+        newline="" lets the csv module keep newlines inside quoted fields.
+        """
+        if span.start == 0 and span.stop is None:
+            return open(self.path, encoding=self.encoding, errors="surrogateescape", newline="")
+        raw = open(self.path, "rb", buffering=0)
+        raw.seek(span.start)
+        # A byte-order mark is only the file's first bytes: a later part decodes as UTF-8.
+        encoding = self.encoding
+        if span.start and codecs.lookup(encoding).name == "utf-8-sig":
+            encoding = "utf-8"
+        stream = _ByteRange(raw, span.stop) if span.stop is not None else raw
+        return io.TextIOWrapper(
+            io.BufferedReader(stream, 1 << 16),
+            encoding=encoding,
+            errors="surrogateescape",
+            newline="",
+        )
+
+    def undecodable(self, line_desc: str) -> str:
+        return (
+            f"{line_desc}: bytes that are not valid {self.encoding}; "
+            "fix the line or set encoding to the file's real encoding"
+        )
+
+    def header(self) -> tuple[str, ...] | None:
+        """The CSV header as the readers name the columns; ``None`` for an empty file."""
+        with self.open() as fh:
+            row = next(csv.reader(fh, delimiter=self.delimiter, strict=False), None)
+        return None if row is None else tuple(map(printable, row))
+
+    def field_names(self) -> list[str]:
+        """The header of a CSV file; the keys of the first records of a JSON Lines file."""
+        try:
+            if self.kind == "csv":
+                return list(self.header() or ())
+            names: dict[str, None] = {}
+            with self.open() as fh:
+                for _, line in zip(range(_DETECT_LINES), fh, strict=False):
+                    try:
+                        value = json.loads(line)
+                    except (json.JSONDecodeError, RecursionError):
+                        continue
+                    if isinstance(value, dict):
+                        names.update(dict.fromkeys(value))
+            return list(names)
+        except (OSError, UnicodeDecodeError):
+            return []  # reading the records reports the file's problem with its own message
+
+    def reader(
+        self,
+        size: int,
+        window: TimeWindow | None = None,
+        ts_key: str | None = None,
+        span: Span = WHOLE_FILE,
+    ) -> SpanReader:
+        return SpanReader(self, size, window, ts_key, span)
+
+
+class SpanReader:
+    """Batches of the span's records (those in ``window`` when one is given).
+
+    After iterating, :attr:`end_ok` tells whether the span's end was proven to fall
+    between two records (always ``True`` without :attr:`Span.check_end`); when it is
+    ``False`` the batches are not the span's records and must be thrown away.
+    """
+
+    def __init__(
+        self,
+        file: TextFile,
+        size: int,
+        window: TimeWindow | None,
+        ts_key: str | None,
+        span: Span,
+    ) -> None:
+        self.file = file
+        self.size = size
+        self.window = window
+        self.ts_key = ts_key
+        self.span = span
+        self.end_ok = not (span.check_end and file.kind == "csv")
+
+    def __iter__(self) -> Iterator[Batch]:
+        batches = (
+            batched(self._jsonl_records(), self.size)
+            if self.file.kind == "jsonl"
+            else self._csv_batches()
+        )
+        window = self.window
+        if window is None:
+            yield from batches
+            return
+        ts_key = self.ts_key or ""
+        pending: Batch = []
+        size = self.size
+        for batch in batches:
+            pending.extend(r for r in batch if in_window(r, ts_key, window))
+            while len(pending) >= size:
+                yield pending[:size]
+                del pending[:size]
+        if pending:
+            yield pending
+
+    def _csv_batches(self) -> Iterator[Batch]:
+        """Rows a batch at a time: a batch of well-formed, decodable rows (nearly all) becomes
+        records in C-level maps; only a batch holding a bad row is looked at row by row."""
+        span = self.span
+        with self.file.open(span) as fh:
+            lines: Iterable[str] = fh
+            sentinel_line = -1
+            if span.check_end:
+                lines = chain(fh, (SENTINEL + "\n",))
+                sentinel_line = span.lines_at_stop - span.lines_before + 1
+            reader = csv.reader(lines, delimiter=self.file.delimiter, strict=False)
+            if span.header is not None:
+                header = list(span.header)
+            else:
+                first = next(reader, None)
+                if first is None:
+                    return
+                # Undecodable bytes in a field name are shown escaped, not rejected.
+                header = list(map(printable, first))
+            dupes = sorted({h for h in header if header.count(h) > 1})
+            width = len(header)
+            offset = span.lines_before
+            while True:
+                rows: list[list[str]] = []
+                row_lines: list[int] = []
+                for row in islice(reader, self.size):
+                    rows.append(row)
+                    row_lines.append(reader.line_num)
+                if row_lines and row_lines[-1] == sentinel_line:
+                    # The last row: the sentinel alone, or a quoted value that swallowed it.
+                    self.end_ok = rows.pop() == [SENTINEL]
+                    row_lines.pop()
+                if not rows:
+                    return
+                if width and not dupes and set(map(len, rows)) == {width} and decodable(rows):
+                    batch = list(map(dict, map(zip, repeat(header), rows)))
+                else:
+                    batch = [
+                        self._csv_record(row, offset + line, header, dupes)
+                        for row, line in zip(rows, row_lines, strict=True)
+                        if row  # a blank line between records
+                    ]
+                # Free the rows first: a value still referenced twice makes marshal track it
+                # for back-references, which doubles what staging the batch costs.
+                del rows, row_lines
+                if batch:
+                    yield batch
+
+    def _csv_record(self, row: list[str], line: int, header: list[str], dupes: list[str]) -> Record:
+        # Every character of the lines a record was read from lands in one of its fields (a
+        # lone surrogate is never a delimiter or quote), so checking the fields finds
+        # exactly the records holding undecodable bytes.
+        if not decodable([row]):
+            return {
+                ERROR_KEY: self.file.undecodable(f"line {line}"),
+                "__raw__": list(map(printable, row)),
+            }
+        width = len(header)
+        if len(row) == width and not dupes:
+            return dict(zip(header, row, strict=True))
+        record: Record = {}
+        for i, value in enumerate(row[:width]):
+            record.setdefault(header[i], value)
+        if dupes:
+            record[ERROR_KEY] = f"duplicate column names in header: {', '.join(dupes)}"
+        else:
+            record[ERROR_KEY] = f"line {line}: expected {width} fields, found {len(row)}"
+            record["__raw__"] = row
+        return record
+
+    def _jsonl_records(self) -> Iterator[Record]:
+        with self.file.open(self.span) as fh:
+            for lineno, line in enumerate(fh, start=self.span.lines_before + 1):
+                if not line.strip():
+                    continue
+                if not line.isascii() and _UNDECODED_RE.search(line):
+                    yield {
+                        ERROR_KEY: self.file.undecodable(f"line {lineno}"),
+                        "__raw__": printable(line),
+                    }
+                    continue
+                try:
+                    value = json_codec.loads(line)
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    yield {ERROR_KEY: f"line {lineno}: invalid JSON ({exc})", "__raw__": line}
+                    continue
+                if not isinstance(value, dict):
+                    yield {ERROR_KEY: f"line {lineno}: not a JSON object", "__raw__": line}
+                    continue
+                yield value
+
+
+class _ByteRange(io.RawIOBase):
+    """An open binary file read up to byte ``stop`` only."""
+
+    def __init__(self, raw: io.FileIO, stop: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._left = stop - raw.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self._left)
+        if n <= 0:
+            return 0
+        got = self._raw.readinto(memoryview(buffer)[:n]) or 0
+        self._left -= got
+        return got
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def decodable(rows: list[list[str]]) -> bool:
+    """Whether no field of ``rows`` holds an undecodable byte (one C-level scan when all
+    text is ASCII, one regex search over the batch otherwise)."""
+    text = "".join(map("".join, rows))
+    return text.isascii() or not _UNDECODED_RE.search(text)
+
+
+def printable(text: str) -> str:
+    """Undecodable bytes as ``\\xff`` escapes: dead-letter and stage files stay valid UTF-8."""
+    if text.isascii() or not _UNDECODED_RE.search(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def in_window(record: Record, ts_key: str, window: TimeWindow) -> bool:
+    """Records whose timestamp is missing or unparsable belong to no day (see README)."""
+    try:
+        return parse_timestamp(record.get(ts_key)) in window
+    except ValueError:
+        return False
