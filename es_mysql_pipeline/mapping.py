@@ -159,6 +159,12 @@ class FieldMapping:
         records of one shape, their objects too, every id and time valid, no casts.
         Otherwise ``None``: the caller maps the records one by one, and the bad ones get
         their exact reasons."""
+        columns = self.apply_columns(batch)
+        return None if columns is None else rows_of(columns)
+
+    def apply_columns(self, batch: Batch) -> Columns | None:
+        """:meth:`apply_batch`'s rows as columns (name → the rows' values, in row order):
+        what the staged file's schema tracking reads without gathering them again."""
         if not batch or self.casts:
             return None
         keys = tuple(batch[0])
@@ -192,7 +198,7 @@ class FieldMapping:
         if self.select:
             keep = set(self.select) | {self.id_column, self.timestamp_column}
             out = {name: column for name, column in out.items() if name in keep}
-        return list(map(dict, map(zip, repeat(tuple(out)), zip(*out.values(), strict=True))))
+        return out
 
     def _named_columns(
         self, keys: tuple[str, ...], columns: list[tuple[Any, ...]]
@@ -256,6 +262,15 @@ class FieldMapping:
 
 _NESTED = frozenset({dict, list})
 _ID_TYPES = frozenset({str, int})
+
+
+#: Output columns of a batch: name → the rows' values, in row order.
+Columns = dict[str, Sequence[Any]]
+
+
+def rows_of(columns: Columns) -> list[Record]:
+    """The rows of ``columns``, keys in the columns' order."""
+    return list(map(dict, map(zip, repeat(tuple(columns)), zip(*columns.values(), strict=True))))
 
 
 def _valid_ids(values: tuple[Any, ...]) -> list[str] | tuple[Any, ...] | None:

@@ -25,7 +25,7 @@ import pickle
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import partial
@@ -194,9 +194,17 @@ class StagedFileWriter:
         }
         self._declared = set(declared or ())
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: Batch, columns: dict[str, Sequence[Any]] | None = None) -> None:
+        """Stage ``batch``. ``columns``, when given, are the batch's values column by column
+        (one shape: every record has exactly these keys, in this order); the schema is read
+        from them, and they are emptied before the batch is encoded: a value referenced from
+        two places makes marshal track it for back-references, which doubles its cost."""
         if not batch:
             return
+        if self._track:
+            self._observe(batch, columns)
+        if columns is not None:
+            columns.clear()
         try:
             payload, codec = marshal.dumps(batch, _MARSHAL_VERSION), _MARSHAL
         except ValueError:  # a type marshal does not know (a user's analyzer's object)
@@ -206,36 +214,44 @@ class StagedFileWriter:
             self._fh.write(payload)
         except OSError as exc:
             raise self._failed(exc) from None
-        if self._track:
-            self._observe(batch)
         self.rows += len(batch)
 
-    def _observe(self, batch: Batch) -> None:
+    def _observe(self, batch: Batch, columns: dict[str, Sequence[Any]] | None) -> None:
         """Widen column types and text sizes, column by column.
 
-        Each column is gathered with ``map(dict.get, ...)`` and typed with ``set(map(type))``:
-        loops in C, so tracking the schema costs little beside the per-record work.
+        Each column is gathered with ``map(dict.get, ...)`` (or taken as given) and typed
+        with ``set(map(type))``: loops in C, so tracking the schema costs little beside the
+        per-record work.
         """
-        keys: dict[str, None] = {}
-        for key_set in dict.fromkeys(map(tuple, batch)):  # first-seen order, one per shape
-            keys.update(dict.fromkeys(key_set))
-        for key in keys:
+        if columns is None:
+            keys: dict[str, None] = {}
+            for key_set in dict.fromkeys(map(tuple, batch)):  # first-seen order, one per shape
+                keys.update(dict.fromkeys(key_set))
+        for key in keys if columns is None else columns:
             if key in self._declared:
                 continue
             st = self.columns.get(key)
             if st is None:
                 st = self.columns[key] = ColumnStats()
-            values: list[Any] = list(filter(_not_none, map(dict.get, batch, repeat(key))))
+            column = map(dict.get, batch, repeat(key)) if columns is None else columns[key]
+            values: list[Any] = list(filter(_not_none, column))
             if not values:
                 continue
             kinds = set(map(type, values))
             if kinds == {str}:
                 if st.type != "string":
                     st.type = merge_types(st.type, "string")
-                # chars <= bytes <= 4 * chars: encode only when the bound could move the max
-                if max(map(len, values)) * 4 > st.max_bytes:
+                longest = max(map(len, values))
+                if longest <= st.max_bytes:
+                    # chars <= bytes <= 4 * chars: only text beyond ASCII can be wider
+                    if longest * 4 <= st.max_bytes or "".join(values).isascii():
+                        continue
                     widest = max(map(len, map(str.encode, values)))
-                    st.max_bytes = max(st.max_bytes, widest)
+                elif "".join(values).isascii():
+                    widest = longest
+                else:
+                    widest = max(map(len, map(str.encode, values)))
+                st.max_bytes = max(st.max_bytes, widest)
                 continue
             for value in values:
                 t = value_type(value)

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
 from es_mysql_pipeline.errors import RejectedRecordsError
 from es_mysql_pipeline.identifiers import column_name
-from es_mysql_pipeline.mapping import Analyzer, FieldMapping, RecordRejected, load_analyzer
+from es_mysql_pipeline.mapping import (
+    Analyzer,
+    Columns,
+    FieldMapping,
+    RecordRejected,
+    load_analyzer,
+    rows_of,
+)
 from es_mysql_pipeline.records import Batch, Record
 from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords, as_json_values, scratch_dir
 from es_mysql_pipeline.worker_processes import (
@@ -134,13 +141,19 @@ class BatchMapper:
         self.rejects = rejects if rejects is not None else RejectTally()
 
     def map(self, batch: Batch) -> list[Record]:
+        return self.map_columns(batch)[0]
+
+    def map_columns(self, batch: Batch) -> tuple[list[Record], Columns | None]:
+        """The rows, and their columns when the batch was mapped column by column (for
+        :meth:`StagedFileWriter.write`, which then need not gather them again)."""
         analyzer = self.analyzer
         if analyzer is None:
-            fast = self.mapping.apply_batch(batch)
-            if fast is not None:
+            columns = self.mapping.apply_columns(batch)
+            if columns is not None:
+                fast = rows_of(columns)
                 if self.unseen and fast:
                     _mark_seen(self.unseen, fast[:1])  # one shape: the first row says it all
-                return fast
+                return fast, columns
         apply = self.mapping.apply
         rows: list[Record] = []
         for raw in batch:
@@ -163,7 +176,7 @@ class BatchMapper:
             rows.append(row)
         if self.unseen and rows:
             _mark_seen(self.unseen, rows)
-        return rows
+        return rows, None
 
 
 def new_staged_file(mapping: FieldMapping) -> StagedFileWriter:
@@ -213,8 +226,8 @@ def _map_run(run: _Run) -> Outcome:
     with dead, new_staged_file(run.mapping) as out:
         # map() lets go of each raw batch before its rows are staged: a value referenced
         # from two records makes marshal track it for back-references (twice the cost).
-        for rows in map(mapper.map, run.staged.frames(run.start, run.stop)):
-            out.write(rows)
+        for rows, columns in map(mapper.map_columns, run.staged.frames(run.start, run.stop)):
+            out.write(rows, columns)
         part = out.finish()
         dead_path = dead.close()
     return Outcome(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 
 from es_mysql_pipeline.staging import StagedFileWriter, as_json_values
@@ -98,6 +101,48 @@ def test_schema_tracks_types_and_utf8_widths() -> None:
     assert stage.columns["n"].type == "float"
     assert stage.columns["s"].type == "string"
     assert stage.columns["s"].max_bytes == 20
+    with StagedFileWriter("id", "ts", track_schema=True) as w:
+        w.write([{"id": "a", "s": "abc"}])  # 3 bytes wide
+        w.write([{"id": "b", "s": "✓✓"}], {"id": ["b"], "s": ["✓✓"]})  # fewer chars, 6 bytes
+        assert w.columns["s"].max_bytes == 6
+        w.write([{"id": "c", "s": "ab"}, {"id": "d", "s": "é"}])  # narrower
+        assert w.columns["s"].max_bytes == 6
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.text(max_size=6),
+    st.sampled_from(["é", "✓✓", "😀", "abcdefgh" * 3]),
+    st.integers(-(2**65), 2**65),
+    st.floats(allow_nan=False),
+    st.booleans(),
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    st.lists(st.lists(st.tuples(_VALUES, _VALUES, _VALUES), min_size=1, max_size=6), max_size=5)
+)
+def test_schema_from_columns_is_the_schema_from_rows(batches: list[list[Any]]) -> None:
+    """The transform hands its columns to write(); the schema must be what the rows give,
+    across batches (the widths only widen when the new text could be wider)."""
+    keys = ("id", "a", "b")
+    with (
+        StagedFileWriter("id", None, track_schema=True, declared={"b": "json"}) as from_rows,
+        StagedFileWriter("id", None, track_schema=True, declared={"b": "json"}) as from_columns,
+    ):
+        for batch in batches:
+            rows = [dict(zip(keys, values, strict=True)) for values in batch]
+            columns: dict[str, Any] = {k: [r[k] for r in rows] for k in keys}
+            from_rows.write(rows)
+            from_columns.write(rows, columns)
+            assert columns == {}  # let go of before encoding
+        a, b = from_rows.finish(), from_columns.finish()
+    assert a.columns == b.columns
+    assert list(a.frames()) == list(b.frames())
+    texts = [v for batch in batches for values in batch for v in values[1:2] if v is not None]
+    if texts and all(type(v) is str for v in texts):  # the width, from first principles
+        assert a.columns["a"].max_bytes == max(len(v.encode()) for v in texts)
 
 
 def test_analyzer_values_become_json_values() -> None:

@@ -96,7 +96,7 @@ def _transform(
             mapper = BatchMapper(mapping, analyzer, dead, rejects)
             for batch in raw_records.batches(settings.fetch_batch_size):
                 rejected_before = dead.count
-                out.write(mapper.map(batch))
+                out.write(*mapper.map_columns(batch))
                 _count_rejects(dead.count - rejected_before)
                 lifecycle.progress("transform", out.rows + dead.count, total)
                 rejects.check(out.rows + dead.count, settings.max_failed_ratio)
