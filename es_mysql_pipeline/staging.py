@@ -233,11 +233,14 @@ class StagedFileWriter:
             st = self.columns.get(key)
             if st is None:
                 st = self.columns[key] = ColumnStats()
-            column = map(dict.get, batch, repeat(key)) if columns is None else columns[key]
-            values: list[Any] = list(filter(_not_none, column))
-            if not values:
-                continue
-            kinds = set(map(type, values))
+            column = list(map(dict.get, batch, repeat(key))) if columns is None else columns[key]
+            kinds = set(map(type, column))
+            values: Sequence[Any] = column
+            if _NONE_TYPE in kinds:  # NULLs say nothing of the type or width
+                kinds.discard(_NONE_TYPE)
+                if not kinds:
+                    continue
+                values = list(filter(_not_none, column))
             if kinds == {str}:
                 if st.type != "string":
                     st.type = merge_types(st.type, "string")
@@ -332,3 +335,4 @@ _PICKLE_PROTOCOL = 5
 _HEADER = struct.Struct("<QB")
 _MARSHAL, _PICKLE = 1, 2
 _not_none = partial(operator.is_not, None)
+_NONE_TYPE = type(None)
