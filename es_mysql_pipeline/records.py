@@ -187,6 +187,23 @@ def batched(records: Iterator[Record], size: int) -> Iterator[Batch]:
         yield batch
 
 
+def rebatch(batches: Iterable[Batch], size: int) -> Iterator[Batch]:
+    """Lists of ``size`` records (the last may be shorter) from lists of any length; a list
+    already of ``size`` passes through untouched (the common case: pages and frames are
+    written in the batch size), so no record is handled one by one."""
+    pending: Batch = []
+    for batch in batches:
+        if not pending and len(batch) == size:
+            yield batch
+            continue
+        pending.extend(batch)
+        while len(pending) >= size:
+            yield pending[:size]
+            del pending[:size]
+    if pending:
+        yield pending
+
+
 def mask_secrets(text: str, secrets: Mapping[str, str | None] | list[str | None]) -> str:
     """Replace each known secret value in ``text`` by ``***``: errors from drivers may echo
     URLs with passwords in them. Compare :func:`~es_mysql_pipeline.metrics.endpoint_parent.

@@ -35,7 +35,7 @@ from typing import IO, Any
 from upath import UPath
 
 from es_mysql_pipeline.errors import PipelineError
-from es_mysql_pipeline.records import Batch
+from es_mysql_pipeline.records import Batch, rebatch
 
 META_SUFFIX = ".meta.json"
 STAGED_FILE_SUFFIX = ".stage"
@@ -108,17 +108,7 @@ class StagedRecords:
 
     def batches(self, size: int) -> Iterator[Batch]:
         """Stream the records back in batches of ``size``; memory holds about one batch."""
-        pending: Batch = []
-        for frame in self.frames():
-            if not pending and len(frame) == size:
-                yield frame  # the common case: stages are written in the batch size
-                continue
-            pending.extend(frame)
-            while len(pending) >= size:
-                yield pending[:size]
-                del pending[:size]
-        if pending:
-            yield pending
+        return rebatch(self.frames(), size)
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
         """The batches as written, from the frame at byte ``start`` up to byte ``stop``."""

@@ -12,6 +12,7 @@ from es_mysql_pipeline.records import (
     iso_utc,
     mask_secrets,
     parse_timestamp,
+    rebatch,
     utc_text,
 )
 
@@ -48,6 +49,15 @@ def test_window_is_half_open() -> None:
     assert datetime(2024, 1, 2, tzinfo=UTC) not in w
     with pytest.raises(ValueError):
         TimeWindow.from_dates("2024-01-02", "2024-01-02")
+
+
+def test_rebatch_keeps_order_and_passes_full_lists_through() -> None:
+    pages = [[{"i": i} for i in range(a, b)] for a, b in ((0, 3), (3, 3), (3, 5), (5, 11))]
+    out = list(rebatch(pages, 3))
+    assert [r["i"] for b in out for r in b] == list(range(11))
+    assert [len(b) for b in out] == [3, 3, 3, 2]
+    assert out[0] is pages[0]  # a full page is not copied
+    assert list(rebatch([], 3)) == []
 
 
 def test_batched_and_mask_secrets() -> None:

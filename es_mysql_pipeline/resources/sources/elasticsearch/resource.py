@@ -27,8 +27,8 @@ from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.records import (
     Batch,
     TimeWindow,
-    batched,
     mask_secrets,
+    rebatch,
     timestamp_setting,
 )
 from es_mysql_pipeline.resources.sources.base import RecordSource
@@ -184,7 +184,7 @@ class ElasticsearchSource(RecordSource):
             )
             pages = pit_pages(paging) if pit_ok else scroll_pages(paging)
             try:
-                yield from batched((record for page in pages for record in page), batch_size)
+                yield from rebatch(pages, batch_size)
             finally:
                 pages.close()  # stops the slices and closes the PIT before the client goes
         finally:
