@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import NoReturn
 
 from es_mysql_pipeline import __version__
@@ -15,6 +16,23 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An integer flag's type: a smaller number is a usage error, answered before anything
+    heavy is imported."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its messages
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument("--es_ca_certs", "--es-ca-certs", help="CA bundle for HTTPS")
     src.add_argument("--es_user", "--es-user", help="user name; password from ES_PASSWORD")
-    src.add_argument("--es_slices", "--es-slices", type=int, default=1)
+    src.add_argument("--es_slices", "--es-slices", type=at_least(1), default=1)
     sink = p.add_argument_group("sink")
     sink.add_argument(
         "--sink_type", "--sink-type", choices=["file", "mysql", "sqlite"], default="file"
@@ -84,18 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
         "text (default), freeze refuses the load, discard leaves new fields out",
     )
     run = p.add_argument_group("run")
-    run.add_argument("--batch-size", "--batch_size", type=int, default=1000)
-    run.add_argument("--workers", type=int, default=2, help="load threads (connections)")
+    run.add_argument("--batch-size", "--batch_size", type=at_least(1), default=1000)
+    run.add_argument("--workers", type=at_least(1), default=2, help="load threads (connections)")
     run.add_argument(
         "--fetch-processes",
-        type=int,
+        type=at_least(0),
         default=0,
         help="worker processes reading a CSV or JSON Lines file of 16 MiB+ (0: one per core, "
         "max 4)",
     )
     run.add_argument(
         "--transform-processes",
-        type=int,
+        type=at_least(0),
         default=0,
         help="worker processes for the transform of 50,000+ records (0: one per core, max 4)",
     )

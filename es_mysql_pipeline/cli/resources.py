@@ -33,11 +33,6 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
 
     sink: Any
     common = {"batch_size": args.batch_size, "workers": args.workers, "write_mode": args.write_mode}
-    if args.batch_size < 1 or args.workers < 1:
-        raise ConfigError("--batch-size and --workers must be at least 1")
-    for flag in ("fetch_processes", "transform_processes"):
-        if getattr(args, flag) < 0:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be 0 (one per core) or more")
     if not 0 <= args.max_failed_ratio <= 1:
         raise ConfigError("--max-failed-ratio must be between 0 and 1")
     if args.sink_type == "file":

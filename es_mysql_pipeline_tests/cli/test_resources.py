@@ -44,7 +44,6 @@ def test_mysql_password_comes_from_the_environment_never_the_url(
         (["--sink_type", "file"], "--csv_file"),
         (["--csv_file", "x.csv", "--sink_type", "file"], "--output_file"),
         (["--csv_file", "x.csv", "--sink_type", "sqlite"], "--db_path"),
-        (["--csv_file", "x.csv", "--workers", "0"], "--workers"),
         (["--csv_file", "x.csv", "--max-failed-ratio", "2"], "--max-failed-ratio"),
         (["--source_type", "elasticsearch"], "--es_url"),
     ],
@@ -54,9 +53,23 @@ def test_a_bad_combination_names_the_flag(argv: list[str], names: str) -> None:
         resources_for(*argv)
 
 
-def test_usage_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--sink_type", "postgres"], "--sink_type"),
+        (["--workers", "0"], "--workers"),
+        (["--batch-size", "-5"], "--batch-size"),
+        (["--fetch-processes", "-1"], "--fetch-processes"),
+        (["--transform-processes", "-1"], "--transform-processes"),
+        (["--es_slices", "0"], "--es_slices"),
+        (["--workers", "two"], "--workers"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], flag: str
+) -> None:
     with pytest.raises(SystemExit) as info:
-        build_parser().parse_args(["--sink_type", "postgres"])
+        build_parser().parse_args(argv)
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--sink_type" in err[0] and "(see --help)" in err[0]
+    assert len(err) == 1 and flag in err[0] and "(see --help)" in err[0], err
