@@ -28,15 +28,22 @@ def test_every_item_of_every_producer_once() -> None:
     assert sorted(items) == [*range(500), *range(1000, 1300), 5000]
 
 
-def test_one_producer_runs_in_the_callers_thread() -> None:
-    seen: list[str] = []
+def test_one_producer_reads_ahead_in_its_own_thread() -> None:
+    """The next page is asked for while the caller still works on the one before."""
+    names: list[str] = []
+    asked_for_second = threading.Event()
 
     def produce(stop: threading.Event) -> Iterator[int]:
-        seen.append(threading.current_thread().name)
+        names.append(threading.current_thread().name)
         yield 1
+        asked_for_second.set()
+        yield 2
 
-    assert list(fan_in([produce], threading.Event())) == [1]
-    assert seen == [threading.current_thread().name]
+    it = fan_in([produce], threading.Event())
+    assert next(it) == 1
+    assert asked_for_second.wait(5), "the producer waited for the caller"
+    assert list(it) == [2]
+    assert names and names != [threading.current_thread().name]
 
 
 def test_a_failure_stops_the_others_and_is_raised() -> None:

@@ -36,14 +36,9 @@ def fan_in(
 
     A bounded queue gives back-pressure; the first failure stops the others and is raised
     here; closing the iterator (or any exit) sets ``stop`` and joins the threads. A single
-    producer runs in the caller's thread.
+    producer gets a thread too: its next request waits on the server (without the GIL) while
+    the caller stages the page before.
     """
-    if len(producers) == 1:
-        try:
-            yield from producers[0](stop)
-        except Stopped:
-            return
-        return
     items: queue.Queue[Any] = queue.Queue(maxsize=2 * len(producers))
 
     def put(item: Any) -> None:
