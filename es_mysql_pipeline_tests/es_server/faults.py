@@ -36,7 +36,10 @@ class Stats:
 
     requests: int = 0
     by_endpoint: dict[str, int] = field(default_factory=dict)
+    #: wall time spent answering requests (a slow reader on the other end counts too)
     serving_seconds: float = 0.0
+    #: CPU time of the threads answering requests: the server's own cost
+    serving_cpu_seconds: float = 0.0
     faults_fired: int = 0
     stale_pit_ids: int = 0
     pits_opened: int = 0

@@ -37,7 +37,22 @@ from es_mysql_pipeline_tests.es_server.search import (
     _validate_query,
 )
 from es_mysql_pipeline_tests.es_server.store import _Doc, _Index, _Pit, _Scroll, _ShardSnap
-from es_mysql_pipeline_tests.es_server.transport import _Handler, _Httpd
+from es_mysql_pipeline_tests.es_server.transport import PreEncoded, _Handler, _Httpd
+
+_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _json_value(value: Any) -> str:
+    """``json.dumps`` of one sort value, without its per-call cost for the common types."""
+    if isinstance(value, str):
+        return str(_json_str(value))
+    if type(value) is int:
+        return str(value)
+    return json.dumps(value)
+
+
+#: A search match: its sort key, the document and the name of its index.
+_Match = tuple[tuple[Any, ...], _Doc, str]
 
 MAX_RESULT_WINDOW = 10_000
 _SEARCH_BODY_KEYS = {
@@ -95,7 +110,8 @@ class EsTestServer:
         self.scrolls: dict[str, _Scroll] = {}
         self.faults: list[Fault] = []
         self._lock = threading.RLock()
-        self._match_cache: dict[tuple[Any, ...], list[tuple[tuple[Any, ...], _Doc, str]]] = {}
+        #: per PIT, query, sort and slice: the matches in sort order, and their sort keys
+        self._match_cache: dict[tuple[Any, ...], tuple[list[_Match], list[tuple[Any, ...]]]] = {}
         self._local = threading.local()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -738,14 +754,16 @@ class EsTestServer:
             json.dumps(slice_, sort_keys=True),
         )
         with self._lock:
-            matches = self._match_cache.get(cache_key) if pit else None
-        if matches is None:
+            cached = self._match_cache.get(cache_key) if pit else None
+        if cached is None:
             matches = self._matching(snaps, query, sort, slice_)
+            cached = (matches, [m[0] for m in matches])
             if pit is not None:
                 with self._lock:
                     if len(self._match_cache) > 64:
                         self._match_cache.clear()
-                    self._match_cache[cache_key] = matches
+                    self._match_cache[cache_key] = cached
+        matches, match_keys = cached
         start = 0
         if search_after is not None:
             n_after = len(search_after) if isinstance(search_after, list) else 1
@@ -756,7 +774,7 @@ class EsTestServer:
                     f"search_after has {n_after} value(s) but sort has {len(sort)}.",
                 )
             after_key = _sort_key(sort, [_after_value(v) for v in search_after])
-            start = bisect.bisect_right([m[0] for m in matches], after_key)
+            start = bisect.bisect_right(match_keys, after_key)
         total = len(matches)
 
         if scroll is not None:
@@ -779,7 +797,7 @@ class EsTestServer:
             "_shards": _shards(len(snaps)),
             "hits": {
                 "max_score": None,
-                "hits": [self._hit(m, includes, excludes, sort) for m in window],
+                "hits": self._page_hits(window, includes, excludes, sort),
             },
         }
         tth = params.get("track_total_hits", body.get("track_total_hits", MAX_RESULT_WINDOW))
@@ -838,6 +856,30 @@ class EsTestServer:
         if sort:
             hit["sort"] = [_unsort(s, v) for s, v in zip(sort, key, strict=True)]
         return hit
+
+    def _page_hits(
+        self,
+        window: list[_Match],
+        includes: list[str] | None,
+        excludes: list[str],
+        sort: list[tuple[str, str]],
+    ) -> list[dict[str, Any]] | PreEncoded:
+        """The page's hits; with whole sources, as JSON text around each source's cached text."""
+        if includes is not None or excludes:
+            return [self._hit(m, includes, excludes, sort) for m in window]
+        texts = []
+        for key, doc, index in window:
+            tail = ""
+            if sort:
+                values = ",".join(
+                    _json_value(_unsort(s, v)) for s, v in zip(sort, key, strict=True)
+                )
+                tail = f',"sort":[{values}]'
+            texts.append(
+                f'{{"_index":{_json_str(index)},"_id":{_json_str(doc.doc_id)},"_score":null,'
+                f'"_source":{doc.source_json()}{tail}}}'
+            )
+        return PreEncoded("[" + ",".join(texts) + "]")
 
     def _scroll_page(self, sc: _Scroll) -> dict[str, Any]:
         hits = sc.hits[sc.position : sc.position + sc.size]
