@@ -207,7 +207,9 @@ def test_injected_fault_still_loads_exactly(
     load = metadata(result, "loaded_records")
     assert (load["inserted"], load["skipped"], load["failed"]) == (len(want), 0, 0)
     if fault == "pit-expiry":
-        assert fault_server.stats.pits_opened == 2
+        # slices read in one process share the PIT they reopen; slices read by worker
+        # processes (slices > 1 and more than one core) each reopen their own
+        assert 2 <= fault_server.stats.pits_opened <= 1 + 4
     assert_server_clean(fault_server)
 
 

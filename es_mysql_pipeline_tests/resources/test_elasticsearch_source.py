@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Generator, Iterator
@@ -19,7 +20,8 @@ import pytest
 from es_mysql_pipeline.errors import ConfigError, SourceError
 from es_mysql_pipeline.metrics.recorder import NullRecorder, set_recorder
 from es_mysql_pipeline.records import TimeWindow
-from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
+from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource, slice_parts
+from es_mysql_pipeline.staging import StagedPart
 from es_mysql_pipeline_tests.es_server import EsTestServer
 from es_mysql_pipeline_tests.fixtures.es import EsTarget
 from es_mysql_pipeline_tests.support.tls import make_ca, make_server_cert, write_cert, write_key
@@ -92,6 +94,42 @@ def read_all(
     dupes = [k for k, v in seen.items() if v > 1]
     assert not dupes, f"read twice: {dupes[:5]}"
     return out
+
+
+def read_all_parts(
+    source: ElasticsearchSource,
+    window: TimeWindow | None = None,
+    batch_size: int = 500,
+    processes: int = 2,
+) -> tuple[dict[str, Any], list[StagedPart]]:
+    """Read everything through worker processes (``read_parts``), failing on any duplicate;
+    the parts (their files already read and deleted, as the step does) come back too."""
+    parts = source.read_parts(window, batch_size, processes)
+    assert parts is not None
+    seen: Counter[str] = Counter()
+    out, taken = {}, []
+    for part in parts:
+        taken.append(part)
+        for batch in part.staged.batches(batch_size):
+            for rec in batch:
+                seen[rec["_id"]] += 1
+                out[rec["_id"]] = rec
+        assert sum(1 for _ in part.staged.frames()) == -(-part.staged.rows // batch_size)
+        os.unlink(part.staged.path)
+    dupes = [k for k, v in seen.items() if v > 1]
+    assert not dupes, f"read twice: {dupes[:5]}"
+    return out, taken
+
+
+@pytest.fixture
+def small_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs of 2,000 records, so that a test's slices take several jobs each."""
+    monkeypatch.setattr(slice_parts, "RECORDS_PER_JOB", 2000)
+
+
+def scratch_files() -> list[str]:
+    root = os.environ["ES_MYSQL_PIPELINE_SCRATCH"]
+    return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
 
 
 def window_days(first: int, n: int) -> TimeWindow:
@@ -211,6 +249,61 @@ def test_early_stop_closes_the_pit(es_server: EsTestServer) -> None:
     assert es_server.open_pits == 0
 
 
+# -- slices read by worker processes -----------------------------------------------------------
+
+
+@pytest.mark.usefixtures("small_jobs")
+@pytest.mark.parametrize("window", [None, window_days(1, 1)], ids=["full", "one-day"])
+def test_worker_processes_read_exact_contents(
+    es_target: EsTarget, big_index: str, window: TimeWindow | None
+) -> None:
+    source = es_target.source("logs-big", slices=4, page_size=500)
+    got, parts = read_all_parts(source, window, batch_size=777)
+    assert got == expected(DOCS, window)
+    if window is None:  # several jobs per slice: parts come while the read goes on
+        assert len(parts) > 4
+    assert sum(p.staged.rows for p in parts) == len(got)
+    assert all(p.read_seconds for p in parts)  # the workers' request durations travel back
+    assert scratch_files() == []
+    assert_clean(es_target.server)
+
+
+def test_one_process_reads_without_slices_or_worker_processes(es_server: EsTestServer) -> None:
+    es_server.add_docs("one", make_docs(10))
+    assert ElasticsearchSource(hosts=[es_server.url], index="one").read_parts(None, 5, 2) is None
+    sliced = ElasticsearchSource(hosts=[es_server.url], index="one", slices=2)
+    assert sliced.read_parts(None, 5, 1) is None
+
+
+@pytest.mark.usefixtures("small_jobs")
+def test_one_shard_is_read_in_process_still_in_parts(es_server: EsTestServer) -> None:
+    es_server.create_index("one", shards=1)
+    docs = make_docs(7000)
+    es_server.add_docs("one", docs)
+    source = ElasticsearchSource(hosts=[es_server.url], index="one", slices=4, page_size=300)
+    got, parts = read_all_parts(source)
+    assert got == expected(docs, None)
+    assert [p.staged.rows for p in parts] == [2000, 2000, 2000, 1000]
+    assert_clean(es_server)
+
+
+@pytest.mark.usefixtures("small_jobs")
+def test_closing_early_stops_the_workers_and_leaves_nothing(es_server: EsTestServer) -> None:
+    es_server.create_index("s", shards=4)
+    es_server.add_docs("s", make_docs(20_000))
+    source = ElasticsearchSource(hosts=[es_server.url], index="s", page_size=500, slices=4)
+    parts = source.read_parts(None, 500, 2)
+    assert parts is not None
+    first = next(parts)
+    os.unlink(first.staged.path)  # taken: the step appends (and deletes) it
+    started = time.monotonic()
+    parts.close()  # a stop request: the step leaves the loop
+    assert time.monotonic() - started < 10  # the jobs in flight finish; no new one starts
+    assert scratch_files() == []
+    assert es_server.open_pits == 0
+    assert es_server.stats.requests < 20_000 // 500 + 10  # not read to the end
+
+
 # -- transient faults: exact contents afterwards ---------------------------------------------
 
 
@@ -282,6 +375,38 @@ def test_transient_faults_resume_exactly(
         assert fault_server.stats.pits_opened == 2
     time.sleep(0.1 if fault != "slow" else 1.2)  # the slow answer is still being written
     assert_clean(fault_server)
+
+
+@pytest.mark.usefixtures("small_jobs")
+@pytest.mark.parametrize("fault", ["503", "drop", "pit-expiry"])
+def test_worker_processes_resume_exactly_after_faults(
+    fault_server: EsTestServer, recorder: CountingRecorder, fault: str
+) -> None:
+    if fault == "503":
+        fault_server.fail_with_503(3, match="POST /_search$")
+    elif fault == "drop":
+        fault_server.inject("drop", 2, match="POST /_search$", after=3)
+    else:
+        fault_server.inject("expire", 1, match="POST /_search$", after=5)
+    got, parts = read_all_parts(fast_source(fault_server, slices=4), batch_size=100)
+    assert got == expected(FAULT_DOCS, None)
+    assert fault_server.stats.faults_fired >= 1
+    assert recorder.retries >= 1  # counted in the worker, recorded by this process
+    assert sum(len(p.read_seconds) for p in parts) >= 30
+    if fault == "pit-expiry":
+        assert fault_server.stats.pits_opened >= 2  # each slice still reading reopens one
+    time.sleep(0.1)
+    assert_clean(fault_server)  # the PITs the workers reopened are closed too
+    assert scratch_files() == []
+
+
+def test_a_failing_worker_fails_the_read_with_its_one_line(fault_server: EsTestServer) -> None:
+    fault_server.fail_with_503(1000, match="POST /_search$")
+    source = fast_source(fault_server, slices=4, max_retries=2)
+    with pytest.raises(SourceError, match=r"still failing after 2 retries \(HTTP 503"):
+        read_all_parts(source, batch_size=100)
+    assert fault_server.open_pits == 0
+    assert scratch_files() == []
 
 
 def test_429_honours_retry_after(fault_server: EsTestServer, recorder: CountingRecorder) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _PitState:
+class PitState:
     """The PIT shared by all slices: reopened once per expiry, newest id kept for closing."""
 
     pit_id: str
@@ -45,25 +45,39 @@ class _PitState:
 def pit_pages(paging: Paging) -> Generator[list[Record], None, None]:
     """Pages of records from all slices; falls back to scroll where there is no PIT."""
     stop = threading.Event()
-    try:
-        pit_id, shards = _open_pit(paging, paging.policy.retry(stop))
-    except NoPit:
-        log.warning("Elasticsearch has no point-in-time API here; falling back to scroll")
+    opened = open_pit(paging, stop)
+    if opened is None:
         yield from scroll_pages(paging)
         return
-    state = _PitState(pit_id)
-    n = paging.slices
-    if shards and n > shards:
-        log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, paging.index)
-        n = shards
+    state, n = opened
     try:
         query = paging.query()
         producers = [functools.partial(_pit_slice, paging, state, query, i, n) for i in range(n)]
         yield from fan_in(producers, stop, name="es-slice")
     finally:
         stop.set()
+        close_pits(paging, [state.pit_id])
+
+
+def open_pit(paging: Paging, stop: threading.Event) -> tuple[PitState, int] | None:
+    """A point in time on the index, and the slices to read it in (``paging.slices``, capped
+    at the primary shard count); ``None`` where the server has no PIT API (read by scroll)."""
+    try:
+        pit_id, shards = _open_pit(paging, paging.policy.retry(stop))
+    except NoPit:
+        log.warning("Elasticsearch has no point-in-time API here; falling back to scroll")
+        return None
+    n = paging.slices
+    if shards and n > shards:
+        log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, paging.index)
+        n = shards
+    return PitState(pit_id), n
+
+
+def close_pits(paging: Paging, ids: Iterable[str]) -> None:
+    for pit_id in dict.fromkeys(ids):
         try:
-            paging.client.close_point_in_time(id=state.pit_id)
+            paging.client.close_point_in_time(id=pit_id)
         except Exception as exc:  # expired already, or the cluster went away: it times out
             log.info(
                 "closing the point in time failed (%s); it expires on its own",
@@ -91,7 +105,7 @@ def _open_pit(paging: Paging, retry: Retry) -> tuple[str, int]:
 
 
 def _reopen(
-    paging: Paging, state: _PitState, seen_gen: int, stop: threading.Event
+    paging: Paging, state: PitState, seen_gen: int, stop: threading.Event
 ) -> tuple[str, int]:
     with state.lock:
         if state.generation == seen_gen:
@@ -102,60 +116,89 @@ def _reopen(
         return state.pit_id, state.generation
 
 
+@dataclass
+class SliceCursor:
+    """Where the read of one slice stands: it can stop after any page and go on from there,
+    in this process or another (the PIT id and the last page's sort values are all it needs).
+    """
+
+    slice_id: int
+    nslices: int
+    pit_id: str
+    generation: int = 0
+    #: the last page's sort values; ``None`` before the first page
+    search_after: list[Any] | None = None
+    done: bool = False
+    expiries: int = 0
+
+    def pages(
+        self,
+        paging: Paging,
+        state: PitState,
+        query: dict[str, Any],
+        stop: threading.Event,
+        max_pages: int | None = None,
+    ) -> Iterator[list[Record]]:
+        """The slice's next pages (at most ``max_pages``), each as records."""
+        policy = paging.policy
+        retry = policy.retry(stop)
+        base = paging.search_body(query)
+        base["sort"] = [{"_shard_doc": "asc"}]
+        if self.nslices > 1:
+            base["slice"] = {"id": self.slice_id, "max": self.nslices}
+        pages = 0
+        while not self.done and not stop.is_set():
+            if max_pages is not None and pages >= max_pages:
+                return
+            body = {**base, "pit": {"id": self.pit_id, "keep_alive": paging.keep_alive}}
+            if self.search_after is not None:
+                body["search_after"] = self.search_after
+            try:
+                resp = policy.call(
+                    "search",
+                    retry,
+                    functools.partial(
+                        paging.client.search, body=body, allow_partial_search_results=False
+                    ),
+                )
+            except ContextMissing:
+                self.expiries += 1
+                if self.expiries > policy.max_retries:
+                    raise SourceError(
+                        f"Elasticsearch point in time keeps expiring on {policy.target}; "
+                        f"raise keep_alive (now {paging.keep_alive})"
+                    ) from None
+                self.pit_id, self.generation = _reopen(paging, state, self.generation, stop)
+                continue
+            self.pit_id = str(resp.get("pit_id") or self.pit_id)  # the newest id for the next
+            with state.lock:
+                if state.generation == self.generation:
+                    state.pit_id = self.pit_id
+            shards = resp.get("_shards") or {}
+            if shards.get("failed"):
+                _shard_failure(shards, retry)
+                continue
+            hits = resp["hits"]["hits"]
+            if not hits:
+                self.done = True
+                return
+            pages += 1
+            self.search_after = hits[-1]["sort"]
+            self.done = len(hits) < paging.page_size
+            yield [paging.record(h) for h in hits]
+
+
 def _pit_slice(
     paging: Paging,
-    state: _PitState,
+    state: PitState,
     query: dict[str, Any],
     slice_id: int,
     nslices: int,
     stop: threading.Event,
 ) -> Iterator[list[Record]]:
-    policy = paging.policy
-    retry = policy.retry(stop)
     with state.lock:
-        pit_id, gen = state.pit_id, state.generation
-    search_after: list[Any] | None = None
-    expiries = 0
-    base = paging.search_body(query)
-    base["sort"] = [{"_shard_doc": "asc"}]
-    if nslices > 1:
-        base["slice"] = {"id": slice_id, "max": nslices}
-    while not stop.is_set():
-        body = {**base, "pit": {"id": pit_id, "keep_alive": paging.keep_alive}}
-        if search_after is not None:
-            body["search_after"] = search_after
-        try:
-            resp = policy.call(
-                "search",
-                retry,
-                functools.partial(
-                    paging.client.search, body=body, allow_partial_search_results=False
-                ),
-            )
-        except ContextMissing:
-            expiries += 1
-            if expiries > policy.max_retries:
-                raise SourceError(
-                    f"Elasticsearch point in time keeps expiring on {policy.target}; "
-                    f"raise keep_alive (now {paging.keep_alive})"
-                ) from None
-            pit_id, gen = _reopen(paging, state, gen, stop)
-            continue
-        pit_id = str(resp.get("pit_id") or pit_id)  # the newest id for the next request
-        with state.lock:
-            if state.generation == gen:
-                state.pit_id = pit_id
-        shards = resp.get("_shards") or {}
-        if shards.get("failed"):
-            _shard_failure(shards, retry)
-            continue
-        hits = resp["hits"]["hits"]
-        if not hits:
-            return
-        yield [paging.record(h) for h in hits]
-        search_after = hits[-1]["sort"]
-        if len(hits) < paging.page_size:
-            return
+        cursor = SliceCursor(slice_id, nslices, state.pit_id, state.generation)
+    return cursor.pages(paging, state, query, stop)
 
 
 def _shard_failure(shards: dict[str, Any], retry: Retry) -> None:

@@ -6,12 +6,14 @@ fallback); what a failure means in :mod:`.errors`; the time field in :mod:`.time
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -19,10 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 import dagster as dg
 from elasticsearch import Elasticsearch
 from elasticsearch import __versionstr__ as CLIENT_VERSION
-from elasticsearch.serializer import CompatibilityModeJsonSerializer, JsonSerializer
 from pydantic import PrivateAttr
 
-from es_mysql_pipeline import json_codec
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.records import (
     Batch,
@@ -32,6 +32,8 @@ from es_mysql_pipeline.records import (
     timestamp_setting,
 )
 from es_mysql_pipeline.resources.sources.base import RecordSource
+from es_mysql_pipeline.resources.sources.elasticsearch import slice_parts
+from es_mysql_pipeline.resources.sources.elasticsearch.connection import Connection
 from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
     ErrorPolicy,
     version_mismatch_message,
@@ -39,10 +41,17 @@ from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
 from es_mysql_pipeline.resources.sources.elasticsearch.paging import Paging
 from es_mysql_pipeline.resources.sources.elasticsearch.pit import pit_pages
 from es_mysql_pipeline.resources.sources.elasticsearch.scroll import scroll_pages
+from es_mysql_pipeline.resources.sources.elasticsearch.slice_parts import (
+    SliceRead,
+    pit_parts,
+    staged_in_parts,
+)
 from es_mysql_pipeline.resources.sources.elasticsearch.time_field import (
     TimeField,
     detect_time_field,
 )
+from es_mysql_pipeline.staging import StagedPart, scratch_dir
+from es_mysql_pipeline.worker_processes import may_spawn, process_count
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +162,66 @@ class ElasticsearchSource(RecordSource):
             client.close()
 
     def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
+        with self._reading(window, batch_size) as (paging, pit_ok):
+            pages = pit_pages(paging) if pit_ok else scroll_pages(paging)
+            try:
+                yield from rebatch(pages, batch_size)
+            finally:
+                pages.close()  # stops the slices and closes the PIT before the client goes
+
+    def read_parts(
+        self, window: TimeWindow | None, batch_size: int, processes: int
+    ) -> Generator[StagedPart, None, None] | None:
+        """With ``slices`` > 1, each slice is read by a worker process (see
+        :mod:`.slice_parts`): parsing and staging pages is one core's work per process."""
+        workers = process_count(processes)
+        if self.slices < 2 or workers < 2 or not may_spawn():
+            return None
+        return self._parts(window, batch_size, workers)
+
+    def _parts(
+        self, window: TimeWindow | None, batch_size: int, workers: int
+    ) -> Generator[StagedPart, None, None]:
+        ts_key = self.timestamp_key()
+        with self._reading(window, batch_size) as (paging, pit_ok):
+            if not pit_ok:
+                pages = scroll_pages(paging)
+                try:
+                    yield from staged_in_parts(rebatch(pages, batch_size), ts_key)
+                finally:
+                    pages.close()
+                return
+            scratch = scratch_dir()
+
+            def read_for(query: dict[str, Any]) -> SliceRead:
+                connection = self._connection()
+                return SliceRead(
+                    connection=connection,
+                    # plain values only: the resource itself does not cross to a process
+                    policy=dataclasses.replace(self._policy(), redact=connection.redact),
+                    index=self.index,
+                    keep_alive=self.keep_alive,
+                    page_size=self.page_size,
+                    include_index=self.include_index,
+                    source_includes=self.source_includes,
+                    source_excludes=self.source_excludes,
+                    query=query,
+                    batch_size=batch_size,
+                    timestamp_key=ts_key,
+                    scratch=scratch,
+                    pages_per_job=max(1, slice_parts.RECORDS_PER_JOB // self.page_size),
+                )
+
+            parts = pit_parts(paging, read_for, workers, batch_size, ts_key)
+            try:
+                yield from parts
+            finally:
+                parts.close()
+
+    @contextlib.contextmanager
+    def _reading(self, window: TimeWindow | None, batch_size: int) -> Iterator[tuple[Paging, bool]]:
+        """A client checked against the server, and the paging of this read (whether the
+        server has a point-in-time API); the client is closed on the way out."""
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1")
         self._validate()
@@ -170,23 +239,21 @@ class ElasticsearchSource(RecordSource):
                 self.page_size,
                 self.slices,
             )
-            paging = Paging(
-                client=client,
-                policy=self._policy(),
-                index=self.index,
-                keep_alive=self.keep_alive,
-                page_size=self.page_size,
-                slices=self.slices,
-                include_index=self.include_index,
-                source_includes=self.source_includes,
-                source_excludes=self.source_excludes,
-                query=lambda: self._build_query(window),
+            yield (
+                Paging(
+                    client=client,
+                    policy=self._policy(),
+                    index=self.index,
+                    keep_alive=self.keep_alive,
+                    page_size=self.page_size,
+                    slices=self.slices,
+                    include_index=self.include_index,
+                    source_includes=self.source_includes,
+                    source_excludes=self.source_excludes,
+                    query=lambda: self._build_query(window),
+                ),
+                pit_ok,
             )
-            pages = pit_pages(paging) if pit_ok else scroll_pages(paging)
-            try:
-                yield from rebatch(pages, batch_size)
-            finally:
-                pages.close()  # stops the slices and closes the PIT before the client goes
         finally:
             client.close()
 
@@ -313,37 +380,25 @@ class ElasticsearchSource(RecordSource):
             redact=self._redact,
         )
 
-    def _client(self) -> Elasticsearch:
-        kwargs: dict[str, Any] = {}
+    def _connection(self) -> Connection:
         api_key = _resolve(self.api_key)
         user = self._username()
         password = _resolve(self.password)
         if password is None and (creds := self._url_credentials()):
             password = creds[1]
-        if api_key:
-            kwargs["api_key"] = api_key
-        elif user:
-            kwargs["basic_auth"] = (user, password or "")
-        if self.ca_certs:
-            kwargs["ca_certs"] = self.ca_certs
-        if not self.verify_certs:
-            kwargs["verify_certs"] = False
-            kwargs["ssl_show_warn"] = False
-            log.warning("verify_certs=false: the Elasticsearch server certificate is not checked")
-        try:
-            return Elasticsearch(
-                self._urls(),
-                request_timeout=self.request_timeout,
-                # Retries are ours: they honour Retry-After, count in metrics and resume paging.
-                max_retries=0,
-                retry_on_status=(),
-                retry_on_timeout=False,
-                connections_per_node=max(10, self.slices + 2),
-                serializers=_SERIALIZERS,
-                **kwargs,
-            )
-        except ValueError as exc:
-            raise ConfigError(self._redact(f"es_url / TLS settings rejected: {exc}")) from None
+        return Connection(
+            urls=tuple(self._urls()),
+            request_timeout=self.request_timeout,
+            connections_per_node=max(10, self.slices + 2),
+            ca_certs=self.ca_certs,
+            verify_certs=self.verify_certs,
+            api_key=api_key or None,
+            basic_auth=(user, password or "") if user and not api_key else None,
+            secrets=tuple(self._secrets()),
+        )
+
+    def _client(self) -> Elasticsearch:
+        return self._connection().client()
 
     # -- connection ------------------------------------------------------------------------
 
@@ -403,18 +458,3 @@ def _es_time(dt: datetime) -> str:
     if dt.microsecond:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class _Json(JsonSerializer):
-    """Responses parsed by :mod:`es_mysql_pipeline.json_codec`: json's values, faster."""
-
-    def json_loads(self, data: bytes) -> Any:
-        return json_codec.loads(data)
-
-
-class _CompatibilityJson(CompatibilityModeJsonSerializer):
-    def json_loads(self, data: bytes) -> Any:
-        return json_codec.loads(data)
-
-
-_SERIALIZERS = {_Json.mimetype: _Json(), _CompatibilityJson.mimetype: _CompatibilityJson()}

@@ -1,0 +1,240 @@
+"""A sliced point-in-time read spread over worker processes, each staging what it reads.
+
+Parsing the responses and staging the records is pure Python, one core per process: one
+process reading every slice (in threads) is bound to one core however many slices the
+cluster serves. So each slice is read by a worker process, a few pages at a time: a job
+reads up to :data:`RECORDS_PER_JOB` records of one slice from where the slice stands (the
+PIT id and the last page's sort values, a :class:`~.pit.SliceCursor`), stages them, and
+returns the part and the cursor; the next job of that slice goes on from there. Parts come
+back as jobs finish, so the step shows progress and a stop waits for one job at most.
+
+Retries, PIT expiry and shard failures are handled in the worker exactly as in one process
+(the same :class:`~.pit.SliceCursor`); its metrics (request durations, retries) travel back
+with the part. Workers come from :mod:`es_mysql_pipeline.worker_processes` and import
+nothing of Dagster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from elasticsearch import Elasticsearch
+
+from es_mysql_pipeline.metrics.recorder import NullRecorder, get_recorder, set_recorder
+from es_mysql_pipeline.records import Batch, rebatch
+from es_mysql_pipeline.resources.sources.elasticsearch.connection import Connection
+from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
+from es_mysql_pipeline.resources.sources.elasticsearch.paging import Paging
+from es_mysql_pipeline.resources.sources.elasticsearch.pit import (
+    PitState,
+    SliceCursor,
+    close_pits,
+    open_pit,
+)
+from es_mysql_pipeline.resources.sources.elasticsearch.scroll import scroll_pages
+from es_mysql_pipeline.staging import StagedFileWriter, StagedPart
+from es_mysql_pipeline.worker_processes import discard_outputs, spawn_pool, stop_signals_blocked
+
+log = logging.getLogger(__name__)
+
+#: Records one job reads before handing its part back: enough that a job's start costs
+#: nothing beside it, few enough for steady progress and a prompt stop.
+RECORDS_PER_JOB = 100_000
+
+
+@dataclass(frozen=True)
+class SliceRead:
+    """Everything a worker needs to read pages of a slice: plain, picklable values."""
+
+    connection: Connection
+    policy: ErrorPolicy
+    index: str
+    keep_alive: str
+    page_size: int
+    include_index: bool
+    source_includes: list[str] | None
+    source_excludes: list[str] | None
+    query: dict[str, Any]
+    batch_size: int
+    timestamp_key: str | None
+    scratch: str
+    #: pages a job reads before handing its part back
+    pages_per_job: int
+
+    def paging(self, client: Elasticsearch, slices: int) -> Paging:
+        return Paging(
+            client=client,
+            policy=self.policy,
+            index=self.index,
+            keep_alive=self.keep_alive,
+            page_size=self.page_size,
+            slices=slices,
+            include_index=self.include_index,
+            source_includes=self.source_includes,
+            source_excludes=self.source_excludes,
+            query=lambda: self.query,
+        )
+
+
+
+@dataclass(frozen=True)
+class _Job:
+    read: SliceRead
+    cursor: SliceCursor
+
+
+@dataclass(frozen=True)
+class _Done:
+    part: StagedPart
+    #: where the slice stands after this job
+    cursor: SliceCursor
+    retries: int
+
+
+def slice_parts(
+    read: SliceRead, cursors: list[SliceCursor], workers: int
+) -> Generator[StagedPart, None, None]:
+    """Every slice read to its end by ``workers`` processes; parts in the order jobs finish.
+
+    Closing the generator (a stop, a failure downstream) cancels the jobs not started, waits
+    for those running and deletes their parts. The cursors are updated as jobs finish: their
+    ``pit_id``\\ s are the ones to close when the read is over."""
+    by_slice = {c.slice_id: i for i, c in enumerate(cursors)}
+    running: dict[Future[_Done], SliceCursor] = {}
+
+    def submit(pool: ProcessPoolExecutor, cursor: SliceCursor) -> None:
+        with stop_signals_blocked():  # a worker may start here, with this thread's mask
+            running[pool.submit(read_job, _Job(read, cursor))] = cursor
+
+    with spawn_pool(workers) as pool:
+        try:
+            for cursor in cursors:
+                submit(pool, cursor)
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    del running[future]
+                    done = future.result()
+                    cursors[by_slice[done.cursor.slice_id]] = done.cursor
+                    if done.retries:
+                        get_recorder().retry("fetch", done.retries)
+                    if not done.cursor.done:
+                        submit(pool, done.cursor)
+                    yield done.part
+        except BaseException:  # a stop (GeneratorExit), a failed job: no part left behind
+            discard_outputs(list(running), _paths)
+            raise
+
+
+def read_job(job: _Job) -> _Done:
+    """Worker side: read up to ``pages_per_job`` pages of one slice and stage them."""
+    read = job.read
+    os.environ["ES_MYSQL_PIPELINE_SCRATCH"] = read.scratch
+    cursor = replace(job.cursor)
+    collected = _Collected()
+    previous = set_recorder(collected)
+    try:
+        paging = read.paging(_client(read.connection), cursor.nslices)
+        state = PitState(cursor.pit_id, cursor.generation)
+        pages = cursor.pages(paging, state, read.query, threading.Event(), read.pages_per_job)
+        part = stage(rebatch(pages, read.batch_size), read.timestamp_key)
+    finally:
+        set_recorder(previous)
+    return _Done(StagedPart(part.staged, collected.seconds), cursor, collected.retries)
+
+
+def stage(batches: Iterable[Batch], timestamp_key: str | None) -> StagedPart:
+    """``batches`` staged as one part (the step's writer holds the id key)."""
+    with StagedFileWriter("", timestamp_key) as out:
+        for batch in batches:
+            out.write(batch)
+        return StagedPart(out.finish())
+
+
+def staged_in_parts(
+    batches: Iterator[Batch], timestamp_key: str | None
+) -> Generator[StagedPart, None, None]:
+    """``batches`` staged in this process, a part every :data:`RECORDS_PER_JOB` records (a read
+    that cannot be spread: one shard, no point in time), so the step still shows progress."""
+    while True:
+        part = stage(_up_to(batches, RECORDS_PER_JOB), timestamp_key)
+        if not part.staged.rows:
+            os.unlink(part.staged.path)
+            return
+        yield part
+
+
+def _up_to(batches: Iterator[Batch], rows: int) -> Iterator[Batch]:
+    seen = 0
+    while seen < rows:
+        batch = next(batches, None)
+        if batch is None:
+            return
+        seen += len(batch)
+        yield batch
+
+
+_clients: dict[Connection, Elasticsearch] = {}
+
+
+def _client(connection: Connection) -> Elasticsearch:
+    """One client per worker process and cluster, so the next job reuses its connections."""
+    client = _clients.get(connection)
+    if client is None:
+        client = _clients[connection] = connection.client(warn=False)
+    return client
+
+
+@dataclass
+class _Collected(NullRecorder):
+    """The fetch metrics of one job, to be recorded by the step's process."""
+
+    seconds: list[float] = field(default_factory=list)
+    retries: int = 0
+
+    def duration(self, kind: Literal["fetch", "insert", "batch", "run"], seconds: float) -> None:
+        if kind == "fetch":
+            self.seconds.append(seconds)
+
+    def retry(self, stage: Any, n: int = 1) -> None:
+        self.retries += n
+
+
+def _paths(done: _Done) -> list[str]:
+    return [done.part.staged.path]
+
+
+def pit_parts(
+    paging: Paging,
+    read_for: Callable[[dict[str, Any]], SliceRead],
+    workers: int,
+    batch_size: int,
+    timestamp_key: str | None,
+) -> Generator[StagedPart, None, None]:
+    """The index read through a point in time, its slices in ``workers`` processes; in this
+    process where there is one slice (one shard) or no point in time (scroll)."""
+    stop = threading.Event()
+    opened = open_pit(paging, stop)
+    if opened is None:
+        yield from staged_in_parts(rebatch(scroll_pages(paging), batch_size), timestamp_key)
+        return
+    state, n = opened
+    cursors = [SliceCursor(i, n, state.pit_id) for i in range(n)]
+    try:
+        query = paging.query()
+        if n < 2:
+            pages = cursors[0].pages(paging, state, query, stop)
+            yield from staged_in_parts(rebatch(pages, batch_size), timestamp_key)
+        else:
+            yield from slice_parts(read_for(query), cursors, min(workers, n))
+    finally:
+        stop.set()
+        # The first PIT (its newest id), and each one a worker reopened after an expiry.
+        first = [c.pit_id for c in cursors if c.generation == 0][-1:] or [state.pit_id]
+        close_pits(paging, [*first, *(c.pit_id for c in cursors if c.generation)])
