@@ -309,6 +309,9 @@ def bench_es(rows: int, tmp: str) -> list[Row]:
                 table,
                 "--batch-size",
                 "5000",
+                # one slice per shard: each read by a worker process (see slice_parts)
+                "--es-slices",
+                "2",
             ],
             cwd=tmp,
         )
