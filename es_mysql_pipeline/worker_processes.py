@@ -13,6 +13,7 @@ import gc
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -67,11 +68,15 @@ def discard_outputs(futures: Sequence[Future[T]], paths: Callable[[T], Iterable[
 
 
 @contextlib.contextmanager
-def spawn_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+def spawn_pool(workers: int, unused: Sequence[str] = ()) -> Iterator[ProcessPoolExecutor]:
     """A pool of ``workers`` spawned processes; submit the first jobs under
-    :func:`stop_signals_blocked` (the processes start then)."""
+    :func:`stop_signals_blocked` (the processes start then). Modules named in ``unused``
+    cannot be imported in the workers: optional ones a library imports when installed but
+    the job never uses (memory counts once per worker)."""
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_setup)
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_setup, initargs=(tuple(unused),)
+    )
     try:
         yield pool
     finally:
@@ -93,10 +98,12 @@ def stop_signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _worker_setup() -> None:
+def _worker_setup(unused: tuple[str, ...] = ()) -> None:
     """Ctrl+C reaches the whole process group: the parent stops after the run in flight and
     cancels the rest, so a worker must not die mid-run (a broken pool, a traceback). And a
     parent killed outright cannot shut the pool down, so a worker watches for that itself."""
+    for name in unused:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # import raises ImportError
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # see stop_signals_blocked

@@ -185,7 +185,11 @@ class SliceCursor:
             pages += 1
             self.search_after = hits[-1]["sort"]
             self.done = len(hits) < paging.page_size
-            yield [paging.record(h) for h in hits]
+            records = [paging.record(h) for h in hits]
+            # The parsed response goes before the page is staged, not when the next one has
+            # arrived: otherwise two pages are alive at the peak.
+            del resp, hits, shards
+            yield records
 
 
 def _pit_slice(
