@@ -76,7 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument("--es_ca_certs", "--es-ca-certs", help="CA bundle for HTTPS")
     src.add_argument("--es_user", "--es-user", help="user name; password from ES_PASSWORD")
-    src.add_argument("--es_slices", "--es-slices", type=at_least(1), default=1)
+    src.add_argument(
+        "--es_slices",
+        "--es-slices",
+        type=at_least(0),
+        default=0,
+        help="PIT slices read in parallel, capped at the index's primary shards (default 0: "
+        "one per --fetch-processes worker, each slice read by its own process)",
+    )
     sink = p.add_argument_group("sink")
     sink.add_argument(
         "--sink_type", "--sink-type", choices=["file", "mysql", "sqlite"], default="file"

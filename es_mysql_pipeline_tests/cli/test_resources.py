@@ -61,7 +61,7 @@ def test_a_bad_combination_names_the_flag(argv: list[str], names: str) -> None:
         (["--batch-size", "-5"], "--batch-size"),
         (["--fetch-processes", "-1"], "--fetch-processes"),
         (["--transform-processes", "-1"], "--transform-processes"),
-        (["--es_slices", "0"], "--es_slices"),
+        (["--es_slices", "-1"], "--es_slices"),
         (["--workers", "two"], "--workers"),
     ],
 )

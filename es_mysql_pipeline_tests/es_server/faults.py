@@ -46,3 +46,5 @@ class Stats:
     pits_closed: int = 0
     scrolls_opened: int = 0
     scrolls_cleared: int = 0
+    #: the (id, max) of every slice searched
+    slices_seen: set[tuple[int, int]] = field(default_factory=set)

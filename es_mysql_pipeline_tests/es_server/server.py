@@ -39,7 +39,7 @@ from es_mysql_pipeline_tests.es_server.search import (
 from es_mysql_pipeline_tests.es_server.store import _Doc, _Index, _Pit, _Scroll, _ShardSnap
 from es_mysql_pipeline_tests.es_server.transport import PreEncoded, _Handler, _Httpd
 
-_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_json_str = json.encoder.encode_basestring_ascii
 
 
 def _json_value(value: Any) -> str:
@@ -715,6 +715,8 @@ class EsTestServer:
                 raise EsError(400, "illegal_argument_exception", "max must be greater than 1")
             if not 0 <= int(slice_["id"]) < int(slice_["max"]):
                 raise EsError(400, "illegal_argument_exception", "id must be lower than max")
+            with self._lock:
+                self.stats.slices_seen.add((int(slice_["id"]), int(slice_["max"])))
         if any(s[0] == "_shard_doc" for s in sort) and pit_req is None:
             raise _search_phase_error(
                 400,

@@ -268,11 +268,26 @@ def test_worker_processes_read_exact_contents(
     assert_clean(es_target.server)
 
 
-def test_one_process_reads_without_slices_or_worker_processes(es_server: EsTestServer) -> None:
+def test_one_process_reads_with_one_slice_or_one_worker_process(es_server: EsTestServer) -> None:
     es_server.add_docs("one", make_docs(10))
-    assert ElasticsearchSource(hosts=[es_server.url], index="one").read_parts(None, 5, 2) is None
+    one_slice = ElasticsearchSource(hosts=[es_server.url], index="one", slices=1)
+    assert one_slice.read_parts(None, 5, 2) is None
     sliced = ElasticsearchSource(hosts=[es_server.url], index="one", slices=2)
     assert sliced.read_parts(None, 5, 1) is None
+    auto = ElasticsearchSource(hosts=[es_server.url], index="one")
+    assert auto.read_parts(None, 5, 1) is None
+
+
+@pytest.mark.usefixtures("small_jobs")
+def test_by_default_one_slice_per_worker_process(es_server: EsTestServer) -> None:
+    es_server.create_index("auto", shards=4)
+    docs = make_docs(9000)
+    es_server.add_docs("auto", docs)
+    source = ElasticsearchSource(hosts=[es_server.url], index="auto", page_size=500)
+    got, _ = read_all_parts(source, processes=3)
+    assert got == expected(docs, None)
+    assert es_server.stats.slices_seen == {(0, 3), (1, 3), (2, 3)}  # one per worker process
+    assert_clean(es_server)
 
 
 @pytest.mark.usefixtures("small_jobs")

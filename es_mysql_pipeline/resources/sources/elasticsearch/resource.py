@@ -85,8 +85,9 @@ class ElasticsearchSource(RecordSource):
     source_excludes: list[str] | None = None
     page_size: int = 1000
     request_timeout: float = 30
-    #: parallel PIT slices, capped at the primary shard count
-    slices: int = 1
+    #: parallel PIT slices, capped at the primary shard count; 0 (the default): one per
+    #: fetch worker process where slices are read by workers (see :meth:`read_parts`), else 1
+    slices: int = 0
     include_index: bool = False
     #: consecutive transient failures tolerated per request before giving up
     max_retries: int = 5
@@ -162,7 +163,7 @@ class ElasticsearchSource(RecordSource):
             client.close()
 
     def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
-        with self._reading(window, batch_size) as (paging, pit_ok):
+        with self._reading(window, batch_size, self.slices or 1) as (paging, pit_ok):
             pages = pit_pages(paging) if pit_ok else scroll_pages(paging)
             try:
                 yield from rebatch(pages, batch_size)
@@ -172,10 +173,11 @@ class ElasticsearchSource(RecordSource):
     def read_parts(
         self, window: TimeWindow | None, batch_size: int, processes: int
     ) -> Generator[StagedPart, None, None] | None:
-        """With ``slices`` > 1, each slice is read by a worker process (see
+        """With more than one slice (by default one per worker process, capped at the
+        primary shard count), each slice is read by a worker process (see
         :mod:`.slice_parts`): parsing and staging pages is one core's work per process."""
         workers = process_count(processes)
-        if self.slices < 2 or workers < 2 or not may_spawn():
+        if self.slices == 1 or workers < 2 or not may_spawn():
             return None
         return self._parts(window, batch_size, workers)
 
@@ -183,7 +185,7 @@ class ElasticsearchSource(RecordSource):
         self, window: TimeWindow | None, batch_size: int, workers: int
     ) -> Generator[StagedPart, None, None]:
         ts_key = self.timestamp_key()
-        with self._reading(window, batch_size) as (paging, pit_ok):
+        with self._reading(window, batch_size, self.slices or workers) as (paging, pit_ok):
             if not pit_ok:
                 pages = scroll_pages(paging)
                 try:
@@ -219,7 +221,9 @@ class ElasticsearchSource(RecordSource):
                 parts.close()
 
     @contextlib.contextmanager
-    def _reading(self, window: TimeWindow | None, batch_size: int) -> Iterator[tuple[Paging, bool]]:
+    def _reading(
+        self, window: TimeWindow | None, batch_size: int, slices: int
+    ) -> Iterator[tuple[Paging, bool]]:
         """A client checked against the server, and the paging of this read (whether the
         server has a point-in-time API); the client is closed on the way out."""
         if batch_size < 1:
@@ -237,7 +241,7 @@ class ElasticsearchSource(RecordSource):
                 f" for {window.label()}" if window else "",
                 "PIT + search_after" if pit_ok else "scroll",
                 self.page_size,
-                self.slices,
+                slices,
             )
             yield (
                 Paging(
@@ -246,7 +250,7 @@ class ElasticsearchSource(RecordSource):
                     index=self.index,
                     keep_alive=self.keep_alive,
                     page_size=self.page_size,
-                    slices=self.slices,
+                    slices=slices,
                     include_index=self.include_index,
                     source_includes=self.source_includes,
                     source_excludes=self.source_excludes,
@@ -280,8 +284,8 @@ class ElasticsearchSource(RecordSource):
                 f"page_size={self.page_size} must be between 1 and {MAX_PAGE_SIZE} "
                 "(Elasticsearch's index.max_result_window)"
             )
-        if self.slices < 1:
-            raise ConfigError(f"slices={self.slices} must be at least 1")
+        if self.slices < 0:
+            raise ConfigError(f"slices={self.slices} must be 0 (one per worker process) or more")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries={self.max_retries} must be 0 or more")
         if self.request_timeout <= 0:

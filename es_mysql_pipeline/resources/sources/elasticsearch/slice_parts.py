@@ -16,6 +16,7 @@ nothing of Dagster.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -38,6 +39,7 @@ from es_mysql_pipeline.resources.sources.elasticsearch.pit import (
     open_pit,
 )
 from es_mysql_pipeline.resources.sources.elasticsearch.scroll import scroll_pages
+from es_mysql_pipeline.resources.sources.fan_in import fan_in
 from es_mysql_pipeline.staging import StagedFileWriter, StagedPart
 from es_mysql_pipeline.worker_processes import discard_outputs, spawn_pool, stop_signals_blocked
 
@@ -232,9 +234,13 @@ def pit_parts(
     cursors = [SliceCursor(i, n, state.pit_id) for i in range(n)]
     try:
         query = paging.query()
-        if n < 2:
-            pages = cursors[0].pages(paging, state, query, stop)
-            yield from staged_in_parts(rebatch(pages, batch_size), timestamp_key)
+        if n < 2:  # one shard: read here, the next page asked for while this one is staged
+            produce = functools.partial(cursors[0].pages, paging, state, query)
+            pages = fan_in([produce], stop, name="es-slice")
+            try:
+                yield from staged_in_parts(rebatch(pages, batch_size), timestamp_key)
+            finally:
+                pages.close()  # type: ignore[attr-defined]
         else:
             yield from slice_parts(read_for(query), cursors, min(workers, n))
     finally:
