@@ -12,13 +12,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
-from es_mysql_pipeline.records import Batch, parse_timestamp
+from es_mysql_pipeline.records import (
+    Batch,
+    Frame,
+    column_values,
+    frame_length,
+    parse_timestamp,
+)
 from es_mysql_pipeline.staging import StagedRecords
 from es_mysql_pipeline.worker_processes import may_spawn, spawn_pool, stop_signals_blocked
 
@@ -72,15 +77,15 @@ def _encode_frame(job: _Job) -> list[EncodedChunk]:
     """Worker side: one frame as files of at most ``batch_size`` records."""
     out: list[EncodedChunk] = []
     try:
-        for frame in job.staged.frames(job.start, job.stop):
-            for index, at in enumerate(range(0, len(frame), job.batch_size)):
-                part = frame[at : at + job.batch_size]
+        for frame in job.staged.raw_frames(job.start, job.stop):
+            for index, part in enumerate(_slices(frame, job.batch_size)):
                 newest = newest_timestamp(part, job.ts_column) if job.ts_column else None
                 try:
                     path: str | None = job.encoder.encode(part)
                 except (ValueError, TypeError, UnicodeError):
                     path = None  # the writer's INSERT path reports these records itself
-                out.append(EncodedChunk(path, len(part), job.start, job.stop, index, newest))
+                rows = frame_length(part)
+                out.append(EncodedChunk(path, rows, job.start, job.stop, index, newest))
     except BaseException:
         for chunk in out:
             chunk.discard()
@@ -128,9 +133,22 @@ def encoded_chunks(
                             chunk.discard()
 
 
-def newest_timestamp(batch: Batch, ts_column: str) -> float:
+def _slices(frame: Frame, size: int) -> Iterator[Frame]:
+    """``frame`` in pieces of at most ``size`` records."""
+    n = frame_length(frame)
+    if n <= size:
+        yield frame
+        return
+    for at in range(0, n, size):
+        if isinstance(frame, dict):
+            yield {name: values[at : at + size] for name, values in frame.items()}
+        else:
+            yield frame[at : at + size]
+
+
+def newest_timestamp(frame: Frame, ts_column: str) -> float:
     """Epoch seconds of the newest row (staged timestamps are UTC ISO strings, so max works)."""
-    values: list[Any] = list(map(dict.get, batch, repeat(ts_column)))
+    values: Sequence[Any] = column_values(frame, ts_column)
     try:
         newest = max(values)
     except TypeError:  # not all text: keep the strings

@@ -8,7 +8,6 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import repeat
 from typing import Any
 
 from es_mysql_pipeline.errors import ConfigError
@@ -16,9 +15,12 @@ from es_mysql_pipeline.identifiers import column_name, validate_identifier
 from es_mysql_pipeline.records import (
     ERROR_KEY,
     Batch,
+    Columns,
+    Frame,
     Record,
     iso_utc,
     parse_timestamp,
+    rows_of,
     utc_text,
 )
 
@@ -162,16 +164,20 @@ class FieldMapping:
         columns = self.apply_columns(batch)
         return None if columns is None else rows_of(columns)
 
-    def apply_columns(self, batch: Batch) -> Columns | None:
-        """:meth:`apply_batch`'s rows as columns (name → the rows' values, in row order):
-        what the staged file's schema tracking reads without gathering them again."""
-        if not batch or self.casts:
+    def apply_columns(self, frame: Frame) -> Columns | None:
+        """:meth:`apply_batch`'s rows as columns (name → the rows' values, in row order),
+        from records or from columns (a staged frame), which need not become records."""
+        if not frame or self.casts:
             return None
-        keys = tuple(batch[0])
-        if ERROR_KEY in batch[0] or len(dict.fromkeys(map(tuple, batch))) != 1:
-            return None
-        columns = list(zip(*map(dict.values, batch), strict=True))
-        if self.id_key not in keys:
+        if isinstance(frame, dict):
+            keys = tuple(frame)
+            columns = list(frame.values())
+        else:
+            keys = tuple(frame[0])
+            if len(dict.fromkeys(map(tuple, frame))) != 1:
+                return None
+            columns = list(zip(*map(dict.values, frame), strict=True))
+        if ERROR_KEY in keys or self.id_key not in keys:
             return None
         ids = _valid_ids(columns[keys.index(self.id_key)])
         if ids is None:
@@ -179,7 +185,7 @@ class FieldMapping:
         named = self._named_columns(keys, columns)
         if named is None or len({name for name, _ in named}) != len(named):
             return None  # shapes differ inside objects, or two fields meet in one column
-        out: dict[str, Sequence[Any]] = dict(named)
+        out: Columns = dict(named)
         for name in map(self._name, self._key_fields()):
             out.pop(name, None)
         out[self.id_column] = ids
@@ -190,7 +196,7 @@ class FieldMapping:
                 if "." in ts_key and None in values:
                     return None  # apply() looks such a record up as a path into its objects
             else:  # absent, or a path into objects (``event.created``)
-                values = tuple(_at_path(raw, ts_key) for raw in batch)
+                values = _column_at_path(keys, columns, ts_key)
             times = _utc_texts(values)
             if times is None:
                 return None
@@ -201,7 +207,7 @@ class FieldMapping:
         return out
 
     def _named_columns(
-        self, keys: tuple[str, ...], columns: list[tuple[Any, ...]]
+        self, keys: tuple[str, ...], columns: list[Sequence[Any]]
     ) -> list[tuple[str, Sequence[Any]]] | None:
         """Each output column with its name, as :meth:`_nested_row` names them; ``None``
         when the records' objects differ in shape (their rows have different columns)."""
@@ -264,16 +270,7 @@ _NESTED = frozenset({dict, list})
 _ID_TYPES = frozenset({str, int})
 
 
-#: Output columns of a batch: name → the rows' values, in row order.
-Columns = dict[str, Sequence[Any]]
-
-
-def rows_of(columns: Columns) -> list[Record]:
-    """The rows of ``columns``, keys in the columns' order."""
-    return list(map(dict, map(zip, repeat(tuple(columns)), zip(*columns.values(), strict=True))))
-
-
-def _valid_ids(values: tuple[Any, ...]) -> list[str] | tuple[Any, ...] | None:
+def _valid_ids(values: Sequence[Any]) -> Sequence[Any] | None:
     """The ids as text, or ``None`` when one would be rejected (missing, empty, a float, a
     bool, an object)."""
     types = set(map(type, values))
@@ -282,7 +279,7 @@ def _valid_ids(values: tuple[Any, ...]) -> list[str] | tuple[Any, ...] | None:
     return values if types == {str} else list(map(str, values))
 
 
-def _utc_texts(values: tuple[Any, ...]) -> list[str | None] | None:
+def _utc_texts(values: Sequence[Any]) -> list[str | None] | None:
     """Each time as :func:`utc_text` gives it (``None`` for a missing or empty one), or
     ``None`` when one does not parse."""
     try:
@@ -291,7 +288,16 @@ def _utc_texts(values: tuple[Any, ...]) -> list[str | None] | None:
         return None
 
 
-def _at_path(raw: Record, dotted: str) -> Any:
+def _column_at_path(keys: tuple[str, ...], columns: list[Sequence[Any]], dotted: str) -> list[Any]:
+    """:func:`_at_path` for every record of a frame's columns."""
+    head, _, rest = dotted.partition(".")
+    if head not in keys:
+        return [None] * len(columns[0])
+    column = columns[keys.index(head)]
+    return [_at_path(value, rest) for value in column] if rest else list(column)
+
+
+def _at_path(raw: Any, dotted: str) -> Any:
     """``raw["event"]["created"]`` for ``event.created``; ``None`` when a step is missing."""
     value: Any = raw
     for part in dotted.split("."):

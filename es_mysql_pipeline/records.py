@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from itertools import repeat
 from typing import Any
 
 Record = dict[str, Any]
 Batch = list[Record]
+#: Records of one shape, column by column: name → the records' values, in record order
+#: (every record has exactly these keys, in this order). Staged frames hold most batches
+#: this way: no dict per record to build, encode, decode and take apart again.
+Columns = dict[str, Sequence[Any]]
+#: A batch as a step reads or writes it: records, or the same records as columns.
+Frame = Batch | Columns
 
 #: A source sets this key on a record it could only partly read (for example a CSV row with
 #: too many fields); the transform sends such records to the dead letter with the reason.
@@ -185,6 +192,38 @@ def batched(records: Iterator[Record], size: int) -> Iterator[Batch]:
             batch = []
     if batch:
         yield batch
+
+
+def rows_of(columns: Columns) -> Batch:
+    """The records of ``columns``, keys in the columns' order."""
+    return list(map(dict, map(zip, repeat(tuple(columns)), zip(*columns.values(), strict=True))))
+
+
+def columns_of(batch: Batch) -> Columns | None:
+    """``batch`` as columns when its records have one shape (the same keys in the same
+    order, at least one key); otherwise ``None``."""
+    if not batch or not batch[0] or len(dict.fromkeys(map(tuple, batch))) != 1:
+        return None
+    return dict(zip(batch[0], zip(*map(dict.values, batch), strict=True), strict=True))
+
+
+def as_rows(frame: Frame) -> Batch:
+    return rows_of(frame) if isinstance(frame, dict) else frame
+
+
+def frame_length(frame: Frame) -> int:
+    """The number of records in ``frame``."""
+    if isinstance(frame, dict):
+        return len(next(iter(frame.values()), ()))
+    return len(frame)
+
+
+def column_values(frame: Frame, name: str) -> Sequence[Any]:
+    """Every record's value of ``name`` (``None`` where a record lacks it)."""
+    if isinstance(frame, dict):
+        values = frame.get(name)
+        return [None] * frame_length(frame) if values is None else values
+    return list(map(dict.get, frame, repeat(name)))
 
 
 def rebatch(batches: Iterable[Batch], size: int) -> Iterator[Batch]:

@@ -3,14 +3,18 @@
 A staged file is a data file of frames, one per written batch (a 9-byte header: the
 payload's length and its codec, then the batch, so a range of frames can be handed to
 another process), plus a ``.meta.json`` sidecar written last; one without its sidecar (a
-killed run) is never taken as complete. Frames are ``marshal``: records are JSON-shaped
-(str, int, float, bool, None, lists, dicts), which marshal encodes three times faster than
-pickle and decodes faster too, and every record is encoded and decoded twice per run. A
-batch holding anything else (a user's analyzer may return any object) is pickled instead,
-frame by frame, so every value keeps its type. The files are the pipeline's own scratch
-data, written and read by the same Python release, never input from elsewhere. The
-handle :class:`StagedRecords` is what the IO manager stores and loads: a path, a row count
-and the column schema, never the rows.
+killed run) is never taken as complete. A batch of records of one shape (every CSV batch,
+most JSON Lines and Elasticsearch ones) is stored as columns, name → values: a
+frame of columns encodes in half the time of a list of dicts and decodes in a third, and
+the steps that read it work column by column anyway (the transform's batch path, the
+schema tracking, the load files), so no dict per record is built only to be taken apart.
+Other batches are stored as records. Frames are ``marshal``: records are JSON-shaped (str,
+int, float, bool, None, lists, dicts), which marshal encodes three times faster than
+pickle and decodes faster too. A batch holding anything else (a user's analyzer may return
+any object) is pickled instead, frame by frame, so every value keeps its type. The files
+are the pipeline's own scratch data, written and read by the same Python release, never
+input from elsewhere. The handle :class:`StagedRecords` is what the IO manager stores and
+loads: a path, a row count and the column schema, never the rows.
 """
 
 from __future__ import annotations
@@ -35,7 +39,15 @@ from typing import IO, Any
 from upath import UPath
 
 from es_mysql_pipeline.errors import PipelineError
-from es_mysql_pipeline.records import Batch, rebatch
+from es_mysql_pipeline.records import (
+    Batch,
+    Columns,
+    Frame,
+    as_rows,
+    columns_of,
+    frame_length,
+    rebatch,
+)
 
 META_SUFFIX = ".meta.json"
 STAGED_FILE_SUFFIX = ".stage"
@@ -112,6 +124,10 @@ class StagedRecords:
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
         """The batches as written, from the frame at byte ``start`` up to byte ``stop``."""
+        return map(as_rows, self.raw_frames(start, stop))
+
+    def raw_frames(self, start: int = 0, stop: int | None = None) -> Iterator[Frame]:
+        """:meth:`frames` as stored: a frame of one shape as :data:`Columns`."""
         with UPath(self.path).open("rb") as fh:
             if start:
                 fh.seek(start)
@@ -184,39 +200,38 @@ class StagedFileWriter:
         }
         self._declared = set(declared or ())
 
-    def write(self, batch: Batch, columns: dict[str, Sequence[Any]] | None = None) -> None:
-        """Stage ``batch``. ``columns``, when given, are the batch's values column by column
-        (one shape: every record has exactly these keys, in this order); the schema is read
-        from them, and they are emptied before the batch is encoded: a value referenced from
-        two places makes marshal track it for back-references, which doubles its cost."""
-        if not batch:
+    def write(self, frame: Frame) -> None:
+        """Stage ``frame``: :data:`Columns` as they are, records of one shape as columns,
+        other records as they are."""
+        if not frame:
             return
+        columns = frame if isinstance(frame, dict) else columns_of(frame)
+        stored: Frame = frame if columns is None else columns
         if self._track:
-            self._observe(batch, columns)
-        if columns is not None:
-            columns.clear()
+            self._observe(stored)
         try:
-            payload, codec = marshal.dumps(batch, _MARSHAL_VERSION), _MARSHAL
+            payload, codec = marshal.dumps(stored, _MARSHAL_VERSION), _MARSHAL
         except ValueError:  # a type marshal does not know (a user's analyzer's object)
-            payload, codec = pickle.dumps(batch, _PICKLE_PROTOCOL), _PICKLE
+            payload, codec = pickle.dumps(stored, _PICKLE_PROTOCOL), _PICKLE
         try:
             self._fh.write(_HEADER.pack(len(payload), codec))
             self._fh.write(payload)
         except OSError as exc:
             raise self._failed(exc) from None
-        self.rows += len(batch)
+        self.rows += frame_length(frame)
 
-    def _observe(self, batch: Batch, columns: dict[str, Sequence[Any]] | None) -> None:
+    def _observe(self, frame: Frame) -> None:
         """Widen column types and text sizes, column by column.
 
         Each column is gathered with ``map(dict.get, ...)`` (or taken as given) and typed
         with ``set(map(type))``: loops in C, so tracking the schema costs little beside the
         per-record work.
         """
-        if columns is None:
-            keys: dict[str, None] = {}
-            for key_set in dict.fromkeys(map(tuple, batch)):  # first-seen order, one per shape
-                keys.update(dict.fromkeys(key_set))
+        columns: Columns | None = frame if isinstance(frame, dict) else None
+        batch: Batch = frame if isinstance(frame, list) else []
+        keys: dict[str, None] = {}
+        for key_set in dict.fromkeys(map(tuple, batch)):  # first-seen order, one per shape
+            keys.update(dict.fromkeys(key_set))
         for key in keys if columns is None else columns:
             if key in self._declared:
                 continue
@@ -323,6 +338,7 @@ _MARSHAL_VERSION = 4
 _PICKLE_PROTOCOL = 5
 #: Frame header: payload length in bytes, then its codec.
 _HEADER = struct.Struct("<QB")
+#: A frame's codec; either holds a list of records or columns (told apart by their type).
 _MARSHAL, _PICKLE = 1, 2
 _not_none = partial(operator.is_not, None)
 _NONE_TYPE = type(None)

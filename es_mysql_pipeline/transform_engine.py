@@ -23,13 +23,11 @@ from es_mysql_pipeline.errors import RejectedRecordsError
 from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.mapping import (
     Analyzer,
-    Columns,
     FieldMapping,
     RecordRejected,
     load_analyzer,
-    rows_of,
 )
-from es_mysql_pipeline.records import Batch, Record
+from es_mysql_pipeline.records import Frame, Record, as_rows
 from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords, as_json_values, scratch_dir
 from es_mysql_pipeline.worker_processes import (
     discard_outputs,
@@ -140,23 +138,20 @@ class BatchMapper:
         self.unseen = mapping.named_columns()  # emptied as the named columns show up
         self.rejects = rejects if rejects is not None else RejectTally()
 
-    def map(self, batch: Batch) -> list[Record]:
-        return self.map_columns(batch)[0]
-
-    def map_columns(self, batch: Batch) -> tuple[list[Record], Columns | None]:
-        """The rows, and their columns when the batch was mapped column by column (for
-        :meth:`StagedFileWriter.write`, which then need not gather them again)."""
+    def map(self, frame: Frame) -> Frame:
+        """The rows of ``frame``: as columns when mapped column by column (the common
+        batch, see :meth:`FieldMapping.apply_columns`), else as records."""
         analyzer = self.analyzer
         if analyzer is None:
-            columns = self.mapping.apply_columns(batch)
+            columns = self.mapping.apply_columns(frame)
             if columns is not None:
-                fast = rows_of(columns)
-                if self.unseen and fast:
-                    _mark_seen(self.unseen, fast[:1])  # one shape: the first row says it all
-                return fast, columns
+                if self.unseen:
+                    for name in [n for n in self.unseen if n in columns]:
+                        del self.unseen[name]
+                return columns
         apply = self.mapping.apply
         rows: list[Record] = []
-        for raw in batch:
+        for raw in as_rows(frame):
             try:
                 row = apply(raw)
             except RecordRejected as exc:
@@ -176,7 +171,7 @@ class BatchMapper:
             rows.append(row)
         if self.unseen and rows:
             _mark_seen(self.unseen, rows)
-        return rows, None
+        return rows
 
 
 def new_staged_file(mapping: FieldMapping) -> StagedFileWriter:
@@ -224,10 +219,8 @@ def _map_run(run: _Run) -> Outcome:
     dead = DeadLetterWriter(parts, "transform", f"part-{os.getpid()}-{run.start}")
     mapper = BatchMapper(run.mapping, analyzer, dead)
     with dead, new_staged_file(run.mapping) as out:
-        # map() lets go of each raw batch before its rows are staged: a value referenced
-        # from two records makes marshal track it for back-references (twice the cost).
-        for rows, columns in map(mapper.map_columns, run.staged.frames(run.start, run.stop)):
-            out.write(rows, columns)
+        for frame in run.staged.raw_frames(run.start, run.stop):
+            out.write(mapper.map(frame))
         part = out.finish()
         dead_path = dead.close()
     return Outcome(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import settings as hyp_settings
@@ -7,7 +9,7 @@ from hypothesis import strategies as st
 
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.mapping import FieldMapping, RecordRejected, cast_value, load_analyzer
-from es_mysql_pipeline.records import ERROR_KEY
+from es_mysql_pipeline.records import ERROR_KEY, columns_of, rows_of
 
 
 def m(**kw: object) -> FieldMapping:
@@ -156,12 +158,22 @@ def test_batch_path_gives_exactly_the_rows_of_apply(data: st.DataObject, keys: l
     ]
     if n > 1 and data.draw(st.booleans()):
         batch[-1] = dict(reversed(batch[-1].items()))  # same keys, another order
+    columns = columns_of(batch)
     for mapping in _MAPPINGS:
         fast = mapping.apply_batch(batch)
+        if columns is not None:  # a staged frame of columns: the same rows, or none
+            from_columns = mapping.apply_columns(columns)
+            assert (from_columns is None) == (fast is None)
+            if from_columns is not None and fast is not None:
+                assert _items(rows_of(from_columns)) == _items(fast)
         if fast is None:
             continue
         # Items, not dicts: key order is part of the row (the table's and the file's).
-        assert [list(r.items()) for r in fast] == [list(mapping.apply(r).items()) for r in batch]
+        assert _items(fast) == _items([mapping.apply(r) for r in batch])
+
+
+def _items(rows: list[dict[str, Any]]) -> list[list[tuple[str, Any]]]:
+    return [list(r.items()) for r in rows]
 
 
 def test_batch_path_takes_csv_shaped_batches_and_declines_the_rest() -> None:
@@ -209,3 +221,8 @@ def test_batch_path_reads_a_dotted_time_field_as_apply_does() -> None:
     mapping = FieldMapping(id_key="id", timestamp_key="x.y")
     nested = [{"id": "c", "x": {"y": "2024-03-01T00:00:00Z"}}]
     assert mapping.apply_batch(nested) == [mapping.apply(nested[0])]
+    for frame in (nested, [{"id": "d", "x": "not an object"}], [{"id": "e", "z": 1}]):
+        columns = mapping.apply_columns(columns_of(frame) or {})
+        assert columns is not None
+        assert rows_of(columns) == [mapping.apply(r) for r in frame]
+        assert rows_of(columns) == mapping.apply_batch(frame)

@@ -49,6 +49,10 @@ def test_frames_keep_every_type_and_key_order() -> None:
             codecs.append(header[8])
             fh.seek(int.from_bytes(header[:8], "little"), 1)
     assert codecs == [1, 2, 1]  # marshal, pickle, marshal
+    raw = list(stage.raw_frames())
+    assert isinstance(raw[0], list)  # records of several shapes stay records
+    assert raw[1] == {"id": ("4",), "when": (odd[0]["when"],), "d": (Decimal("1.10"),)}
+    assert raw[2] == {"z": (1,), "a": (True,), "m": (1.0,), "id": ("5",)}
     back = list(stage.frames())
     assert back == [RECORDS, odd, ordered]
     assert [list(r) for r in back[2]] == [["z", "a", "m", "id"]]
@@ -103,7 +107,7 @@ def test_schema_tracks_types_and_utf8_widths() -> None:
     assert stage.columns["s"].max_bytes == 20
     with StagedFileWriter("id", "ts", track_schema=True) as w:
         w.write([{"id": "a", "s": "abc"}])  # 3 bytes wide
-        w.write([{"id": "b", "s": "✓✓"}], {"id": ["b"], "s": ["✓✓"]})  # fewer chars, 6 bytes
+        w.write({"id": ["b"], "s": ["✓✓"]})  # fewer chars, 6 bytes
         assert w.columns["s"].max_bytes == 6
         w.write([{"id": "c", "s": "ab"}, {"id": "d", "s": "é"}])  # narrower
         assert w.columns["s"].max_bytes == 6
@@ -124,8 +128,8 @@ _VALUES = st.one_of(
     st.lists(st.lists(st.tuples(_VALUES, _VALUES, _VALUES), min_size=1, max_size=6), max_size=5)
 )
 def test_schema_from_columns_is_the_schema_from_rows(batches: list[list[Any]]) -> None:
-    """The transform hands its columns to write(); the schema must be what the rows give,
-    across batches (the widths only widen when the new text could be wider)."""
+    """The transform hands columns to write(); the schema and the records must be what the
+    rows give, across batches (the widths only widen when the new text could be wider)."""
     keys = ("id", "a", "b")
     with (
         StagedFileWriter("id", None, track_schema=True, declared={"b": "json"}) as from_rows,
@@ -135,11 +139,14 @@ def test_schema_from_columns_is_the_schema_from_rows(batches: list[list[Any]]) -
             rows = [dict(zip(keys, values, strict=True)) for values in batch]
             columns: dict[str, Any] = {k: [r[k] for r in rows] for k in keys}
             from_rows.write(rows)
-            from_columns.write(rows, columns)
-            assert columns == {}  # let go of before encoding
+            from_columns.write(columns)
         a, b = from_rows.finish(), from_columns.finish()
     assert a.columns == b.columns
+    assert a.rows == b.rows == sum(map(len, batches))
     assert list(a.frames()) == list(b.frames())
+    assert [list(map(list, map(dict.items, f))) for f in a.frames()] == [
+        [list(zip(keys, values, strict=True)) for values in batch] for batch in batches
+    ]
     texts = [v for batch in batches for values in batch for v in values[1:2] if v is not None]
     if texts and all(type(v) is str for v in texts):  # the width, from first principles
         assert a.columns["a"].max_bytes == max(len(v.encode()) for v in texts)
@@ -153,3 +160,24 @@ def test_analyzer_values_become_json_values() -> None:
         "s": "x",
         "k": [1],
     }
+
+
+def test_frames_of_one_shape_are_stored_as_columns_and_read_back_as_records() -> None:
+    """What each reader sees: raw_frames() as stored, frames() and batches() as records,
+    exactly as written (types, key order, record order, a record with no keys at all)."""
+    one_shape = [{"id": str(i), "n": i, "f": None if i % 2 else 0.5} for i in range(7)]
+    shapes = [{"id": "a"}, {"id": "b", "x": 1}]
+    empty = [{}, {}]
+    with StagedFileWriter("id", None, track_schema=True) as w:
+        for batch in (one_shape, shapes, empty, [{"n": 1, "id": "c"}]):
+            w.write(batch)
+        stage = w.finish()
+    raw = list(stage.raw_frames())
+    assert [type(f).__name__ for f in raw] == ["dict", "list", "list", "dict"]
+    assert raw[0]["n"] == tuple(range(7))
+    assert list(stage.frames()) == [one_shape, shapes, empty, [{"n": 1, "id": "c"}]]
+    assert [list(r) for r in next(stage.frames(stage.frame_offsets()[3]))] == [["n", "id"]]
+    assert stage.rows == 12
+    assert [len(b) for b in stage.batches(5)] == [5, 5, 2]
+    assert stage.columns["n"].type == "int" and stage.columns["f"].type == "float"
+    assert stage.columns["x"].type == "int"

@@ -94,9 +94,9 @@ def _transform(
             )
         else:
             mapper = BatchMapper(mapping, analyzer, dead, rejects)
-            for batch in raw_records.batches(settings.fetch_batch_size):
+            for frame in raw_records.raw_frames():
                 rejected_before = dead.count
-                out.write(*mapper.map_columns(batch))
+                out.write(mapper.map(frame))
                 _count_rejects(dead.count - rejected_before)
                 lifecycle.progress("transform", out.rows + dead.count, total)
                 rejects.check(out.rows + dead.count, settings.max_failed_ratio)

@@ -16,7 +16,7 @@ import pytest
 from es_mysql_pipeline.records import Batch, TimeWindow
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources import file_parts as fp
-from es_mysql_pipeline.resources.sources.file_reading import TextFile
+from es_mysql_pipeline.resources.sources.file_reading import WHOLE_FILE, TextFile
 from es_mysql_pipeline.staging import StagedPart
 
 Rows = list[dict[str, Any]]
@@ -140,6 +140,22 @@ def test_well_formed_parts_are_used_as_read(tmp_path: Path) -> None:
     parts = list(fp.join_in_order(jobs, run_now))
     assert len(parts) == 10
     assert joined(iter(parts)) == serial(FileSource(path=str(p)))
+
+
+def test_parts_keep_clean_csv_batches_as_columns(tmp_path: Path) -> None:
+    """A batch of well-formed rows is staged as columns (never built as records); a batch
+    holding a bad row as records, with the reason; the records read back are the same."""
+    p = tmp_path / "in.csv"
+    p.write_bytes(b"id,ts,text\n1,a,x\n2,b,y\n3,c\n4,d,z\n5,e,w\n6,f,v\n")
+    file = TextFile(str(p), "csv")
+    job = fp._Job(file, WHOLE_FILE, 2, None, None, str(tmp_path))
+    part = fp._read_part(job).part
+    assert part is not None
+    frames = list(part.staged.raw_frames())
+    assert frames[0] == {"id": ("1", "2"), "ts": ("a", "b"), "text": ("x", "y")}
+    assert isinstance(frames[1], list) and "line 4" in frames[1][0]["__error__"]
+    assert frames[2] == {"id": ("5", "6"), "ts": ("e", "f"), "text": ("w", "v")}
+    assert joined(iter([part])) == serial(FileSource(path=str(p)), size=2)
 
 
 def test_window_is_applied_in_each_part(tmp_path: Path) -> None:

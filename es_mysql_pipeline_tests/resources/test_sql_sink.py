@@ -219,6 +219,27 @@ def test_bulk_escaping_is_the_same_whatever_the_column_holds() -> None:
     assert bulk_load._fields(["a", "b"]) == ["a", "b"]
 
 
+def test_a_load_file_from_columns_is_the_file_from_records(tmp_path: Path) -> None:
+    """Staged frames of one shape reach the encoder as columns: same bytes as the records,
+    a column the frame lacks written as NULLs."""
+    from es_mysql_pipeline.records import columns_of
+    from es_mysql_pipeline.resources.sinks.sql.bulk_load import write_bulk_file
+
+    rows: list[dict[str, object]] = [
+        {"id": f"t{i}", "ts": "2024-01-01T00:00:00.000000+00:00", "v": v, "n": i, "o": [i]}
+        for i, v in enumerate([*AWKWARD, None])
+    ]
+    columns = columns_of(rows)
+    assert columns is not None
+    names, kinds = ("id", "ts", "v", "n", "o", "absent"), ("text", "datetime", "text", "number",
+                                                            "text", "text")  # fmt: skip
+    write_bulk_file(str(tmp_path / "rows.tsv"), rows, names, kinds)
+    write_bulk_file(str(tmp_path / "cols.tsv"), columns, names, kinds)
+    text = (tmp_path / "rows.tsv").read_bytes()
+    assert (tmp_path / "cols.tsv").read_bytes() == text
+    assert text.count(b"\\N\n") == len(rows)  # the absent column, last on every line
+
+
 @pytest.mark.integration
 def test_a_big_load_encoded_ahead_loads_all_and_dead_letters_the_bad_rows(
     mysql_url: str, mysql_table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -6,7 +6,8 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+
+from es_mysql_pipeline.records import Frame, as_rows
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,8 @@ class JsonEncoder:
     scratch: str
     refuse: str = ""
 
-    def encode(self, batch: list[dict[str, Any]]) -> str:
+    def encode(self, frame: Frame) -> str:
+        batch = as_rows(frame)  # a staged frame may hold its records as columns
         if self.refuse and any(r.get("id") == self.refuse for r in batch):
             raise ValueError(f"cannot encode {self.refuse}")
         fd, path = tempfile.mkstemp(prefix="enc-", suffix=".json", dir=self.scratch)

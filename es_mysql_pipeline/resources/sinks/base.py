@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 
 import dagster as dg
 
-from es_mysql_pipeline.records import Batch, Record, TimeWindow
+from es_mysql_pipeline.records import Batch, Frame, Record, TimeWindow
 from es_mysql_pipeline.staging import ColumnStats
 
 WriteMode = Literal["skip", "upsert", "append"]
@@ -106,9 +106,10 @@ class SinkSession(ABC):
 
 
 class BatchEncoder(Protocol):
-    """Picklable: ``encode(batch)`` writes a new file and returns its path."""
+    """Picklable: ``encode(frame)`` writes a new file and returns its path. The frame is a
+    staged one: records, or records of one shape as columns (see ``records.Frame``)."""
 
-    def encode(self, batch: Batch) -> str: ...
+    def encode(self, frame: Frame) -> str: ...
 
 
 class RecordSink(dg.ConfigurableResource, ABC):

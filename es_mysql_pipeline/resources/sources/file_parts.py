@@ -137,7 +137,7 @@ def _read_part(job: _Job) -> _Done:
     reader = job.file.reader(job.batch_size, job.window, job.ts_key, job.span)
     seconds: list[float] = []
     with StagedFileWriter("", job.ts_key) as out:
-        batches = iter(reader)
+        batches = reader.frames()
         while True:
             started = time.perf_counter()
             batch = next(batches, None)

@@ -19,12 +19,13 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice, repeat
-from typing import IO, Literal
+from typing import IO, Literal, cast
 
 from es_mysql_pipeline import json_codec
 from es_mysql_pipeline.records import (
     ERROR_KEY,
     Batch,
+    Frame,
     Record,
     TimeWindow,
     batched,
@@ -175,7 +176,7 @@ class SpanReader:
         batches = (
             batched(self._jsonl_records(), self.size)
             if self.file.kind == "jsonl"
-            else self._csv_batches()
+            else cast("Iterator[Batch]", self._csv_batches())
         )
         window = self.window
         if window is None:
@@ -192,9 +193,18 @@ class SpanReader:
         if pending:
             yield pending
 
-    def _csv_batches(self) -> Iterator[Batch]:
+    def frames(self) -> Iterator[Frame]:
+        """The batches as a staged file keeps them: a CSV batch of well-formed rows read
+        without a window comes as columns, never built as records (see
+        :mod:`es_mysql_pipeline.staging`)."""
+        if self.file.kind == "csv" and self.window is None:
+            return self._csv_batches(as_columns=True)
+        return iter(self)
+
+    def _csv_batches(self, as_columns: bool = False) -> Iterator[Frame]:
         """Rows a batch at a time: a batch of well-formed, decodable rows (nearly all) becomes
-        records in C-level maps; only a batch holding a bad row is looked at row by row."""
+        records in C-level maps (or columns); only a batch holding a bad row is looked at
+        row by row."""
         span = self.span
         with self.file.open(span) as fh:
             lines: Iterable[str] = fh
@@ -226,8 +236,12 @@ class SpanReader:
                     row_lines.pop()
                 if not rows:
                     return
+                batch: Frame
                 if width and not dupes and set(map(len, rows)) == {width} and decodable(rows):
-                    batch = list(map(dict, map(zip, repeat(header), rows)))
+                    if as_columns:
+                        batch = dict(zip(header, zip(*rows, strict=True), strict=True))
+                    else:
+                        batch = list(map(dict, map(zip, repeat(header), rows)))
                 else:
                     batch = [
                         self._csv_record(row, offset + line, header, dupes)

@@ -13,13 +13,12 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from es_mysql_pipeline.records import Batch
+from es_mysql_pipeline.records import Frame, column_values
 from es_mysql_pipeline.resources.sinks.sql.values import sql_datetime
 
 
@@ -32,7 +31,7 @@ class BulkEncoder:
     kinds: tuple[str, ...]
     scratch: str
 
-    def encode(self, batch: Batch) -> str:
+    def encode(self, batch: Frame) -> str:
         """The batch as a new file in the scratch directory; the caller deletes it."""
         fd, path = tempfile.mkstemp(prefix="bulk-", suffix=".tsv", dir=self.scratch)
         os.close(fd)
@@ -71,7 +70,7 @@ def load_data_statement(engine: Engine, table: str, columns: Sequence[str]) -> s
     )
 
 
-def write_bulk_file(path: str, batch: Batch, columns: Sequence[str], kinds: Sequence[str]) -> None:
+def write_bulk_file(path: str, batch: Frame, columns: Sequence[str], kinds: Sequence[str]) -> None:
     """The batch as the file :func:`load_data_statement` reads.
 
     Built column by column and joined in C: a column of plain strings (nearly all of them)
@@ -111,11 +110,13 @@ _TEXT = frozenset({str, type(None)})
 _NUMBERS = frozenset({int, float, type(None)})
 
 
-def _bulk_columns(batch: Batch, columns: Sequence[str], kinds: Sequence[str]) -> list[list[str]]:
+def _bulk_columns(
+    batch: Frame, columns: Sequence[str], kinds: Sequence[str]
+) -> list[Sequence[str]]:
     """Each column of the batch as field text, in the order of ``columns``."""
     out = []
     for col, kind in zip(columns, kinds, strict=True):
-        values: list[Any] = list(map(dict.get, batch, repeat(col)))
+        values: Sequence[Any] = column_values(batch, col)
         types = set(map(type, values))
         if kind == "datetime":
             values = [
@@ -131,13 +132,13 @@ def _bulk_columns(batch: Batch, columns: Sequence[str], kinds: Sequence[str]) ->
     return out
 
 
-def _fields(values: list[str | None]) -> list[str]:
+def _fields(values: Sequence[str | None]) -> Sequence[str]:
     """Escaped field text, ``None`` as NULL.
 
     The column is escaped as one string (joined with a character it does not hold, then
     split), so escaping costs a few C-level passes, not a Python step per value."""
     nulls = None in values
-    texts = cast("list[str]", [v or "" for v in values] if nulls else values)
+    texts = cast("Sequence[str]", [v or "" for v in values] if nulls else values)
     plain = "".join(texts)
     if any(raw in plain for raw, _ in _ESCAPES):
         sep = next((c for c in _SEPARATORS if c not in plain), None)
