@@ -357,8 +357,8 @@ def compare_table(
 
 def _count_stage_records(data: Path) -> int:
     """Records in a stage file, read frame by frame (8-byte little-endian length, a codec
-    byte: 1 marshal, 2 pickle, then the batch) without the pipeline's reader, so a short or
-    torn frame is an error."""
+    byte: 1 marshal, 2 pickle, then the batch: a list of records, or a dict of columns of
+    equal length) without the pipeline's reader, so a short or torn frame is an error."""
     n = 0
     with open(data, "rb") as fh:
         while header := fh.read(9):
@@ -369,7 +369,14 @@ def _count_stage_records(data: Path) -> int:
             if len(payload) < size:
                 raise ValueError(f"frame of {size} bytes cut at {len(payload)}")
             decode = {1: marshal.loads, 2: pickle.loads}[header[8]]
-            n += len(decode(payload))
+            frame = decode(payload)
+            if isinstance(frame, dict):
+                lengths = set(map(len, frame.values()))
+                if len(lengths) != 1:
+                    raise ValueError(f"columns of different lengths: {sorted(lengths)}")
+                n += lengths.pop()
+            else:
+                n += len(frame)
     return n
 
 
