@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from elasticsearch import Elasticsearch
@@ -13,19 +13,37 @@ from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
 
 
 @dataclass(frozen=True)
-class Paging:
-    client: Elasticsearch
-    policy: ErrorPolicy
+class PageSettings:
+    """What each page asks for: plain values, which a slice's worker process takes."""
+
     index: str
     keep_alive: str
     page_size: int
-    slices: int
     include_index: bool
     source_includes: list[str] | None
     source_excludes: list[str] | None
+
+
+@dataclass(frozen=True)
+class Paging(PageSettings):
+    client: Elasticsearch
+    policy: ErrorPolicy
+    slices: int
     #: the query, built when the read asks for it: after the PIT opened, so that errors of
     #: the index itself (a missing index) are the read's to report
     query: Callable[[], dict[str, Any]]
+
+    @classmethod
+    def of(
+        cls,
+        settings: PageSettings,
+        client: Elasticsearch,
+        policy: ErrorPolicy,
+        slices: int,
+        query: Callable[[], dict[str, Any]],
+    ) -> Paging:
+        plain = {f.name: getattr(settings, f.name) for f in fields(PageSettings)}
+        return cls(**plain, client=client, policy=policy, slices=slices, query=query)
 
     def search_body(self, query: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {

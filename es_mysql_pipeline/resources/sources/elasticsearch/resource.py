@@ -38,7 +38,7 @@ from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
     ErrorPolicy,
     version_mismatch_message,
 )
-from es_mysql_pipeline.resources.sources.elasticsearch.paging import Paging
+from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
 from es_mysql_pipeline.resources.sources.elasticsearch.pit import pit_pages
 from es_mysql_pipeline.resources.sources.elasticsearch.scroll import scroll_pages
 from es_mysql_pipeline.resources.sources.elasticsearch.slice_parts import (
@@ -201,12 +201,7 @@ class ElasticsearchSource(RecordSource):
                     connection=connection,
                     # plain values only: the resource itself does not cross to a process
                     policy=dataclasses.replace(self._policy(), redact=connection.redact),
-                    index=self.index,
-                    keep_alive=self.keep_alive,
-                    page_size=self.page_size,
-                    include_index=self.include_index,
-                    source_includes=self.source_includes,
-                    source_excludes=self.source_excludes,
+                    settings=self._page_settings(),
                     query=query,
                     batch_size=batch_size,
                     timestamp_key=ts_key,
@@ -244,17 +239,12 @@ class ElasticsearchSource(RecordSource):
                 slices,
             )
             yield (
-                Paging(
-                    client=client,
-                    policy=self._policy(),
-                    index=self.index,
-                    keep_alive=self.keep_alive,
-                    page_size=self.page_size,
-                    slices=slices,
-                    include_index=self.include_index,
-                    source_includes=self.source_includes,
-                    source_excludes=self.source_excludes,
-                    query=lambda: self._build_query(window),
+                Paging.of(
+                    self._page_settings(),
+                    client,
+                    self._policy(),
+                    slices,
+                    lambda: self._build_query(window),
                 ),
                 pit_ok,
             )
@@ -262,6 +252,16 @@ class ElasticsearchSource(RecordSource):
             client.close()
 
     # -- settings --------------------------------------------------------------------------
+
+    def _page_settings(self) -> PageSettings:
+        return PageSettings(
+            index=self.index,
+            keep_alive=self.keep_alive,
+            page_size=self.page_size,
+            include_index=self.include_index,
+            source_includes=self.source_includes,
+            source_excludes=self.source_excludes,
+        )
 
     def _validate(self) -> None:
         if not self.hosts or not all(h.strip() for h in self.hosts):

@@ -31,7 +31,7 @@ from es_mysql_pipeline.metrics.recorder import NullRecorder, get_recorder, set_r
 from es_mysql_pipeline.records import Batch, rebatch
 from es_mysql_pipeline.resources.sources.elasticsearch.connection import Connection
 from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
-from es_mysql_pipeline.resources.sources.elasticsearch.paging import Paging
+from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
 from es_mysql_pipeline.resources.sources.elasticsearch.pit import (
     PitState,
     SliceCursor,
@@ -61,12 +61,7 @@ class SliceRead:
 
     connection: Connection
     policy: ErrorPolicy
-    index: str
-    keep_alive: str
-    page_size: int
-    include_index: bool
-    source_includes: list[str] | None
-    source_excludes: list[str] | None
+    settings: PageSettings
     query: dict[str, Any]
     batch_size: int
     timestamp_key: str | None
@@ -75,18 +70,7 @@ class SliceRead:
     pages_per_job: int
 
     def paging(self, client: Elasticsearch, slices: int) -> Paging:
-        return Paging(
-            client=client,
-            policy=self.policy,
-            index=self.index,
-            keep_alive=self.keep_alive,
-            page_size=self.page_size,
-            slices=slices,
-            include_index=self.include_index,
-            source_includes=self.source_includes,
-            source_excludes=self.source_excludes,
-            query=lambda: self.query,
-        )
+        return Paging.of(self.settings, client, self.policy, slices, lambda: self.query)
 
 
 @dataclass(frozen=True)
