@@ -10,7 +10,7 @@ an object or an array beside 20 digits in a row, or a minus and 19), is parsed a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 try:
@@ -46,6 +46,18 @@ def loads(text: str | bytes) -> Any:
     elif type(value) not in _INEXACT:
         return value
     return json.loads(text) if _may_hold_a_big_integer(text) else value
+
+
+def loads_lines(lines: Sequence[str], text: str) -> list[Any] | None:
+    """``[json.loads(line) for line in lines]`` where orjson gives exactly that for every
+    line (``text``, the lines joined, is scanned once for numbers it may read inexactly);
+    ``None`` otherwise: the caller parses line by line, for json's values and errors."""
+    if _fast is None or _may_hold_a_big_integer(text):
+        return None
+    try:
+        return list(map(_fast, lines))
+    except ValueError:
+        return None
 
 
 def _may_hold_a_big_integer(text: str | bytes) -> bool:

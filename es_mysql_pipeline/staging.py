@@ -202,10 +202,15 @@ class StagedFileWriter:
 
     def write(self, frame: Frame) -> None:
         """Stage ``frame``: :data:`Columns` as they are, records of one shape as columns,
-        other records as they are."""
+        other records as they are. A list of records turned into columns is emptied: its
+        values then live in the columns alone, and marshal tracks every value referenced
+        from two places for back-references, which doubles what encoding costs."""
         if not frame:
             return
+        n = frame_length(frame)
         columns = frame if isinstance(frame, dict) else columns_of(frame)
+        if columns is not None and isinstance(frame, list):
+            frame.clear()
         stored: Frame = frame if columns is None else columns
         if self._track:
             self._observe(stored)
@@ -218,7 +223,7 @@ class StagedFileWriter:
             self._fh.write(payload)
         except OSError as exc:
             raise self._failed(exc) from None
-        self.rows += frame_length(frame)
+        self.rows += n
 
     def _observe(self, frame: Frame) -> None:
         """Widen column types and text sizes, column by column.

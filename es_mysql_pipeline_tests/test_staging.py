@@ -41,7 +41,7 @@ def test_frames_keep_every_type_and_key_order() -> None:
     ordered = [{"z": 1, "a": True, "m": 1.0, "id": "5"}]
     with StagedFileWriter("id", "ts") as w:
         for batch in (RECORDS, odd, ordered):
-            w.write(batch)
+            w.write(list(batch))
         stage = w.finish()
     codecs = []
     with open(stage.path, "rb") as fh:
@@ -169,9 +169,12 @@ def test_frames_of_one_shape_are_stored_as_columns_and_read_back_as_records() ->
     shapes = [{"id": "a"}, {"id": "b", "x": 1}]
     empty = [{}, {}]
     with StagedFileWriter("id", None, track_schema=True) as w:
-        for batch in (one_shape, shapes, empty, [{"n": 1, "id": "c"}]):
+        written = [list(b) for b in (one_shape, shapes, empty, [{"n": 1, "id": "c"}])]
+        for batch in written:
             w.write(batch)
         stage = w.finish()
+    # The lists turned into columns were emptied (their values live in the columns alone).
+    assert [len(b) for b in written] == [0, 2, 2, 0]
     raw = list(stage.raw_frames())
     assert [type(f).__name__ for f in raw] == ["dict", "list", "list", "dict"]
     assert raw[0]["n"] == tuple(range(7))

@@ -92,8 +92,9 @@ def _drain(
             if batch is None:
                 break
             metrics.duration("fetch", time.perf_counter() - t0)
-            staging.write(batch)
-            metrics.records("processed", len(batch), "fetch")
+            n = len(batch)
+            staging.write(batch)  # empties the batch (see StagedFileWriter.write)
+            metrics.records("processed", n, "fetch")
             lifecycle.progress("fetch", staging.rows)
             lifecycle.raise_if_stopped("fetch")
         return staging.finish()

@@ -4,6 +4,8 @@ import json
 import tracemalloc
 from pathlib import Path
 
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 
 from es_mysql_pipeline.errors import ConfigError
@@ -132,3 +134,44 @@ def test_jsonl_values_are_what_json_reads(tmp_path: Path, line: str) -> None:
     expected = json.loads(line)
     assert repr(rec) == repr(expected)
     assert [type(v) for v in rec.values()] == [type(v) for v in expected.values()]
+
+
+_JSON_VALUES = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=3),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(-(2**65), 2**65), max_size=2),
+)
+_AWKWARD_LINES = [
+    *("", "  ", "[1", "2]", '{"a": 1', '"b": 2}', '{"x": [{"y": 1}', '{"z": 2}]}'),
+    *('{"c": 1}, {"d": 2}', "1", "[]", "NaN", '{"s": "\\ud800"}', "\x1c", "\udcff"),
+]
+_JSONL_LINES = st.one_of(
+    st.dictionaries(st.text(max_size=3), _JSON_VALUES, max_size=3).map(
+        lambda d: json.dumps(d, ensure_ascii=False)
+    ),
+    # Blank lines, fragments, several values, values that are not objects, NaN, a lone
+    # surrogate, undecodable bytes: each sends its batch line by line, for the reasons.
+    st.sampled_from(_AWKWARD_LINES),
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(st.lists(_JSONL_LINES, max_size=12), st.integers(1, 5))
+def test_jsonl_batches_read_what_line_by_line_reads(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[str], size: int
+) -> None:
+    """A batch of lines is parsed in one go only where that gives exactly the records,
+    reasons and line numbers of reading each line on its own."""
+    p = tmp_path_factory.mktemp("j") / "in.jsonl"
+    p.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
+    reader = FileSource(path=str(p)).text_file().reader(size)
+    with reader.file.open() as fh:
+        one_by_one = list(reader._jsonl_records(list(fh), 1))
+    got = [r for batch in reader for r in batch]
+    assert repr(got) == repr(one_by_one)
+    assert [list(map(type, r.values())) for r in got] == [
+        list(map(type, r.values())) for r in one_by_one
+    ]

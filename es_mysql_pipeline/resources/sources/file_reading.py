@@ -28,8 +28,8 @@ from es_mysql_pipeline.records import (
     Frame,
     Record,
     TimeWindow,
-    batched,
     parse_timestamp,
+    rebatch,
 )
 
 csv.field_size_limit(2**31 - 1)  # a 20 MB field is data, not an attack
@@ -174,7 +174,7 @@ class SpanReader:
 
     def __iter__(self) -> Iterator[Batch]:
         batches = (
-            batched(self._jsonl_records(), self.size)
+            rebatch(self._jsonl_batches(), self.size)
             if self.file.kind == "jsonl"
             else cast("Iterator[Batch]", self._csv_batches())
         )
@@ -276,26 +276,46 @@ class SpanReader:
             record["__raw__"] = row
         return record
 
-    def _jsonl_records(self) -> Iterator[Record]:
+    def _jsonl_batches(self) -> Iterator[Batch]:
+        """The records of ``size`` lines at a time: parsed in one go where every line holds
+        a JSON object json reads the same way (nearly always), else line by line, for
+        each bad line's reason."""
         with self.file.open(self.span) as fh:
-            for lineno, line in enumerate(fh, start=self.span.lines_before + 1):
-                if not line.strip():
-                    continue
-                if not line.isascii() and _UNDECODED_RE.search(line):
-                    yield {
-                        ERROR_KEY: self.file.undecodable(f"line {lineno}"),
-                        "__raw__": printable(line),
-                    }
-                    continue
-                try:
-                    value = json_codec.loads(line)
-                except (json.JSONDecodeError, RecursionError) as exc:
-                    yield {ERROR_KEY: f"line {lineno}: invalid JSON ({exc})", "__raw__": line}
-                    continue
-                if not isinstance(value, dict):
-                    yield {ERROR_KEY: f"line {lineno}: not a JSON object", "__raw__": line}
-                    continue
-                yield value
+            lineno = self.span.lines_before
+            while lines := list(islice(fh, self.size)):
+                text = "".join(lines)
+                batch: Batch | None = None
+                if text.isascii() or not _UNDECODED_RE.search(text):
+                    body = [line for line in lines if not line.isspace()]
+                    values = json_codec.loads_lines(body, text)
+                    if values is not None and set(map(type, values)) <= {dict}:
+                        batch = values
+                if batch is None:
+                    batch = list(self._jsonl_records(lines, lineno + 1))
+                lineno += len(lines)
+                del lines, text
+                if batch:
+                    yield batch
+
+    def _jsonl_records(self, lines: list[str], first: int) -> Iterator[Record]:
+        for lineno, line in enumerate(lines, start=first):
+            if not line.strip():
+                continue
+            if not line.isascii() and _UNDECODED_RE.search(line):
+                yield {
+                    ERROR_KEY: self.file.undecodable(f"line {lineno}"),
+                    "__raw__": printable(line),
+                }
+                continue
+            try:
+                value = json_codec.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                yield {ERROR_KEY: f"line {lineno}: invalid JSON ({exc})", "__raw__": line}
+                continue
+            if not isinstance(value, dict):
+                yield {ERROR_KEY: f"line {lineno}: not a JSON object", "__raw__": line}
+                continue
+            yield value
 
 
 class _ByteRange(io.RawIOBase):
