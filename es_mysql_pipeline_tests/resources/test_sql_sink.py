@@ -1,8 +1,11 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 import sqlalchemy as sa
 
@@ -238,6 +241,33 @@ def test_a_load_file_from_columns_is_the_file_from_records(tmp_path: Path) -> No
     text = (tmp_path / "rows.tsv").read_bytes()
     assert (tmp_path / "cols.tsv").read_bytes() == text
     assert text.count(b"\\N\n") == len(rows)  # the absent column, last on every line
+
+
+_STAGED_TIMES = st.datetimes(timezones=st.just(timezone.utc)).map(
+    lambda d: d.isoformat(timespec="microseconds")
+)
+_ISO_TEXTS = [
+    *("2024-01-01T00:00:00Z", "2024-01-01 10:00:00+02:00", "2024-01-01"),
+    "2024-01-01T+00:00:00.00000+00:00",  # an offset-like text before the offset
+]
+_ODD_TIMES = st.one_of(
+    st.none(),
+    st.text(alphabet="0123456789T+-:.\x1f ", min_size=26, max_size=26).map(lambda t: t + "+00:00"),
+    st.sampled_from(_ISO_TEXTS),
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(st.lists(_STAGED_TIMES, max_size=8), st.lists(_ODD_TIMES, max_size=2))
+def test_a_datetime_column_converts_as_each_value_would(staged: list[str], odd: list[Any]) -> None:
+    """The joined-string conversion of a datetime column gives what sql_datetime gives
+    value by value, whatever odd values (a second ``+``, the separator) are mixed in."""
+    from es_mysql_pipeline.resources.sinks.sql.bulk_load import _sql_datetimes
+    from es_mysql_pipeline.resources.sinks.sql.values import sql_datetime
+
+    for values in (staged, [*staged, *odd], [*odd, *staged]):
+        want = [None if v is None else sql_datetime(v) for v in values]
+        assert list(_sql_datetimes(values)) == want
 
 
 @pytest.mark.integration
