@@ -27,7 +27,9 @@ from es_mysql_pipeline_tests.helpers import make_resources, metadata, run_unpart
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 
-ROWS = 60_000
+#: Enough rows that the load is still going when the server stops (at ROWS // 20 rows
+#: committed): at 60,000 the column-staged load could finish before a clean shutdown landed.
+ROWS = 200_000
 
 
 def step_retries(result: dg.ExecuteInProcessResult) -> int:
@@ -55,11 +57,11 @@ def test_database_restart_mid_load(
 
     def outage() -> None:
         deadline = time.monotonic() + 120
-        while common.row_count(table, server.port) < ROWS // 4:
+        while common.row_count(table, server.port) < ROWS // 20:
             if time.monotonic() > deadline:
-                events.append("load never reached a quarter")
+                events.append("load never reached a twentieth")
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
         events.append(f"stopping at {common.row_count(table, server.port)} rows")
         server.shutdown() if how == "shutdown" else server.kill()
         time.sleep(2.0)  # down for a while: connects are refused
