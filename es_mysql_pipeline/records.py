@@ -182,18 +182,6 @@ def _from_epoch(x: float) -> datetime:
         raise ValueError(f"epoch value out of range: {x!r}") from None
 
 
-def batched(records: Iterator[Record], size: int) -> Iterator[Batch]:
-    """Group a record stream into lists of at most ``size``."""
-    batch: Batch = []
-    for record in records:
-        batch.append(record)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def rows_of(columns: Columns) -> Batch:
     """The records of ``columns``, keys in the columns' order."""
     return list(map(dict, map(zip, repeat(tuple(columns)), zip(*columns.values(), strict=True))))
