@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from es_mysql_pipeline.cli import main
+from es_mysql_pipeline.cli.main import console
 
-raise SystemExit(main())
+console()

@@ -1,13 +1,18 @@
-"""Worker processes: spawned clean, and without the modules a pool marks unused."""
+"""Worker processes: spawned clean, without the modules a pool marks unused, and shared
+between the steps of a run."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import time
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import pytest
 
-from es_mysql_pipeline.worker_processes import spawn_pool, stop_signals_blocked
+from es_mysql_pipeline.worker_processes import shared_pool, spawn_pool, stop_signals_blocked
 
 
 def importable(name: str) -> bool:
@@ -32,9 +37,8 @@ def test_modules_marked_unused_cannot_be_imported_in_the_workers() -> None:
 
 
 def test_an_elasticsearch_client_works_without_the_unused_http_stacks() -> None:
-    from es_mysql_pipeline.resources.sources.elasticsearch import slice_parts
+    from es_mysql_pipeline.resources.sources.elasticsearch import UNUSED_HTTP_STACKS as unused
 
-    unused = slice_parts._UNUSED_HTTP_STACKS
     with spawn_pool(1, unused=unused) as pool, stop_signals_blocked():
         assert pool.submit(_client_and_stacks).result() == ("Urllib3HttpNode", [])
 
@@ -45,3 +49,64 @@ def _client_and_stacks() -> tuple[str, list[str]]:
     client = Elasticsearch("http://127.0.0.1:9")
     node = type(next(iter(client.transport.node_pool.all()))).__name__
     return node, loaded("aiohttp") + loaded("requests")
+
+
+def pid_after(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_steps_borrow_the_shared_pool_and_its_preloaded_workers() -> None:
+    preload = ("es_mysql_pipeline.transform_engine",)
+    with shared_pool(2, preload=preload):
+        with spawn_pool(2) as first, stop_signals_blocked():
+            first_pids = {f.result() for f in [first.submit(pid_after, 0.3) for _ in range(2)]}
+            assert first.submit(loaded_module, preload[0]).result() is True
+        with spawn_pool(1) as second, stop_signals_blocked():
+            second_pid = second.submit(pid_after, 0).result()
+    assert len(first_pids) == 2
+    assert second_pid in first_pids
+    with spawn_pool(1) as own, stop_signals_blocked():  # no shared pool any more
+        assert own.submit(pid_after, 0).result() not in first_pids
+
+
+def test_a_step_asking_for_more_workers_than_shared_gets_its_own_pool() -> None:
+    with shared_pool(1):
+        with spawn_pool(1) as borrowed, stop_signals_blocked():
+            shared_pid = borrowed.submit(pid_after, 0).result()
+        with spawn_pool(2) as own, stop_signals_blocked():
+            pids = {f.result() for f in [own.submit(pid_after, 0.3) for _ in range(2)]}
+    assert shared_pid not in pids and len(pids) == 2
+
+
+def test_leaving_a_borrowed_pool_cancels_queued_jobs_and_waits_for_running_ones(
+    tmp_path: Path,
+) -> None:
+    marks = [str(tmp_path / f"job{i}") for i in range(6)]
+    with shared_pool(1):
+        with spawn_pool(1) as pool, stop_signals_blocked():
+            futures = [pool.submit(touch_after, 0.5, mark) for mark in marks]
+            time.sleep(0.2)  # the first job is running, the rest queued
+        # the block has ended: the running job finished, the queued ones never ran
+        assert os.path.exists(marks[0])
+        assert all(f.cancelled() for f in futures[2:])
+        time.sleep(0.7)
+        assert [os.path.exists(m) for m in marks[2:]] == [False] * 4
+
+
+def test_a_broken_shared_pool_is_not_lent_again() -> None:
+    with shared_pool(1):
+        with spawn_pool(1) as pool, stop_signals_blocked(), pytest.raises(BrokenProcessPool):
+            pool.submit(os._exit, 3).result()
+        with spawn_pool(1) as pool, stop_signals_blocked():
+            assert pool.submit(pid_after, 0).result() > 0
+
+
+def loaded_module(name: str) -> bool:
+    return name in sys.modules
+
+
+def touch_after(seconds: float, path: str) -> None:
+    time.sleep(seconds)
+    with open(path, "w"):
+        pass

@@ -8,6 +8,8 @@ stopped by Ctrl+C or SIGTERM. Nothing here imports Dagster before a run needs it
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -31,10 +33,16 @@ from es_mysql_pipeline.cli.parser import (
 from es_mysql_pipeline.cli.progress import Progress
 from es_mysql_pipeline.cli.report import failure_message, print_summary, step_metadata
 from es_mysql_pipeline.cli.resources import build_resources, preflight
+from es_mysql_pipeline.cli.workers import run_workers
 from es_mysql_pipeline.errors import ConfigError, PipelineError
 
 
 def run(args: argparse.Namespace) -> int:
+    with run_workers(args):  # first: they start while Dagster is imported
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from es_mysql_pipeline.assets import build_assets
@@ -164,6 +172,22 @@ def _install_signal_handlers() -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def console() -> None:
+    """The installed command: :func:`main`, then an exit that skips tearing the interpreter
+    down. After a run that takes 0.6 s (every module and object of Dagster freed one by one,
+    for a process about to end); what exit must still do (atexit handlers, flushing output,
+    threads still running) is done here first."""
+    code = main()
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,11 @@ _HOMES = {
     "date_fields": "es_mysql_pipeline.resources.sources.elasticsearch.time_field",
 }
 
-__all__ = ["ElasticsearchSource", "date_fields"]
+__all__ = ["UNUSED_HTTP_STACKS", "ElasticsearchSource", "date_fields"]
+
+#: The optional HTTP stacks elastic_transport imports when installed; a slice worker's
+#: client uses urllib3, and importing these cost each worker 14 MB.
+UNUSED_HTTP_STACKS = ("aiohttp", "requests")
 
 
 def __getattr__(name: str) -> Any:

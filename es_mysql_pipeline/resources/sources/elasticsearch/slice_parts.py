@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from elasticsearch import Elasticsearch
 
 from es_mysql_pipeline.metrics.recorder import NullRecorder, get_recorder, set_recorder
 from es_mysql_pipeline.records import Batch, rebatch
+from es_mysql_pipeline.resources.sources.elasticsearch import UNUSED_HTTP_STACKS
 from es_mysql_pipeline.resources.sources.elasticsearch.connection import Connection
 from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
 from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
@@ -48,11 +49,6 @@ log = logging.getLogger(__name__)
 #: Records one job reads before handing its part back: enough that a job's start costs
 #: nothing beside it, few enough for steady progress and a prompt stop.
 RECORDS_PER_JOB = 100_000
-
-
-#: The optional HTTP stacks elastic_transport imports when installed; a worker's client uses
-#: urllib3, and importing these cost each worker 14 MB.
-_UNUSED_HTTP_STACKS = ("aiohttp", "requests")
 
 
 @dataclass(frozen=True)
@@ -98,11 +94,11 @@ def slice_parts(
     by_slice = {c.slice_id: i for i, c in enumerate(cursors)}
     running: dict[Future[_Done], SliceCursor] = {}
 
-    def submit(pool: ProcessPoolExecutor, cursor: SliceCursor) -> None:
+    def submit(pool: Executor, cursor: SliceCursor) -> None:
         with stop_signals_blocked():  # a worker may start here, with this thread's mask
             running[pool.submit(read_job, _Job(read, cursor))] = cursor
 
-    with spawn_pool(workers, unused=_UNUSED_HTTP_STACKS) as pool:
+    with spawn_pool(workers, unused=UNUSED_HTTP_STACKS) as pool:
         try:
             for cursor in cursors:
                 submit(pool, cursor)
