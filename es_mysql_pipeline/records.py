@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from itertools import repeat
-from typing import Any
+from typing import Any, overload
 
 Record = dict[str, Any]
 Batch = list[Record]
@@ -214,16 +214,21 @@ def column_values(frame: Frame, name: str) -> Sequence[Any]:
     return list(map(dict.get, frame, repeat(name)))
 
 
-def rebatch(batches: Iterable[Batch], size: int) -> Iterator[Batch]:
-    """Lists of ``size`` records (the last may be shorter) from lists of any length; a list
-    already of ``size`` passes through untouched (the common case: pages and frames are
-    written in the batch size), so no record is handled one by one."""
+@overload
+def rebatch(batches: Iterable[Batch], size: int) -> Iterator[Batch]: ...
+@overload
+def rebatch(batches: Iterable[Frame], size: int) -> Iterator[Frame]: ...
+def rebatch(batches: Iterable[Frame], size: int) -> Iterator[Frame]:
+    """Frames of ``size`` records (the last may be shorter) from frames of any length; a
+    frame already of ``size`` passes through untouched, columns staying columns (the common
+    case: pages and frames are written in the batch size), so no record is handled one by
+    one. Other frames are joined and cut as lists of records."""
     pending: Batch = []
     for batch in batches:
-        if not pending and len(batch) == size:
+        if not pending and frame_length(batch) == size:
             yield batch
             continue
-        pending.extend(batch)
+        pending.extend(as_rows(batch))
         while len(pending) >= size:
             yield pending[:size]
             del pending[:size]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from operator import itemgetter
 from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from es_mysql_pipeline.records import Record
+from es_mysql_pipeline.records import Columns, Frame, Record
 from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
 
 
@@ -66,3 +67,25 @@ class Paging(PageSettings):
         if self.include_index:
             record["_index"] = hit.get("_index")
         return record
+
+    def frame(self, hits: list[dict[str, Any]]) -> Frame:
+        """A page's records (see :meth:`record`), as :data:`Columns` when every source has
+        the same fields in the same order (no dict per record built and taken apart
+        again); otherwise as records."""
+        try:
+            sources = list(map(_SOURCE, hits))
+            shapes = dict.fromkeys(map(tuple, sources))
+        except (KeyError, TypeError):  # a hit without a source (_source: false), or null
+            shapes = {}
+        if len(shapes) != 1:
+            return [self.record(h) for h in hits]
+        names = next(iter(shapes))
+        columns: Columns = {"_id": list(map(_ID, hits))}
+        columns.update(zip(names, zip(*map(dict.values, sources), strict=True), strict=True))
+        if self.include_index:
+            columns["_index"] = [h.get("_index") for h in hits]
+        return columns
+
+
+_SOURCE = itemgetter("_source")
+_ID = itemgetter("_id")

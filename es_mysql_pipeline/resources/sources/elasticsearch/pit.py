@@ -140,6 +140,18 @@ class SliceCursor:
         max_pages: int | None = None,
     ) -> Iterator[list[Record]]:
         """The slice's next pages (at most ``max_pages``), each as records."""
+        for hits in self.hit_pages(paging, state, query, stop, max_pages):
+            yield [paging.record(h) for h in hits]
+
+    def hit_pages(
+        self,
+        paging: Paging,
+        state: PitState,
+        query: dict[str, Any],
+        stop: threading.Event,
+        max_pages: int | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """:meth:`pages` as the search hits."""
         policy = paging.policy
         retry = policy.retry(stop)
         base = paging.search_body(query)
@@ -185,11 +197,10 @@ class SliceCursor:
             pages += 1
             self.search_after = hits[-1]["sort"]
             self.done = len(hits) < paging.page_size
-            records = [paging.record(h) for h in hits]
-            # The parsed response goes before the page is staged, not when the next one has
-            # arrived: otherwise two pages are alive at the peak.
-            del resp, hits, shards
-            yield records
+            # The rest of the parsed response goes before the page is staged, not when the
+            # next one has arrived: otherwise two pages are alive at the peak.
+            del resp, shards
+            yield hits
 
 
 def _pit_slice(

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from elasticsearch import Elasticsearch
 
 from es_mysql_pipeline.metrics.recorder import NullRecorder, get_recorder, set_recorder
-from es_mysql_pipeline.records import Batch, rebatch
+from es_mysql_pipeline.records import Batch, Frame, rebatch
 from es_mysql_pipeline.resources.sources.elasticsearch import UNUSED_HTTP_STACKS
 from es_mysql_pipeline.resources.sources.elasticsearch.connection import Connection
 from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
@@ -128,14 +128,15 @@ def read_job(job: _Job) -> _Done:
     try:
         paging = read.paging(_client(read.connection), cursor.nslices)
         state = PitState(cursor.pit_id, cursor.generation)
-        pages = cursor.pages(paging, state, read.query, threading.Event(), read.pages_per_job)
+        hits = cursor.hit_pages(paging, state, read.query, threading.Event(), read.pages_per_job)
+        pages = map(paging.frame, hits)
         part = stage(rebatch(pages, read.batch_size), read.timestamp_key)
     finally:
         set_recorder(previous)
     return _Done(StagedPart(part.staged, collected.seconds), cursor, collected.retries)
 
 
-def stage(batches: Iterable[Batch], timestamp_key: str | None) -> StagedPart:
+def stage(batches: Iterable[Frame], timestamp_key: str | None) -> StagedPart:
     """``batches`` staged as one part (the step's writer holds the id key)."""
     with StagedFileWriter("", timestamp_key) as out:
         for batch in batches:

@@ -1,0 +1,65 @@
+"""A page of search hits as a frame: the same records, in the same order with the same keys,
+as one record per hit; as columns when the sources share one shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hypothesis
+from hypothesis import strategies as st
+
+from es_mysql_pipeline.records import as_rows
+from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
+from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
+
+
+def paging(include_index: bool) -> Paging:
+    settings = PageSettings("i", "1m", 100, include_index, None, None)
+    policy = ErrorPolicy("http://h", "i", 1.0, 0, 0.0, 0.0, str)
+    return Paging.of(settings, None, policy, 1, dict)  # type: ignore[arg-type]
+
+
+values = st.none() | st.integers() | st.text(max_size=3) | st.lists(st.integers(), max_size=2)
+names = st.sampled_from(["a", "b", "user", "_id", "_index", "@timestamp"])
+sources = st.dictionaries(names, values, max_size=4)
+
+
+@st.composite
+def hits(draw: Any) -> list[dict[str, Any]]:
+    """Pages where most hits share one source shape (that of the first) and some do not."""
+    first = draw(sources)
+    n = draw(st.integers(1, 6))
+    page = []
+    for i in range(n):
+        if draw(st.booleans()) or i == 0:
+            source = {k: draw(values) for k in first}
+        else:
+            source = draw(sources)
+        hit: dict[str, Any] = {"_id": f"d{i}", "_index": f"ix{i % 2}", "sort": [i]}
+        kind = draw(st.integers(0, 19))  # now and then a hit without its source, or null
+        if kind:
+            hit["_source"] = source if kind > 1 else None
+        page.append(hit)
+    return page
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(page=hits(), include_index=st.booleans())
+def test_a_frame_holds_the_records_a_hit_at_a_time_gives(
+    page: list[dict[str, Any]], include_index: bool
+) -> None:
+    p = paging(include_index)
+    want = [p.record(h) for h in page]
+    got = as_rows(p.frame(page))
+    assert got == want
+    assert [list(r) for r in got] == [list(r) for r in want]  # the same key order
+
+
+def test_sources_of_one_shape_become_columns() -> None:
+    page = [{"_id": f"d{i}", "_index": "x", "_source": {"a": i, "b": {"c": i}}} for i in range(3)]
+    frame = paging(True).frame(page)
+    assert isinstance(frame, dict)
+    assert list(frame) == ["_id", "a", "b", "_index"]
+    assert list(frame["a"]) == [0, 1, 2] and list(frame["_index"]) == ["x", "x", "x"]
+    mixed = [*page, {"_id": "e", "_source": {"b": 1, "a": 2}}]
+    assert isinstance(paging(False).frame(mixed), list)
