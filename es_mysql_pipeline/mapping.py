@@ -18,6 +18,7 @@ from es_mysql_pipeline.records import (
     Columns,
     Frame,
     Record,
+    columns_of,
     iso_utc,
     parse_timestamp,
     rows_of,
@@ -169,14 +170,11 @@ class FieldMapping:
         from records or from columns (a staged frame), which need not become records."""
         if not frame or self.casts:
             return None
-        if isinstance(frame, dict):
-            keys = tuple(frame)
-            columns = list(frame.values())
-        else:
-            keys = tuple(frame[0])
-            if len(dict.fromkeys(map(tuple, frame))) != 1:
-                return None
-            columns = list(zip(*map(dict.values, frame), strict=True))
+        given = frame if isinstance(frame, dict) else columns_of(frame)
+        if given is None:
+            return None  # records of several shapes
+        keys = tuple(given)
+        columns = list(given.values())
         if ERROR_KEY in keys or self.id_key not in keys:
             return None
         ids = _valid_ids(columns[keys.index(self.id_key)])
