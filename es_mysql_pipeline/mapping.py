@@ -23,6 +23,7 @@ from es_mysql_pipeline.records import (
     parse_timestamp,
     rows_of,
     utc_text,
+    utc_texts,
 )
 
 CASTS = ("int", "float", "bool", "datetime", "string", "json")
@@ -277,9 +278,12 @@ def _valid_ids(values: Sequence[Any]) -> Sequence[Any] | None:
     return values if types == {str} else list(map(str, values))
 
 
-def _utc_texts(values: Sequence[Any]) -> list[str | None] | None:
+def _utc_texts(values: Sequence[Any]) -> Sequence[str | None] | None:
     """Each time as :func:`utc_text` gives it (``None`` for a missing or empty one), or
     ``None`` when one does not parse."""
+    sliced = utc_texts(values)
+    if sliced is not None:
+        return sliced
     try:
         return [None if v is None or v == "" else utc_text(v) for v in values]
     except ValueError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -171,6 +172,43 @@ def utc_text(value: Any) -> str:
             if n == 19:  # no offset: UTC
                 return value + ".000000+00:00"
     return iso_utc(dt)
+
+
+def utc_texts(values: Sequence[Any]) -> list[str] | None:
+    """:func:`utc_text` of every value of a column whose values are all text of one of the
+    shapes it slices (same length, the same separators at the same places), checked and cut
+    in a few passes in C: a column of a million times in a third of the time. ``None`` for
+    any other column (mixed shapes, other types, a value that does not parse): the caller
+    goes value by value."""
+    if not values or set(map(type, values)) != {str}:
+        return None
+    lengths = set(map(len, values))
+    shape = _SLICED_SHAPES.get(lengths.pop()) if len(lengths) == 1 else None
+    if shape is None:
+        return None
+    marks, keep, suffix = shape
+    joined, width = "".join(values), len(values[0])
+    if any(joined[at::width].strip(char) for at, char in marks):
+        return None
+    try:  # the parser parse_timestamp tries first; "Z" needs Python 3.11
+        deque(map(datetime.fromisoformat, values), maxlen=0)
+    except ValueError:
+        return None
+    if not suffix:
+        return list(values)
+    return [value[:keep] + suffix for value in values]
+
+
+#: The shapes :func:`utc_text` slices, by length: the characters at fixed places, how much
+#: of the text is kept, and what follows it.
+_SLICED_SHAPES: dict[int, tuple[tuple[tuple[int, str], ...], int, str]] = {
+    32: (((10, "T"), (13, ":"), (16, ":"), (19, "."), (26, "+"), (27, "0"), (28, "0"),
+          (29, ":"), (30, "0"), (31, "0")), 32, ""),
+    27: (((10, "T"), (13, ":"), (16, ":"), (19, "."), (26, "Z")), 26, "+00:00"),
+    24: (((10, "T"), (13, ":"), (16, ":"), (19, "."), (23, "Z")), 23, "000+00:00"),
+    20: (((10, "T"), (13, ":"), (16, ":"), (19, "Z")), 19, ".000000+00:00"),
+    19: (((10, "T"), (13, ":"), (16, ":")), 19, ".000000+00:00"),
+}  # fmt: skip
 
 
 def _from_epoch(x: float) -> datetime:

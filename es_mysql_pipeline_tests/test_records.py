@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
+from typing import Any
 
 import hypothesis
 import pytest
@@ -13,6 +15,7 @@ from es_mysql_pipeline.records import (
     parse_timestamp,
     rebatch,
     utc_text,
+    utc_texts,
 )
 
 UTC = timezone.utc
@@ -90,3 +93,76 @@ def test_utc_text_is_iso_utc_of_the_parsed_value(dt: datetime, form: str) -> Non
             utc_text(text)
         return
     assert utc_text(text) == expected
+
+
+_TIME_FORMS = ["micros", "microsZ", "millisZ", "secondsZ", "naive", "z", "space", "offset"]
+
+
+def _time_text(dt: datetime, form: str) -> str:
+    naive = dt.replace(tzinfo=None)
+    return {
+        "micros": dt.astimezone(timezone.utc).isoformat(timespec="microseconds"),
+        "microsZ": naive.isoformat(timespec="microseconds") + "Z",
+        "millisZ": naive.isoformat(timespec="milliseconds") + "Z",
+        "secondsZ": naive.isoformat(timespec="seconds") + "Z",
+        "naive": naive.isoformat(timespec="seconds"),
+        "z": naive.isoformat(timespec="microseconds") + "z",
+        "space": naive.isoformat(sep=" ", timespec="microseconds") + "Z",
+        "offset": dt.isoformat(timespec="microseconds"),
+    }[form]
+
+
+@hypothesis.settings(max_examples=500)
+@hypothesis.given(
+    st.lists(
+        st.tuples(
+            st.datetimes(
+                min_value=datetime(1, 1, 2),
+                max_value=datetime(9999, 12, 30),
+                timezones=st.timezones(),
+            ),
+            st.sampled_from(_TIME_FORMS),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.sampled_from([*_TIME_FORMS, "each its own"]),
+    st.sampled_from(
+        [
+            None,
+            "",
+            "2024-02-30T00:00:00Z",
+            "2024-01-01T24:00:00.000000Z",
+            "2024-01-01T00:00:00.00000xZ",
+            "2024-01-01T00:00:00.000000+01:00",
+            17,
+        ]
+    ),
+    st.booleans(),
+)
+def test_a_column_of_times_is_sliced_as_each_value_is(
+    times: list[tuple[datetime, str]], column_form: str, odd: Any, with_odd: bool
+) -> None:
+    """Every column the fast path takes gives what :func:`utc_text` gives value by value;
+    a column with a value that does not parse (or is no text) is left to the caller."""
+    values: list[Any] = [
+        _time_text(dt, form if column_form == "each its own" else column_form) for dt, form in times
+    ]
+    if with_odd:
+        values.insert(len(values) // 2, odd)
+    got = utc_texts(values)
+    try:
+        want = [utc_text(v) for v in values]
+    except ValueError:
+        assert got is None
+        return
+    assert got is None or got == want
+
+
+@pytest.mark.parametrize("form", ["micros", "microsZ", "millisZ", "secondsZ", "naive"])
+def test_the_sliced_shapes_take_the_fast_path(form: str) -> None:
+    if form != "micros" and sys.version_info < (3, 11):
+        pytest.skip("datetime.fromisoformat reads a trailing Z from Python 3.11")
+    column = [_time_text(datetime(2024, 1, d, 5, 6, 7, 8000 * d), form) for d in (1, 2, 3)]
+    assert utc_texts(column) == [utc_text(v) for v in column]
+    assert utc_texts([*column[:2], column[2].replace("T", " ")]) is None  # shapes differ
