@@ -1,10 +1,10 @@
 """Encoding staged records into a sink's load files in a worker process, ahead of the writers.
 
 Turning records into a LOAD DATA file is pure Python; done by the load threads it holds the
-GIL while the server waits for the next file. One spawned process encodes a few frames
+GIL while the server waits for the next file. A spawned process encodes a few frames
 ahead instead (a bounded number of files on disk), so the server and the encoding each
-have a core. Plain Python, no Dagster: the worker imports only this module and the sink's
-file format.
+have a core; under the CLI the run's shared workers do, a frame each. Plain Python, no
+Dagster: the worker imports only this module and the sink's file format.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -8,7 +9,13 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from es_mysql_pipeline.errors import ConfigError
-from es_mysql_pipeline.mapping import FieldMapping, RecordRejected, cast_value, load_analyzer
+from es_mysql_pipeline.mapping import (
+    _JSON_TEXT,
+    FieldMapping,
+    RecordRejected,
+    cast_value,
+    load_analyzer,
+)
 from es_mysql_pipeline.records import ERROR_KEY, columns_of, rows_of
 
 
@@ -226,3 +233,35 @@ def test_batch_path_reads_a_dotted_time_field_as_apply_does() -> None:
         assert columns is not None
         assert rows_of(columns) == [mapping.apply(r) for r in frame]
         assert rows_of(columns) == mapping.apply_batch(frame)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=3) | st.integers() | st.booleans(), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@hyp_settings(max_examples=500)
+@given(st.lists(_json_values, min_size=1, max_size=5))
+def test_json_text_of_a_column_is_json_dumps_of_each_value(values: list[Any]) -> None:
+    """The encoder built once writes what ``json.dumps`` writes, value after value (the
+    state it keeps between values included)."""
+    assert _JSON_TEXT._c is not None  # CPython: the fast path is the one tested
+    assert [_JSON_TEXT(v) for v in values] == [json.dumps(v, ensure_ascii=False) for v in values]
+
+
+def test_json_text_errors_are_json_dumps_errors_and_leave_nothing_behind() -> None:
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    for bad, error in ((cyclic, ValueError), ([1, object()], TypeError)):
+        with pytest.raises(error):
+            json.dumps(bad, ensure_ascii=False)
+        with pytest.raises(error):
+            _JSON_TEXT(bad)
+    shared: list[Any] = [1]
+    assert _JSON_TEXT([shared, shared]) == "[[1], [1]]"  # no marker left from the cycle
+    assert _JSON_TEXT._markers == {}
