@@ -291,11 +291,21 @@ def test_by_default_one_slice_per_worker_process(es_server: EsTestServer) -> Non
 
 
 @pytest.mark.usefixtures("small_jobs")
-def test_one_shard_is_read_in_process_still_in_parts(es_server: EsTestServer) -> None:
+@pytest.mark.parametrize(
+    ("page_size", "uniform"),
+    [(300, False), (500, True)],
+    ids=["pages-rebatched", "pages-staged-as-columns"],
+)
+def test_one_shard_is_read_in_process_still_in_parts(
+    es_server: EsTestServer, page_size: int, uniform: bool
+) -> None:
     es_server.create_index("one", shards=1)
     docs = make_docs(7000)
+    if uniform:  # one shape: pages of the batch size are staged as columns, as they come
+        when = "2024-01-02T03:04:05Z"
+        docs = [(i, {"@timestamp": when, "n": k}) for k, (i, _) in enumerate(docs)]
     es_server.add_docs("one", docs)
-    source = ElasticsearchSource(hosts=[es_server.url], index="one", slices=4, page_size=300)
+    source = ElasticsearchSource(hosts=[es_server.url], index="one", slices=4, page_size=page_size)
     got, parts = read_all_parts(source)
     assert got == expected(docs, None)
     assert [p.staged.rows for p in parts] == [2000, 2000, 2000, 1000]

@@ -68,6 +68,9 @@ class Paging(PageSettings):
             record["_index"] = hit.get("_index")
         return record
 
+    def records(self, hits: list[dict[str, Any]]) -> list[Record]:
+        return [self.record(h) for h in hits]
+
     def frame(self, hits: list[dict[str, Any]]) -> Frame:
         """A page's records (see :meth:`record`), as :data:`Columns` when every source has
         the same fields in the same order (no dict per record built and taken apart
@@ -78,7 +81,7 @@ class Paging(PageSettings):
         except (KeyError, TypeError):  # a hit without a source (_source: false), or null
             shapes = {}
         if len(shapes) != 1:
-            return [self.record(h) for h in hits]
+            return self.records(hits)
         names = next(iter(shapes))
         columns: Columns = {"_id": list(map(_ID, hits))}
         columns.update(zip(names, zip(*map(dict.values, sources), strict=True), strict=True))

@@ -138,20 +138,8 @@ class SliceCursor:
         query: dict[str, Any],
         stop: threading.Event,
         max_pages: int | None = None,
-    ) -> Iterator[list[Record]]:
-        """The slice's next pages (at most ``max_pages``), each as records."""
-        for hits in self.hit_pages(paging, state, query, stop, max_pages):
-            yield [paging.record(h) for h in hits]
-
-    def hit_pages(
-        self,
-        paging: Paging,
-        state: PitState,
-        query: dict[str, Any],
-        stop: threading.Event,
-        max_pages: int | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
-        """:meth:`pages` as the search hits."""
+        """The slice's next pages (at most ``max_pages``), each as its search hits."""
         policy = paging.policy
         retry = policy.retry(stop)
         base = paging.search_body(query)
@@ -213,7 +201,7 @@ def _pit_slice(
 ) -> Iterator[list[Record]]:
     with state.lock:
         cursor = SliceCursor(slice_id, nslices, state.pit_id, state.generation)
-    return cursor.pages(paging, state, query, stop)
+    return map(paging.records, cursor.pages(paging, state, query, stop))
 
 
 def _shard_failure(shards: dict[str, Any], retry: Retry) -> None:

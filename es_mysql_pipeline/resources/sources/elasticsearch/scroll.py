@@ -88,7 +88,7 @@ def _scroll_slice(
                 fresh = [h for h in hits if (h.get("_index", ""), h["_id"]) not in seen]
                 seen.update((h.get("_index", ""), h["_id"]) for h in fresh)
                 if fresh:
-                    yield [paging.record(h) for h in fresh]
+                    yield paging.records(fresh)
                 resp = _scroll_next(paging, scroll_id, retry)
         except (ContextMissing, Transient) as exc:
             log.warning("Elasticsearch scroll interrupted (%s); restarting it", exc)

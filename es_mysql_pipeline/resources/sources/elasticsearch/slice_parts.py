@@ -28,7 +28,7 @@ from typing import Any, Literal
 from elasticsearch import Elasticsearch
 
 from es_mysql_pipeline.metrics.recorder import NullRecorder, get_recorder, set_recorder
-from es_mysql_pipeline.records import Batch, Frame, rebatch
+from es_mysql_pipeline.records import Frame, frame_length, rebatch
 from es_mysql_pipeline.resources.sources.elasticsearch import UNUSED_HTTP_STACKS
 from es_mysql_pipeline.resources.sources.elasticsearch.connection import Connection
 from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
@@ -128,7 +128,7 @@ def read_job(job: _Job) -> _Done:
     try:
         paging = read.paging(_client(read.connection), cursor.nslices)
         state = PitState(cursor.pit_id, cursor.generation)
-        hits = cursor.hit_pages(paging, state, read.query, threading.Event(), read.pages_per_job)
+        hits = cursor.pages(paging, state, read.query, threading.Event(), read.pages_per_job)
         pages = map(paging.frame, hits)
         part = stage(rebatch(pages, read.batch_size), read.timestamp_key)
     finally:
@@ -145,7 +145,7 @@ def stage(batches: Iterable[Frame], timestamp_key: str | None) -> StagedPart:
 
 
 def staged_in_parts(
-    batches: Iterator[Batch], timestamp_key: str | None
+    batches: Iterator[Frame], timestamp_key: str | None
 ) -> Generator[StagedPart, None, None]:
     """``batches`` staged in this process, a part every :data:`RECORDS_PER_JOB` records (a read
     that cannot be spread: one shard, no point in time), so the step still shows progress."""
@@ -157,13 +157,13 @@ def staged_in_parts(
         yield part
 
 
-def _up_to(batches: Iterator[Batch], rows: int) -> Iterator[Batch]:
+def _up_to(batches: Iterator[Frame], rows: int) -> Iterator[Frame]:
     seen = 0
     while seen < rows:
         batch = next(batches, None)
         if batch is None:
             return
-        seen += len(batch)
+        seen += frame_length(batch)
         yield batch
 
 
@@ -216,7 +216,7 @@ def pit_parts(
     try:
         query = paging.query()
         if n < 2:  # one shard: read here, the next page asked for while this one is staged
-            produce = functools.partial(cursors[0].pages, paging, state, query)
+            produce = functools.partial(_frames, cursors[0], paging, state, query)
             pages = fan_in([produce], stop, name="es-slice")
             try:
                 yield from staged_in_parts(rebatch(pages, batch_size), timestamp_key)
@@ -229,3 +229,13 @@ def pit_parts(
         # The first PIT (its newest id), and each one a worker reopened after an expiry.
         first = [c.pit_id for c in cursors if c.generation == 0][-1:] or [state.pit_id]
         close_pits(paging, [*first, *(c.pit_id for c in cursors if c.generation)])
+
+
+def _frames(
+    cursor: SliceCursor,
+    paging: Paging,
+    state: PitState,
+    query: dict[str, Any],
+    stop: threading.Event,
+) -> Iterator[Frame]:
+    return map(paging.frame, cursor.pages(paging, state, query, stop))
