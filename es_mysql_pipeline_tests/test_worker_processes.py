@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 import time
+from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -56,11 +57,28 @@ def pid_after(seconds: float) -> int:
     return os.getpid()
 
 
-def test_steps_borrow_the_shared_pool_and_its_preloaded_workers() -> None:
+def two_at_once(pool: Executor, meeting: Path) -> set[int]:
+    """The pids of two jobs that must run at the same time (each waits for the other)."""
+    meeting.mkdir()
+    return {f.result() for f in [pool.submit(meet, str(meeting), 2) for _ in range(2)]}
+
+
+def meet(meeting: str, n: int) -> int:
+    with open(os.path.join(meeting, str(os.getpid())), "w"):
+        pass
+    deadline = time.monotonic() + 30
+    while len(os.listdir(meeting)) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other job never ran beside this one")
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def test_steps_borrow_the_shared_pool_and_its_preloaded_workers(tmp_path: Path) -> None:
     preload = ("es_mysql_pipeline.transform_engine",)
     with shared_pool(2, preload=preload):
         with spawn_pool(2) as first, stop_signals_blocked():
-            first_pids = {f.result() for f in [first.submit(pid_after, 0.3) for _ in range(2)]}
+            first_pids = two_at_once(first, tmp_path / "first")
             assert first.submit(loaded_module, preload[0]).result() is True
         with spawn_pool(1) as second, stop_signals_blocked():
             second_pid = second.submit(pid_after, 0).result()
@@ -70,28 +88,34 @@ def test_steps_borrow_the_shared_pool_and_its_preloaded_workers() -> None:
         assert own.submit(pid_after, 0).result() not in first_pids
 
 
-def test_a_step_asking_for_more_workers_than_shared_gets_its_own_pool() -> None:
+def test_a_step_asking_for_more_workers_than_shared_gets_its_own_pool(tmp_path: Path) -> None:
     with shared_pool(1):
         with spawn_pool(1) as borrowed, stop_signals_blocked():
             shared_pid = borrowed.submit(pid_after, 0).result()
         with spawn_pool(2) as own, stop_signals_blocked():
-            pids = {f.result() for f in [own.submit(pid_after, 0.3) for _ in range(2)]}
+            pids = two_at_once(own, tmp_path / "own")
     assert shared_pid not in pids and len(pids) == 2
 
 
 def test_leaving_a_borrowed_pool_cancels_queued_jobs_and_waits_for_running_ones(
     tmp_path: Path,
 ) -> None:
-    marks = [str(tmp_path / f"job{i}") for i in range(6)]
+    marks = [str(tmp_path / f"job{i}") for i in range(8)]
     with shared_pool(1):
         with spawn_pool(1) as pool, stop_signals_blocked():
-            futures = [pool.submit(touch_after, 0.5, mark) for mark in marks]
-            time.sleep(0.2)  # the first job is running, the rest queued
-        # the block has ended: the running job finished, the queued ones never ran
-        assert os.path.exists(marks[0])
-        assert all(f.cancelled() for f in futures[2:])
-        time.sleep(0.7)
-        assert [os.path.exists(m) for m in marks[2:]] == [False] * 4
+            futures = [pool.submit(touch_after, 0.3, mark) for mark in marks]
+            deadline = time.monotonic() + 30
+            while not os.path.exists(marks[0] + ".started"):  # the first job runs
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        # The block has ended: each job ran to its end (the one running, and the few the
+        # executor had already handed to the worker) or was cancelled before it started.
+        assert all(f.done() for f in futures)
+        ran = [not f.cancelled() for f in futures]
+        assert ran[0] and not ran[-1]
+        assert [os.path.exists(m) for m in marks] == ran
+        time.sleep(0.8)
+        assert [os.path.exists(m + ".started") for m in marks] == ran  # none started later
 
 
 def test_a_broken_shared_pool_is_not_lent_again() -> None:
@@ -107,6 +131,8 @@ def loaded_module(name: str) -> bool:
 
 
 def touch_after(seconds: float, path: str) -> None:
+    with open(path + ".started", "w"):
+        pass
     time.sleep(seconds)
     with open(path, "w"):
         pass
