@@ -380,7 +380,7 @@ class _JsonText:
             self._markers.clear()
 
     def __call__(self, value: Any) -> str:
-        if self._c is None or type(value) is str:
+        if self._c is None:
             return self._plain.encode(value)
         try:
             return "".join(self._c(value, 0))

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -118,9 +119,12 @@ def shared_pool(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass(frozen=True)
 class _Shared:
-    def __init__(self, pool: ProcessPoolExecutor, workers: int, pid: int) -> None:
-        self.pool, self.workers, self.pid = pool, workers, pid
+    pool: ProcessPoolExecutor
+    workers: int
+    #: the process that started it
+    pid: int
 
     def usable(self) -> bool:
         """In the process that started it (not a forked child), and not broken by a worker
