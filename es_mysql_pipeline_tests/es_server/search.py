@@ -3,15 +3,71 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import fnmatch
 import re
 import zlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from itertools import accumulate
+from typing import Any, overload
 
 from es_mysql_pipeline_tests.es_server.errors import EsError, _search_phase_error
 from es_mysql_pipeline_tests.es_server.mapping import _field_values, _parse_date
 from es_mysql_pipeline_tests.es_server.store import _Doc, _ShardSnap
+
+#: A search match: its sort key, the document and the name of its index.
+_Match = tuple[tuple[Any, ...], _Doc, str]
+
+
+class _ShardDocOrder(Sequence[_Match]):
+    """The matches of a ``_shard_doc`` sort as a view of the shards' document lists, which
+    are in that order already: a sliced point-in-time read's first page then costs no tuple
+    per document, as in Lucene, which walks its segments in doc order."""
+
+    def __init__(self, parts: list[tuple[int, Sequence[_Doc], str]]) -> None:
+        #: per shard: its ``_shard_doc`` base, its matching documents and its index
+        self._parts = parts
+        self._starts = list(accumulate((len(docs) for _, docs, _ in parts), initial=0))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    @overload
+    def __getitem__(self, i: int) -> _Match: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[_Match]: ...
+    def __getitem__(self, i: int | slice) -> _Match | list[_Match]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        part = bisect.bisect_right(self._starts, i) - 1
+        base, docs, index = self._parts[part]
+        doc = docs[i - self._starts[part]]
+        return ((0, base | doc.seq),), doc, index
+
+    def keys(self) -> Sequence[tuple[Any, ...]]:
+        """The sort keys, for ``search_after``'s bisection."""
+        return _Keys(self)
+
+
+class _Keys(Sequence[tuple[Any, ...]]):
+    def __init__(self, matches: Sequence[_Match]) -> None:
+        self._matches = matches
+
+    def __len__(self) -> int:
+        return len(self._matches)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[Any, ...]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[Any, ...]]: ...
+    def __getitem__(self, i: int | slice) -> tuple[Any, ...] | list[tuple[Any, ...]]:
+        if isinstance(i, slice):
+            return [m[0] for m in self._matches[i]]
+        return self._matches[i][0]
 
 
 def _shards(n: int) -> dict[str, int]:

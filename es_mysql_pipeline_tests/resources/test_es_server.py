@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundError
@@ -147,3 +148,45 @@ def test_pages_of_whole_sources_match_filtered_pages(es_server: EsTestServer) ->
             assert {h["_id"]: h["_source"] for h in whole} == dict(docs)
             assert all(len(h["sort"]) == len(sort) for h in whole)
             client.close_point_in_time(id=pit)
+
+
+def _pit_read(client: Elasticsearch, sort: list[Any], extra: dict[str, Any]) -> list[Any]:
+    """Every hit's id and first sort value, paged through a PIT with search_after."""
+    pit = client.open_point_in_time(index="order", keep_alive="1m")["id"]
+    seen, after = [], None
+    while True:
+        body = {"size": 7, "sort": sort, "pit": {"id": pit}, **extra}
+        if after is not None:
+            body["search_after"] = after
+        resp = client.search(body=body)
+        pit = resp["pit_id"]
+        hits = resp["hits"]["hits"]
+        if not hits:
+            break
+        seen += [(h["_id"], h["sort"][0]) for h in hits]
+        after = hits[-1]["sort"]
+    client.close_point_in_time(id=pit)
+    return seen
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+@pytest.mark.parametrize("slice_max", [None, 2, 5])
+@pytest.mark.parametrize("query", [None, {"range": {"n": {"gte": 10}}}])
+def test_shard_doc_reads_as_a_full_sort_does(
+    es_server: EsTestServer, shards: int, slice_max: int | None, query: dict[str, Any] | None
+) -> None:
+    """A plain ``_shard_doc`` sort is served from a view of the shards' document lists, not
+    sorted per search: its pages must be those of a sort the server does carry out."""
+    es_server.create_index("order", shards=shards)
+    es_server.add_docs("order", ((f"d{i}", {"n": i}) for i in range(60)))
+    es_server.add_docs("order", ((f"d{i}", {"n": 100 + i}) for i in range(0, 60, 7)))  # updated
+    extra: dict[str, Any] = {} if query is None else {"query": query}
+    with Elasticsearch(es_server.url) as client:
+        client.bulk(operations=[{"delete": {"_index": "order", "_id": "d5"}}], refresh=True)
+        for slice_id in range(slice_max or 1):
+            if slice_max is not None:
+                extra["slice"] = {"id": slice_id, "max": slice_max}
+            fast = _pit_read(client, [{"_shard_doc": "asc"}], extra)
+            full = _pit_read(client, [{"_shard_doc": "asc"}, {"_doc": "asc"}], extra)
+            assert fast == full
+            assert [value for _, value in fast] == sorted(value for _, value in fast)
