@@ -32,6 +32,7 @@ import gc
 import json
 import multiprocessing
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -39,6 +40,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,46 +270,61 @@ def cli_csv(path: str, table: str, tmp: str, metrics_port: int | None = None) ->
     return args
 
 
-def bench_es(rows: int, tmp: str) -> list[Row]:
-    sys.path.insert(0, os.getcwd())
+def serve_es(rows: int, conn: Any) -> None:
+    """The Elasticsearch test server with ``rows`` bench docs, in a process of its own as a
+    cluster would be (in this one, the RSS sampler's thread took its GIL): sends its URL,
+    then its CPU seconds so far and its busy seconds at each ``stats`` until ``stop``."""
     from es_mysql_pipeline_tests.es_server import EsTestServer
 
+    with EsTestServer() as server:
+        server.create_index("bench", shards=2)
+        server.add_docs("bench", es_docs(rows))
+        # The stored documents live as long as the server: out of the collector's reach, as
+        # in a real cluster. Left in, each full collection walks millions of objects (1.5 s
+        # per 1M docs, seen) while every request waits on the GIL.
+        gc.collect()
+        gc.freeze()
+        conn.send(server.url)
+        while conn.recv() == "stats":
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            conn.send((usage.ru_utime + usage.ru_stime, server.stats.serving_seconds))
+
+
+def es_docs(rows: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    for i in range(rows):
+        ts = SAMPLE_START.timestamp() + i * (5 * 86400 / rows)
+        yield (
+            f"doc-{i:07d}",
+            {
+                "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
+                "service": "checkout",
+                "level": "INFO",
+                "message": f"event {i} ✓",
+                "user": {"id": i % 5000, "geo": {"country": "DE"}},
+                "tags": ["a", "b"],
+            },
+        )
+
+
+def bench_es(rows: int, tmp: str) -> list[Row]:
+    sys.path.insert(0, os.getcwd())
     table = "bench_es"
     with connect() as conn, conn.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {table}")  # the pipeline creates its own shape
-    with EsTestServer() as server:
-        server.create_index("bench", shards=2)
-        docs = []
-        for i in range(rows):
-            ts = SAMPLE_START.timestamp() + i * (5 * 86400 / rows)
-            docs.append(
-                (
-                    f"doc-{i:07d}",
-                    {
-                        "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
-                        "service": "checkout",
-                        "level": "INFO",
-                        "message": f"event {i} ✓",
-                        "user": {"id": i % 5000, "geo": {"country": "DE"}},
-                        "tags": ["a", "b"],
-                    },
-                )
-            )
-        server.add_docs("bench", docs)
-        del docs
-        # The stored documents live as long as the server: out of the collector's reach, as
-        # in a real cluster. Left in, each full collection of this process walks millions of
-        # objects (1.5 s per 1M docs, seen) while every request waits on the GIL.
-        gc.collect()
-        gc.freeze()
-        served_before = server.stats.serving_seconds
-        cpu_before = server.stats.serving_cpu_seconds
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    server = ctx.Process(target=serve_es, args=(rows, theirs), daemon=True)
+    server.start()
+    try:
+        url = ours.recv()
+        ours.send("stats")
+        cpu_before, busy_before = ours.recv()
         seconds, rss = run_cli(
             [
                 "--source_type",
                 "elasticsearch",
                 "--es_url",
-                server.url,
+                url,
                 "--es_index",
                 "bench",
                 "--sink_type",
@@ -322,9 +339,12 @@ def bench_es(rows: int, tmp: str) -> list[Row]:
             ],
             cwd=tmp,
         )
-        served = server.stats.serving_seconds - served_before
-        served_cpu = server.stats.serving_cpu_seconds - cpu_before
-    gc.unfreeze()
+        ours.send("stats")
+        cpu_after, busy_after = ours.recv()
+    finally:
+        ours.send("stop")
+        server.join(30)
+    served_cpu, served = cpu_after - cpu_before, busy_after - busy_before
     loaded = count(table)
     if loaded != rows:
         raise SystemExit(f"es bench loaded {loaded} of {rows}")
@@ -334,7 +354,7 @@ def bench_es(rows: int, tmp: str) -> list[Row]:
             rows,
             seconds,
             rss,
-            f"test server CPU {served_cpu:.1f}s (busy {served:.1f}s)",
+            f"test server process CPU {served_cpu:.1f}s (busy {served:.1f}s)",
         ),
         Row(
             "  same, minus server CPU",

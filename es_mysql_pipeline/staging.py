@@ -82,6 +82,18 @@ def value_type(value: Any) -> str | None:
     return "string"
 
 
+def _plain_type(kinds: set[type], values: Sequence[Any]) -> str | None:
+    """:func:`value_type` of every value of a column of one numeric or boolean type (no
+    NULLs), found without a Python step per value; ``None`` for any other column."""
+    if kinds == {int}:
+        return "int" if _INT64[0] <= min(values) and max(values) <= _INT64[1] else None
+    if kinds == {float}:
+        return "float"
+    if kinds == {bool}:
+        return "bool"
+    return None
+
+
 def merge_types(a: str | None, b: str | None) -> str | None:
     """The narrowest type that holds values of both types (``int`` + ``float`` → ``float``)."""
     if a is None or a == b:
@@ -265,6 +277,11 @@ class StagedFileWriter:
                 else:
                     widest = max(map(len, map(str.encode, values)))
                 st.max_bytes = max(st.max_bytes, widest)
+                continue
+            plain = _plain_type(kinds, values)
+            if plain is not None:  # numbers or booleans alone: one type, no width
+                if st.type != plain:
+                    st.type = merge_types(st.type, plain)
                 continue
             for value in values:
                 t = value_type(value)

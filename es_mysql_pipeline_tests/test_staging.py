@@ -9,7 +9,7 @@ import hypothesis
 import hypothesis.strategies as st
 import pytest
 
-from es_mysql_pipeline.staging import StagedFileWriter, as_json_values
+from es_mysql_pipeline.staging import StagedFileWriter, as_json_values, merge_types, value_type
 
 
 @pytest.fixture(autouse=True)
@@ -150,6 +150,33 @@ def test_schema_from_columns_is_the_schema_from_rows(batches: list[list[Any]]) -
     texts = [v for batch in batches for values in batch for v in values[1:2] if v is not None]
     if texts and all(type(v) is str for v in texts):  # the width, from first principles
         assert a.columns["a"].max_bytes == max(len(v.encode()) for v in texts)
+
+
+_ONE_KIND = st.one_of(
+    st.lists(st.integers(-(2**65), 2**65) | st.none(), min_size=1, max_size=8),
+    st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=8),
+    st.lists(st.floats() | st.none(), min_size=1, max_size=8),
+    st.lists(st.booleans(), min_size=1, max_size=8),
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(st.lists(_ONE_KIND, min_size=1, max_size=4))
+def test_numeric_columns_are_typed_as_each_value_is(columns: list[list[Any]]) -> None:
+    """A column of numbers or booleans is typed without a step per value: the type and the
+    width must be those :func:`value_type` gives value by value."""
+    with StagedFileWriter("id", None, track_schema=True) as w:
+        for values in columns:
+            w.write({"id": [str(i) for i in range(len(values))], "n": values})
+        tracked = w.finish().columns.get("n")
+    want: str | None = None
+    width = 0
+    for value in (v for values in columns for v in values):
+        want = merge_types(want, value_type(value))
+        if value_type(value) == "string":
+            width = max(width, len(str(value)))
+    assert (tracked.type if tracked else None) == want
+    assert (tracked.max_bytes if tracked else 0) == width
 
 
 def test_analyzer_values_become_json_values() -> None:

@@ -3,14 +3,19 @@ as one record per hit; as columns when the sources share one shape."""
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Any
 
 import hypothesis
+from elasticsearch import Elasticsearch
 from hypothesis import strategies as st
 
 from es_mysql_pipeline.records import as_rows
 from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
 from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
+from es_mysql_pipeline.resources.sources.elasticsearch.pit import PitState, SliceCursor
+from es_mysql_pipeline_tests.es_server import EsTestServer
 
 
 def paging(include_index: bool) -> Paging:
@@ -63,3 +68,23 @@ def test_sources_of_one_shape_become_columns() -> None:
     assert list(frame["a"]) == [0, 1, 2] and list(frame["_index"]) == ["x", "x", "x"]
     mixed = [*page, {"_id": "e", "_source": {"b": 1, "a": 2}}]
     assert isinstance(paging(False).frame(mixed), list)
+
+
+def test_a_yielded_page_is_held_by_its_consumer_alone(es_server: EsTestServer) -> None:
+    """The cursor keeps no reference to the page it hands over: once taken into columns the
+    page is freed, and its values (one reference each) stage without marshal tracking them."""
+    es_server.create_index("held", shards=1)
+    es_server.add_docs("held", ((f"d{i}", {"n": i}) for i in range(5)))
+    with Elasticsearch(es_server.url) as client:
+        pit = client.open_point_in_time(index="held", keep_alive="1m")["id"]
+        settings = PageSettings("held", "1m", 2, False, None, None)
+        policy = ErrorPolicy(es_server.url, "held", 5.0, 0, 0.0, 0.0, str)
+        p = Paging.of(settings, client, policy, 1, dict)
+        cursor = SliceCursor(0, 1, pit)
+        pages = cursor.pages(p, PitState(pit), {"match_all": {}}, threading.Event())
+        seen = []
+        for page in pages:
+            assert sys.getrefcount(page) == 2  # this loop's name and getrefcount's argument
+            seen += [hit["_id"] for hit in page]
+        assert seen == [f"d{i}" for i in range(5)]
+        client.close_point_in_time(id=cursor.pit_id)
