@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import csv
 import gc
+import http.client
 import json
 import multiprocessing
 import os
@@ -221,8 +222,8 @@ def scraper(url: str, per_second: float, stop: Any, hits: Any) -> None:
                 resp.read()
             with hits.get_lock():
                 hits.value += 1
-        except OSError:
-            pass  # not listening yet, or already gone
+        except (OSError, http.client.HTTPException):
+            pass  # not listening yet, or already gone (mid-answer, as the CLI exits)
         time.sleep(max(0.0, interval - (time.perf_counter() - t0)))
 
 
