@@ -12,11 +12,12 @@ Rows (each a fresh MariaDB table of the same shape):
                           (what the scraping itself costs this machine's cores)
   cli + /metrics scrapes  the same scraping aimed at the CLI's own ``/metrics``: the gap to
                           the decoy row is what serving the scrapes costs the pipeline
-  cli es→mariadb          from the wire-level Elasticsearch test server (its serving time
-                          is shown apart so the pipeline's own cost is visible)
+  cli es→mariadb          from the wire-level Elasticsearch test server, in a process of its
+                          own seeded once (its CPU is shown apart so the pipeline's own cost
+                          is visible)
 
-The CSV rows run in ``--repeats`` interleaved rounds (default 3) and show their median run
-and the spread; peak RSS is the worst run's, the CLI process and its children together.
+Every row runs in ``--repeats`` interleaved rounds (default 3) and shows its median run and
+the spread; peak RSS is the worst run's, the CLI process and its children together.
 Ratios are against ``baseline executemany``. These machines are noisy: compare ratios.
 
     python -m benchmarks.run [--rows 1000000] [--repeats 3] [--es-rows 100000] [--skip-es]
@@ -307,59 +308,73 @@ def es_docs(rows: int) -> Iterator[tuple[str, dict[str, Any]]]:
         )
 
 
-def bench_es(rows: int, tmp: str) -> list[Row]:
-    sys.path.insert(0, os.getcwd())
+class EsServer:
+    """:func:`serve_es` in a spawned process, seeded once for every round's run."""
+
+    def __init__(self, rows: int) -> None:
+        sys.path.insert(0, os.getcwd())
+        self.rows = rows
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, theirs = ctx.Pipe()
+        self._process = ctx.Process(target=serve_es, args=(rows, theirs), daemon=True)
+        self._process.start()
+        self.url: str = self._conn.recv()
+
+    def stats(self) -> tuple[float, float]:
+        """The server process's CPU seconds so far, and its busy seconds."""
+        self._conn.send("stats")
+        cpu, busy = self._conn.recv()
+        return float(cpu), float(busy)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send("stop")
+        self._process.join(30)
+
+
+def bench_es(server: EsServer, tmp: str) -> list[Row]:
+    """One CLI run from the test server into a fresh table: the row, and the row less the
+    server process's CPU during the run."""
     table = "bench_es"
     with connect() as conn, conn.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {table}")  # the pipeline creates its own shape
-    ctx = multiprocessing.get_context("spawn")
-    ours, theirs = ctx.Pipe()
-    server = ctx.Process(target=serve_es, args=(rows, theirs), daemon=True)
-    server.start()
-    try:
-        url = ours.recv()
-        ours.send("stats")
-        cpu_before, busy_before = ours.recv()
-        seconds, rss = run_cli(
-            [
-                "--source_type",
-                "elasticsearch",
-                "--es_url",
-                url,
-                "--es_index",
-                "bench",
-                "--sink_type",
-                "mysql",
-                "--db_table",
-                table,
-                "--batch-size",
-                "5000",
-                # one slice per shard: each read by a worker process (see slice_parts)
-                "--es-slices",
-                "2",
-            ],
-            cwd=tmp,
-        )
-        ours.send("stats")
-        cpu_after, busy_after = ours.recv()
-    finally:
-        ours.send("stop")
-        server.join(30)
+    cpu_before, busy_before = server.stats()
+    seconds, rss = run_cli(
+        [
+            "--source_type",
+            "elasticsearch",
+            "--es_url",
+            server.url,
+            "--es_index",
+            "bench",
+            "--sink_type",
+            "mysql",
+            "--db_table",
+            table,
+            "--batch-size",
+            "5000",
+            # one slice per shard: each read by a worker process (see slice_parts)
+            "--es-slices",
+            "2",
+        ],
+        cwd=tmp,
+    )
+    cpu_after, busy_after = server.stats()
     served_cpu, served = cpu_after - cpu_before, busy_after - busy_before
     loaded = count(table)
-    if loaded != rows:
-        raise SystemExit(f"es bench loaded {loaded} of {rows}")
+    if loaded != server.rows:
+        raise SystemExit(f"es bench loaded {loaded} of {server.rows}")
     return [
         Row(
             "cli es→mariadb",
-            rows,
+            server.rows,
             seconds,
             rss,
             f"test server process CPU {served_cpu:.1f}s (busy {served:.1f}s)",
         ),
         Row(
             "  same, minus server CPU",
-            rows,
+            server.rows,
             seconds - served_cpu,
             None,
             "pipeline's own cost",
@@ -376,8 +391,9 @@ def one_round(
     of: int,
     sling: str | None,
     scrapes: bool = True,
+    es: EsServer | None = None,
 ) -> list[Row]:
-    """One run of each CSV row of the table, in the same order every round."""
+    """One run of each row of the table, in the same order every round."""
 
     def say(name: str) -> None:
         print(f"[{n + 1}/{of}] {name} ...", file=sys.stderr)
@@ -411,6 +427,9 @@ def one_round(
             break
         say(name)
         out.append(scraped_run(name, path, tmp, rows, rate, at_decoy))
+    if es is not None:
+        say("cli es→mariadb")
+        out.extend(bench_es(es, tmp))
     return out
 
 
@@ -448,26 +467,33 @@ def main(argv: list[str] | None = None) -> None:
             for values in events(args.rows, SAMPLE_START, 5):  # the CSV's rows, same seed
                 fh.write(json.dumps(dict(zip(FIELDS, values, strict=True))) + "\n")
 
+        es = None
+        if not args.skip_es:
+            print(f"seeding the Elasticsearch test server with {args.es_rows:,} docs ...",
+                  file=sys.stderr)  # fmt: skip
+            es = EsServer(args.es_rows)
         # Interleaved rounds, so a slow spell of the machine hits every row alike; each row
         # shows its median run (and the spread of its runs).
         rounds: dict[str, list[Row]] = {}
-        for n in range(args.repeats):
-            for row in one_round(
-                path,
-                tmp,
-                args.rows,
-                args.scrapes_per_second,
-                n,
-                args.repeats,
-                sling,
-                scrapes=not args.skip_scrapes,
-            ):
-                rounds.setdefault(row.name, []).append(row)
+        try:
+            for n in range(args.repeats):
+                for row in one_round(
+                    path,
+                    tmp,
+                    args.rows,
+                    args.scrapes_per_second,
+                    n,
+                    args.repeats,
+                    sling,
+                    scrapes=not args.skip_scrapes,
+                    es=es,
+                ):
+                    rounds.setdefault(row.name, []).append(row)
+        finally:
+            if es is not None:
+                es.close()
         for runs in rounds.values():
             results.append(median_row(runs))
-        if not args.skip_es:
-            print("cli es→mariadb ...", file=sys.stderr)
-            results.extend(bench_es(args.es_rows, tmp))
 
     base = results[0].rows / results[0].seconds
     print()
