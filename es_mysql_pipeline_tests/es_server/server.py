@@ -622,14 +622,22 @@ class EsTestServer:
                 pit = self._find_pit(body["id"])
             except EsError:
                 return 404, {"succeeded": True, "num_freed": 0}
-            del self.pits[pit.pit_uuid]
+            self._drop_pit(pit.pit_uuid)
             self.stats.pits_closed += 1
             return 200, {"succeeded": True, "num_freed": len(pit.shards)}
+
+    def _drop_pit(self, pit_uuid: str) -> None:
+        """The PIT and its cached matches, which hold its shard snapshots: kept, every closed
+        PIT's snapshots stayed alive for the collector to walk (seen: a third 1M-doc read
+        cost the server 2.9 s of CPU, the first 1.1 s)."""
+        del self.pits[pit_uuid]
+        for key in [k for k in self._match_cache if k[0] == pit_uuid]:
+            del self._match_cache[key]
 
     def _expire(self) -> None:
         now = time.monotonic()
         for key in [k for k, p in self.pits.items() if p.expires < now]:
-            del self.pits[key]
+            self._drop_pit(key)
         for key in [k for k, s in self.scrolls.items() if s.expires < now]:
             del self.scrolls[key]
 

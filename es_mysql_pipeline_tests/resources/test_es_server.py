@@ -190,3 +190,22 @@ def test_shard_doc_reads_as_a_full_sort_does(
             full = _pit_read(client, [{"_shard_doc": "asc"}, {"_doc": "asc"}], extra)
             assert fast == full
             assert [value for _, value in fast] == sorted(value for _, value in fast)
+
+
+def test_a_closed_or_expired_pit_leaves_no_cached_matches(
+    es: Elasticsearch, es_server: EsTestServer
+) -> None:
+    """The server caches a PIT's matches, which hold its shard snapshots: they must go with
+    the PIT, or every read of a long-lived server keeps its index alive once more."""
+    for ending in ("close", "expire"):
+        pit = es.open_point_in_time(index="logs-a", keep_alive="1m")["id"]
+        body = {"size": 5, "sort": [{"_shard_doc": "asc"}], "pit": {"id": pit}}
+        es.search(body=body)
+        es.search(body={**body, "sort": [{"n": "desc"}]})
+        assert len(es_server._match_cache) == 2
+        if ending == "close":
+            es.close_point_in_time(id=pit)
+        else:
+            es_server.pits[next(iter(es_server.pits))].expires = 0.0
+        assert es_server.open_pits == 0
+        assert es_server._match_cache == {}
