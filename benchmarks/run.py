@@ -254,19 +254,13 @@ def scraped_run(name: str, path: str, tmp: str, rows: int, rate: float, at_decoy
     return Row(name, rows, t, rss, f"{hits.value / t:.0f} scrapes/s of {what} answered")
 
 
+def mysql_sink(table: str) -> list[str]:
+    """The sink arguments every CLI row shares."""
+    return ["--sink_type", "mysql", "--db_table", table, "--batch-size", "5000"]
+
+
 def cli_csv(path: str, table: str, tmp: str, metrics_port: int | None = None) -> list[str]:
-    args = [
-        "--csv_file",
-        path,
-        "--sink_type",
-        "mysql",
-        "--db_table",
-        table,
-        "--batch-size",
-        "5000",
-        "--dead-letter-dir",
-        os.path.join(tmp, "dl"),
-    ]
+    args = ["--csv_file", path, *mysql_sink(table), "--dead-letter-dir", os.path.join(tmp, "dl")]
     if metrics_port:
         args += ["--metrics-port", str(metrics_port)]
     return args
@@ -347,12 +341,7 @@ def bench_es(server: EsServer, tmp: str) -> list[Row]:
             server.url,
             "--es_index",
             "bench",
-            "--sink_type",
-            "mysql",
-            "--db_table",
-            table,
-            "--batch-size",
-            "5000",
+            *mysql_sink(table),
             # one slice per shard: each read by a worker process (see slice_parts)
             "--es-slices",
             "2",
