@@ -35,9 +35,14 @@ from es_mysql_pipeline.cli.report import failure_message, print_summary, step_me
 from es_mysql_pipeline.cli.resources import build_resources, preflight
 from es_mysql_pipeline.cli.workers import run_workers
 from es_mysql_pipeline.errors import ConfigError, PipelineError
+from es_mysql_pipeline.worker_processes import tune_gc
 
 
 def run(args: argparse.Namespace) -> int:
+    # Before the imports: Dagster's and its instance's allocate some 350,000 containers, and
+    # at CPython's default threshold the young generation was collected every 700 of them
+    # (0.15-0.3 s of a run's start-up, seen in a small run: 1.40 s -> 1.23 s).
+    tune_gc()
     with run_workers(args):  # first: they start while Dagster is imported
         return _run(args)
 

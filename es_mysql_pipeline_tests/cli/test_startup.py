@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import es_mysql_pipeline
+
+SAMPLE = Path(es_mysql_pipeline.__file__).parent / "data" / "sample_events.csv"
 HEAVY = ("dagster", "sqlalchemy", "elasticsearch", "prometheus_client", "pydantic", "pymysql")
 
 # Runs the real entry point, then prints which heavy top-level packages ended up in sys.modules,
@@ -88,3 +92,53 @@ def test_interrupted_is_still_a_dagster_failure() -> None:
         lifecycle.reset()
     assert isinstance(info.value, dg.Failure)
     assert info.value.allow_retries is False
+
+
+# Records the collector's young-generation threshold at the moment Dagster is first imported.
+GC_AT_IMPORT = """
+import gc, sys
+from es_mysql_pipeline.cli import main
+
+class Spy:
+    seen = None
+    def find_spec(self, name, path=None, target=None):
+        if name == "dagster" and Spy.seen is None:
+            Spy.seen = gc.get_threshold()[0]
+        return None
+
+sys.meta_path.insert(0, Spy())
+code = main(sys.argv[1:])
+print(f"THRESHOLD={Spy.seen}", file=sys.stderr)
+raise SystemExit(code)
+"""
+
+
+def test_a_run_imports_dagster_with_the_collector_tuned(tmp_path: Path) -> None:
+    """Dagster's import allocates some 350,000 containers: at CPython's default threshold
+    (700) the young generation is collected hundreds of times during start-up."""
+    from es_mysql_pipeline.worker_processes import GC_YOUNG_THRESHOLD
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            GC_AT_IMPORT,
+            "--no-progress",
+            "--csv_file",
+            str(SAMPLE),
+            "--sink_type",
+            "file",
+            "--output_file",
+            str(tmp_path / "out.jsonl"),
+            "--dead-letter-dir",
+            str(tmp_path / "dl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    marker = [line for line in proc.stderr.splitlines() if line.startswith("THRESHOLD=")]
+    assert marker, proc.stderr
+    assert int(marker[-1].removeprefix("THRESHOLD=")) >= GC_YOUNG_THRESHOLD
+    assert (tmp_path / "out.jsonl").stat().st_size > 0
