@@ -10,9 +10,10 @@ Dagster: the worker imports only this module and the sink's file format.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from es_mysql_pipeline.records import (
     Batch,
     Frame,
+    as_rows,
     column_values,
     frame_length,
     parse_timestamp,
@@ -29,7 +31,7 @@ from es_mysql_pipeline.worker_processes import may_spawn, spawn_pool, stop_signa
 
 #: Below this many rows the load encodes in its own threads: a process costs more.
 ENCODE_AHEAD_MIN_ROWS = 50_000
-#: Frames encoded ahead of the writers (each one batch file per ``batch_size`` rows).
+#: Jobs encoded ahead of the writers (each a file or a few; see :func:`encoded_chunks`).
 _AHEAD = 4
 
 
@@ -40,22 +42,22 @@ def encode_ahead(rows: int) -> bool:
 
 @dataclass(frozen=True)
 class EncodedChunk:
-    """One batch's file, and where its records are in the staged file (to read them back
-    when the sink refuses the file)."""
+    """One file, and where its records are in the staged file (to read them back when the
+    sink refuses the file)."""
 
     #: ``None``: the encoder could not write these records; the writer's own path takes them.
     path: str | None
     rows: int
-    #: Byte range of the frame, and the chunk's place in it.
+    #: Byte range of the job's frames, and how many of their records come before the file's.
     start: int
     stop: int | None
-    index: int
+    offset: int
     #: Epoch seconds of the newest record (0.0 when none has a readable time).
     newest: float | None
 
-    def records(self, staged: StagedRecords, batch_size: int) -> Batch:
-        frame = [r for f in staged.frames(self.start, self.stop) for r in f]
-        return frame[self.index * batch_size : (self.index + 1) * batch_size]
+    def records(self, staged: StagedRecords) -> Batch:
+        every = (r for f in staged.frames(self.start, self.stop) for r in f)
+        return list(itertools.islice(every, self.offset, self.offset + self.rows))
 
     def discard(self) -> None:
         if self.path is not None:
@@ -73,19 +75,21 @@ class _Job:
     ts_column: str | None
 
 
-def _encode_frame(job: _Job) -> list[EncodedChunk]:
-    """Worker side: one frame as files of at most ``batch_size`` records."""
+def _encode_frames(job: _Job) -> list[EncodedChunk]:
+    """Worker side: the job's frames as files (see :func:`_files`)."""
     out: list[EncodedChunk] = []
+    offset = 0
     try:
-        for frame in job.staged.raw_frames(job.start, job.stop):
-            for index, part in enumerate(_slices(frame, job.batch_size)):
-                newest = newest_timestamp(part, job.ts_column) if job.ts_column else None
-                try:
-                    path: str | None = job.encoder.encode(part)
-                except (ValueError, TypeError, UnicodeError):
-                    path = None  # the writer's INSERT path reports these records itself
-                rows = frame_length(part)
-                out.append(EncodedChunk(path, rows, job.start, job.stop, index, newest))
+        frames = job.staged.raw_frames(job.start, job.stop)
+        for part in _files(frames, job.batch_size, job.encoder.min_rows):
+            newest = newest_timestamp(part, job.ts_column) if job.ts_column else None
+            try:
+                path: str | None = job.encoder.encode(part)
+            except (ValueError, TypeError, UnicodeError):
+                path = None  # the writer's INSERT path reports these records itself
+            rows = frame_length(part)
+            out.append(EncodedChunk(path, rows, job.start, job.stop, offset, newest))
+            offset += rows
     except BaseException:
         for chunk in out:
             chunk.discard()
@@ -96,12 +100,15 @@ def _encode_frame(job: _Job) -> list[EncodedChunk]:
 def encoded_chunks(
     staged: StagedRecords, encoder: Any, batch_size: int, ts_column: str | None
 ) -> Iterator[EncodedChunk]:
-    """The staged file as encoded batch files, in order, encoded a few frames ahead.
+    """The staged file as encoded files, in order, encoded a few jobs ahead. A job is as
+    many frames as make the encoder's ``min_rows`` (one frame when batches are that big).
 
     The caller owns (and deletes) each chunk it receives; files encoded but not yet
     received are deleted when the iterator is closed early."""
     offsets = staged.frame_offsets()
-    ranges = iter(zip(offsets, [*offsets[1:], None], strict=True))
+    per_job = max(1, round(encoder.min_rows * len(offsets) / max(staged.rows, 1)))
+    starts = offsets[::per_job]
+    ranges = iter(zip(starts, [*starts[1:], None], strict=True))
     pending: deque[Future[list[EncodedChunk]]] = deque()
     unsent: deque[EncodedChunk] = deque()
     with spawn_pool(1) as pool:
@@ -110,7 +117,7 @@ def encoded_chunks(
             nxt = next(ranges, None)
             if nxt is not None:
                 job = _Job(staged, nxt[0], nxt[1], encoder, batch_size, ts_column)
-                pending.append(pool.submit(_encode_frame, job))
+                pending.append(pool.submit(_encode_frames, job))
 
         try:
             with stop_signals_blocked():  # the worker starts here, with this thread's mask
@@ -131,6 +138,38 @@ def encoded_chunks(
                     with contextlib.suppress(BaseException):
                         for chunk in future.result():
                             chunk.discard()
+
+
+def _files(frames: Iterable[Frame], batch_size: int, min_rows: int) -> Iterator[Frame]:
+    """Frames as files of ``size`` records, the larger of ``batch_size`` and ``min_rows``: a
+    bigger frame is cut, smaller ones are joined until a file holds ``size`` or more (less
+    than twice it); the last file may hold fewer."""
+    size = max(batch_size, min_rows)
+    group: list[Frame] = []
+    rows = 0
+    for frame in frames:
+        for part in _slices(frame, size):
+            group.append(part)
+            rows += frame_length(part)
+            if rows >= size:
+                yield _joined(group)
+                group, rows = [], 0
+    if group:
+        yield _joined(group)
+
+
+def _joined(frames: list[Frame]) -> Frame:
+    """One frame of ``frames``' records in order: columns stay columns when every frame has
+    the same ones (each column joined in C); otherwise records."""
+    if len(frames) == 1:
+        return frames[0]
+    columns = [f for f in frames if isinstance(f, dict)]
+    if len(columns) == len(frames) and all(c.keys() == columns[0].keys() for c in columns):
+        return {
+            name: list(itertools.chain.from_iterable(c[name] for c in columns))
+            for name in columns[0]
+        }
+    return [r for f in frames for r in as_rows(f)]
 
 
 def _slices(frame: Frame, size: int) -> Iterator[Frame]:

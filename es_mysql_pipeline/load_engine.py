@@ -75,7 +75,7 @@ def load_staged(
         if not isinstance(item, EncodedChunk):
             return writer.write(item)
         try:
-            records = partial(item.records, staged, sink.batch_size)
+            records = partial(item.records, staged)
             if item.path is None:
                 return writer.write(records())
             return writer.write_encoded(item.path, item.rows, records)

@@ -41,6 +41,7 @@ class MemorySink(RecordSink):
     seconds_per_batch: float = 0.0
     encode_to: str = ""
     refuse_to_encode: str = ""
+    encode_min_rows: int = 0
 
     def open_session(self, shape: TableShape, partition: str | None) -> SinkSession:
         TABLES.setdefault(self.name, {})
@@ -74,7 +75,9 @@ class _Session(SinkSession):
     def encoder(self) -> JsonEncoder | None:
         if not self.sink.encode_to:
             return None
-        return JsonEncoder(self.sink.encode_to, self.sink.refuse_to_encode)
+        return JsonEncoder(
+            self.sink.encode_to, self.sink.refuse_to_encode, self.sink.encode_min_rows
+        )
 
 
 class _Writer(SinkWriter):
@@ -232,6 +235,45 @@ def test_files_encoded_ahead_carry_every_record_once_and_are_deleted(
     assert not list(encode_small_loads.iterdir())  # every encoded file was deleted
 
 
+def test_frames_are_joined_into_files_of_the_encoders_minimum(
+    sink_name: str, tmp_path: Path, encode_small_loads: Path
+) -> None:
+    """A sink that takes big files faster (LOAD DATA) gets files of at least ``min_rows``
+    records whatever the batch size: here 3 frames of 120 a file, the last 120+120+40."""
+    staged = staged_ids(1000, frame=120)
+    sink = MemorySink(
+        name=sink_name,
+        workers=2,
+        batch_size=50,
+        encode_to=str(encode_small_loads),
+        encode_min_rows=300,
+    )
+    outcome = load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "dl"))
+    assert (outcome.counts.inserted, outcome.counts.failed) == (900, 100)
+    assert sorted(TABLES[sink_name]) == sorted(f"r{i}" for i in range(1000) if i % 10 != 7)
+    files = [int(e[5:]) for e in EVENTS[sink_name] if e.startswith("file:")]
+    assert sorted(files) == [280, 360, 360]
+    assert not list(encode_small_loads.iterdir())
+
+
+def test_a_refused_joined_file_takes_the_writers_path_with_its_own_records(
+    sink_name: str, tmp_path: Path, encode_small_loads: Path
+) -> None:
+    staged = staged_ids(300)  # frames of 50, joined in files of 100
+    sink = MemorySink(
+        name=sink_name,
+        batch_size=25,
+        encode_to=str(encode_small_loads),
+        refuse_to_encode="r123",
+        encode_min_rows=100,
+    )
+    outcome = load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "dl"))
+    assert (outcome.counts.inserted, outcome.counts.failed) == (270, 30)
+    assert sorted(TABLES[sink_name]) == sorted(f"r{i}" for i in range(300) if i % 10 != 7)
+    files = [int(e[5:]) for e in EVENTS[sink_name] if e.startswith("file:")]
+    assert files == [100, 100]  # the file holding r123 went through write(): r100..r199
+
+
 def test_records_the_encoder_refuses_take_the_writers_own_path(
     sink_name: str, tmp_path: Path, encode_small_loads: Path
 ) -> None:
@@ -264,3 +306,15 @@ def test_a_writer_error_with_files_encoded_ahead_leaves_no_file(
         load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "dl"))
     assert EVENTS[sink_name][-1] == "abort"
     assert not list(encode_small_loads.iterdir())
+
+
+def test_frames_of_other_columns_are_joined_as_records() -> None:
+    """A later batch with a new field (a schema that grows) joins the file as records."""
+    from es_mysql_pipeline.load_encoding import _files
+
+    frames = [{"id": ["r0", "r1"], "v": [0, 1]}, {"id": ["r2"], "v": [2], "new": ["x"]}]
+    assert list(_files(frames, 1, 3)) == [
+        [{"id": "r0", "v": 0}, {"id": "r1", "v": 1}, {"id": "r2", "v": 2, "new": "x"}]
+    ]
+    same = [{"id": ["r0"], "v": [0]}, {"id": ["r1"], "v": [1]}, {"id": ["r2"], "v": [2]}]
+    assert list(_files(same, 1, 2)) == [{"id": ["r0", "r1"], "v": [0, 1]}, {"id": ["r2"], "v": [2]}]

@@ -16,6 +16,7 @@ class JsonEncoder:
 
     scratch: str
     refuse: str = ""
+    min_rows: int = 0
 
     def encode(self, frame: Frame) -> str:
         batch = as_rows(frame)  # a staged frame may hold its records as columns

@@ -109,6 +109,12 @@ class BatchEncoder(Protocol):
     """Picklable: ``encode(frame)`` writes a new file and returns its path. The frame is a
     staged one: records, or records of one shape as columns (see ``records.Frame``)."""
 
+    @property
+    def min_rows(self) -> int:
+        """Records a file should hold at least, when the sink takes big files faster than
+        batch-sized ones (the load then joins batches); 0: a file per batch."""
+        ...
+
     def encode(self, frame: Frame) -> str: ...
 
 

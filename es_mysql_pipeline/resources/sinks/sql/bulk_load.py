@@ -31,6 +31,9 @@ class BulkEncoder:
     columns: tuple[str, ...]
     kinds: tuple[str, ...]
     scratch: str
+    #: Each LOAD DATA is a transaction of its own; MariaDB took 1M rows in files of 1,000
+    #: rows in 5.0 s, of 5,000 in 4.3 s, of 20,000 in 3.9 s and of 50,000 in 3.9 s (seen).
+    min_rows: int = 20_000
 
     def encode(self, batch: Frame) -> str:
         """The batch as a new file in the scratch directory; the caller deletes it."""
