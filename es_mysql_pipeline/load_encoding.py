@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,6 @@ from typing import Any
 from es_mysql_pipeline.records import (
     Batch,
     Frame,
-    as_rows,
     column_values,
     frame_length,
     parse_timestamp,
@@ -76,25 +75,55 @@ class _Job:
 
 
 def _encode_frames(job: _Job) -> list[EncodedChunk]:
-    """Worker side: the job's frames as files (see :func:`_files`)."""
+    """Worker side: the job's frames as files of at least the encoder's ``min_rows`` records
+    (or ``batch_size``, if more), the last one maybe fewer. Each file is written a batch at a
+    time: one file's text is never held whole (20,000 rows of it cost a worker 25 MB)."""
     out: list[EncodedChunk] = []
     offset = 0
+    size = max(job.batch_size, job.encoder.min_rows)
+    frames = job.staged.raw_frames(job.start, job.stop)
+    parts = (part for frame in frames for part in _slices(frame, job.batch_size))
     try:
-        frames = job.staged.raw_frames(job.start, job.stop)
-        for part in _files(frames, job.batch_size, job.encoder.min_rows):
-            newest = newest_timestamp(part, job.ts_column) if job.ts_column else None
+        first = next(parts, None)
+        while first is not None:
+            file = _FileParts(itertools.chain([first], parts), size, job.ts_column)
             try:
-                path: str | None = job.encoder.encode(part)
+                path: str | None = job.encoder.encode(file)
             except (ValueError, TypeError, UnicodeError):
                 path = None  # the writer's INSERT path reports these records itself
-            rows = frame_length(part)
-            out.append(EncodedChunk(path, rows, job.start, job.stop, offset, newest))
-            offset += rows
+                for _ in file:  # the rest of the file's records: theirs too
+                    pass
+            out.append(EncodedChunk(path, file.rows, job.start, job.stop, offset, file.newest))
+            offset += file.rows
+            first = next(parts, None)
     except BaseException:
         for chunk in out:
             chunk.discard()
         raise
     return out
+
+
+class _FileParts:
+    """The batches of one file, taken from ``parts`` as the encoder writes them until the
+    file holds ``size`` records; counted (and their newest time found) on the way."""
+
+    def __init__(self, parts: Iterator[Frame], size: int, ts_column: str | None) -> None:
+        self._parts = parts
+        self._size = size
+        self._ts_column = ts_column
+        self.rows = 0
+        self.newest: float | None = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        while self.rows < self._size:
+            part = next(self._parts, None)
+            if part is None:
+                return
+            self.rows += frame_length(part)
+            if self._ts_column is not None:
+                newest = newest_timestamp(part, self._ts_column)
+                self.newest = newest if self.newest is None else max(self.newest, newest)
+            yield part
 
 
 def encoded_chunks(
@@ -138,38 +167,6 @@ def encoded_chunks(
                     with contextlib.suppress(BaseException):
                         for chunk in future.result():
                             chunk.discard()
-
-
-def _files(frames: Iterable[Frame], batch_size: int, min_rows: int) -> Iterator[Frame]:
-    """Frames as files of ``size`` records, the larger of ``batch_size`` and ``min_rows``: a
-    bigger frame is cut, smaller ones are joined until a file holds ``size`` or more (less
-    than twice it); the last file may hold fewer."""
-    size = max(batch_size, min_rows)
-    group: list[Frame] = []
-    rows = 0
-    for frame in frames:
-        for part in _slices(frame, size):
-            group.append(part)
-            rows += frame_length(part)
-            if rows >= size:
-                yield _joined(group)
-                group, rows = [], 0
-    if group:
-        yield _joined(group)
-
-
-def _joined(frames: list[Frame]) -> Frame:
-    """One frame of ``frames``' records in order: columns stay columns when every frame has
-    the same ones (each column joined in C); otherwise records."""
-    if len(frames) == 1:
-        return frames[0]
-    columns = [f for f in frames if isinstance(f, dict)]
-    if len(columns) == len(frames) and all(c.keys() == columns[0].keys() for c in columns):
-        return {
-            name: list(itertools.chain.from_iterable(c[name] for c in columns))
-            for name in columns[0]
-        }
-    return [r for f in frames for r in as_rows(f)]
 
 
 def _slices(frame: Frame, size: int) -> Iterator[Frame]:

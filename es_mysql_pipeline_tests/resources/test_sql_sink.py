@@ -236,11 +236,17 @@ def test_a_load_file_from_columns_is_the_file_from_records(tmp_path: Path) -> No
     assert columns is not None
     names, kinds = ("id", "ts", "v", "n", "o", "absent"), ("text", "datetime", "text", "number",
                                                             "text", "text")  # fmt: skip
-    write_bulk_file(str(tmp_path / "rows.tsv"), rows, names, kinds)
-    write_bulk_file(str(tmp_path / "cols.tsv"), columns, names, kinds)
+    write_bulk_file(str(tmp_path / "rows.tsv"), [rows], names, kinds)
+    write_bulk_file(str(tmp_path / "cols.tsv"), [columns], names, kinds)
     text = (tmp_path / "rows.tsv").read_bytes()
     assert (tmp_path / "cols.tsv").read_bytes() == text
     assert text.count(b"\\N\n") == len(rows)  # the absent column, last on every line
+    # A file of several frames (the load joins batches into files of 20,000 rows or more)
+    # is the file of their records together, whatever shape each frame has.
+    tail = columns_of(rows[3:])
+    assert tail is not None
+    write_bulk_file(str(tmp_path / "parts.tsv"), [rows[:1], rows[1:3], tail], names, kinds)
+    assert (tmp_path / "parts.tsv").read_bytes() == text
 
 
 _STAGED_TIMES = st.datetimes(timezones=st.just(timezone.utc)).map(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from es_mysql_pipeline.records import Frame, as_rows
@@ -12,14 +13,15 @@ from es_mysql_pipeline.records import Frame, as_rows
 
 @dataclass(frozen=True)
 class JsonEncoder:
-    """Writes a batch as one JSON file; refuses (``ValueError``) a batch holding ``refuse``."""
+    """Writes frames as one JSON file; refuses (``ValueError``) frames holding ``refuse``."""
 
     scratch: str
     refuse: str = ""
     min_rows: int = 0
 
-    def encode(self, frame: Frame) -> str:
-        batch = as_rows(frame)  # a staged frame may hold its records as columns
+    def encode(self, frames: Iterable[Frame]) -> str:
+        # a staged frame may hold its records as columns
+        batch = [record for frame in frames for record in as_rows(frame)]
         if self.refuse and any(r.get("id") == self.refuse for r in batch):
             raise ValueError(f"cannot encode {self.refuse}")
         fd, path = tempfile.mkstemp(prefix="enc-", suffix=".json", dir=self.scratch)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -106,8 +106,9 @@ class SinkSession(ABC):
 
 
 class BatchEncoder(Protocol):
-    """Picklable: ``encode(frame)`` writes a new file and returns its path. The frame is a
-    staged one: records, or records of one shape as columns (see ``records.Frame``)."""
+    """Picklable: ``encode(frames)`` writes the frames, in order, as one new file and returns
+    its path. Each frame is a staged one: records, or records of one shape as columns (see
+    ``records.Frame``)."""
 
     @property
     def min_rows(self) -> int:
@@ -115,7 +116,7 @@ class BatchEncoder(Protocol):
         batch-sized ones (the load then joins batches); 0: a file per batch."""
         ...
 
-    def encode(self, frame: Frame) -> str: ...
+    def encode(self, frames: Iterable[Frame]) -> str: ...
 
 
 class RecordSink(dg.ConfigurableResource, ABC):

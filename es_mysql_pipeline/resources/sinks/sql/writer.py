@@ -285,7 +285,7 @@ class SqlWriter(SinkWriter):
 
     def _bulk_tx(self, batch: Batch, counts: WriteCounts) -> None:
         assert self._encoder is not None
-        path = self._encoder.encode(batch)
+        path = self._encoder.encode([batch])
         try:
             self._load_file(path, len(batch), counts)
         finally:
