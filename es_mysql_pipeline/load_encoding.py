@@ -32,6 +32,9 @@ from es_mysql_pipeline.worker_processes import may_spawn, spawn_pool, stop_signa
 ENCODE_AHEAD_MIN_ROWS = 50_000
 #: Jobs encoded ahead of the writers (each a file or a few; see :func:`encoded_chunks`).
 _AHEAD = 4
+#: Files a load is cut into at least, however big the encoder would like them: its writers
+#: share the files, and its progress (and what a kill leaves to redo) moves file by file.
+_MIN_FILES = 16
 
 
 def encode_ahead(rows: int) -> bool:
@@ -71,16 +74,18 @@ class _Job:
     stop: int | None
     encoder: Any
     batch_size: int
+    #: records a file holds at least (but the job's last)
+    file_rows: int
     ts_column: str | None
 
 
 def _encode_frames(job: _Job) -> list[EncodedChunk]:
-    """Worker side: the job's frames as files of at least the encoder's ``min_rows`` records
-    (or ``batch_size``, if more), the last one maybe fewer. Each file is written a batch at a
-    time: one file's text is never held whole (20,000 rows of it cost a worker 25 MB)."""
+    """Worker side: the job's frames as files of at least ``file_rows`` records, the last one
+    maybe fewer. Each file is written a batch at a time: one file's text is never held whole
+    (20,000 rows of it cost a worker 25 MB)."""
     out: list[EncodedChunk] = []
     offset = 0
-    size = max(job.batch_size, job.encoder.min_rows)
+    size = job.file_rows
     frames = job.staged.raw_frames(job.start, job.stop)
     parts = (part for frame in frames for part in _slices(frame, job.batch_size))
     try:
@@ -129,13 +134,15 @@ class _FileParts:
 def encoded_chunks(
     staged: StagedRecords, encoder: Any, batch_size: int, ts_column: str | None
 ) -> Iterator[EncodedChunk]:
-    """The staged file as encoded files, in order, encoded a few jobs ahead. A job is as
-    many frames as make the encoder's ``min_rows`` (one frame when batches are that big).
+    """The staged file as encoded files, in order, encoded a few jobs ahead. A file holds
+    ``batch_size`` records or, if more, the encoder's ``min_rows`` (but the load is cut in
+    :data:`_MIN_FILES` files at least); a job is as many frames as make a file.
 
     The caller owns (and deletes) each chunk it receives; files encoded but not yet
     received are deleted when the iterator is closed early."""
     offsets = staged.frame_offsets()
-    per_job = max(1, round(encoder.min_rows * len(offsets) / max(staged.rows, 1)))
+    file_rows = max(batch_size, min(encoder.min_rows, staged.rows // _MIN_FILES))
+    per_job = max(1, round(file_rows * len(offsets) / max(staged.rows, 1)))
     starts = offsets[::per_job]
     ranges = iter(zip(starts, [*starts[1:], None], strict=True))
     pending: deque[Future[list[EncodedChunk]]] = deque()
@@ -145,7 +152,7 @@ def encoded_chunks(
         def submit() -> None:
             nxt = next(ranges, None)
             if nxt is not None:
-                job = _Job(staged, nxt[0], nxt[1], encoder, batch_size, ts_column)
+                job = _Job(staged, nxt[0], nxt[1], encoder, batch_size, file_rows, ts_column)
                 pending.append(pool.submit(_encode_frames, job))
 
         try:

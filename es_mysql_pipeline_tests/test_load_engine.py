@@ -235,8 +235,16 @@ def test_files_encoded_ahead_carry_every_record_once_and_are_deleted(
     assert not list(encode_small_loads.iterdir())  # every encoded file was deleted
 
 
+@pytest.fixture
+def any_file_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files as big as the encoder asks, however few (a load is otherwise cut in 16 at least)."""
+    from es_mysql_pipeline import load_encoding
+
+    monkeypatch.setattr(load_encoding, "_MIN_FILES", 1)
+
+
 def test_frames_are_joined_into_files_of_the_encoders_minimum(
-    sink_name: str, tmp_path: Path, encode_small_loads: Path
+    sink_name: str, tmp_path: Path, encode_small_loads: Path, any_file_count: None
 ) -> None:
     """A sink that takes big files faster (LOAD DATA) gets files of at least ``min_rows``
     records whatever the batch size, but the last of each job of frames: here jobs of 3
@@ -259,7 +267,7 @@ def test_frames_are_joined_into_files_of_the_encoders_minimum(
 
 
 def test_a_refused_joined_file_takes_the_writers_path_with_its_own_records(
-    sink_name: str, tmp_path: Path, encode_small_loads: Path
+    sink_name: str, tmp_path: Path, encode_small_loads: Path, any_file_count: None
 ) -> None:
     staged = staged_ids(300)  # frames of 50, joined in files of 100
     sink = MemorySink(
@@ -274,6 +282,25 @@ def test_a_refused_joined_file_takes_the_writers_path_with_its_own_records(
     assert sorted(TABLES[sink_name]) == sorted(f"r{i}" for i in range(300) if i % 10 != 7)
     files = [int(e[5:]) for e in EVENTS[sink_name] if e.startswith("file:")]
     assert files == [100, 100]  # the file holding r123 went through write(): r100..r199
+
+
+def test_a_small_load_is_still_cut_in_sixteen_files(
+    sink_name: str, tmp_path: Path, encode_small_loads: Path
+) -> None:
+    """However big the encoder would like its files: the writers share them, and a kill
+    leaves at most a sixteenth of the load to redo (batches of 10 joined to 60 here)."""
+    staged = staged_ids(1000, frame=10)
+    sink = MemorySink(
+        name=sink_name,
+        workers=2,
+        batch_size=10,
+        encode_to=str(encode_small_loads),
+        encode_min_rows=10_000,
+    )
+    outcome = load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "dl"))
+    assert outcome.counts.processed == 1000
+    files = [int(e[5:]) for e in EVENTS[sink_name] if e.startswith("file:")]
+    assert sorted(files) == [40] + [60] * 16
 
 
 def test_records_the_encoder_refuses_take_the_writers_own_path(
