@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -243,6 +244,17 @@ def any_file_count(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(load_encoding, "_MIN_FILES", 1)
 
 
+def joining_sink(name: str, scratch: Path, batch_size: int, min_rows: int, **kw: Any) -> MemorySink:
+    """A sink whose encoder asks for files of ``min_rows`` records or more."""
+    return MemorySink(
+        name=name,
+        batch_size=batch_size,
+        encode_to=str(scratch),
+        encode_min_rows=min_rows,
+        **kw,
+    )
+
+
 def test_frames_are_joined_into_files_of_the_encoders_minimum(
     sink_name: str, tmp_path: Path, encode_small_loads: Path, any_file_count: None
 ) -> None:
@@ -251,13 +263,7 @@ def test_frames_are_joined_into_files_of_the_encoders_minimum(
     frames of 120 rows, written in batches of 50 until a file holds 300 or more (340, then
     the job's last 20); the last job holds 120 + 120 + 40."""
     staged = staged_ids(1000, frame=120)
-    sink = MemorySink(
-        name=sink_name,
-        workers=2,
-        batch_size=50,
-        encode_to=str(encode_small_loads),
-        encode_min_rows=300,
-    )
+    sink = joining_sink(sink_name, encode_small_loads, 50, 300, workers=2)
     outcome = load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "dl"))
     assert (outcome.counts.inserted, outcome.counts.failed) == (900, 100)
     assert sorted(TABLES[sink_name]) == sorted(f"r{i}" for i in range(1000) if i % 10 != 7)
@@ -270,13 +276,7 @@ def test_a_refused_joined_file_takes_the_writers_path_with_its_own_records(
     sink_name: str, tmp_path: Path, encode_small_loads: Path, any_file_count: None
 ) -> None:
     staged = staged_ids(300)  # frames of 50, joined in files of 100
-    sink = MemorySink(
-        name=sink_name,
-        batch_size=25,
-        encode_to=str(encode_small_loads),
-        refuse_to_encode="r123",
-        encode_min_rows=100,
-    )
+    sink = joining_sink(sink_name, encode_small_loads, 25, 100, refuse_to_encode="r123")
     outcome = load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "dl"))
     assert (outcome.counts.inserted, outcome.counts.failed) == (270, 30)
     assert sorted(TABLES[sink_name]) == sorted(f"r{i}" for i in range(300) if i % 10 != 7)
@@ -288,15 +288,9 @@ def test_a_small_load_is_still_cut_in_sixteen_files(
     sink_name: str, tmp_path: Path, encode_small_loads: Path
 ) -> None:
     """However big the encoder would like its files: the writers share them, and a kill
-    leaves at most a sixteenth of the load to redo (batches of 10 joined to 60 here)."""
+    leaves a file per writer at most to redo (batches of 10 joined to 60 here)."""
     staged = staged_ids(1000, frame=10)
-    sink = MemorySink(
-        name=sink_name,
-        workers=2,
-        batch_size=10,
-        encode_to=str(encode_small_loads),
-        encode_min_rows=10_000,
-    )
+    sink = joining_sink(sink_name, encode_small_loads, 10, 10_000, workers=2)
     outcome = load_staged(staged, sink, shape_of(staged), "all", str(tmp_path / "dl"))
     assert outcome.counts.processed == 1000
     files = [int(e[5:]) for e in EVENTS[sink_name] if e.startswith("file:")]
