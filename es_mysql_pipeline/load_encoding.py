@@ -85,13 +85,12 @@ def _encode_frames(job: _Job) -> list[EncodedChunk]:
     (20,000 rows of it cost a worker 25 MB)."""
     out: list[EncodedChunk] = []
     offset = 0
-    size = job.file_rows
     frames = job.staged.raw_frames(job.start, job.stop)
     parts = (part for frame in frames for part in _slices(frame, job.batch_size))
     try:
         first = next(parts, None)
         while first is not None:
-            file = _FileParts(itertools.chain([first], parts), size, job.ts_column)
+            file = _FileParts(itertools.chain([first], parts), job.file_rows, job.ts_column)
             try:
                 path: str | None = job.encoder.encode(file)
             except (ValueError, TypeError, UnicodeError):

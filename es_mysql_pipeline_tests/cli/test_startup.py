@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import es_mysql_pipeline
+from es_mysql_pipeline_tests.support.sample import SAMPLE
 
-SAMPLE = Path(es_mysql_pipeline.__file__).parent / "data" / "sample_events.csv"
 HEAVY = ("dagster", "sqlalchemy", "elasticsearch", "prometheus_client", "pydantic", "pymysql")
 
 # Runs the real entry point, then prints which heavy top-level packages ended up in sys.modules,
@@ -125,7 +124,7 @@ def test_a_run_imports_dagster_with_the_collector_tuned(tmp_path: Path) -> None:
             GC_AT_IMPORT,
             "--no-progress",
             "--csv_file",
-            str(SAMPLE),
+            SAMPLE,
             "--sink_type",
             "file",
             "--output_file",
