@@ -64,6 +64,8 @@ def load_staged(
     metrics.schema_change("added", len(schema.added))
     metrics.schema_change("widened", len(schema.widened))
     metrics.schema_change("discarded", len(schema.discarded))
+    metrics.schema_change("renamed", len(schema.renamed))
+    metrics.schema_change("overflowed", len(schema.overflowed))
     work: queue.Queue[Any] = queue.Queue(maxsize=max(2, sink.workers * 2))
     lock = threading.Lock()
     errors: list[BaseException] = []

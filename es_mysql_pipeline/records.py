@@ -22,6 +22,10 @@ Frame = Batch | Columns
 #: A source sets this key on a record it could only partly read (for example a CSV row with
 #: too many fields); the transform sends such records to the dead letter with the reason.
 ERROR_KEY = "__error__"
+#: The pipeline's own column for what does not get a column of its own: objects kept whole
+#: (the ``keep_whole`` setting) and, in a SQL table, fields beyond the column budget. A JSON
+#: object keyed by column name.
+OVERFLOW_COLUMN = "_overflow"
 
 #: What users write for "this data has no time field" (``--timestamp_column none``).
 NO_TIMESTAMP = "none"

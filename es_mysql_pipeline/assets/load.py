@@ -41,7 +41,7 @@ def load_records(
     tune_gc()
     label = run_label(context, config)
     verify_target(context, SINK_TAG, sink)
-    shape = TableShape(settings.id_column, clean_records.timestamp_key, clean_records.columns)
+    shape = TableShape(clean_records.id_key, clean_records.timestamp_key, clean_records.columns)
     try:
         sink.check()
         outcome = load_staged(clean_records, sink, shape, label, settings.dead_letter_dir)
@@ -128,6 +128,16 @@ def _schema_metadata(schema: SchemaReport, contract: str | None) -> dict[str, An
         metadata["schema_contract"] = contract
     if schema.discarded:
         metadata[keys.DISCARDED_FIELDS] = ", ".join(schema.discarded)
+    metadata["fields_in_overflow"] = len(schema.overflowed)
+    if schema.overflowed:
+        metadata["overflow_fields"] = ", ".join(schema.overflowed[:50]) + (
+            f" (and {len(schema.overflowed) - 50} more)" if len(schema.overflowed) > 50 else ""
+        )
+    if schema.renamed:
+        metadata["column_map"] = dg.MetadataValue.md(
+            "| field | column |\n|---|---|\n"
+            + "\n".join(f"| `{f}` | `{c}` |" for f, c in sorted(schema.renamed.items()))
+        )
     if schema.columns:
         metadata["dagster/column_schema"] = dg.TableSchema(
             columns=[dg.TableColumn(name, type_) for name, type_ in schema.columns]

@@ -108,6 +108,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQL sinks, data that does not fit the table: evolve adds columns and widens "
         "text (default), freeze refuses the load, discard leaves new fields out",
     )
+    sink.add_argument(
+        "--max-columns",
+        "--max_columns",
+        type=at_least(3),
+        default=250,
+        help="SQL sinks: columns a table may reach through new fields; later fields go to "
+        "the _overflow JSON column (default 250)",
+    )
+    cols = p.add_argument_group("columns")
+    cols.add_argument(
+        "--keep-whole",
+        "--keep_whole",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an object with dynamic keys (e.g. labels, kubernetes.labels) stored whole in the "
+        "_overflow JSON column instead of a column per key; repeat for several",
+    )
+    cols.add_argument(
+        "--output-id-column",
+        default=None,
+        help="column of the id field (default: the field's own name, _id for Elasticsearch; "
+        "tables made before 0.4 use id)",
+    )
+    cols.add_argument(
+        "--output-time-column",
+        default=None,
+        help="column of the time field (default: the field's own name, @timestamp as "
+        "timestamp; tables made before 0.4 use timestamp)",
+    )
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", "--batch_size", type=at_least(1), default=1000)
     run.add_argument("--workers", type=at_least(1), default=2, help="load threads (connections)")

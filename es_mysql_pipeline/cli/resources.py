@@ -46,6 +46,7 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
             url=f"sqlite:///{args.db_path}",
             table=args.db_table,
             schema_contract=args.schema_contract,
+            max_columns=args.max_columns,
             **common,
         )
     else:
@@ -71,6 +72,7 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
             table=args.db_table,
             ssl_ca=args.db_ssl_ca,
             schema_contract=args.schema_contract,
+            max_columns=args.max_columns,
             **common,
         )
     settings = PipelineSettings(
@@ -81,6 +83,9 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
         fetch_processes=args.fetch_processes,
         transform_processes=args.transform_processes,
         max_failed_ratio=args.max_failed_ratio,
+        id_column=args.output_id_column,
+        timestamp_column=args.output_time_column,
+        keep_whole=[p for arg in args.keep_whole for p in arg.split(",") if p],
     )
     staging = StagingIOManagerResource(base_path=args.staging_dir or "")
     return {"source": source, "sink": sink, "settings": settings, "io_manager": staging}

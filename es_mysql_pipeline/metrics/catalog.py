@@ -130,7 +130,8 @@ DEAD_LETTER = MetricSpec(
 SCHEMA_CHANGES = MetricSpec(
     "pipeline_schema_changes_total",
     "counter",
-    "Table columns added or widened, and data fields discarded, by the schema contract.",
+    "Table columns added or widened, data fields discarded by the schema contract, fields "
+    "given a distinct column name (renamed) or stored in the overflow column (overflowed).",
     ("pipeline_id", "change"),
 )
 LAST_SUCCESS = MetricSpec(
@@ -365,7 +366,9 @@ class PrometheusRecorder:
         if n > 0:
             self._dead_letter.labels(self.pipeline_id, stage).inc(n)
 
-    def schema_change(self, change: Literal["added", "widened", "discarded"], n: int) -> None:
+    def schema_change(
+        self, change: Literal["added", "widened", "discarded", "renamed", "overflowed"], n: int
+    ) -> None:
         if n > 0:
             self._schema_changes.labels(self.pipeline_id, change).inc(n)
 

@@ -54,7 +54,9 @@ class Recorder(Protocol):
         """Records written to a dead-letter file."""
         ...
 
-    def schema_change(self, change: Literal["added", "widened", "discarded"], n: int) -> None:
+    def schema_change(
+        self, change: Literal["added", "widened", "discarded", "renamed", "overflowed"], n: int
+    ) -> None:
         """Table columns added or widened, or data fields discarded, by the schema contract."""
         ...
 
@@ -97,7 +99,9 @@ class NullRecorder:
     def dead_letter(self, stage: Stage, n: int) -> None:
         """Records written to a dead-letter file."""
 
-    def schema_change(self, change: Literal["added", "widened", "discarded"], n: int) -> None:
+    def schema_change(
+        self, change: Literal["added", "widened", "discarded", "renamed", "overflowed"], n: int
+    ) -> None:
         """Table columns added or widened, or data fields discarded, by the schema contract."""
 
     def last_record_timestamp(self, epoch_seconds: float) -> None:

@@ -14,9 +14,12 @@ class PipelineSettings(dg.ConfigurableResource):
     dead_letter_dir: str = "dead_letter"
     #: Records per batch read from the source and written to the staged file.
     fetch_batch_size: int = 5000
-    #: Output column names of the primary key and the event time.
-    id_column: str = "id"
-    timestamp_column: str = "timestamp"
+    #: Column of the id field; unset: the field's own name (``_id`` for Elasticsearch).
+    #: Tables made before 0.4 keep it in ``id``: set ``id``.
+    id_column: str | None = None
+    #: Column of the time field; unset: the field's own name (``@timestamp`` → ``timestamp``).
+    #: Tables made before 0.4 keep it in ``timestamp``: set ``timestamp``.
+    timestamp_column: str | None = None
     #: Output columns to keep (after flattening and renaming); empty keeps all.
     select: list[str] = []
     #: ``{"source_field": "column"}``; nested fields use their flattened ``parent_child`` name.
@@ -24,6 +27,9 @@ class PipelineSettings(dg.ConfigurableResource):
     #: ``{"column": "int" | "float" | "bool" | "datetime" | "string" | "json"}``.
     casts: dict[str, str] = {}
     flatten: bool = True
+    #: Dotted paths of objects with dynamic keys (``labels``, ``kubernetes.labels``) stored
+    #: whole in the ``_overflow`` JSON column instead of a column per key.
+    keep_whole: list[str] = []
     #: Dotted path of an optional per-record analyzer: ``f(record) -> dict | None``.
     analyzer: str | None = None
     #: Worker processes reading a big CSV or JSON Lines file (16 MiB or more), a part of
@@ -46,4 +52,5 @@ class PipelineSettings(dg.ConfigurableResource):
             rename=dict(self.rename),
             casts=dict(self.casts),
             flatten=self.flatten,
+            keep_whole=tuple(self.keep_whole),
         )

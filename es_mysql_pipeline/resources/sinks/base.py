@@ -62,6 +62,13 @@ class SchemaReport:
     widened: list[str] = field(default_factory=list)
     #: Data fields left out of the load (``discard``).
     discarded: list[str] = field(default_factory=list)
+    #: Field → column for every field loaded into a column of its own.
+    plan: dict[str, str] = field(default_factory=dict)
+    #: Field → column where they differ: a case variant of a taken name (``userId`` beside
+    #: ``userid``) gets a column of its own with a hash suffix.
+    renamed: dict[str, str] = field(default_factory=dict)
+    #: Fields beyond the column budget, stored in the overflow column's JSON object.
+    overflowed: list[str] = field(default_factory=list)
     #: The target's columns and types after preparing it (for ``dagster/column_schema``).
     columns: list[tuple[str, str]] = field(default_factory=list)
 

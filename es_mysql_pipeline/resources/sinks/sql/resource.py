@@ -24,7 +24,7 @@ from es_mysql_pipeline.resources.sinks.sql.errors import (
     error_code,
     hint_for,
 )
-from es_mysql_pipeline.resources.sinks.sql.schema import TableSpec, prepare_table
+from es_mysql_pipeline.resources.sinks.sql.schema import MAX_COLUMNS, TableSpec, prepare_table
 from es_mysql_pipeline.resources.sinks.sql.writer import SqlSession
 
 
@@ -47,6 +47,9 @@ class SqlSink(RecordSink):
     #: ``evolve``: add columns for new fields and widen text columns (never narrow or drop);
     #: ``freeze``: refuse data that does not fit the table; ``discard``: leave new fields out.
     schema_contract: SchemaContract = "evolve"
+    #: Columns a table may reach through new fields (InnoDB refuses about 400 text
+    #: columns); fields beyond it go to the ``_overflow`` JSON column.
+    max_columns: int = MAX_COLUMNS
 
     def describe(self) -> dict[str, str]:
         try:
@@ -123,7 +126,7 @@ class SqlSink(RecordSink):
 
     def open_session(self, shape: TableShape, partition: str | None) -> SinkSession:
         engine = self.engine()
-        spec = TableSpec(self.table, self.schema_contract, self.write_mode)
+        spec = TableSpec(self.table, self.schema_contract, self.write_mode, self.max_columns)
         try:
             table, report = prepare_table(engine, spec, shape)
         except (ConfigError, SinkError):

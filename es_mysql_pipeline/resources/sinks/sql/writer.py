@@ -37,7 +37,7 @@ from es_mysql_pipeline.resources.sinks.sql.errors import (
     is_retryable,
     record_reason,
 )
-from es_mysql_pipeline.resources.sinks.sql.values import column_kind, to_db_value
+from es_mysql_pipeline.resources.sinks.sql.values import column_kind, pack_overflow, to_db_value
 from es_mysql_pipeline.staging import scratch_dir
 
 if TYPE_CHECKING:
@@ -67,10 +67,16 @@ class SqlSession(SinkSession):
             sink.bulk_load and sink.write_mode in ("skip", "append") and local_infile(engine)
         )
         # Only the data's columns: other columns of an existing table keep their defaults.
-        wanted = {name.lower() for name in shape.columns}
-        cols = [c for c in table.columns if c.name.lower() in wanted] or list(table.columns)
+        source_of = {
+            column: name for name, column in report.plan.items() if name not in report.discarded
+        }
+        cols = [c for c in table.columns if c.name in source_of]
         self.columns = [c.name for c in cols]
+        #: The staged field each column takes its values from.
+        self.sources = [source_of[c.name] for c in cols]
         self.kinds = [column_kind(c.type) for c in cols]
+        #: Fields beyond the column budget, moved into the overflow column per batch.
+        self.packed = tuple(report.overflowed)
 
     def writer(self) -> SinkWriter:
         return SqlWriter(self)
@@ -81,7 +87,7 @@ class SqlSession(SinkSession):
     def encoder(self) -> BulkEncoder | None:
         if not self.bulk:
             return None
-        return BulkEncoder(tuple(self.columns), tuple(self.kinds), scratch_dir())
+        return BulkEncoder(tuple(self.sources), tuple(self.kinds), scratch_dir(), self.packed)
 
     def commit(self) -> None:
         self.engine.dispose()
@@ -98,6 +104,8 @@ class SqlWriter(SinkWriter):
         self.sink = session.sink
         engine = session.engine
         self.columns = session.columns
+        self.sources = session.sources
+        self.packed = session.packed
         self.kinds = session.kinds
         self.id_column = session.shape.id_column
         self.is_sqlite = engine.dialect.name == "sqlite"
@@ -119,9 +127,10 @@ class SqlWriter(SinkWriter):
         cols = ", ".join(q(c) for c in self.columns)
         values = ", ".join([mark] * len(self.columns))
         sql = f"INSERT INTO {table} ({cols}) VALUES ({values})"
-        pk = q(self.id_column or self.columns[0])
+        id_at = self.sources.index(self.id_column) if self.id_column in self.sources else 0
+        pk = q(self.columns[id_at])
         mode = self.sink.write_mode
-        others = [c for c in self.columns if c != self.id_column]
+        others = [c for i, c in enumerate(self.columns) if i != id_at]
         if mode == "append":
             pass
         elif self.is_mysql:
@@ -166,13 +175,14 @@ class SqlWriter(SinkWriter):
             self._conn = None
 
     def _rows(self, batch: Batch) -> list[tuple[Any, ...]]:
-        cols, kinds = self.columns, self.kinds
+        cols, kinds = self.sources, self.kinds
         return [
             tuple(to_db_value(record.get(c), k) for c, k in zip(cols, kinds, strict=True))
             for record in batch
         ]
 
     def write(self, batch: Batch) -> WriteCounts:
+        batch = pack_overflow(batch, self.packed)
         return self._retrying(lambda counts: self._write_isolating(batch, counts))
 
     def write_encoded(self, path: str, rows: int, records: Callable[[], Batch]) -> WriteCounts:
@@ -184,7 +194,7 @@ class SqlWriter(SinkWriter):
                     raise
                 # Rolled back: the checked INSERT path finds and dead-letters the bad records.
                 self.bulk_fallbacks += 1
-                self._write_isolating(records(), counts, bulk=False)
+                self._write_isolating(pack_overflow(records(), self.packed), counts, bulk=False)
 
         return self._retrying(load)
 
