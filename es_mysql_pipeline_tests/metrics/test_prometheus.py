@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
-from es_mysql_pipeline.metrics.endpoint_parent import start_metrics_server
+from es_mysql_pipeline.metrics.endpoint import start_metrics_server
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline_tests.fixtures.prometheus import REPO, PrometheusServer, PushgatewayServer
 
