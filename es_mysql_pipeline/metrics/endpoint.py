@@ -1,9 +1,7 @@
-"""The CLI's HTTP endpoint: ``/metrics``, ``/health`` and ``/info`` on a thread of the CLI.
+"""The CLI's ``/metrics``, ``/health`` and ``/info``, served by wsgiref on a daemon thread.
 
-prometheus_client's own WSGI app renders ``/metrics`` (the text format, or OpenMetrics when
-``Accept`` asks for it); ``/health`` and ``/info`` are two small JSON answers. wsgiref serves
-them on a daemon thread, as prometheus_client's ``start_http_server`` does. Prometheus
-scrapes once every 15-60 s, so each scrape simply renders the registry.
+As prometheus_client's ``start_http_server``: its WSGI app renders ``/metrics`` (text, or
+OpenMetrics when ``Accept`` asks), once per scrape; Prometheus scrapes every 15-60 s.
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import re
 import socket
 import threading
@@ -30,8 +27,6 @@ from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, active_prometh
 DEFAULT_HOST = "127.0.0.1"
 
 Health = Callable[[], tuple[bool, dict[str, Any]]]
-
-log = logging.getLogger(__name__)
 
 _SECRET_KEY_RE = re.compile(r"pass|secret|token|api_?key|credential|auth", re.IGNORECASE)
 
@@ -60,11 +55,8 @@ def strip_credentials(value: Any) -> Any:
 
 
 def recorder_health(recorder: PrometheusRecorder | None, pipeline_id: str) -> Health:
-    """Health from the recorder's state: unhealthy once the pipeline entered ``error``.
-
-    With ``recorder=None`` the recorder installed at request time is used, so the server
-    can start before the CLI enables metrics.
-    """
+    """Unhealthy once the pipeline entered ``error``; ``recorder=None``: the recorder
+    installed at request time, so the server can start before the CLI enables metrics."""
 
     def health() -> tuple[bool, dict[str, Any]]:
         installed = recorder or active_prometheus_recorder()
@@ -93,15 +85,8 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class MetricsServer:
-    """A running endpoint; :meth:`stop` closes the port and joins the serving thread.
-
-    Args:
-        host: Address to listen on (``:`` in it: IPv6).
-        port: TCP port, ``0`` for any free one (:attr:`port` is the bound one).
-        registry: What ``/metrics`` shows.
-        info: What ``/info`` shows, redacted here.
-        health: ``(healthy, body)`` for ``/health``, asked at each request.
-    """
+    """``registry`` on ``/metrics``, ``info`` (redacted) on ``/info``, ``health()`` asked at
+    each ``/health``; ``port=0`` binds any free port (:attr:`port` is the bound one)."""
 
     def __init__(
         self,
@@ -145,9 +130,10 @@ class MetricsServer:
             return self._metrics_app(environ, start_response)
         status, body = "200 OK", self.info
         if path == "/health":
-            healthy, body = self._health()
-            body["uptime_seconds"] = round(time.time() - self.started_at, 3)
+            healthy, state = self.health()
             status = "200 OK" if healthy else "503 Service Unavailable"
+            body = {"status": "healthy" if healthy else "unhealthy", **state}
+            body["uptime_seconds"] = round(time.time() - self.started_at, 3)
         elif path == "/":
             start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
             return [b"/metrics /health /info\n"]
@@ -159,14 +145,6 @@ class MetricsServer:
             status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
         )
         return [payload]
-
-    def _health(self) -> tuple[bool, dict[str, Any]]:
-        try:
-            healthy, body = self.health()
-        except Exception:  # a broken health check answers "unhealthy", not a 500
-            log.exception("metrics endpoint: the health check failed")
-            healthy, body = False, {"state": "unknown"}
-        return healthy, {"status": "healthy" if healthy else "unhealthy", **body}
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the port and join the serving thread. Idempotent."""
@@ -196,15 +174,11 @@ def start_metrics_server(
     *,
     recorder: PrometheusRecorder | None = None,
 ) -> MetricsServer:
-    """Serve ``registry`` on ``host:port`` from a daemon thread (``port=0``: any free one).
+    """Serve ``registry`` (default ``recorder.registry``) on ``host:port`` from a daemon thread.
 
-    Args:
-        host: ``127.0.0.1`` by default; ``0.0.0.0`` to be scraped from outside a container.
-        port: TCP port; a port in use raises :class:`PipelineError` naming the flag.
-        registry: Defaults to ``recorder.registry``.
-        info: What ``/info`` shows (version, pipeline_id, source/sink type and target);
-            secret-looking keys and URL credentials are removed.
-        recorder: Its state drives ``/health`` (503 after the pipeline entered ``error``).
+    ``0.0.0.0`` is for scrapes from outside a container; a port in use raises
+    :class:`PipelineError` naming the flag. The recorder's state drives ``/health`` (503
+    once the pipeline entered ``error``).
     """
     info = dict(info or {})
     if registry is None:
