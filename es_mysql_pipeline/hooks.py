@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from es_mysql_pipeline.metrics.catalog import (
+    OUTCOMES,
     RECORD_SPECS,
     STEP_DURATION,
     STEP_END,
@@ -120,12 +121,13 @@ def _step_duration(context: dg.HookContext, instance: dg.DagsterInstance | None)
 def _summary(step_key: str, delta: Mapping[str, float]) -> str:
     """The record's line for people: the step's record counts by outcome and stage."""
     counts = []
-    for key, value in sorted(delta.items()):
+    for key, value in delta.items():
         name, labels = parse_sample_key(key)
         outcome = _RECORD_SAMPLE_TO_OUTCOME.get(name)
         if outcome is not None:
-            counts.append(f"{outcome} {value:,.0f} ({labels.get('stage', 'load')})")
-    what = ", ".join(counts) if counts else "no records"
+            stage = labels.get("stage", "load")
+            counts.append((OUTCOMES.index(outcome), f"{outcome} {value:,.0f} ({stage})"))
+    what = ", ".join(text for _, text in sorted(counts)) if counts else "no records"
     return f"step {step_key} recorded for the metrics sensor: {what}"
 
 
