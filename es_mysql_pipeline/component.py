@@ -25,6 +25,8 @@ Mistakes fail when the code location loads, one line naming the place in the YAM
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -38,8 +40,9 @@ import yaml
 from pydantic import Field
 
 from es_mysql_pipeline.assets import AssetNames, ResourceKeys, build_assets
-from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS
+from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS, PUSHGATEWAY_KEY
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
+from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
@@ -154,6 +157,11 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
     #: Where stages go (a folder or ``s3://…``); default ``<data_dir>/staging``.
     staging_path: str | None = None
 
+    @classmethod
+    def get_additional_scope(cls) -> Mapping[str, Any]:
+        """``{{ sample_csv }}`` (the bundled CSV) and ``{{ data_dir }}`` in a defs.yaml."""
+        return {**super().get_additional_scope(), **template_scope()}
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         return self.definitions(_yaml_file(context.path))
 
@@ -177,7 +185,7 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
             jobs=jobs,
             schedules=schedules,
             sensors=sensors,
-            resources=resources,
+            resources={**resources, PUSHGATEWAY_KEY: shared_pushgateway()},
             executor=_executor(self.defaults.executor or "in_process"),
         )
 
@@ -402,6 +410,28 @@ class PipelinePlan:
         return BuiltPipeline(assets, self.resources(), job, schedules, sensors)
 
 
+def template_scope() -> dict[str, str]:
+    """What a defs.yaml may write as ``{{ name }}`` besides Dagster's ``env``."""
+    sample = str(importlib.resources.files("es_mysql_pipeline") / "data" / "sample_events.csv")
+    return {
+        "sample_csv": sample,
+        "data_dir": os.environ.get("ES_MYSQL_PIPELINE_DATA") or ".",
+    }
+
+
+@functools.cache
+def shared_pushgateway() -> PushgatewayResource:
+    """The one ``pushgateway`` resource the step hooks need (``PUSHGATEWAY_URL``; empty:
+    metrics off); one object, so that several components' definitions merge."""
+    secret = "PUSHGATEWAY_PASSWORD"
+    return PushgatewayResource(
+        url=os.environ.get("PUSHGATEWAY_URL", ""),
+        pipeline_id=os.environ.get("PIPELINE_ID") or "default",
+        username=os.environ.get("PUSHGATEWAY_USERNAME") or None,
+        password=dg.EnvVar(secret) if os.environ.get(secret) else None,
+    )
+
+
 def last_complete_partition(
     partitions: dg.PartitionsDefinition[str], at: datetime | None
 ) -> str | None:
@@ -437,7 +467,10 @@ def load_pipelines_file(path: str | os.PathLike[str]) -> list[tuple[EsMysqlPipel
             if kind.rsplit(".", 1)[-1] != EsMysqlPipelines.__name__:
                 continue
             try:
-                component = EsMysqlPipelines.resolve_from_dict(doc.get("attributes") or {})
+                component = EsMysqlPipelines.resolve_from_yaml(
+                    yaml.safe_dump(doc.get("attributes") or {}, sort_keys=False),
+                    scope=EsMysqlPipelines.get_additional_scope(),
+                )
             except Exception as exc:  # pydantic's validation error, Dagster's resolution error
                 raise PipelinesConfigError(
                     f"{file}: {_validation_line(exc, _Where(file))}"
