@@ -64,7 +64,7 @@ class PipelinesConfigError(ValueError):
     """A mistake in a ``defs.yaml``: one line, ``file:line: where: what``."""
 
 
-class ConnectionModel(dg.Model):
+class ConnectionModel(dg.Resolvable, dg.Model):
     """A named Elasticsearch cluster or database; secrets by environment-variable name."""
 
     type: Literal["elasticsearch", "sql", "mysql", "sqlite"]
@@ -80,7 +80,7 @@ class ConnectionModel(dg.Model):
     options: dict[str, Any] = {}
 
 
-class SourceModel(dg.Model):
+class SourceModel(dg.Resolvable, dg.Model):
     """An index or pattern of an Elasticsearch connection, or a CSV / JSON Lines file."""
 
     connection: str | None = None
@@ -95,7 +95,7 @@ class SourceModel(dg.Model):
     options: dict[str, Any] = {}
 
 
-class SinkModel(dg.Model):
+class SinkModel(dg.Resolvable, dg.Model):
     """A table of a database connection, a SQLite file, or a JSON Lines directory."""
 
     connection: str | None = None
@@ -106,18 +106,18 @@ class SinkModel(dg.Model):
     options: dict[str, Any] = {}
 
 
-class PartitionsModel(dg.Model):
+class PartitionsModel(dg.Resolvable, dg.Model):
     type: Literal["daily", "hourly", "none"] = "daily"
     #: ``YYYY-MM-DD`` (hourly also ``YYYY-MM-DD-HH:MM``), UTC.
     start: str = "2024-01-01"
 
 
-class BackfillModel(dg.Model):
+class BackfillModel(dg.Resolvable, dg.Model):
     type: Literal["single_run", "multi_run"] = "single_run"
     max_partitions_per_run: int = 1
 
 
-class PipelineOptions(dg.Model):
+class PipelineOptions(dg.Resolvable, dg.Model):
     """What ``defaults`` may set for every pipeline, and each pipeline for itself."""
 
     write_mode: Literal["skip", "upsert", "fail"] | None = None
@@ -761,7 +761,7 @@ def _lag(where: _Where, at: tuple[Any, ...], text: str) -> timedelta:
 
 def _pool_name(table_key: str) -> str:
     """A Dagster pool per sink table: loads into one table queue behind its limit."""
-    return "es_mysql_pipeline/" + re.sub(r"[^A-Za-z0-9_.#/-]", "_", table_key)
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", table_key.replace("#", "."))
 
 
 _EXECUTORS: dict[str, dg.ExecutorDefinition] = {}
