@@ -472,9 +472,7 @@ def load_pipelines_file(path: str | os.PathLike[str]) -> list[tuple[EsMysqlPipel
                     scope=EsMysqlPipelines.get_additional_scope(),
                 )
             except Exception as exc:  # pydantic's validation error, Dagster's resolution error
-                raise PipelinesConfigError(
-                    f"{file}: {_validation_line(exc, _Where(file))}"
-                ) from None
+                raise PipelinesConfigError(_validation_line(exc, _Where(file))) from None
             found.append((component, file))
     if not found:
         raise PipelinesConfigError(
@@ -563,12 +561,25 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _validation_line(exc: BaseException, where: _Where) -> str:
+    """The most specific of a validation error's complaints, at its place in the YAML.
+
+    Every field also accepts a ``{{ template }}`` string, so each mistake comes with an
+    "Input should be a valid string" twin; the other complaint is the one that helps.
+    """
     errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        loc = [p for p in first["loc"] if not (isinstance(p, str) and "[" in p)]
-        return where.message(loc, first["msg"])
-    return _one_line(exc)
+    if not callable(errors) or not errors():
+        return _one_line(exc)
+    found = errors()
+    first = next((e for e in found if "valid string" not in e["msg"]), found[0])
+    path: list[Any] = []
+    for part in first["loc"]:
+        text = re.sub(r"\s+at\s+\S+$", "", str(part))  # Dagster's " at <file>:<line>"
+        text = re.sub(r"(tuple|list|dict)\[[^\]]*\]", "", text)
+        for token in text.split("."):
+            if not token or token in ("str", "int") or re.match(r"^[A-Z]\w*Model$", token):
+                continue
+            path.append(int(token) if token.isdigit() else token)
+    return where.message(path, first["msg"])
 
 
 def _yaml_file(path: Path) -> Path | None:
