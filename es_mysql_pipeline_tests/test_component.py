@@ -224,7 +224,9 @@ def test_schedules_and_late_data_automation(setup: Setup) -> None:
             cursor = result.cursor
             requested.append(
                 {
-                    key.to_user_string(): sorted(result.get_requested_partitions(key))
+                    key.to_user_string(): sorted(
+                        str(k) for k in result.get_requested_partitions(key)
+                    )
                     for key in graph.get_all_asset_keys()
                     if result.get_requested_partitions(key)
                 }
