@@ -1,9 +1,17 @@
-"""Composes the project: assets, resources per environment, job, schedule, sensor, hooks."""
+"""Composes the project: the pipelines of a defs.yaml, or the one pipeline of the environment.
+
+``ES_MYSQL_PIPELINE_DEFS`` names a ``defs.yaml`` (or a folder of them) declaring pipelines
+(:class:`es_mysql_pipeline.EsMysqlPipelines`); unset, the bundled defs folder
+(``es_mysql_pipeline/defs/``: the sample CSV into SQLite) loads. Setting
+``ES_MYSQL_PIPELINE_ENV`` instead keeps the environment-variable deployment: one pipeline,
+assets ``raw_records`` → ``clean_records`` → ``loaded_records``, job ``records_job``.
+"""
 
 from __future__ import annotations
 
 import os
 from importlib import resources as pkg_resources
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -17,7 +25,7 @@ from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
-from es_mysql_pipeline.sensors import pipeline_metrics_sensor
+from es_mysql_pipeline.sensors import build_pipeline_metrics_sensor, pipeline_metrics_sensor
 from es_mysql_pipeline.targets import target_tags
 
 #: ``local`` (default): bundled sample CSV into SQLite, no server needed.
@@ -25,6 +33,8 @@ from es_mysql_pipeline.targets import target_tags
 #: ``file``: CSV into JSON Lines files under ``OUTPUT_DIR``.
 #: ``elasticsearch``: ``ES_URL``/``ES_INDEX`` (key ``ES_API_KEY`` or ``ES_PASSWORD``) into MySQL.
 ENV_VAR = "ES_MYSQL_PIPELINE_ENV"
+#: A defs.yaml (or a folder of them) declaring the pipelines; default: the bundled one.
+DEFS_VAR = "ES_MYSQL_PIPELINE_DEFS"
 
 
 def sample_csv_path() -> str:
@@ -146,10 +156,46 @@ records_daily_schedule = dg.build_schedule_from_partitioned_job(
     records_job, name="records_daily_schedule", hour_of_day=0, minute_of_hour=15
 )
 
-defs = dg.Definitions(
-    assets=ASSETS,
-    jobs=[records_job],
-    schedules=[records_daily_schedule],
-    sensors=[pipeline_metrics_sensor],
-    resources=RESOURCES,
-)
+
+def env_defs() -> dg.Definitions:
+    """The environment-variable deployment (``ES_MYSQL_PIPELINE_ENV``): one pipeline.
+
+    A function: Dagster takes the one ``Definitions`` at module scope as the code location.
+    """
+    return dg.Definitions(
+        assets=ASSETS,
+        jobs=[records_job],
+        schedules=[records_daily_schedule],
+        sensors=[pipeline_metrics_sensor],
+        resources=RESOURCES,
+    )
+
+
+def pipelines_defs(path: str | None = None) -> dg.Definitions:
+    """The pipelines of ``path`` (a defs.yaml or a folder), else of the bundled defs folder,
+    with one metrics sensor over all their assets. A mistake raises one line naming the
+    file, the line and the place in the YAML."""
+    from es_mysql_pipeline.component import PipelinesConfigError, load_pipelines_file
+
+    if path:
+        parts = [component.definitions(file) for component, file in load_pipelines_file(path)]
+        loaded = dg.Definitions.merge(*parts)
+    else:
+        from es_mysql_pipeline import defs as defs_module
+
+        package_root = Path(str(pkg_resources.files("es_mysql_pipeline"))).parent
+        try:
+            loaded = dg.ComponentTree.from_module(
+                defs_module=defs_module, project_root=package_root
+            ).build_defs()
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            if isinstance(cause, PipelinesConfigError):
+                raise PipelinesConfigError(str(cause)) from None
+            raise
+    keys = loaded.resolve_asset_graph().get_all_asset_keys()
+    sensor = build_pipeline_metrics_sensor(asset_keys=keys)
+    return dg.Definitions.merge(loaded, dg.Definitions(sensors=[sensor]))
+
+
+defs = env_defs() if os.environ.get(ENV_VAR) else pipelines_defs(os.environ.get(DEFS_VAR))

@@ -1,16 +1,21 @@
 """Step hooks: when a step of our assets ends, leave what it recorded in the run's event log.
 
-The hooks push nothing. They write one engine event per step with two things the
-run-status sensor (:mod:`es_mysql_pipeline.sensors`) reads when the run has finished:
+The hooks push nothing. Each writes one engine event into its run's log, at its step
+(``DagsterInstance.report_engine_event``, public API): a line for people ("step
+loaded_records: inserted 590 (load), failed 10 (transform)") and a
+:class:`~es_mysql_pipeline.metrics.run_totals.StepRecord` the run-status sensor
+(:mod:`es_mysql_pipeline.sensors`) reads when the run has finished:
 
-* :data:`SNAPSHOT_METADATA_KEY`: the step's counter and histogram *increments* (a fresh
-  step process starts its counters at zero, which ``rate()`` would misread); the sensor
-  adds them, once per run, to totals it keeps in its cursor.
-* :data:`STEP_METADATA_KEY`: the step's last-run values (gauges: workers, queue depth,
-  state, data freshness, info; ``pipeline_step_records``, duration, end time, success).
-  The sensor keeps, per step, those of the execution that ended last and pushes them as
-  the group ``{job, pipeline_id, step}``.
+* the step's counter and histogram *increments* (a fresh step process starts its counters
+  at zero, which ``rate()`` would misread); the sensor adds them, once per run, to the
+  totals of the run's pipeline;
+* the step's last-run values (state, data freshness, info; ``pipeline_step_records``,
+  duration, end time, success). The sensor keeps, per step, those of the execution that
+  ended last and pushes them as the group ``{job, pipeline_id, step}``.
 
+Why the event log and not a file: it is the one store every step process reaches,
+whatever the executor (in-process, multiprocess, celery workers on other hosts), it lives
+as long as the run, and the record stays readable in the run's log in the UI.
 One writer per group (the sensor, whose ticks never overlap) is what keeps two runs of
 the same step from overwriting each other's group with older values, without a run id
 label; and nothing is lost before the sensor reads it.
@@ -23,15 +28,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-
-# Dagster has no public way for a hook to write metadata into its run's event log; the
-# engine event (read back by the sensor through public EventLogEntry fields) is the one
-# private name this module needs.
-from dagster._core.events import EngineEventData
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from es_mysql_pipeline.metrics.catalog import (
+    OUTCOMES,
     RECORD_SPECS,
     STEP_DURATION,
     STEP_END,
@@ -43,10 +44,8 @@ from es_mysql_pipeline.metrics.catalog import (
     parse_sample_key,
 )
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
-from es_mysql_pipeline.metrics.run_totals import StepSnapshot
+from es_mysql_pipeline.metrics.run_totals import StepRecord, StepSnapshot
 
-SNAPSHOT_METADATA_KEY = "es_mysql_pipeline/metrics_delta"
-STEP_METADATA_KEY = "es_mysql_pipeline/step_last_run"
 PUSHGATEWAY_KEY = "pushgateway"
 _RECORD_SAMPLE_TO_OUTCOME = {spec.name: outcome for outcome, spec in RECORD_SPECS.items()}
 
@@ -119,6 +118,19 @@ def _step_duration(context: dg.HookContext, instance: dg.DagsterInstance | None)
     return max(0.0, time.time() - max(starts)) if starts else None
 
 
+def _summary(step_key: str, delta: Mapping[str, float]) -> str:
+    """The record's line for people: the step's record counts by outcome and stage."""
+    counts = []
+    for key, value in delta.items():
+        name, labels = parse_sample_key(key)
+        outcome = _RECORD_SAMPLE_TO_OUTCOME.get(name)
+        if outcome is not None:
+            stage = labels.get("stage", "load")
+            counts.append((OUTCOMES.index(outcome), f"{outcome} {value:,.0f} ({stage})"))
+    what = ", ".join(text for _, text in sorted(counts)) if counts else "no records"
+    return f"step {step_key} recorded for the metrics sensor: {what}"
+
+
 def record_step_metrics(context: dg.HookContext, *, success: bool) -> bool:
     """Write this step's increments and last-run values for the sensor; never raises."""
     recorder = active_prometheus_recorder()
@@ -139,13 +151,9 @@ def record_step_metrics(context: dg.HookContext, *, success: bool) -> bool:
             end_time=end,
         )
         snapshot = StepSnapshot.of_registry(_step_name(context), end, registry)
-        metadata = {STEP_METADATA_KEY: dg.MetadataValue.json(snapshot.to_data())}
-        if delta:
-            metadata[SNAPSHOT_METADATA_KEY] = dg.MetadataValue.json(dict(delta))
+        record = StepRecord(snapshot, dict(delta))
         instance.report_engine_event(
-            f"pipeline metrics of step {_step_key(context)} for the metrics sensor: "
-            f"{len(delta)} samples grew",
-            engine_event_data=EngineEventData(metadata=metadata),
+            record.to_message(_summary(_step_key(context), delta)),
             step_key=_step_key(context),
             job_name=context.job_name,
             run_id=context.run_id,

@@ -19,6 +19,12 @@ class StagingIOManager(dg.UPathIOManager):
 
     A partition range (single-run backfill) is stored as one staged file named after the range,
     which the downstream step of the same run loads by the same name.
+
+    With ``run_scoped`` (the YAML pipelines), a stage is named after its run as well:
+    ``<asset>/<partition>/<run id>.stage``, so two runs of one partition (a manual re-run
+    beside the scheduled one) never read each other's stages. A step whose upstream ran in
+    an earlier run (only ``loaded`` re-materialized) takes the newest complete stage of that
+    partition; a stage of a finished run goes when a later run stages the same partition.
     """
 
     extension = STAGED_FILE_SUFFIX
@@ -39,9 +45,13 @@ class StagingIOManager(dg.UPathIOManager):
             os.unlink(obj.path)
         handle = dataclasses.replace(obj, path=str(path))
         meta_path.write_text(json.dumps(handle.to_json()), encoding="utf-8")
+        if self.run_scoped:
+            remove_finished_stages(context, path)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> StagedRecords:
         meta_path = path.with_name(path.name + META_SUFFIX)
+        if self.run_scoped and not self.path_exists(meta_path):
+            meta_path = newest_complete_stage(path.parent) or meta_path
         if not self.path_exists(meta_path):
             raise dg.Failure(
                 f"staged data {path} is missing or incomplete (no {META_SUFFIX}); "
@@ -52,9 +62,23 @@ class StagingIOManager(dg.UPathIOManager):
     def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, Any]:
         return {"staged_rows": obj.rows} if isinstance(obj, StagedRecords) else {}
 
-    def __init__(self, base_path: UPath) -> None:
+    def __init__(self, base_path: UPath, run_scoped: bool = False) -> None:
         super().__init__(base_path=base_path)
         self.root = base_path  # public copy: the range path below is built from it
+        self.run_scoped = run_scoped
+
+    def get_asset_relative_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
+        path = super().get_asset_relative_path(context)
+        if self.run_scoped and not context.has_asset_partitions:
+            return path / UNPARTITIONED / stage_run_id(context)
+        return path
+
+    def get_path_for_partition(
+        self, context: dg.InputContext | dg.OutputContext, path: UPath, partition: str
+    ) -> UPath:
+        if self.run_scoped:
+            return path / partition / stage_run_id(context)
+        return super().get_path_for_partition(context, path, partition)
 
     # A single-run backfill hands one output several partitions; they are stored as one
     # range. Dagster 1.13 has no public hook for that (``handle_output`` insists on one path
@@ -87,16 +111,57 @@ class StagingIOManager(dg.UPathIOManager):
             return None
         base = self.root.joinpath(*self.get_asset_relative_path(context).parts)
         path = self.get_path_for_partition(context, base, f"{keys[0]}__{keys[-1]}")
-        return path.with_suffix(path.suffix + self.extension)
+        return path.with_name(path.name + self.extension)
 
 
 class StagingIOManagerResource(dg.ConfigurableIOManagerFactory):
     """The configurable face of :class:`StagingIOManager`."""
 
     base_path: str = "staging"
+    #: Name each stage after its run too (see :class:`StagingIOManager`).
+    run_scoped: bool = False
 
     def create_io_manager(self, context: dg.InitResourceContext) -> StagingIOManager:
-        return StagingIOManager(base_path=UPath(self.base_path))
+        return StagingIOManager(base_path=UPath(self.base_path), run_scoped=self.run_scoped)
+
+
+#: The folder of an unpartitioned asset's run-scoped stages.
+UNPARTITIONED = "all"
+
+
+def stage_run_id(context: dg.InputContext | dg.OutputContext) -> str:
+    """The run whose stage this is: this run for an output, the producing run for an input
+    (Dagster names the parent run on a re-execution, else this run)."""
+    if isinstance(context, dg.OutputContext):
+        return context.run_id
+    return context.upstream_output.run_id  # type: ignore[union-attr]
+
+
+def newest_complete_stage(folder: UPath) -> UPath | None:
+    """The sidecar of the newest complete stage in ``folder`` (one per run), if any."""
+    try:
+        metas = [p for p in folder.iterdir() if p.name.endswith(META_SUFFIX)]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return max(metas, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def remove_finished_stages(context: dg.OutputContext, path: UPath) -> None:
+    """Drop the stages of finished runs beside ``path``: a running run keeps its own."""
+    try:
+        instance = context.step_context.instance
+    except Exception:  # a bare output context (a test): keep everything
+        return
+    for meta in path.parent.iterdir():
+        if not meta.name.endswith(META_SUFFIX) or meta.name.startswith(path.name):
+            continue
+        stage = meta.with_name(meta.name[: -len(META_SUFFIX)])
+        run = instance.get_run_by_id(stage.name[: -len(STAGED_FILE_SUFFIX)])
+        if run is not None and not run.is_finished:
+            continue
+        meta.unlink()  # the sidecar first: the stage stops being complete before it goes
+        if stage.exists():
+            stage.unlink()
 
 
 def _is_local(path: UPath) -> bool:

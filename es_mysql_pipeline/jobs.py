@@ -21,9 +21,9 @@ from typing import Any
 
 import dagster as dg
 
-# dagster-celery takes its retry mode as this class, which dagster does not export.
-from dagster._core.execution.retries import RetryMode
-from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor
+# dagster-celery takes its retry mode as a class dagster does not export; take it from
+# dagster-celery's own executor module, as its celery_executor does.
+from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, RetryMode
 
 from es_mysql_pipeline import definitions as base
 

@@ -280,7 +280,7 @@ def rebatch(batches: Iterable[Frame], size: int) -> Iterator[Frame]:
 
 def mask_secrets(text: str, secrets: Mapping[str, str | None] | list[str | None]) -> str:
     """Replace each known secret value in ``text`` by ``***``: errors from drivers may echo
-    URLs with passwords in them. Compare :func:`~es_mysql_pipeline.metrics.endpoint_parent.
+    URLs with passwords in them. Compare :func:`~es_mysql_pipeline.metrics.endpoint.
     strip_credentials`, which drops secret-looking keys when the values are not known."""
     values = secrets.values() if isinstance(secrets, Mapping) else secrets
     for secret in values:

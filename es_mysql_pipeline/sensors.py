@@ -1,48 +1,59 @@
-"""The run-status sensor that turns finished Dagster runs into monotonic Prometheus totals.
+"""The sensor that turns finished Dagster runs into monotonic Prometheus totals and pushes them.
 
 Why a plain ``@sensor`` and not ``@run_status_sensor``: a run-status sensor's cursor
 belongs to Dagster (it refuses a user cursor), and one such sensor watches one status.
 This sensor reads the same run-status events (success, failure, cancel: a run whose
 process crashed before any hook ran still gets its failure event) with
-``fetch_run_status_changes``, and keeps in its own cursor both the event watermarks and
-the totals. Watermarks and totals change in one cursor write, so each run is counted
-exactly once, and the totals survive daemon restarts; a lost Pushgateway is refilled by
-the next push.
+``fetch_run_status_changes``.
 
 It counts every finished run, of any job, that was to materialize one of our assets
 (:data:`WATCHED_ASSETS`): our job, Dagster's implicit asset job (asset-graph launches,
-backfills), a celery executor job or a user's job. Per run it adds:
-``pipeline_runs_total{result}``, the run's duration to
-``pipeline_run_duration_seconds``, and the increments each step hook left in the event
-log to the ``_total`` counters and histograms. Then it pushes them all as the group
-``{job, pipeline_id}``, with ``pipeline_last_success_timestamp_seconds``,
-``pipeline_last_run_duration_seconds`` and ``pipeline_last_run_success`` (of the run
-that ended last).
+backfills), a celery executor job or a user's job. Each run is folded into the totals of
+its own pipeline: the run's :data:`PIPELINE_ID_TAG`, else the Pushgateway resource's
+``pipeline_id``. A sensor pushes the pipelines it is given (``pipeline_ids``; by default
+the resource's ``pipeline_id``) and leaves runs of other pipelines to their own sensor,
+so every run is counted once, under its own pipeline. Per run it adds
+``pipeline_runs_total{result}``, the run's duration to ``pipeline_run_duration_seconds``
+and the increments each step hook left in the event log to the ``_total`` counters and
+histograms; per pipeline it pushes them as the group ``{job, pipeline_id}`` with
+``pipeline_last_success_timestamp_seconds``, ``pipeline_last_run_duration_seconds`` and
+``pipeline_last_run_success`` (of the run that ended last), and each step's last-run
+values as ``{job, pipeline_id, step}``.
 
-It is also the only writer of the step groups ``{job, pipeline_id, step}``: each step hook
-leaves its last-run values in the event log, the cursor keeps per step those of the
-execution that ended last, and every tick pushes them. Concurrent runs of a step thus
-never overwrite a newer execution's values with an older one's, and no run id becomes a
-label.
+**Where the totals live.** They are a function of the event log up to the sensor's
+watermarks, so the cursor holds only the watermarks and two counts (a few hundred
+characters in the UI). The totals stay in this process between ticks, and a process that
+has none for the cursor it is given (a restart, another code server) recomputes them
+from the event log before it pushes: each run counted once, the totals survive restarts
+and a Pushgateway that lost its state, and a failed push is redone by the next tick.
+
+**Runs that were not measured.** A run some of whose steps ended without leaving a step
+record ran with pushing off (before ``PUSHGATEWAY_URL`` was set): it is not counted, and
+the tick says so. A run that ended before any step did (a crash) counts with no records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Collection, Iterable
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
 
 import dagster as dg
 
-from es_mysql_pipeline.hooks import SNAPSHOT_METADATA_KEY, STEP_METADATA_KEY
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource, Warn
 from es_mysql_pipeline.metrics.run_totals import (
     MetricsCursor,
-    StepSnapshot,
-    cursor_registry,
+    PipelineTotals,
+    StepRecord,
     fold_run,
     step_registry_of,
+    totals_registry,
     zero_totals,
 )
+
+#: The run tag naming the pipeline a run belongs to (several pipelines in one location).
+PIPELINE_ID_TAG = "es_mysql_pipeline/pipeline_id"
 
 RUN_END_EVENTS: tuple[dg.DagsterEventType, ...] = (
     dg.DagsterEventType.RUN_SUCCESS,
@@ -54,28 +65,28 @@ RESULT_OF_EVENT = {
     dg.DagsterEventType.RUN_FAILURE.value: "failure",
     dg.DagsterEventType.RUN_CANCELED.value: "canceled",
 }
+_STEP_ENDS = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
 DEFAULT_FETCH_LIMIT = 200
+#: Page size when totals are recomputed from the event log.
+_REBUILD_PAGE = 1000
 
 
-def step_records(
-    instance: dg.DagsterInstance, run_id: str
-) -> tuple[list[dict[str, float]], list[StepSnapshot]]:
-    """The increments and last-run values the step hooks of ``run_id`` left in its log."""
-    deltas: list[dict[str, float]] = []
-    snapshots: list[StepSnapshot] = []
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-        event = entry.dagster_event
-        data = getattr(event, "engine_event_data", None) if event else None
-        metadata = data.metadata if data is not None else {}
-        delta = metadata.get(SNAPSHOT_METADATA_KEY)
-        if isinstance(delta, dg.JsonMetadataValue) and isinstance(delta.data, dict):
-            deltas.append({str(k): float(v) for k, v in delta.data.items()})
-        last_run = metadata.get(STEP_METADATA_KEY)
-        if isinstance(last_run, dg.JsonMetadataValue):
-            snapshot = StepSnapshot.from_data(last_run.data)
-            if snapshot is not None:
-                snapshots.append(snapshot)
-    return deltas, snapshots
+def step_records(instance: dg.DagsterInstance, run_id: str) -> tuple[list[StepRecord], int]:
+    """The records the step hooks of ``run_id`` left in its log, and how many steps ended."""
+    records: list[StepRecord] = []
+    ended = 0
+    events = instance.get_records_for_run(
+        run_id, of_type={dg.DagsterEventType.ENGINE_EVENT, *_STEP_ENDS}
+    ).records
+    for event in events:
+        entry = event.event_log_entry
+        if entry.dagster_event_type in _STEP_ENDS:
+            ended += 1
+            continue
+        record = StepRecord.from_message(entry.message)
+        if record is not None:
+            records.append(record)
+    return records, ended
 
 
 def is_run_of(
@@ -95,73 +106,224 @@ def is_run_of(
     return False
 
 
+def run_pipeline_id(run: dg.DagsterRun, default: str) -> str:
+    """The pipeline a run belongs to: its :data:`PIPELINE_ID_TAG`, else ``default``."""
+    return run.tags.get(PIPELINE_ID_TAG) or default
+
+
+@dataclass
+class _Totals:
+    """Everything folded up to ``after``: the totals per pipeline and what the tick saw."""
+
+    after: dict[str, int] = field(default_factory=dict)
+    pipelines: dict[str, PipelineTotals] = field(default_factory=dict)
+    runs_counted: int = 0
+    new: Counter[str] = field(default_factory=Counter)
+    unmeasured: int = 0
+    elsewhere: int = 0
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What a sensor counts: runs of ``asset_keys`` of the pipelines ``pipeline_ids``."""
+
+    asset_keys: frozenset[dg.AssetKey]
+    pipeline_ids: tuple[str, ...]
+    default_pipeline_id: str
+
+
+#: Totals kept between ticks, per instance and sensor scope (a code server evaluates every
+#: tick of a sensor in one process); recomputed from the event log when missing or stale.
+_KEPT: dict[tuple[str, str, _Scope], _Totals] = {}
+
+
+def forget_kept_totals() -> None:
+    """Drop the totals kept in this process, as a restart does (tests)."""
+    _KEPT.clear()
+
+
+def _instance_key(instance: dg.DagsterInstance) -> str:
+    try:
+        return str(instance.root_directory)
+    except Exception:  # an instance without a directory
+        return f"object:{id(instance)}"
+
+
+def _fold_events(
+    state: _Totals,
+    instance: dg.DagsterInstance,
+    scope: _Scope,
+    upto: dict[str, int] | None,
+    limit: int,
+) -> None:
+    """Fold run-end events after ``state.after``: up to ``upto`` (all pages), or one page."""
+    for event_type in RUN_END_EVENTS:
+        name = event_type.value
+        while True:
+            after = state.after.get(name, -1)
+            if upto is not None and after >= upto.get(name, -1):
+                break
+            records = instance.fetch_run_status_changes(
+                dg.RunStatusChangeRecordsFilter(
+                    event_type=event_type,  # type: ignore[arg-type]
+                    after_storage_id=after,
+                ),
+                limit=limit if upto is None else _REBUILD_PAGE,
+                ascending=True,
+            ).records
+            past = [r for r in records if upto is None or r.storage_id <= upto.get(name, -1)]
+            for record in past:
+                state.after[name] = record.storage_id
+                _fold_one(state, instance, scope, RESULT_OF_EVENT[name], record)
+            if upto is None or len(past) < len(records) or not records:
+                break
+
+
+def _fold_one(
+    state: _Totals,
+    instance: dg.DagsterInstance,
+    scope: _Scope,
+    result: str,
+    record: dg.EventLogRecord,
+) -> None:
+    run_record = instance.get_run_record_by_id(record.event_log_entry.run_id)
+    if run_record is None or not is_run_of(instance, run_record.dagster_run, scope.asset_keys):
+        return
+    run = run_record.dagster_run
+    pid = run_pipeline_id(run, scope.default_pipeline_id)
+    if pid not in scope.pipeline_ids:
+        state.elsewhere += 1
+        return
+    records, steps_ended = step_records(instance, run.run_id)
+    if steps_ended and not records:
+        state.unmeasured += 1
+        return
+    start, end = run_record.start_time, run_record.end_time or record.timestamp
+    fold_run(
+        state.pipelines.setdefault(pid, PipelineTotals()),
+        pid,
+        result,
+        (end - start) if start is not None and end is not None else None,
+        end,
+        [r.delta for r in records],
+        [r.snapshot for r in records],
+    )
+    state.runs_counted += 1
+    state.new[pid] += 1
+
+
+def _totals_for(
+    instance: dg.DagsterInstance, cursor: MetricsCursor, scope: _Scope, sensor_name: str
+) -> _Totals:
+    """The kept totals if they are those of ``cursor``, else recomputed up to it."""
+    key = (_instance_key(instance), sensor_name, scope)
+    state = _KEPT.pop(key, None)
+    if state is None or state.after != cursor.after:
+        state = _Totals()
+        _fold_events(state, instance, scope, cursor.after, _REBUILD_PAGE)
+        state.after = dict(cursor.after)
+    state.new, state.unmeasured, state.elsewhere = Counter(), 0, 0
+    for pid in scope.pipeline_ids:
+        totals = state.pipelines.setdefault(pid, PipelineTotals())
+        for sample, zero in zero_totals(pid).items():
+            totals.totals.setdefault(sample, zero)
+    _KEPT[key] = state
+    return state
+
+
 def evaluate_metrics_sensor(
     context: dg.SensorEvaluationContext,
     pushgateway: PushgatewayResource,
     asset_keys: AbstractSet[dg.AssetKey],
     fetch_limit: int = DEFAULT_FETCH_LIMIT,
+    pipeline_ids: Collection[str] | None = None,
+    sensor_name: str = "pipeline_metrics_sensor",
 ) -> dg.SkipReason:
-    """One tick: fold newly finished runs of ``asset_keys`` into the cursor, then push."""
+    """One tick: fold newly finished runs into their pipelines' totals, push, say what."""
     if not pushgateway.enabled:
-        return dg.SkipReason("pushgateway.url is empty: run metrics are not pushed")
-    pid = pushgateway.pipeline_id
-    cursor = MetricsCursor.from_json(context.cursor)
-    for key, zero in zero_totals(pid).items():
-        cursor.totals.setdefault(key, zero)
-    instance = context.instance
-    counted = 0
-    for event_type in RUN_END_EVENTS:
-        records = instance.fetch_run_status_changes(
-            dg.RunStatusChangeRecordsFilter(
-                event_type=event_type,  # type: ignore[arg-type]
-                after_storage_id=cursor.after.get(event_type.value, -1),
-            ),
-            limit=fetch_limit,
-            ascending=True,
-        ).records
-        for record in records:
-            cursor.after[event_type.value] = record.storage_id
-            run_record = instance.get_run_record_by_id(record.event_log_entry.run_id)
-            if run_record is None or not is_run_of(instance, run_record.dagster_run, asset_keys):
-                continue
-            start, end = run_record.start_time, run_record.end_time or record.timestamp
-            deltas, steps = step_records(instance, run_record.dagster_run.run_id)
-            fold_run(
-                cursor,
-                pid,
-                RESULT_OF_EVENT[event_type.value],
-                (end - start) if start is not None and end is not None else None,
-                end,
-                deltas,
-                steps,
-            )
-            counted += 1
-    cursor.push_failures += push_groups(pushgateway, cursor, context.log.warning)
+        return dg.SkipReason(
+            "nothing pushed: pushgateway.url is empty (set PUSHGATEWAY_URL); runs whose "
+            "steps ran without it are not counted"
+        )
+    scope = _Scope(
+        frozenset(asset_keys),
+        tuple(sorted(set(pipeline_ids or (pushgateway.pipeline_id,)))),
+        pushgateway.pipeline_id,
+    )
+    cursor = MetricsCursor.from_json(context.cursor, pushgateway.pipeline_id)
+    state = _totals_for(context.instance, cursor, scope, sensor_name)
+    _fold_events(state, context.instance, scope, None, fetch_limit)
+    said = [
+        _push_pipeline(pushgateway, state, cursor, pid, context.log.warning)
+        for pid in scope.pipeline_ids
+    ]
+    if state.unmeasured:
+        said.append(
+            f"{state.unmeasured} finished run(s) not counted: their steps recorded no "
+            "metrics (pushing was off: PUSHGATEWAY_URL was not set)"
+        )
+    if state.elsewhere:
+        said.append(f"{state.elsewhere} run(s) of other pipelines left to their sensors")
+    cursor.after = dict(state.after)
+    cursor.runs_counted = state.runs_counted
     context.update_cursor(cursor.to_json())
-    return dg.SkipReason(
-        f"counted {counted} finished run(s) of {_names(asset_keys)}; "
-        f"{cursor.runs_counted} counted in all"
+    return dg.SkipReason("; ".join(said))
+
+
+def _push_pipeline(
+    pushgateway: PushgatewayResource,
+    state: _Totals,
+    cursor: MetricsCursor,
+    pid: str,
+    warn: Warn,
+) -> str:
+    """Push one pipeline's groups; one sentence saying what was pushed or why not."""
+    totals = state.pipelines[pid]
+    problems: list[str] = []
+    failed = push_groups(pushgateway, totals, pid, cursor.push_failures.get(pid, 0), problems)
+    for problem in problems:
+        warn(problem)
+    counted = f"totals of {totals.runs_counted} run(s) ({state.new[pid]} new this tick)"
+    if failed:
+        cursor.push_failures[pid] = cursor.push_failures.get(pid, 0) + failed
+        return (
+            f"pipeline {pid}: push to {pushgateway.url} failed ({failed} group(s)); the "
+            f"{counted} stay counted and the next tick pushes them again"
+        )
+    return (
+        f"pushed {counted} for pipeline {pid} to {pushgateway.url}, "
+        f"with {len(totals.steps)} step group(s)"
     )
 
 
-def push_groups(pushgateway: PushgatewayResource, cursor: MetricsCursor, warn: Warn) -> int:
+def push_groups(
+    pushgateway: PushgatewayResource,
+    totals: PipelineTotals,
+    pid: str,
+    push_failures: int,
+    problems: list[str],
+) -> int:
     """Push the totals group, then every step group; how many pushes failed.
 
     Every tick pushes every group, so a Pushgateway that lost its state is refilled. When
     the totals push fails the step groups wait for the next tick: a down Pushgateway
     holds a tick up for one timeout, not one per group.
     """
-    pid = pushgateway.pipeline_id
+    then = "the sensor's next tick pushes them again"
     if not pushgateway.push(
-        cursor_registry(cursor, pid), pushgateway.grouping_key(pipeline_id=pid), warn=warn
+        totals_registry(totals, pid, push_failures),
+        pushgateway.grouping_key(pipeline_id=pid),
+        warn=problems.append,
+        then=then,
     ):
         return 1
     failures = 0
-    for step, snapshot in sorted(cursor.steps.items()):
+    for step, snapshot in sorted(totals.steps.items()):
         if not pushgateway.push(
             step_registry_of(snapshot, pid),
             pushgateway.grouping_key(pipeline_id=pid, step=step),
-            warn=warn,
+            warn=problems.append,
+            then=then,
         ):
             failures += 1
     return failures
@@ -182,9 +344,15 @@ def build_pipeline_metrics_sensor(
     name: str = "pipeline_metrics_sensor",
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    pipeline_ids: Collection[str] | None = None,
 ) -> dg.SensorDefinition:
-    """The sensor for runs of ``asset_keys`` (whatever their job); needs ``pushgateway``."""
+    """The sensor for runs of ``asset_keys`` (whatever their job); needs ``pushgateway``.
+
+    ``pipeline_ids``: the pipelines it counts and pushes (default: the resource's
+    ``pipeline_id``); give one sensor every pipeline, or each pipeline its own sensor.
+    """
     keys = frozenset(asset_keys)
+    pids = tuple(pipeline_ids) if pipeline_ids else None
 
     @dg.sensor(
         name=name,
@@ -192,13 +360,15 @@ def build_pipeline_metrics_sensor(
         default_status=default_status,
         description=(
             "Pushes run outcomes, durations and monotonic record totals of every run of "
-            f"{_names(keys)} to the Pushgateway (totals live in the cursor)."
+            f"{_names(keys)} to the Pushgateway; each tick says what it pushed."
         ),
     )
     def _sensor(
         context: dg.SensorEvaluationContext, pushgateway: PushgatewayResource
     ) -> dg.SkipReason:
-        return evaluate_metrics_sensor(context, pushgateway, keys)
+        return evaluate_metrics_sensor(
+            context, pushgateway, keys, pipeline_ids=pids, sensor_name=name
+        )
 
     return _sensor
 

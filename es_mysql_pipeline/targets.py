@@ -22,6 +22,8 @@ SOURCE_TAG = "es_mysql_pipeline/source"
 SINK_TAG = "es_mysql_pipeline/sink"
 #: The per-table concurrency key of deploy/dagster.yaml's run queue.
 SINK_TABLE_TAG = "es_mysql_pipeline/sink_table"
+#: The pipeline a run (and an asset) belongs to: a YAML pipeline's name, metrics fold by it.
+PIPELINE_TAG = "es_mysql_pipeline/pipeline_id"
 
 _SETTINGS = {
     SOURCE_TAG: "ES_MYSQL_PIPELINE_ENV and CSV_FILE (or ES_URL, ES_INDEX)",

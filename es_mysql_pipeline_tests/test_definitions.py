@@ -7,7 +7,10 @@ import sys
 import dagster as dg
 import pytest
 
-from es_mysql_pipeline.definitions import defs
+from es_mysql_pipeline.definitions import env_defs
+
+#: The environment-variable deployment: one pipeline, ``records_job``.
+defs = env_defs()
 
 
 def test_definitions_load_and_job_resolves() -> None:
@@ -80,7 +83,8 @@ def test_backfill_partitions_per_run_sets_the_assets_policy(per_run: str, expect
     """BACKFILL_PARTITIONS_PER_RUN is read when the definitions load: a fresh interpreter."""
     code = (
         "import dagster as dg\n"
-        "from es_mysql_pipeline.definitions import defs\n"
+        "from es_mysql_pipeline.definitions import env_defs\n"
+        "defs = env_defs()\n"
         "g = defs.resolve_asset_graph()\n"
         "ps = {g.get(k).backfill_policy for k in g.get_all_asset_keys()}\n"
         "assert len(ps) == 1, ps\n"

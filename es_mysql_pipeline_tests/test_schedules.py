@@ -13,10 +13,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from es_mysql_pipeline.definitions import ASSETS, defs, records_job, resources_for
+from es_mysql_pipeline.definitions import ASSETS, env_defs, records_job, resources_for
 from es_mysql_pipeline.records import parse_timestamp
 from es_mysql_pipeline.targets import target_tags
 from es_mysql_pipeline_tests.helpers import metadata, sample_rows, table_rows
+
+#: The environment-variable deployment: one pipeline, ``records_job``.
+defs = env_defs()
 
 SCHEDULE = defs.resolve_schedule_def("records_daily_schedule")
 

@@ -32,7 +32,7 @@ from es_mysql_pipeline.cli.parser import (
 )
 from es_mysql_pipeline.cli.progress import Progress
 from es_mysql_pipeline.cli.report import failure_message, print_summary, step_metadata
-from es_mysql_pipeline.cli.resources import build_resources, preflight
+from es_mysql_pipeline.cli.resources import build_resources, declared_resources, preflight
 from es_mysql_pipeline.cli.workers import run_workers
 from es_mysql_pipeline.errors import ConfigError, PipelineError
 from es_mysql_pipeline.worker_processes import tune_gc
@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from es_mysql_pipeline.assets import build_assets
 
-    resources = build_resources(args)
+    resources = declared_resources(args) if args.pipeline else build_resources(args)
     preflight(resources)
     staging_tmp = None
     if not args.staging_dir:

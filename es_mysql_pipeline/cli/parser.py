@@ -138,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="column of the time field (default: the field's own name, @timestamp as "
         "timestamp; tables made before 0.4 use timestamp)",
     )
+    declared = p.add_argument_group("a pipeline declared in a defs.yaml")
+    declared.add_argument(
+        "--pipeline",
+        help="run this pipeline of --defs (its source, sink and settings; the source and "
+        "sink flags are then not used)",
+    )
+    declared.add_argument(
+        "--defs",
+        help="a defs.yaml or a folder of them (default: $ES_MYSQL_PIPELINE_DEFS, else the "
+        "bundled sample's)",
+    )
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", "--batch_size", type=at_least(1), default=1000)
     run.add_argument("--workers", type=at_least(1), default=2, help="load threads (connections)")

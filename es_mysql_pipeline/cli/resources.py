@@ -91,6 +91,50 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
     return {"source": source, "sink": sink, "settings": settings, "io_manager": staging}
 
 
+def declared_resources(args: argparse.Namespace) -> dict[str, Any]:
+    """The resources of pipeline ``--pipeline`` of ``--defs``, under the CLI's keys.
+
+    Secrets declared as variable names are read from this process's environment now: the
+    pre-flight connects before Dagster would resolve them.
+    """
+    from es_mysql_pipeline.component import find_pipeline
+    from es_mysql_pipeline.io_manager import StagingIOManagerResource
+
+    path = args.defs or os.environ.get("ES_MYSQL_PIPELINE_DEFS") or _bundled_defs()
+    plan = find_pipeline(path, args.pipeline)
+    if args.pipeline_id == "default":
+        args.pipeline_id = plan.name  # the metrics' pipeline_id
+    own = plan.resources()
+    keys = plan.resource_keys
+    staging = StagingIOManagerResource(base_path=args.staging_dir or "")
+    return {
+        "source": _with_secrets(own[keys.source]),
+        "sink": _with_secrets(own[keys.sink]),
+        "settings": own[keys.settings],
+        "io_manager": staging,
+    }
+
+
+def _bundled_defs() -> str:
+    from importlib import resources as pkg_resources
+
+    return str(pkg_resources.files("es_mysql_pipeline") / "defs")
+
+
+def _with_secrets(resource: Any) -> Any:
+    """``resource`` with each ``dg.EnvVar`` field replaced by the variable's value."""
+    import dagster as dg
+
+    fields = {name: getattr(resource, name) for name in type(resource).model_fields}
+    for name, value in fields.items():
+        if isinstance(value, dg.EnvVar):
+            secret = os.environ.get(value.env_var_name)
+            if not secret:
+                raise ConfigError(f"{value.env_var_name} is not set (the {name} of the pipeline)")
+            fields[name] = secret
+    return type(resource)(**fields)
+
+
 def _elasticsearch_source(args: argparse.Namespace) -> Any:
     if not args.es_url or not args.es_index:
         raise ConfigError("--es_url and --es_index are required with --source_type elasticsearch")

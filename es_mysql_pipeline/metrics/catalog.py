@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -294,7 +294,6 @@ class PrometheusRecorder:
         self._lock = threading.Lock()
         self._last_snapshot: dict[str, float] = {}
         self._current_state: State = "stopped"
-        self._state_listeners: tuple[Callable[[State], None], ...] = ()
         m = {spec.family: build_metric(spec, self.registry) for spec in RECORDER_SPECS}
         self._records = {o: m[RECORD_SPECS[o].family] for o in OUTCOMES}
         self._durations = {k: m[DURATION_SPECS[k].family] for k in DURATION_KINDS}
@@ -348,8 +347,6 @@ class PrometheusRecorder:
     def state(self, state: State) -> None:
         self._current_state = state
         self._state.state(state)
-        for listener in self._state_listeners:
-            listener(state)
 
     def error(self, error_type: str, stage: Stage) -> None:
         self._errors.labels(self.pipeline_id, bounded_error_type(error_type), stage).inc()
@@ -383,18 +380,6 @@ class PrometheusRecorder:
     def current_state(self) -> State:
         """The last state set; ``/health`` answers 503 while it is ``error``."""
         return self._current_state
-
-    def add_state_listener(self, listener: Callable[[State], None]) -> None:
-        """Call ``listener(state)`` after each :meth:`state` (the endpoint's ``/health``).
-
-        Listeners run in the caller's thread and must not raise.
-        """
-        with self._lock:
-            self._state_listeners = (*self._state_listeners, listener)
-
-    def remove_state_listener(self, listener: Callable[[State], None]) -> None:
-        with self._lock:
-            self._state_listeners = tuple(x for x in self._state_listeners if x != listener)
 
     def push_failed(self) -> None:
         """Count one failed Pushgateway push."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from es_mysql_pipeline import __version__
 from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, enable_process_metrics
-from es_mysql_pipeline.metrics.endpoint_parent import MetricsServer, start_metrics_server
+from es_mysql_pipeline.metrics.endpoint import MetricsServer, start_metrics_server
 from es_mysql_pipeline.metrics.recorder import set_recorder
 
 
@@ -38,7 +38,7 @@ class CliMetrics:
         self.recorder.state("error")
 
     def stop(self) -> None:
-        """Stop the endpoint (its child process and thread) and turn metrics off again."""
+        """Stop the endpoint (port closed, thread joined) and turn metrics off again."""
         self.server.stop()
         set_recorder(None)
 

@@ -4,12 +4,21 @@ The run-status sensor pushes (the step hooks only leave their values in the even
 A push must never fail or stall its caller: every push runs in a helper thread that the
 caller waits on for at most ``timeout_seconds``; an error or a timeout becomes a warning
 and one more ``pipeline_pushgateway_failures_total``, and the caller goes on.
+
+A pipeline that no longer exists keeps its last groups in the Pushgateway (they never
+expire); :meth:`PushgatewayResource.retire` deletes them, or from a shell::
+
+    python -m es_mysql_pipeline.metrics.pushgateway http://pushgateway:9091 retire OLD_ID
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import sys
 import threading
+import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -105,10 +114,12 @@ class PushgatewayResource(dg.ConfigurableResource):
         *,
         recorder: PrometheusRecorder | None = None,
         warn: Warn | None = None,
+        then: str = "the run goes on",
     ) -> bool:
         """PUT ``registry`` as the group ``grouping_key``; ``False`` (and a warning) on failure.
 
-        ``recorder`` (if given) counts the failure in ``pipeline_pushgateway_failures_total``.
+        ``recorder`` (if given) counts the failure in ``pipeline_pushgateway_failures_total``;
+        ``then`` ends the warning: what happens to the values that were not pushed.
         """
         if not self.enabled:
             return True
@@ -125,6 +136,7 @@ class PushgatewayResource(dg.ConfigurableResource):
             f"push of {key}",
             recorder,
             warn,
+            then,
         )
 
     def delete(self, grouping_key: Mapping[str, str], *, warn: Warn | None = None) -> bool:
@@ -143,7 +155,36 @@ class PushgatewayResource(dg.ConfigurableResource):
             f"delete of {key}",
             None,
             warn,
+            "the group stays",
         )
+
+    def groups(self) -> list[dict[str, str]]:
+        """The grouping labels of every group of this ``job_name`` (the Pushgateway's API)."""
+        request = urllib.request.Request(self.url.rstrip("/") + "/api/v1/metrics")
+        if self.username is not None or self.password is not None:
+            token = f"{self.username or ''}:{self.password or ''}".encode()
+            request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
+        with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+            data = json.load(response)["data"]
+        return [
+            {str(k): str(v) for k, v in group["labels"].items()}
+            for group in data
+            if group["labels"].get("job") == self.job_name
+        ]
+
+    def retire(self, pipeline_id: str, *, warn: Warn | None = None) -> int:
+        """Delete every group of ``pipeline_id`` (its totals and its steps); how many.
+
+        For a pipeline that no longer exists: remove it (or its sensor) first, or the
+        sensor pushes its groups again on its next tick.
+        """
+        wanted = {**self.grouping_labels, "pipeline_id": pipeline_id}
+        deleted = 0
+        for labels in self.groups():
+            if all(labels.get(k) == v for k, v in wanted.items()):
+                key = {k: v for k, v in labels.items() if k != "job"}
+                deleted += self.delete(key, warn=warn)
+        return deleted
 
     def _bounded(
         self,
@@ -151,6 +192,7 @@ class PushgatewayResource(dg.ConfigurableResource):
         what: str,
         recorder: PrometheusRecorder | None,
         warn: Warn | None,
+        then: str,
     ) -> bool:
         """Run ``action`` in a daemon thread; wait at most the timeout (plus a little)."""
         errors: list[BaseException] = []
@@ -170,11 +212,24 @@ class PushgatewayResource(dg.ConfigurableResource):
             problem = f"{type(errors[0]).__name__}: {errors[0]}"
         else:
             return True
-        message = (
-            f"Pushgateway {self.url}: {what} failed ({problem}); metrics of this push are "
-            "lost, the run goes on"
-        )
+        message = f"Pushgateway {self.url}: {what} failed ({problem}); {then}"
         (warn or logger.warning)(message)
         if recorder is not None:
             recorder.push_failed()
         return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m es_mysql_pipeline.metrics.pushgateway URL retire PIPELINE_ID [JOB]``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (3, 4) or args[1] != "retire":
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    job = args[3] if len(args) == 4 else "es_mysql_pipeline"
+    deleted = PushgatewayResource(url=args[0], job_name=job, timeout_seconds=10).retire(args[2])
+    print(f"deleted {deleted} group(s) of pipeline {args[2]} from {args[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,15 +1,16 @@
 """Run totals: what the metrics sensor folds finished runs into, and how it exposes them.
 
-The totals live in the sensor's cursor (:class:`MetricsCursor`) as flat sample keys, so one
-cursor write both advances the event watermarks and adds a run: each run counted once, the
-totals survive daemon restarts. :func:`cursor_registry` turns them into prometheus_client
-metric families (counters, histograms, gauges) with the catalog's HELP/TYPE, for the push.
+A step hook leaves one :class:`StepRecord` per step in its run's event log (increments and
+last-run values). The sensor folds each finished run into the :class:`PipelineTotals` of
+the run's pipeline: flat sample keys, plus, per step, the last-run values
+(:class:`StepSnapshot`) of the execution that *ended* last. Picking by end time, not by
+arrival, keeps concurrent runs of a step from overwriting each other with older values.
 
-The cursor also keeps, per step, the last-run values (:class:`StepSnapshot`) of the step
-execution that *ended* last among the runs folded so far; :func:`step_registry_of` turns
-one into the step's group. Picking by end time, not by arrival, is what keeps concurrent
-runs of a step from overwriting each other with older values.
-Pure: tested without Dagster.
+The totals are a pure function of the event log up to the sensor's watermarks, so the
+sensor's cursor (:class:`MetricsCursor`) holds only those watermarks and a few counts:
+the totals are recomputed from the event log when a process has none for that cursor.
+:func:`totals_registry` and :func:`step_registry_of` turn them into prometheus_client
+metric families with the catalog's HELP/TYPE, for the push. Pure: tested without Dagster.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from es_mysql_pipeline.metrics.catalog import (
+    ACTIVE_WORKERS,
     AI_ANALYSIS,
     CUMULATIVE_FAMILIES,
     DURATION_SPECS,
@@ -35,6 +37,7 @@ from es_mysql_pipeline.metrics.catalog import (
     LAST_SUCCESS,
     OUTCOMES,
     PUSH_FAILURES,
+    QUEUE_DEPTH,
     RECORD_SPECS,
     RUN_DURATION,
     RUNS,
@@ -48,12 +51,19 @@ from es_mysql_pipeline.metrics.catalog import (
 #: The results a finished run can have (the run-end events the sensor reads).
 RESULTS = ("success", "failure", "canceled")
 
-#: Version 1 cursors (before ``last_run_end`` and ``steps``) read as version 1 with those
-#: fields empty: the totals carry on.
-CURSOR_VERSION = 1
+#: Version 2 cursors hold watermarks and counts only; a version 1 cursor (which carried
+#: the totals themselves) gives its watermarks, and the totals are recomputed.
+CURSOR_VERSION = 2
 
 #: How each kind of last-run family is exposed (the type prometheus_client gives it).
 _SNAPSHOT_TYPES = {"gauge": "gauge", "enum": "stateset", "info": "info"}
+
+#: Gauges that mean something only while a run is in progress (the CLI's live /metrics):
+#: at the end of a step they are always 0, so step groups never carry them.
+LIVE_ONLY_FAMILIES: frozenset[str] = frozenset({ACTIVE_WORKERS.family, QUEUE_DEPTH.family})
+
+#: Where a step record starts in its engine event's message (after a line for people).
+RECORD_MARKER = "es_mysql_pipeline step record v1: "
 
 
 @dataclass(frozen=True)
@@ -73,8 +83,7 @@ class StepSnapshot:
         """The last-run families of ``registry`` (gauges, state, info; never counters)."""
         families: dict[str, dict[str, float]] = {}
         for family in registry.collect():
-            spec = SPECS.get(family.name)
-            if spec is None or spec.kind not in _SNAPSHOT_TYPES:
+            if not _is_step_family(family.name):
                 continue
             families[family.name] = {
                 sample_key(s.name, s.labels): float(s.value) for s in family.samples
@@ -97,40 +106,86 @@ class StepSnapshot:
             return None
 
 
-@dataclass
-class MetricsCursor:
-    """Everything the sensor must remember: event watermarks, running totals, last runs."""
+def _is_step_family(name: str) -> bool:
+    spec = SPECS.get(name)
+    return spec is not None and spec.kind in _SNAPSHOT_TYPES and name not in LIVE_ONLY_FAMILIES
 
-    after: dict[str, int] = field(default_factory=dict)
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What a step hook leaves in its run's event log: its increments and last-run values."""
+
+    snapshot: StepSnapshot
+    #: Counter and histogram increments of the step (sample key -> value, > 0 only).
+    delta: dict[str, float]
+
+    def to_message(self, summary: str) -> str:
+        """``summary`` for people, then the marker and the record as one JSON line."""
+        data = {**self.snapshot.to_data(), "delta": self.delta}
+        return f"{summary}\n{RECORD_MARKER}{json.dumps(data, separators=(',', ':'))}"
+
+    @classmethod
+    def from_message(cls, message: str | None) -> StepRecord | None:
+        """``None`` for any message that does not carry a record (every other event)."""
+        at = (message or "").rfind(RECORD_MARKER)
+        if at < 0:
+            return None
+        try:
+            data = json.loads(message[at + len(RECORD_MARKER) :])  # type: ignore[index]
+            delta = {str(k): float(v) for k, v in data["delta"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        snapshot = StepSnapshot.from_data(data)
+        return None if snapshot is None else cls(snapshot, delta)
+
+
+@dataclass
+class PipelineTotals:
+    """One pipeline's running totals, last-run values and step snapshots (recomputable)."""
+
     totals: dict[str, float] = field(default_factory=dict)
     last_success: float | None = None
     last_run_duration: float | None = None
     last_run_success: int | None = None
-    push_failures: int = 0
-    runs_counted: int = 0
     #: End time of the run the ``last_run_*`` values are from.
     last_run_end: float | None = None
     #: Per step name, the snapshot of the execution that ended last (bounded: our steps).
     steps: dict[str, StepSnapshot] = field(default_factory=dict)
+    runs_counted: int = 0
+
+
+@dataclass
+class MetricsCursor:
+    """What the sensor's cursor holds: event watermarks and counts, a few hundred bytes.
+
+    ``push_failures`` (per pipeline) is the one count the event log cannot give back.
+    """
+
+    after: dict[str, int] = field(default_factory=dict)
+    runs_counted: int = 0
+    push_failures: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        data = {**self.__dict__, "steps": {k: v.to_data() for k, v in self.steps.items()}}
-        return json.dumps({"v": CURSOR_VERSION, **data}, separators=(",", ":"))
+        data = {"v": CURSOR_VERSION, **self.__dict__}
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | None) -> MetricsCursor:
-        """A fresh cursor for ``None`` or a cursor of another version."""
+    def from_json(cls, text: str | None, pipeline_id: str = "default") -> MetricsCursor:
+        """A fresh cursor for ``None`` or an unknown version; a version 1 cursor's
+        watermarks and counts (its failures counted for ``pipeline_id``)."""
         if not text:
             return cls()
         data = json.loads(text)
-        if data.pop("v", None) != CURSOR_VERSION:
+        version = data.get("v")
+        after = {str(k): int(v) for k, v in (data.get("after") or {}).items()}
+        runs = int(data.get("runs_counted") or 0)
+        if version == 1:
+            failures = int(data.get("push_failures") or 0)
+            return cls(after, runs, {pipeline_id: failures} if failures else {})
+        if version != CURSOR_VERSION:
             return cls()
-        steps = {}
-        for name, raw in data.pop("steps", {}).items():
-            snapshot = StepSnapshot.from_data(raw)
-            if snapshot is not None:
-                steps[name] = snapshot
-        return cls(**data, steps=steps)
+        failures_by = {str(k): int(v) for k, v in (data.get("push_failures") or {}).items()}
+        return cls(after, runs, failures_by)
 
 
 def zero_totals(pipeline_id: str) -> dict[str, float]:
@@ -181,7 +236,7 @@ def family_of(sample_name: str) -> str | None:
 
 
 def fold_run(
-    cursor: MetricsCursor,
+    totals: PipelineTotals,
     pipeline_id: str,
     result: str,
     duration_seconds: float | None,
@@ -195,7 +250,7 @@ def fold_run(
     before its failures), not the order they ended: the ``last_run_*`` values and each
     step's snapshot change only for a run or step that ended later than the one they show.
     """
-    _add(cursor.totals, sample_key(RUNS.name, {"pipeline_id": pipeline_id, "result": result}), 1.0)
+    _add(totals.totals, sample_key(RUNS.name, {"pipeline_id": pipeline_id, "result": result}), 1.0)
     for delta in deltas:
         for key, value in delta.items():
             name, labels = parse_sample_key(key)
@@ -203,22 +258,22 @@ def fold_run(
             if family not in CUMULATIVE_FAMILIES or family == RUN_DURATION.family or value <= 0:
                 continue
             labels["pipeline_id"] = pipeline_id  # must match the push's grouping key
-            _add(cursor.totals, sample_key(name, labels), value)
+            _add(totals.totals, sample_key(name, labels), value)
     if duration_seconds is not None:
-        _observe_run_duration(cursor.totals, pipeline_id, duration_seconds)
-    if _not_older(end_time, cursor.last_run_end):
+        _observe_run_duration(totals.totals, pipeline_id, duration_seconds)
+    if _not_older(end_time, totals.last_run_end):
         if end_time is not None:
-            cursor.last_run_end = end_time
-        cursor.last_run_success = 1 if result == "success" else 0
+            totals.last_run_end = end_time
+        totals.last_run_success = 1 if result == "success" else 0
         if duration_seconds is not None:
-            cursor.last_run_duration = duration_seconds
+            totals.last_run_duration = duration_seconds
     if result == "success" and end_time is not None:
-        cursor.last_success = max(cursor.last_success or 0.0, end_time)
+        totals.last_success = max(totals.last_success or 0.0, end_time)
     for snapshot in steps:
-        shown = cursor.steps.get(snapshot.step)
+        shown = totals.steps.get(snapshot.step)
         if _not_older(snapshot.end, shown.end if shown is not None else None):
-            cursor.steps[snapshot.step] = snapshot
-    cursor.runs_counted += 1
+            totals.steps[snapshot.step] = snapshot
+    totals.runs_counted += 1
 
 
 def _not_older(end: float | None, shown: float | None) -> bool:
@@ -226,16 +281,17 @@ def _not_older(end: float | None, shown: float | None) -> bool:
     return shown is None or end is None or end >= shown
 
 
-class _CursorCollector(Collector):
-    """Exposes the cursor's totals as prometheus_client metric families (HELP/TYPE from SPECS)."""
+class _TotalsCollector(Collector):
+    """Exposes a pipeline's totals as prometheus_client metric families (HELP/TYPE from SPECS)."""
 
-    def __init__(self, cursor: MetricsCursor, pipeline_id: str) -> None:
-        self._cursor = cursor
+    def __init__(self, totals: PipelineTotals, pipeline_id: str, push_failures: int) -> None:
+        self._totals = totals
         self._pipeline_id = pipeline_id
+        self._push_failures = push_failures
 
     def collect(self) -> Iterator[Metric]:
         by_family: dict[str, list[tuple[str, dict[str, str], float]]] = defaultdict(list)
-        for key, value in self._cursor.totals.items():
+        for key, value in self._totals.totals.items():
             name, labels = parse_sample_key(key)
             family = family_of(name)
             if family is not None:
@@ -248,9 +304,9 @@ class _CursorCollector(Collector):
                 yield _counter(spec, samples)
         pid = {"pipeline_id": self._pipeline_id}
         gauges: Sequence[tuple[MetricSpec, float | int | None]] = (
-            (LAST_SUCCESS, self._cursor.last_success),
-            (LAST_RUN_DURATION, self._cursor.last_run_duration),
-            (LAST_RUN_SUCCESS, self._cursor.last_run_success),
+            (LAST_SUCCESS, self._totals.last_success),
+            (LAST_RUN_DURATION, self._totals.last_run_duration),
+            (LAST_RUN_SUCCESS, self._totals.last_run_success),
         )
         for spec, gauge_value in gauges:
             if gauge_value is not None:
@@ -258,7 +314,7 @@ class _CursorCollector(Collector):
                 gauge.add_metric(list(pid.values()), float(gauge_value))
                 yield gauge
         failures = CounterMetricFamily(PUSH_FAILURES.family, PUSH_FAILURES.help, labels=list(pid))
-        failures.add_metric(list(pid.values()), float(self._cursor.push_failures))
+        failures.add_metric(list(pid.values()), float(self._push_failures))
         yield failures
 
 
@@ -301,9 +357,9 @@ class _StepCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for family, samples in sorted(self._snapshot.families.items()):
-            spec = SPECS.get(family)
-            if spec is None or spec.kind not in _SNAPSHOT_TYPES:
+            if not _is_step_family(family):
                 continue
+            spec = SPECS[family]
             metric = Metric(family, spec.help, _SNAPSHOT_TYPES[spec.kind])
             for key, value in sorted(samples.items()):
                 name, labels = parse_sample_key(key)
@@ -319,8 +375,10 @@ def step_registry_of(snapshot: StepSnapshot, pipeline_id: str) -> CollectorRegis
     return registry
 
 
-def cursor_registry(cursor: MetricsCursor, pipeline_id: str) -> CollectorRegistry:
-    """A registry exposing the cursor's totals, ready to push."""
+def totals_registry(
+    totals: PipelineTotals, pipeline_id: str, push_failures: int = 0
+) -> CollectorRegistry:
+    """A registry exposing one pipeline's totals, ready to push as its group."""
     registry = CollectorRegistry()
-    registry.register(_CursorCollector(cursor, pipeline_id))
+    registry.register(_TotalsCollector(totals, pipeline_id, push_failures))
     return registry

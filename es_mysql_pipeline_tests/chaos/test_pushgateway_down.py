@@ -1,8 +1,9 @@
 """Pushgateway down or slow around a real data run (the partitioned asset job with the step
 hooks, into MariaDB): the run succeeds on time and never touches the Pushgateway (the step
 hooks only write to the run's event log); the metrics sensor's next tick is the one push, and
-against a broken Pushgateway it waits one bounded timeout, logs one warning and counts one
-failure in ``pipeline_pushgateway_failures_total`` (its cursor), losing no count.
+against a broken Pushgateway it waits one bounded timeout, logs one warning, counts one
+failure in ``pipeline_pushgateway_failures_total`` (its cursor) and says the next tick
+pushes again, which the next tick, against a working Pushgateway, does: no count lost.
 
 The resource on its own (down, slow, auth) is covered by
 ``es_mysql_pipeline_tests/metrics/test_pushgateway.py``; this is the end-to-end view.
@@ -19,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from es_mysql_pipeline.assets import build_assets
 from es_mysql_pipeline.assets.partitions import daily_partitions
@@ -29,9 +31,10 @@ from es_mysql_pipeline.metrics.recorder import set_recorder
 from es_mysql_pipeline.metrics.run_totals import MetricsCursor
 from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
-from es_mysql_pipeline.sensors import WATCHED_ASSETS, evaluate_metrics_sensor
+from es_mysql_pipeline.sensors import WATCHED_ASSETS, evaluate_metrics_sensor, forget_kept_totals
 from es_mysql_pipeline_tests.chaos import common
 from es_mysql_pipeline_tests.chaos.conftest import CsvFactory
+from es_mysql_pipeline_tests.fixtures.prometheus import PushgatewayServer
 from es_mysql_pipeline_tests.helpers import make_resources
 from es_mysql_pipeline_tests.support.mysql import mysql_url
 
@@ -60,10 +63,14 @@ def gateway(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
 
 @pytest.mark.parametrize("gateway", ["down", "slow"], indirect=True)
 def test_data_run_succeeds_on_time_with_a_broken_pushgateway(
-    gateway: tuple[str, str], csv_factory: CsvFactory, chaos_table: str, tmp_path: Path
+    gateway: tuple[str, str],
+    csv_factory: CsvFactory,
+    chaos_table: str,
+    tmp_path: Path,
+    pushgateway: PushgatewayServer,
 ) -> None:
     with contextlib.ExitStack() as stack:
-        _scenario(stack, gateway, csv_factory, chaos_table, tmp_path)
+        _scenario(stack, gateway, csv_factory, chaos_table, tmp_path, pushgateway)
 
 
 def _scenario(
@@ -72,6 +79,7 @@ def _scenario(
     csv_factory: CsvFactory,
     chaos_table: str,
     tmp_path: Path,
+    working: PushgatewayServer,
 ) -> None:
     kind, url = gateway
     source = csv_factory(6_000, 6)
@@ -120,16 +128,27 @@ def _scenario(
     gateway_resource = PushgatewayResource(url=url, pipeline_id="chaos", timeout_seconds=TIMEOUT)
     tick_started = time.monotonic()
     with dg.build_sensor_context(instance=instance, cursor=None) as context:
-        evaluate_metrics_sensor(context, gateway_resource, WATCHED_ASSETS)
-        cursor = MetricsCursor.from_json(context.cursor)
+        said = evaluate_metrics_sensor(context, gateway_resource, WATCHED_ASSETS).skip_message
+        raw_cursor = context.cursor
+        cursor = MetricsCursor.from_json(raw_cursor)
     tick_seconds = time.monotonic() - tick_started
+    # The next tick, in a restarted process, against a working Pushgateway: what the
+    # failed tick said it would push is pushed.
+    forget_kept_totals()
+    with dg.build_sensor_context(instance=instance, cursor=raw_cursor) as context:
+        evaluate_metrics_sensor(
+            context,
+            PushgatewayResource(url=working.url, pipeline_id="chaos"),
+            WATCHED_ASSETS,
+        )
+    pushed = working.metrics_text()
     ok = (
         result.success
         and comparison.exact
         and on_time
         and not run_warnings
-        and cursor.push_failures == 1
-        and cursor.runs_counted == 2
+        and cursor.push_failures == {"chaos": 1}
+        and cursor.runs_counted == 1
     )
     common.report(
         f"Pushgateway {kind} around a data run",
@@ -145,11 +164,28 @@ def _scenario(
     assert not run_warnings, run_warnings  # steps never wait on the Pushgateway
     assert on_time, f"{late:.1f}s later than without pushing"
     # one failed push per tick (the totals group; step groups wait for the next tick) ...
-    assert cursor.push_failures == 1
+    assert cursor.push_failures == {"chaos": 1}
     assert tick_seconds < TIMEOUT + 0.5 + 5
-    # ... and nothing lost: both runs and their records are in the totals for the next push
-    assert cursor.runs_counted == 2
-    assert any(v > 0 for k, v in cursor.totals.items() if "records_processed" in k)
+    assert said is not None and "the next tick pushes them again" in said, said
+    # ... and nothing lost: the run with pushing on is counted, and the next tick pushes it;
+    # the baseline run (pushing off: its steps recorded nothing) is not counted as a run.
+    assert cursor.runs_counted == 1
+    assert "1 finished run(s) not counted" in said
+    assert pushed_values(pushed, "pipeline_runs_total", result="success") == [1]
+    assert pushed_values(pushed, "pipeline_pushgateway_failures_total") == [1]
+    assert sum(pushed_values(pushed, "pipeline_records_processed_total")) > 0
+
+
+def pushed_values(text: str, name: str, **labels: str) -> list[float]:
+    """Values of ``name`` (pipeline ``chaos``) in a Pushgateway's exposition."""
+    return [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+        and s.labels.get("pipeline_id") == "chaos"
+        and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
 
 
 def common_url() -> str:

@@ -7,7 +7,7 @@ import dagster as dg
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.metrics.recorder import get_recorder
-from es_mysql_pipeline.sensors import build_pipeline_metrics_sensor
+from es_mysql_pipeline.sensors import PIPELINE_ID_TAG, build_pipeline_metrics_sensor
 
 PROCESSED, INSERTED, FAILED, INSERT_SECONDS = 100, 90, 10, 0.3
 #: 0.3 s lies in the (0.25, 0.5] bucket: histogram_quantile interpolates linearly.
@@ -55,13 +55,23 @@ def unrelated() -> None:
 
 unrelated_job = dg.define_asset_job("unrelated_job", selection=[unrelated])
 metrics_sensor = build_pipeline_metrics_sensor((fetched.key, loaded.key), name="metrics_sensor")
+#: One sensor over two pipelines, and one sensor per pipeline (issue 26's two shapes).
+both_sensor = build_pipeline_metrics_sensor(
+    (fetched.key, loaded.key), name="both_sensor", pipeline_ids=("a", "b")
+)
+a_sensor = build_pipeline_metrics_sensor(
+    (fetched.key, loaded.key), name="a_sensor", pipeline_ids=("a",)
+)
+b_sensor = build_pipeline_metrics_sensor(
+    (fetched.key, loaded.key), name="b_sensor", pipeline_ids=("b",)
+)
 
 
 def make_defs(pushgateway: PushgatewayResource) -> dg.Definitions:
     return dg.Definitions(
         assets=[fetched, loaded, unrelated],
         jobs=[metrics_job, user_job, unrelated_job],
-        sensors=[metrics_sensor],
+        sensors=[metrics_sensor, both_sensor, a_sensor, b_sensor],
         resources={"pushgateway": pushgateway},
     )
 
@@ -79,14 +89,33 @@ def run(
     ).success
 
 
-def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> str:
-    """One sensor evaluation as the daemon does it; returns the new cursor."""
-    sensor = defs.get_sensor_def("metrics_sensor")
+def run_tagged(defs: dg.Definitions, instance: dg.DagsterInstance, pipeline_id: str) -> bool:
+    """A run of ``metrics_job`` tagged as one of pipeline ``pipeline_id``."""
+    return (
+        defs.resolve_job_def("metrics_job")
+        .execute_in_process(instance=instance, tags={PIPELINE_ID_TAG: pipeline_id})
+        .success
+    )
+
+
+def tick_said(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    cursor: str | None,
+    sensor_name: str = "metrics_sensor",
+) -> tuple[str, str]:
+    """One sensor evaluation as the daemon does it; the new cursor and the skip reason."""
+    sensor = defs.get_sensor_def(sensor_name)
     with dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         resources={"pushgateway": (defs.resources or {})["pushgateway"]},
     ) as context:
-        sensor.evaluate_tick(context)
-        assert context.cursor is not None
-        return context.cursor
+        data = sensor.evaluate_tick(context)
+        assert context.cursor is not None and not data.run_requests
+        return context.cursor, data.skip_message or ""
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> str:
+    """One sensor evaluation as the daemon does it; returns the new cursor."""
+    return tick_said(defs, instance, cursor)[0]

@@ -11,11 +11,28 @@ from prometheus_client.parser import text_string_to_metric_families
 from es_mysql_pipeline.hooks import record_step_metrics_on_success
 from es_mysql_pipeline.metrics.catalog import sample_key
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
-from es_mysql_pipeline.metrics.run_totals import MetricsCursor, StepSnapshot, fold_run
+from es_mysql_pipeline.metrics.run_totals import (
+    MetricsCursor,
+    PipelineTotals,
+    StepRecord,
+    StepSnapshot,
+    fold_run,
+)
+from es_mysql_pipeline.sensors import forget_kept_totals
 from es_mysql_pipeline_tests.fixtures.prometheus import PushgatewayServer
 
 from .held_gateway import held_gateway
-from .metrics_job import FAILED, INSERTED, PROCESSED, fetched, make_defs, run, tick
+from .metrics_job import (
+    FAILED,
+    INSERTED,
+    PROCESSED,
+    fetched,
+    make_defs,
+    run,
+    run_tagged,
+    tick,
+    tick_said,
+)
 
 
 def gateway_samples(pg: PushgatewayServer, name: str, **labels: str) -> list[float]:
@@ -57,7 +74,9 @@ def test_hooks_push_nothing_the_sensor_pushes_each_step_to_its_own_group(
     assert gateway_samples(
         pushgateway, "pipeline_state", step="loaded", pipeline_state="error"
     ) == [1]
-    assert gateway_samples(pushgateway, "pipeline_queue_depth", step="fetched") == [0]
+    # Gauges that are always 0 at the end of a step are not pushed (issue 28).
+    assert gateway_samples(pushgateway, "pipeline_queue_depth") == []
+    assert gateway_samples(pushgateway, "pipeline_active_workers") == []
     info = gateway_samples(pushgateway, "pipeline_info", step="loaded", pipeline_id="h")
     assert info == [1]
     durations = gateway_samples(pushgateway, "pipeline_step_duration_seconds", step="loaded")
@@ -107,8 +126,9 @@ def test_sensor_counts_each_run_once_across_failures_and_restarts(
     assert len(gateway_samples(pushgateway, "pipeline_last_success_timestamp_seconds")) == 1
     assert gateway_samples(pushgateway, "pipeline_step_success", step="loaded") == [0]
 
-    # "Daemon restart": a new evaluation starts from the stored cursor only; the
-    # Pushgateway lost its state too (restart without persistence).
+    # "Daemon restart": a new evaluation starts from the stored cursor only (the totals
+    # kept in the process are gone); the Pushgateway lost its state too.
+    forget_kept_totals()
     pushgateway.wipe()
     run_record_crash = instance.create_run_for_job(defs.get_job_def("metrics_job"))
     instance.report_run_failed(run_record_crash)  # crashed before any step or hook ran
@@ -120,8 +140,10 @@ def test_sensor_counts_each_run_once_across_failures_and_restarts(
     assert gateway_samples(pushgateway, "pipeline_runs_total", result="success") == [3]
     assert gateway_samples(pushgateway, "pipeline_runs_total", result="failure") == [2]
     assert MetricsCursor.from_json(cursor).runs_counted == 5
-    # The step groups are refilled from the cursor too (the newest execution of each step).
+    assert len(cursor) < 300  # the UI shows it: watermarks and counts only (issue 27)
+    # The step groups are refilled too (the newest execution of each step).
     assert gateway_samples(pushgateway, "pipeline_step_success", step="loaded") == [1]
+    forget_kept_totals()
     pushgateway.wipe()
     tick(defs, instance, cursor)  # no new run: the same groups, from the cursor alone
     assert gateway_samples(pushgateway, "pipeline_step_success", step="loaded") == [1]
@@ -228,7 +250,7 @@ def test_fold_run_keeps_what_ended_last_whatever_the_order() -> None:
         key = sample_key("pipeline_step_success", {"pipeline_id": "x"})
         return StepSnapshot(step, end, {"pipeline_step_success": {key: ok}})
 
-    cursor = MetricsCursor()
+    cursor = PipelineTotals()
     # Read in the sensor's order: the later run's success first, the earlier failure next.
     fold_run(cursor, "p", "success", 20.0, 120.0, [], [snapshot("loaded", 119.0, 1.0)])
     fold_run(cursor, "p", "failure", 5.0, 100.0, [], [snapshot("loaded", 99.0, 0.0)])
@@ -237,36 +259,60 @@ def test_fold_run_keeps_what_ended_last_whatever_the_order() -> None:
     fold_run(cursor, "p", "failure", 3.0, 130.0, [], [snapshot("loaded", 129.0, 0.0)])
     assert cursor.last_run_success == 0 and cursor.steps["loaded"].end == 129.0
     assert cursor.runs_counted == 3
-    assert MetricsCursor.from_json(cursor.to_json()) == cursor
-    # A cursor written before step snapshots existed keeps its totals.
+    small = MetricsCursor({"RUN_SUCCESS": 7}, 4, {"p": 2})
+    assert MetricsCursor.from_json(small.to_json()) == small
+    # A version 1 cursor (totals inside) gives its watermarks and counts; the totals are
+    # recomputed from the event log.
     old = '{"v":1,"after":{"RUN_SUCCESS":7},"totals":{"k":3.0},"last_success":null,'
-    old += '"last_run_duration":null,"last_run_success":1,"push_failures":0,"runs_counted":4}'
-    read = MetricsCursor.from_json(old)
-    assert read.totals == {"k": 3.0} and read.runs_counted == 4 and read.steps == {}
+    old += '"last_run_duration":null,"last_run_success":1,"push_failures":2,"runs_counted":4}'
+    assert MetricsCursor.from_json(old, "p") == small
     # Metadata that is not a snapshot is ignored, not fatal.
     assert StepSnapshot.from_data({"step": "x"}) is None
     assert StepSnapshot.from_data("garbage") is None
+    # So is a message that is not a step record.
+    assert StepRecord.from_message("step x finished") is None
+    assert StepRecord.from_message(None) is None
+    record = StepRecord(snapshot("loaded", 5.0, 1.0), {"k": 2.0})
+    assert StepRecord.from_message(record.to_message("for people")) == record
 
 
-def test_sensor_survives_a_down_pushgateway(instance: dg.DagsterInstance) -> None:
-    defs = make_defs(
+@pytest.mark.parametrize("restart", [False, True])
+def test_sensor_survives_a_down_pushgateway_and_the_next_tick_pushes(
+    restart: bool, pushgateway: PushgatewayServer, instance: dg.DagsterInstance
+) -> None:
+    down = make_defs(
         PushgatewayResource(url="http://127.0.0.1:9", pipeline_id="d", timeout_seconds=0.5)
     )
-    assert run(defs, instance)
-    cursor = MetricsCursor.from_json(tick(defs, instance, None))
-    assert cursor.push_failures == 1 and cursor.runs_counted == 1
-    key = sample_key("pipeline_records_processed_total", {"pipeline_id": "d", "stage": "fetch"})
-    assert cursor.totals[key] == PROCESSED  # kept for the next push
+    assert run(down, instance)
+    cursor, said = tick_said(down, instance, None)
+    read = MetricsCursor.from_json(cursor)
+    assert read.push_failures == {"d": 1} and read.runs_counted == 1
+    assert "push to http://127.0.0.1:9 failed" in said
+    assert "the next tick pushes them again" in said
+    # What the tick said is true: the next tick (after a restart too) pushes the run.
+    if restart:
+        forget_kept_totals()
+    up = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="d"))
+    cursor, said = tick_said(up, instance, cursor)
+    assert said.startswith(
+        f"pushed totals of 1 run(s) (0 new this tick) for pipeline d to {pushgateway.url}"
+    )
+    assert gateway_samples(pushgateway, "pipeline_records_processed_total", stage="fetch") == [
+        PROCESSED
+    ]
+    assert gateway_samples(pushgateway, "pipeline_runs_total", result="success") == [1]
+    assert gateway_samples(pushgateway, "pipeline_pushgateway_failures_total") == [1]
+    assert gateway_samples(pushgateway, "pipeline_step_success", step="loaded") == [1]
 
 
 def test_fold_run_is_pure_and_ignores_foreign_families() -> None:
-    cursor = MetricsCursor()
     delta = {
         sample_key(
             "pipeline_records_processed_total", {"pipeline_id": "other", "stage": "fetch"}
         ): 7.0,
         sample_key("pipeline_active_workers", {"pipeline_id": "x"}): 3.0,
     }
+    cursor = PipelineTotals()
     fold_run(cursor, "p", "success", 12.0, 1000.0, [delta])
     assert (
         cursor.totals[
@@ -276,5 +322,142 @@ def test_fold_run_is_pure_and_ignores_foreign_families() -> None:
     )
     assert not any("active_workers" in k for k in cursor.totals)
     assert cursor.last_success == 1000.0 and cursor.last_run_duration == 12.0
-    assert MetricsCursor.from_json(cursor.to_json()) == cursor
     assert MetricsCursor.from_json('{"v": 0}') == MetricsCursor()
+
+
+def test_each_tick_says_what_it_pushed_and_the_hooks_say_what_they_recorded(
+    pushgateway: PushgatewayServer, instance: dg.DagsterInstance
+) -> None:
+    """Issue 27: never a bare "0 runs requested"; the step's log line names its counts."""
+    defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="w"))
+    cursor, said = tick_said(defs, instance, None)
+    assert said == (
+        f"pushed totals of 0 run(s) (0 new this tick) for pipeline w to {pushgateway.url}, "
+        "with 0 step group(s)"
+    )
+    assert run(defs, instance) and run(defs, instance)
+    cursor, said = tick_said(defs, instance, cursor)
+    assert said == (
+        f"pushed totals of 2 run(s) (2 new this tick) for pipeline w to {pushgateway.url}, "
+        "with 2 step group(s)"
+    )
+    cursor, said = tick_said(defs, instance, cursor)
+    assert said.startswith("pushed totals of 2 run(s) (0 new this tick)")
+    lines = [
+        e.message
+        for e in instance.all_logs(instance.get_runs()[0].run_id)
+        if e.step_key == "loaded" and "recorded for the metrics sensor" in e.message
+    ]
+    assert len(lines) == 1
+    assert lines[0].splitlines()[0] == (
+        f"step loaded recorded for the metrics sensor: inserted {INSERTED} (load), "
+        f"failed {FAILED} (transform)"
+    )
+    off = make_defs(PushgatewayResource())
+    assert tick_said(off, instance, cursor)[1].startswith(
+        "nothing pushed: pushgateway.url is empty (set PUSHGATEWAY_URL)"
+    )
+
+
+def test_runs_from_before_pushing_was_on_are_not_counted(
+    pushgateway: PushgatewayServer, instance: dg.DagsterInstance
+) -> None:
+    """Issue 27: a run whose steps ran with PUSHGATEWAY_URL unset has no counts to fold; it
+    is not counted as a run (and the tick says so). A run that crashed before any step is
+    a real failure with no records, and counts."""
+    assert run(make_defs(PushgatewayResource(pipeline_id="u")), instance)  # pushing off
+    defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="u"))
+    crashed = instance.create_run_for_job(defs.get_job_def("metrics_job"))
+    instance.report_run_failed(crashed)
+    assert run(defs, instance)
+    cursor, said = tick_said(defs, instance, None)
+    assert gateway_samples(pushgateway, "pipeline_runs_total", result="success") == [1]
+    assert gateway_samples(pushgateway, "pipeline_runs_total", result="failure") == [1]
+    assert gateway_samples(pushgateway, "pipeline_records_processed_total", stage="fetch") == [
+        PROCESSED
+    ]
+    assert "1 finished run(s) not counted: their steps recorded no metrics" in said
+    assert MetricsCursor.from_json(cursor).runs_counted == 2
+
+
+def test_each_run_counts_once_under_its_own_pipeline(
+    pushgateway: PushgatewayServer, instance: dg.DagsterInstance
+) -> None:
+    """Issue 26/28: runs tagged with their pipeline fold into that pipeline's totals, whether
+    one sensor covers every pipeline or each pipeline has its own; retiring a pipeline
+    deletes its groups, and a sensor that no longer covers it does not bring them back."""
+    defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="a"))
+    assert run_tagged(defs, instance, "a")
+    assert run_tagged(defs, instance, "b") and run_tagged(defs, instance, "b")
+    assert run(defs, instance)  # no tag: the resource's pipeline_id ("a")
+    cursor, said = tick_said(defs, instance, None, "both_sensor")
+    assert successes(pushgateway, "a") == [2]
+    assert successes(pushgateway, "b") == [2]
+    assert gateway_samples(
+        pushgateway, "pipeline_records_processed_total", pipeline_id="b", stage="fetch"
+    ) == [2 * PROCESSED]
+    assert "pushed totals of 2 run(s) (2 new this tick) for pipeline a" in said
+    assert "pushed totals of 2 run(s) (2 new this tick) for pipeline b" in said
+    assert len(cursor) < 300
+    # One sensor per pipeline: each counts its own runs once and leaves the others.
+    _, said_a = tick_said(defs, instance, None, "a_sensor")
+    _, said_b = tick_said(defs, instance, None, "b_sensor")
+    assert "pushed totals of 2 run(s)" in said_a and "2 run(s) of other pipelines" in said_a
+    assert "pushed totals of 2 run(s)" in said_b and "2 run(s) of other pipelines" in said_b
+    assert successes(pushgateway, "b") == [2]
+    assert {"a", "b"} == {
+        labels["pipeline_id"] for labels in PushgatewayResource(url=pushgateway.url).groups()
+    }
+    # Pipeline b is gone: retire its groups (totals and steps); the one sensor left covers a.
+    pg = PushgatewayResource(url=pushgateway.url)
+    assert pg.retire("b") == 3
+    tick_said(defs, instance, None, "a_sensor")
+    assert gateway_samples(pushgateway, "pipeline_runs_total", pipeline_id="b") == []
+    assert gateway_samples(pushgateway, "pipeline_step_success", pipeline_id="b") == []
+    assert successes(pushgateway, "a") == [2]
+
+
+def test_retire_from_a_shell(pushgateway: PushgatewayServer, instance: dg.DagsterInstance) -> None:
+    from es_mysql_pipeline.metrics.pushgateway import main
+
+    defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="old"))
+    assert run(defs, instance)
+    tick(defs, instance, None)
+    assert gateway_samples(pushgateway, "pipeline_step_success", pipeline_id="old") == [1, 1]
+    assert main([pushgateway.url, "retire", "old"]) == 0
+    assert 'pipeline_id="old"' not in pushgateway.metrics_text()
+    assert main([pushgateway.url, "retire"]) == 2
+
+
+def test_alert_tests_feed_only_series_the_pipeline_pushes(
+    pushgateway: PushgatewayServer, instance: dg.DagsterInstance
+) -> None:
+    """Issue 28: every input series of deploy/alerts_test.yml is one the pipeline produces
+    (same name, same label names, same values of the bounded labels)."""
+    import yaml
+
+    from es_mysql_pipeline_tests.fixtures.prometheus import REPO
+
+    defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="p1"))
+    assert run(defs, instance) and not run(defs, instance, fail=True)
+    tick(defs, instance, None)
+    pushed = series(pushgateway)
+    tests = yaml.safe_load((REPO / "deploy" / "alerts_test.yml").read_text())["tests"]
+    fed = [s["series"] for t in tests for s in t["input_series"]]
+    assert fed
+    for text in fed:
+        (family,) = text_string_to_metric_families(text.replace("'", "") + " 0\n")
+        (sample,) = family.samples
+        free = {"pipeline_id", "step", "job", "instance"}  # values the deployment chooses
+        matches = [
+            labels
+            for name, labels in pushed
+            if name == sample.name
+            and {k for k, _ in labels} - {"job", "instance"} == set(sample.labels) - {"job"}
+            and all(dict(labels).get(k) == v for k, v in sample.labels.items() if k not in free)
+        ]
+        assert matches, f"{text} is not a series the pipeline pushes"
+
+
+def successes(pg: PushgatewayServer, pipeline_id: str) -> list[float]:
+    return gateway_samples(pg, "pipeline_runs_total", pipeline_id=pipeline_id, result="success")

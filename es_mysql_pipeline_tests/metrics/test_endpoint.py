@@ -1,14 +1,12 @@
 """The CLI endpoint: /metrics (text and OpenMetrics), /health, /info, port in use, shutdown.
 
-And why it is a child process: it serves while the pipeline holds the GIL, renders at
-most once per ``cache_seconds`` per content type, dies with the pipeline (even
-``kill -9``) and its own death does not fail the pipeline.
+And that a thread of the pipeline serves realistic scrape rates while the pipeline holds
+the GIL, renders only when scraped, and leaves no port behind when the pipeline is killed.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import socket
@@ -27,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
-from es_mysql_pipeline.metrics.endpoint_parent import (
+from es_mysql_pipeline.metrics.endpoint import (
     MetricsServer,
     recorder_health,
     start_metrics_server,
@@ -163,15 +161,6 @@ def scrape_result(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return dict(json.loads(out))
 
 
-def gone(pid: int) -> bool:
-    """True once ``pid`` exited (a zombie nobody reaped counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 def refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -191,44 +180,42 @@ class CountingCollector:
         return []
 
 
-def test_a_child_process_serves_while_the_pipeline_holds_the_gil(
+def test_serves_while_the_pipeline_holds_the_gil(
     served: tuple[PrometheusRecorder, MetricsServer],
 ) -> None:
-    """The in-thread server this replaces answered about one scrape a second here."""
+    """Prometheus asks once every 1-60 s with a 10 s timeout: a busy pipeline answers far
+    faster than that (two scrapes a second here, one after the other, is a wide margin)."""
     recorder, server = served
-    assert server.pid != os.getpid() and not gone(server.pid)
     recorder.records("processed", 7, "fetch")
-    scraper = scrape(server, "/metrics", 2.0, "2")
+    scraper = scrape(server, "/metrics", 2.0, "1")
     n, deadline = 0, time.monotonic() + 2.2
     while time.monotonic() < deadline:  # pure-Python work that keeps the GIL
         for i in range(10_000):
             n += i % 7
     result = scrape_result(scraper)
     assert result["failed"] == 0
-    assert result["ok"] / result["seconds"] >= 200, result
+    assert result["ok"] / result["seconds"] >= 2, result
     assert 'stage="fetch"} 7.0' in get(server, "/metrics")[2]
 
 
-def test_renders_at_most_once_per_cache_window_per_content_type() -> None:
+def test_renders_only_when_scraped() -> None:
     registry = CollectorRegistry()
     counter = CountingCollector()
-    registry.register(counter)  # type: ignore[arg-type]
-    with start_metrics_server("127.0.0.1", 0, registry, {}, cache_seconds=0.25) as server:
+    registry.register(counter)
+    with start_metrics_server("127.0.0.1", 0, registry, {}) as server:
         time.sleep(0.3)
         assert counter.collections == 0  # nobody scrapes: nothing rendered
-        # Four concurrent scrapers, text and OpenMetrics in turn.
-        result = scrape_result(scrape(server, "/metrics", 1.0, "4", "", OPENMETRICS))
-        renders = counter.collections
-        assert result["failed"] == 0 and result["ok"] >= 200, result
-        # Each content type: one render per started 0.25 s window, plus slack for timing.
-        assert renders <= 2 * (result["seconds"] / 0.25 + 2), (renders, result)
-        assert server.renders == renders
-        time.sleep(0.5)
-        assert counter.collections == renders  # and nothing more once the storm is over
+        for accept in ("", OPENMETRICS, "", OPENMETRICS):
+            assert get(server, "/metrics", accept)[0] == 200
+        get(server, "/health")
+        get(server, "/info")
+        assert counter.collections == 4  # one rendering per scrape of /metrics, no more
+        time.sleep(0.3)
+        assert counter.collections == 4
 
 
-def test_health_from_a_plain_callable_follows_within_cache_seconds() -> None:
-    """Without a recorder to listen to, /health is at most cache_seconds stale."""
+def test_health_from_a_plain_callable_follows() -> None:
+    """Without a recorder, /health asks the callable (at most 0.25 s stale, as before)."""
     healthy = [True]
     server = MetricsServer(
         "127.0.0.1",
@@ -236,7 +223,6 @@ def test_health_from_a_plain_callable_follows_within_cache_seconds() -> None:
         CollectorRegistry(),
         {},
         lambda: (healthy[0], {"state": "running" if healthy[0] else "error"}),
-        cache_seconds=0.25,
     )
     with server:
         assert get(server, "/health")[0] == 200
@@ -253,7 +239,7 @@ def test_health_flips_at_once_with_the_recorder_even_when_cached(
 ) -> None:
     recorder, server = served
     recorder.state("running")
-    for _ in range(5):  # keep the child's copy fresh
+    for _ in range(5):
         assert get(server, "/health")[0] == 200
     recorder.state("error")
     assert get(server, "/health")[0] == 503
@@ -261,46 +247,29 @@ def test_health_flips_at_once_with_the_recorder_even_when_cached(
     assert get(server, "/health")[0] == 200
 
 
-def test_the_child_exits_when_the_pipeline_is_killed(tmp_path: Path) -> None:
+def test_the_port_is_free_once_the_pipeline_is_killed() -> None:
     code = (
         "import time\n"
         "from prometheus_client import CollectorRegistry\n"
-        "from es_mysql_pipeline.metrics.endpoint_parent import start_metrics_server\n"
+        "from es_mysql_pipeline.metrics.endpoint import start_metrics_server\n"
         "s = start_metrics_server('127.0.0.1', 0, CollectorRegistry(), {})\n"
-        "print(s.port, s.pid, flush=True)\n"
+        "print(s.port, flush=True)\n"
         "time.sleep(60)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
-        port, child = (int(x) for x in parent.stdout.readline().split())
+        port = int(parent.stdout.readline())
         assert http_get(f"http://127.0.0.1:{port}/health")[0] == 200
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(5)
         deadline = time.monotonic() + 5
-        while not (gone(child) and refused(port)):
-            assert time.monotonic() < deadline, "the endpoint process outlived the pipeline"
+        while not refused(port):
+            assert time.monotonic() < deadline, "the port outlived the pipeline"
             time.sleep(0.05)
     finally:
         parent.kill()
         parent.wait()
-
-
-def test_the_pipeline_survives_the_child_dying(
-    served: tuple[PrometheusRecorder, MetricsServer], caplog: pytest.LogCaptureFixture
-) -> None:
-    recorder, server = served
-    with caplog.at_level(logging.WARNING, logger="es_mysql_pipeline.metrics.endpoint_parent"):
-        os.kill(server.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while "exited unexpectedly" not in caplog.text:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-    t0 = time.monotonic()
-    recorder.state("error")  # the recorder goes on, without waiting for a dead child
-    recorder.records("processed", 1, "fetch")
-    assert time.monotonic() - t0 < 0.5
-    server.stop()
 
 
 def test_health_body_without_a_recorder_uses_the_installed_one() -> None:

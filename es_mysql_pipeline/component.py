@@ -1,0 +1,796 @@
+"""Many pipelines in one code location, declared in a ``defs.yaml`` (a Dagster component).
+
+```yaml
+type: es_mysql_pipeline.EsMysqlPipelines
+attributes:
+  connections:
+    prod_es: {type: elasticsearch, hosts: ["https://es:9200"], api_key_env: ES_API_KEY}
+    app_db: {type: sql, url: "mysql+pymysql://loader@db:3306/app", password_env: DB_PASSWORD}
+  defaults: {partitions: {type: daily, start: "2026-01-01"}, schedule: "15 0 * * *"}
+  pipelines:
+    - {name: orders, source: {connection: prod_es, index: "orders-*"},
+       sink: {connection: app_db, table: orders}, write_mode: upsert, lag: 2d}
+```
+
+Each pipeline becomes its own asset chain (``orders/raw`` → ``orders/clean`` →
+``orders/loaded``) in its own group, with its own resource keys (``orders__source``,
+``orders__sink``, ``orders__settings``, ``orders__io_manager``), job, schedule or automation
+condition, and ``pipeline_id`` (run tag and asset tag ``es_mysql_pipeline/pipeline_id``).
+Secrets are environment-variable *names* (``password_env``), turned into ``dg.EnvVar``:
+``{{ env.X }}`` would put the value itself in the definitions the UI shows.
+
+Mistakes fail when the code location loads, one line naming the place in the YAML
+(:class:`PipelinesConfigError`), never as a run failing later.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+import dagster as dg
+import yaml
+from pydantic import Field
+
+from es_mysql_pipeline.assets import AssetNames, ResourceKeys, build_assets
+from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS, PUSHGATEWAY_KEY
+from es_mysql_pipeline.io_manager import StagingIOManagerResource
+from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
+from es_mysql_pipeline.resources.settings import PipelineSettings
+from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
+from es_mysql_pipeline.resources.sources import FileSource
+from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
+from es_mysql_pipeline.targets import PIPELINE_TAG, target_tags
+
+__all__ = [
+    "EsMysqlPipelines",
+    "PipelinesConfigError",
+    "load_pipelines_file",
+]
+
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+LAG = re.compile(r"^\s*(\d+)\s*([hd])\s*$")
+ExecutorName = Literal["in_process", "multiprocess", "celery"]
+
+
+class PipelinesConfigError(ValueError):
+    """A mistake in a ``defs.yaml``: one line, ``file:line: where: what``."""
+
+
+class ConnectionModel(dg.Resolvable, dg.Model):
+    """A named Elasticsearch cluster or database; secrets by environment-variable name."""
+
+    type: Literal["elasticsearch", "sql", "mysql", "sqlite"]
+    #: Elasticsearch: the cluster's URLs.
+    hosts: list[str] = []
+    #: A database: a SQLAlchemy URL without its password.
+    url: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    api_key_env: str | None = None
+    ca_certs: str | None = None
+    #: Any other field of the source or sink (``verify_certs``, ``ssl_ca``, ``page_size`` …).
+    options: dict[str, Any] = {}
+
+
+class SourceModel(dg.Resolvable, dg.Model):
+    """An index or pattern of an Elasticsearch connection, or a CSV / JSON Lines file."""
+
+    connection: str | None = None
+    index: str | None = None
+    query: str | None = None
+    path: str | None = None
+    #: The field that identifies a record in the file (default ``id``).
+    id_field: str | None = None
+    #: The record's time field (detected when not given).
+    time_field: str | None = None
+    format: Literal["auto", "csv", "jsonl"] | None = None
+    options: dict[str, Any] = {}
+
+
+class SinkModel(dg.Resolvable, dg.Model):
+    """A table of a database connection, a SQLite file, or a JSON Lines directory."""
+
+    connection: str | None = None
+    table: str | None = None
+    sqlite: str | None = None
+    jsonl_dir: str | None = None
+    #: Any other field of the sink (``batch_size``, ``workers``, ``bulk_load`` …).
+    options: dict[str, Any] = {}
+
+
+class PartitionsModel(dg.Resolvable, dg.Model):
+    type: Literal["daily", "hourly", "none"] = "daily"
+    #: ``YYYY-MM-DD`` (hourly also ``YYYY-MM-DD-HH:MM``), UTC.
+    start: str = "2024-01-01"
+
+
+class BackfillModel(dg.Resolvable, dg.Model):
+    type: Literal["single_run", "multi_run"] = "single_run"
+    max_partitions_per_run: int = 1
+
+
+class PipelineOptions(dg.Resolvable, dg.Model):
+    """What ``defaults`` may set for every pipeline, and each pipeline for itself."""
+
+    write_mode: Literal["skip", "upsert", "fail"] | None = None
+    schema_contract: Literal["evolve", "freeze", "discard_columns"] | None = None
+    #: Every :class:`PipelineSettings` field (``id_column``, ``rename``, ``casts`` …).
+    settings: dict[str, Any] = {}
+    partitions: PartitionsModel | None = None
+    #: A cron: the schedule, or with ``lag`` the tick of the late-data re-load.
+    schedule: str | None = None
+    #: Re-load the partitions of the last ``2d`` (or ``6h``) on each ``schedule`` tick.
+    lag: str | None = None
+    backfill: BackfillModel | None = None
+    #: ``in_process`` (default: a small run costs no step subprocesses), ``multiprocess``
+    #: or ``celery`` (the ``distributed`` extra).
+    executor: ExecutorName | None = None
+    #: The load's Dagster pool (default: one per sink table).
+    pool: str | None = None
+    group: str | None = None
+    owners: list[str] | None = None
+    tags: dict[str, str] = {}
+
+
+class PipelineModel(PipelineOptions):
+    name: str
+    source: SourceModel
+    sink: SinkModel
+
+
+class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
+    """Named connections, defaults, and a list of pipelines: one asset chain each."""
+
+    connections: dict[str, ConnectionModel] = {}
+    defaults: PipelineOptions = Field(default_factory=PipelineOptions)
+    pipelines: list[PipelineModel] = []
+    #: Dead letters and the default staging folder live here (``ES_MYSQL_PIPELINE_DATA``).
+    data_dir: str | None = None
+    #: Where stages go (a folder or ``s3://…``); default ``<data_dir>/staging``.
+    staging_path: str | None = None
+
+    @classmethod
+    def get_additional_scope(cls) -> Mapping[str, Any]:
+        """``{{ sample_csv }}`` (the bundled CSV) and ``{{ data_dir }}`` in a defs.yaml."""
+        return {**super().get_additional_scope(), **template_scope()}
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return self.definitions(_yaml_file(context.path))
+
+    def definitions(self, yaml_file: Path | None = None) -> dg.Definitions:
+        """Every pipeline's assets, resources, job and schedule or automation."""
+        plans = self.plans(yaml_file)
+        assets: list[dg.AssetsDefinition] = []
+        resources: dict[str, Any] = {}
+        jobs: list[Any] = []
+        schedules: list[Any] = []
+        sensors: list[dg.SensorDefinition] = []
+        for plan in plans:
+            built = plan.build()
+            assets += built.assets
+            resources.update(built.resources)
+            jobs.append(built.job)
+            schedules += built.schedules
+            sensors += built.sensors
+        return dg.Definitions(
+            assets=assets,
+            jobs=jobs,
+            schedules=schedules,
+            sensors=sensors,
+            resources={**resources, PUSHGATEWAY_KEY: shared_pushgateway()},
+            executor=_executor(self.defaults.executor or "in_process"),
+        )
+
+    def plans(self, yaml_file: Path | None = None) -> list[PipelinePlan]:
+        """Check the whole file, then one plan per pipeline (raises PipelinesConfigError)."""
+        where = _Where(yaml_file)
+        data_dir = self.data_dir or os.environ.get("ES_MYSQL_PIPELINE_DATA") or "."
+        staging = self.staging_path or os.path.join(data_dir, "staging")
+        for cname, conn in self.connections.items():
+            _check_connection(where, cname, conn)
+        seen: dict[str, int] = {}
+        tables: dict[str, tuple[int, str]] = {}
+        plans = []
+        for i, pipeline in enumerate(self.pipelines):
+            at = ("pipelines", i)
+            if not NAME.match(pipeline.name):
+                where.fail(
+                    (*at, "name"),
+                    f"pipeline name {pipeline.name!r}: letters, digits and _ (a letter first)",
+                )
+            if pipeline.name in seen:
+                where.fail(
+                    (*at, "name"),
+                    f"duplicate pipeline name {pipeline.name!r} "
+                    f"(also pipelines[{seen[pipeline.name]}])",
+                )
+            seen[pipeline.name] = i
+            options = _merged(self.defaults, pipeline)
+            plan = PipelinePlan.of(
+                where, at, pipeline, options, self.connections, data_dir, staging
+            )
+            previous = tables.get(plan.table_key)
+            if previous is not None and previous[1] != plan.settings.id_column:
+                where.fail(
+                    (*at, "sink"),
+                    f"pipelines {self.pipelines[previous[0]].name!r} and {pipeline.name!r} load "
+                    f"{plan.table_key} with different id columns ({previous[1]!r}, "
+                    f"{plan.settings.id_column!r})",
+                )
+            tables.setdefault(plan.table_key, (i, plan.settings.id_column))
+            plans.append(plan)
+        return plans
+
+    def pipeline(self, name: str, yaml_file: Path | None = None) -> PipelinePlan:
+        """The plan of one declared pipeline (the CLI's ``--pipeline``)."""
+        plans = {p.name: p for p in self.plans(yaml_file)}
+        if name not in plans:
+            known = ", ".join(sorted(plans)) or "none"
+            raise PipelinesConfigError(
+                f"{yaml_file or 'defs.yaml'}: no pipeline named {name!r} (declared: {known})"
+            )
+        return plans[name]
+
+
+@dataclass(frozen=True)
+class BuiltPipeline:
+    assets: list[dg.AssetsDefinition]
+    resources: dict[str, Any]
+    job: Any
+    schedules: list[Any]
+    sensors: list[dg.SensorDefinition]
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """One pipeline resolved and checked: its resources, partitions and automation."""
+
+    name: str
+    source: Any
+    sink: Any
+    settings: PipelineSettings
+    staging_path: str
+    table_key: str
+    partitions_def: dg.PartitionsDefinition[str] | None
+    backfill_policy: dg.BackfillPolicy | None
+    schedule: str | None
+    lag: timedelta | None
+    executor: ExecutorName
+    pool: str
+    group: str
+    owners: tuple[str, ...]
+    tags: Mapping[str, str]
+
+    @classmethod
+    def of(
+        cls,
+        where: _Where,
+        at: tuple[Any, ...],
+        pipeline: PipelineModel,
+        options: PipelineOptions,
+        connections: Mapping[str, ConnectionModel],
+        data_dir: str,
+        staging: str,
+    ) -> PipelinePlan:
+        name = pipeline.name
+        settings = _settings(where, at, name, options, data_dir)
+        source = _source(where, (*at, "source"), pipeline.source, connections)
+        sink, table_key = _sink(where, (*at, "sink"), pipeline.sink, options, connections)
+        partitions = _partitions(where, at, options.partitions)
+        schedule = options.schedule
+        if schedule is not None:
+            _check_cron(where, (*at, "schedule"), schedule)
+        lag = None
+        if options.lag is not None:
+            lag = _lag(where, (*at, "lag"), options.lag)
+            if partitions is None:
+                where.fail((*at, "lag"), "lag re-loads recent partitions: give partitions too")
+            if schedule is None:
+                where.fail((*at, "lag"), "lag needs a schedule (the cron of the re-load)")
+        backfill = None
+        if options.backfill is not None and options.backfill.type == "multi_run":
+            if options.backfill.max_partitions_per_run < 1:
+                where.fail((*at, "backfill"), "max_partitions_per_run must be 1 or more")
+            backfill = dg.BackfillPolicy.multi_run(options.backfill.max_partitions_per_run)
+        tags = dict(options.tags)
+        for key, value in tags.items():
+            if not re.match(r"^[A-Za-z0-9_.-]{0,63}$", value):
+                where.fail((*at, "tags", key), f"tag value {value!r}: use letters, digits, _ . -")
+        return cls(
+            name=name,
+            source=source,
+            sink=sink,
+            settings=settings,
+            staging_path=staging,
+            table_key=table_key,
+            partitions_def=partitions,
+            backfill_policy=backfill,
+            schedule=schedule,
+            lag=lag,
+            executor=options.executor or "in_process",
+            pool=options.pool or _pool_name(table_key),
+            group=options.group or name,
+            owners=tuple(options.owners or ["team:data-engineering"]),
+            tags=tags,
+        )
+
+    @property
+    def resource_keys(self) -> ResourceKeys:
+        return ResourceKeys.of_pipeline(self.name)
+
+    def resources(self) -> dict[str, Any]:
+        """The pipeline's resources under its own keys."""
+        keys = self.resource_keys
+        return {
+            keys.source: self.source,
+            keys.sink: self.sink,
+            keys.settings: self.settings,
+            keys.io_manager: StagingIOManagerResource(base_path=self.staging_path, run_scoped=True),
+        }
+
+    def run_tags(self) -> dict[str, str]:
+        """What every run of this pipeline's job carries: its id and its targets."""
+        return {PIPELINE_TAG: self.name, **target_tags(self.source, self.sink)}
+
+    def automation_condition(self) -> dg.AutomationCondition | None:
+        if self.lag is None or self.schedule is None:
+            return None
+        recent: Any = dg.AutomationCondition.in_latest_time_window(lookback_delta=self.lag)
+        tick: Any = dg.AutomationCondition.cron_tick_passed(self.schedule, cron_timezone="UTC")
+        return recent & tick.since_last_handled() & ~dg.AutomationCondition.in_progress()
+
+    def assets(self) -> list[dg.AssetsDefinition]:
+        names = AssetNames.of_pipeline(
+            self.name, self.group, self.owners, {PIPELINE_TAG: self.name, **self.tags}
+        )
+        return build_assets(
+            self.partitions_def,
+            hooks=PIPELINE_METRICS_HOOKS,
+            backfill_policy=self.backfill_policy,
+            names=names,
+            resource_keys=self.resource_keys,
+            pool=self.pool,
+            automation_condition=self.automation_condition(),
+        )
+
+    def _schedule(self, job: Any) -> dg.ScheduleDefinition:
+        """On each tick of the cron, the last complete partition (or an unpartitioned run)."""
+        partitions = self.partitions_def
+        tags = self.run_tags()
+
+        @dg.schedule(
+            cron_schedule=str(self.schedule),
+            name=f"{self.name}_schedule",
+            job=job,
+            execution_timezone="UTC",
+            tags=tags,
+            description=f"Loads the last complete partition of {self.name} on {self.schedule}.",
+        )
+        def _tick(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+            if partitions is None:
+                return dg.RunRequest(tags=tags)
+            key = last_complete_partition(partitions, context.scheduled_execution_time)
+            if key is None:
+                return dg.SkipReason("no complete partition yet")
+            return dg.RunRequest(run_key=key, partition_key=key, tags=tags)
+
+        return _tick
+
+    def build(self) -> BuiltPipeline:
+        assets = self.assets()
+        job = dg.define_asset_job(
+            f"{self.name}_job",
+            selection=dg.AssetSelection.assets(*assets),
+            partitions_def=self.partitions_def,
+            executor_def=_executor(self.executor),
+            description=f"Fetch, transform and load pipeline {self.name}.",
+            run_tags=self.run_tags(),
+        )
+        schedules: list[Any] = []
+        sensors: list[dg.SensorDefinition] = []
+        if self.lag is not None:
+            sensors.append(
+                dg.AutomationConditionSensorDefinition(
+                    f"{self.name}_automation",
+                    target=dg.AssetSelection.assets(*assets),
+                    run_tags=self.run_tags(),
+                    description=f"Re-loads the last {self.lag} of {self.name} on {self.schedule}.",
+                )
+            )
+        elif self.schedule is not None:
+            schedules.append(self._schedule(job))
+        return BuiltPipeline(assets, self.resources(), job, schedules, sensors)
+
+
+def template_scope() -> dict[str, str]:
+    """What a defs.yaml may write as ``{{ name }}`` besides Dagster's ``env``."""
+    sample = str(importlib.resources.files("es_mysql_pipeline") / "data" / "sample_events.csv")
+    return {
+        "sample_csv": sample,
+        "data_dir": os.environ.get("ES_MYSQL_PIPELINE_DATA") or ".",
+    }
+
+
+@functools.cache
+def shared_pushgateway() -> PushgatewayResource:
+    """The one ``pushgateway`` resource the step hooks need (``PUSHGATEWAY_URL``; empty:
+    metrics off); one object, so that several components' definitions merge."""
+    secret = "PUSHGATEWAY_PASSWORD"
+    return PushgatewayResource(
+        url=os.environ.get("PUSHGATEWAY_URL", ""),
+        pipeline_id=os.environ.get("PIPELINE_ID") or "default",
+        username=os.environ.get("PUSHGATEWAY_USERNAME") or None,
+        password=dg.EnvVar(secret) if os.environ.get(secret) else None,
+    )
+
+
+def last_complete_partition(
+    partitions: dg.PartitionsDefinition[str], at: datetime | None
+) -> str | None:
+    """The partition that ended last at ``at``: a schedule's tick loads the one just over."""
+    if not isinstance(partitions, dg.TimeWindowPartitionsDefinition) or at is None:
+        return None
+    try:
+        current = partitions.get_partition_key_for_timestamp(at.timestamp())
+        start = partitions.start_time_for_partition_key(current)
+        return partitions.get_partition_key_for_timestamp(start.timestamp() - 1)
+    except Exception:  # before the first partition
+        return None
+
+
+def load_pipelines_file(path: str | os.PathLike[str]) -> list[tuple[EsMysqlPipelines, Path]]:
+    """The components of a ``defs.yaml`` outside a defs folder (``--defs``,
+    ``ES_MYSQL_PIPELINE_DEFS``); a folder is searched for its ``defs.yaml`` files."""
+    root = Path(path)
+    files = sorted(root.rglob("defs.yaml")) if root.is_dir() else [root]
+    if not files:
+        raise PipelinesConfigError(f"{root}: no defs.yaml in this folder")
+    found = []
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8")
+            docs = list(yaml.safe_load_all(text))
+        except (OSError, yaml.YAMLError) as exc:
+            raise PipelinesConfigError(f"{file}: {_one_line(exc)}") from None
+        for doc in docs:
+            if not isinstance(doc, dict):
+                continue
+            kind = str(doc.get("type", ""))
+            if kind.rsplit(".", 1)[-1] != EsMysqlPipelines.__name__:
+                continue
+            try:
+                component = EsMysqlPipelines.resolve_from_yaml(
+                    yaml.safe_dump(doc.get("attributes") or {}, sort_keys=False),
+                    scope=EsMysqlPipelines.get_additional_scope(),
+                )
+            except Exception as exc:  # pydantic's validation error, Dagster's resolution error
+                raise PipelinesConfigError(_validation_line(exc, _Where(file))) from None
+            found.append((component, file))
+    if not found:
+        raise PipelinesConfigError(
+            f"{root}: no component of type es_mysql_pipeline.EsMysqlPipelines"
+        )
+    return found
+
+
+def find_pipeline(path: str | os.PathLike[str], name: str) -> PipelinePlan:
+    """One pipeline of a ``defs.yaml`` file or folder, by name."""
+    known: list[str] = []
+    for component, file in load_pipelines_file(path):
+        plans = {p.name: p for p in component.plans(file)}
+        if name in plans:
+            return plans[name]
+        known += plans
+    raise PipelinesConfigError(
+        f"{path}: no pipeline named {name!r} (declared: {', '.join(sorted(known)) or 'none'})"
+    )
+
+
+# ---- checks, each failing with the YAML place ------------------------------------------
+
+
+class _Where:
+    """Turns a path in the YAML (``pipelines[2].sink``) into ``file:line: path: message``."""
+
+    def __init__(self, yaml_file: Path | None) -> None:
+        self.file = yaml_file
+        self._root: Any = None
+        if yaml_file is not None:
+            try:
+                for node in yaml.compose_all(yaml_file.read_text(encoding="utf-8")):
+                    if isinstance(node, yaml.MappingNode) and "EsMysqlPipelines" in str(
+                        _child(node, "type").value if _child(node, "type") else ""
+                    ):
+                        self._root = _child(node, "attributes")
+                        break
+            except (OSError, yaml.YAMLError):
+                self._root = None
+
+    def line(self, path: Sequence[Any]) -> int | None:
+        node = self._root
+        line = node.start_mark.line + 1 if node is not None else None
+        for part in path:
+            if node is None:
+                break
+            if isinstance(part, int) and isinstance(node, yaml.SequenceNode):
+                node = node.value[part] if part < len(node.value) else None
+            elif isinstance(node, yaml.MappingNode):
+                node = _child(node, str(part))
+            else:
+                node = None
+            if node is not None:
+                line = node.start_mark.line + 1
+        return line
+
+    def message(self, path: Sequence[Any], what: str) -> str:
+        place = _dotted(path)
+        line = self.line(path)
+        prefix = f"{self.file}:{line}: " if self.file and line else ""
+        return f"{prefix}{place}: {what}"
+
+    def fail(self, path: Sequence[Any], what: str) -> NoReturn:
+        raise PipelinesConfigError(self.message(path, what))
+
+
+def _child(node: Any, key: str) -> Any:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for k, v in node.value:
+        if getattr(k, "value", None) == key:
+            return v
+    return None
+
+
+def _dotted(path: Sequence[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _validation_line(exc: BaseException, where: _Where) -> str:
+    """The most specific of a validation error's complaints, at its place in the YAML.
+
+    Every field also accepts a ``{{ template }}`` string, so each mistake comes with an
+    "Input should be a valid string" twin; the other complaint is the one that helps.
+    """
+    errors = getattr(exc, "errors", None)
+    if not callable(errors) or not errors():
+        return _one_line(exc)
+    found = errors()
+    first = next((e for e in found if "valid string" not in e["msg"]), found[0])
+    path: list[Any] = []
+    for part in first["loc"]:
+        text = re.sub(r"\s+at\s+\S+$", "", str(part))  # Dagster's " at <file>:<line>"
+        text = re.sub(r"(tuple|list|dict)\[[^\]]*\]", "", text)
+        for token in text.split("."):
+            if not token or token in ("str", "int") or re.match(r"^[A-Z]\w*Model$", token):
+                continue
+            path.append(int(token) if token.isdigit() else token)
+    return where.message(path, first["msg"])
+
+
+def _yaml_file(path: Path) -> Path | None:
+    if path.is_file():
+        return path
+    candidate = path / "defs.yaml"
+    return candidate if candidate.exists() else None
+
+
+def _merged(defaults: PipelineOptions, pipeline: PipelineModel) -> PipelineOptions:
+    """``defaults`` overridden field by field; ``settings`` and ``tags`` merge key by key."""
+    values = defaults.model_dump(exclude_unset=True)
+    own = pipeline.model_dump(exclude_unset=True, exclude={"name", "source", "sink"})
+    for key in ("settings", "tags"):
+        own[key] = {**values.get(key, {}), **own.get(key, {})}
+    return PipelineOptions.model_validate({**values, **own})
+
+
+def _check_connection(where: _Where, name: str, conn: ConnectionModel) -> None:
+    at = ("connections", name)
+    if not NAME.match(name):
+        where.fail(at, f"connection name {name!r}: letters, digits and _ (a letter first)")
+    if conn.type == "elasticsearch" and not conn.hosts:
+        where.fail(at, "an elasticsearch connection needs hosts")
+    if conn.type != "elasticsearch" and not conn.url:
+        where.fail(at, f"a {conn.type} connection needs url")
+    if conn.url and re.search(r"//[^/@:]*:[^/@]*@", conn.url):
+        where.fail((*at, "url"), "a password in the url: give its variable's name as password_env")
+
+
+def _connection(
+    where: _Where, at: tuple[Any, ...], name: str, connections: Mapping[str, ConnectionModel]
+) -> ConnectionModel:
+    if name not in connections:
+        known = ", ".join(sorted(connections)) or "none"
+        where.fail(at, f"unknown connection {name!r} (declared: {known})")
+    return connections[name]
+
+
+def _env(name: str | None) -> Any:
+    return dg.EnvVar(name) if name else None
+
+
+def _construct(where: _Where, at: tuple[Any, ...], cls: type, **fields: Any) -> Any:
+    try:
+        return cls(**{k: v for k, v in fields.items() if v is not None})
+    except Exception as exc:  # pydantic: an unknown or mistyped option
+        errors = getattr(exc, "errors", None)
+        if callable(errors):
+            first = errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            where.fail(at, f"{cls.__name__}.{field}: {first['msg']}")
+        where.fail(at, _one_line(exc))
+
+
+def _source(
+    where: _Where, at: tuple[Any, ...], model: SourceModel, connections: Mapping[str, Any]
+) -> Any:
+    if (model.path is None) == (model.connection is None):
+        where.fail(at, "give either path (a CSV or JSON Lines file) or connection and index")
+    if model.path is not None:
+        if model.index or model.query:
+            where.fail(at, "index and query are for an elasticsearch connection, not a file")
+        return _construct(
+            where,
+            at,
+            FileSource,
+            path=model.path,
+            id_column=model.id_field,
+            timestamp_column=model.time_field,
+            format=model.format,
+            **model.options,
+        )
+    conn = _connection(where, (*at, "connection"), str(model.connection), connections)
+    if conn.type != "elasticsearch":
+        where.fail((*at, "connection"), f"{model.connection!r} is a {conn.type} connection")
+    if not model.index:
+        where.fail(at, "an elasticsearch source needs index (a name or pattern)")
+    if model.id_field is not None:
+        where.fail((*at, "id_field"), "an elasticsearch record's id is its _id")
+    return _construct(
+        where,
+        at,
+        ElasticsearchSource,
+        hosts=list(conn.hosts),
+        index=model.index,
+        query=model.query,
+        timestamp_field=model.time_field,
+        api_key=_env(conn.api_key_env),
+        username=conn.username,
+        password=_env(conn.password_env),
+        ca_certs=conn.ca_certs,
+        **{**conn.options, **model.options},
+    )
+
+
+def _sink(
+    where: _Where,
+    at: tuple[Any, ...],
+    model: SinkModel,
+    options: PipelineOptions,
+    connections: Mapping[str, Any],
+) -> tuple[Any, str]:
+    given = [k for k in ("connection", "sqlite", "jsonl_dir") if getattr(model, k) is not None]
+    if len(given) != 1:
+        where.fail(at, "give one of connection (with table), sqlite (with table) or jsonl_dir")
+    common = {"write_mode": options.write_mode, **model.options}
+    if model.jsonl_dir is not None:
+        sink = _construct(where, at, JsonlSink, directory=model.jsonl_dir, **common)
+        return sink, f"jsonl:{os.path.abspath(model.jsonl_dir)}"
+    if not model.table:
+        where.fail(at, "a database sink needs table")
+    if model.sqlite is not None:
+        url = f"sqlite:///{model.sqlite}"
+        key = f"sqlite:{os.path.abspath(model.sqlite)}#{model.table}"
+        password = None
+        extra: dict[str, Any] = {}
+    else:
+        conn = _connection(where, (*at, "connection"), str(model.connection), connections)
+        if conn.type == "elasticsearch":
+            where.fail((*at, "connection"), f"{model.connection!r} is an elasticsearch cluster")
+        url = str(conn.url)
+        key = f"{model.connection}#{model.table}"
+        password = _env(conn.password_env)
+        extra = dict(conn.options)
+    sink = _construct(
+        where,
+        at,
+        SqlSink,
+        url=url,
+        password=password,
+        table=model.table,
+        schema_contract=options.schema_contract,
+        **{**extra, **common},
+    )
+    return sink, key
+
+
+def _settings(
+    where: _Where, at: tuple[Any, ...], name: str, options: PipelineOptions, data_dir: str
+) -> PipelineSettings:
+    fields = dict(options.settings)
+    unknown = sorted(set(fields) - set(PipelineSettings.model_fields))
+    if unknown:
+        known = ", ".join(sorted(set(PipelineSettings.model_fields) - {"pipeline_id"}))
+        where.fail((*at, "settings"), f"unknown setting {unknown[0]!r} (settings: {known})")
+    if "pipeline_id" in fields:
+        where.fail((*at, "settings"), "pipeline_id is the pipeline's name")
+    fields.setdefault("dead_letter_dir", os.path.join(data_dir, "dead_letter", name))
+    settings: PipelineSettings = _construct(
+        where, (*at, "settings"), PipelineSettings, pipeline_id=name, **fields
+    )
+    return settings
+
+
+def _partitions(
+    where: _Where, at: tuple[Any, ...], model: PartitionsModel | None
+) -> dg.PartitionsDefinition[str] | None:
+    if model is None or model.type == "none":
+        return None
+    start = model.start
+    try:
+        if model.type == "daily":
+            datetime.strptime(start, "%Y-%m-%d")
+            return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC")
+        fmt = "%Y-%m-%d-%H:%M" if len(start) > 10 else "%Y-%m-%d"
+        begin = datetime.strptime(start, fmt)
+        return dg.HourlyPartitionsDefinition(
+            start_date=begin.strftime("%Y-%m-%d-%H:%M"), timezone="UTC"
+        )
+    except ValueError:
+        hint = "YYYY-MM-DD" if model.type == "daily" else "YYYY-MM-DD or YYYY-MM-DD-HH:MM"
+        where.fail((*at, "partitions", "start"), f"start {start!r}: use {hint}")
+
+
+def _check_cron(where: _Where, at: tuple[Any, ...], cron: str) -> None:
+    try:
+        dg.ScheduleDefinition(name="cron_check", cron_schedule=cron, job_name="cron_check")
+    except Exception:
+        where.fail(at, f"{cron!r} is not a cron schedule (e.g. '15 0 * * *')")
+
+
+def _lag(where: _Where, at: tuple[Any, ...], text: str) -> timedelta:
+    match = LAG.match(text)
+    if not match or int(match.group(1)) < 1:
+        where.fail(at, f"lag {text!r}: use a number of days or hours, e.g. 2d or 6h")
+    n = int(match.group(1))
+    return timedelta(days=n) if match.group(2) == "d" else timedelta(hours=n)
+
+
+def _pool_name(table_key: str) -> str:
+    """A Dagster pool per sink table: loads into one table queue behind its limit."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", table_key.replace("#", "."))
+
+
+_EXECUTORS: dict[str, dg.ExecutorDefinition] = {}
+
+
+def _executor(name: ExecutorName) -> dg.ExecutorDefinition:
+    """One executor object per kind, so that several components' definitions merge."""
+    if name not in _EXECUTORS:
+        if name == "in_process":
+            _EXECUTORS[name] = dg.in_process_executor
+        elif name == "multiprocess":
+            _EXECUTORS[name] = dg.multiprocess_executor
+        else:
+            from dagster_celery import celery_executor
+
+            broker = os.environ.get("DAGSTER_CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0"
+            backend = os.environ.get("DAGSTER_CELERY_BACKEND_URL") or "redis://127.0.0.1:6379/1"
+            _EXECUTORS[name] = celery_executor.configured(
+                {"broker": broker, "backend": backend}, name="celery"
+            )
+    return _EXECUTORS[name]

@@ -1,0 +1,189 @@
+"""The CLI's ``/metrics``, ``/health`` and ``/info``, served by wsgiref on a daemon thread.
+
+As prometheus_client's ``start_http_server``: its WSGI app renders ``/metrics`` (text, or
+OpenMetrics when ``Accept`` asks), once per scrape; Prometheus scrapes every 15-60 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from socketserver import ThreadingMixIn
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from es_mysql_pipeline.errors import PipelineError
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, active_prometheus_recorder
+
+DEFAULT_HOST = "127.0.0.1"
+
+Health = Callable[[], tuple[bool, dict[str, Any]]]
+
+_SECRET_KEY_RE = re.compile(r"pass|secret|token|api_?key|credential|auth", re.IGNORECASE)
+
+
+def strip_credentials(value: Any) -> Any:
+    """Drop secret-looking keys and ``user:password@`` from URLs, recursively.
+
+    Sources and sinks promise a ``describe()`` without credentials; this is the second
+    line of defence because ``/info`` may be reachable from a whole network.
+    """
+    if isinstance(value, Mapping):
+        return {
+            str(k): strip_credentials(v)
+            for k, v in value.items()
+            if not _SECRET_KEY_RE.search(str(k))
+        }
+    if isinstance(value, (list, tuple)):
+        return [strip_credentials(v) for v in value]
+    if isinstance(value, str) and "@" in value and "://" in value:
+        parts = urlsplit(value)
+        if parts.username or parts.password:
+            host = parts.hostname or ""
+            netloc = f"{host}:{parts.port}" if parts.port else host
+            return urlunsplit(parts._replace(netloc=netloc))
+    return value
+
+
+def recorder_health(recorder: PrometheusRecorder | None, pipeline_id: str) -> Health:
+    """Unhealthy once the pipeline entered ``error``; ``recorder=None``: the recorder
+    installed at request time, so the server can start before the CLI enables metrics."""
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        installed = recorder or active_prometheus_recorder()
+        state = installed.current_state if installed is not None else "stopped"
+        return state != "error", {"state": state, "pipeline_id": pipeline_id}
+
+    return health
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds would flood stderr; stay quiet."""
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """One thread per request (a slow client holds up nobody), IPv6 when the host says so."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[WSGIRequestHandler]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A scraper that hung up mid-answer is not worth a traceback on stderr."""
+
+
+class MetricsServer:
+    """``registry`` on ``/metrics``, ``info`` (redacted) on ``/info``, ``health()`` asked at
+    each ``/health``; ``port=0`` binds any free port (:attr:`port` is the bound one)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        info: Mapping[str, Any],
+        health: Health,
+    ) -> None:
+        self.info = strip_credentials(dict(info))
+        self.health = health
+        self.started_at = time.time()
+        self._metrics_app = make_wsgi_app(registry)
+        self._stopped = False
+        try:
+            self._server = make_server(host, port, self._app, _Server, _QuietHandler)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PipelineError(
+                    f"--metrics-port {port}: {host}:{port} is already in use; choose another "
+                    "port or stop the process that listens on it"
+                ) from None
+            raise PipelineError(
+                f"--metrics-host {host} / --metrics-port {port}: cannot listen ({exc.strerror})"
+            ) from None
+        self.host = host
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"metrics-server-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "").rstrip("/") or "/"
+        if path == "/metrics":
+            return self._metrics_app(environ, start_response)
+        status, body = "200 OK", self.info
+        if path == "/health":
+            healthy, state = self.health()
+            status = "200 OK" if healthy else "503 Service Unavailable"
+            body = {"status": "healthy" if healthy else "unhealthy", **state}
+            body["uptime_seconds"] = round(time.time() - self.started_at, 3)
+        elif path == "/":
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"/metrics /health /info\n"]
+        elif path != "/info":
+            body = {"error": f"no such path {path}; try /metrics /health /info"}
+            status = "404 Not Found"
+        payload = json.dumps(body).encode()
+        start_response(
+            status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+        )
+        return [payload]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the port and join the serving thread. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        # A listening socket shut down wakes serve_forever's select at once (Linux), so
+        # shutdown() need not wait for the next poll half a second away.
+        with contextlib.suppress(OSError):
+            self._server.socket.shutdown(socket.SHUT_RDWR)
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_metrics_server(
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+    registry: CollectorRegistry | None = None,
+    info: Mapping[str, Any] | None = None,
+    *,
+    recorder: PrometheusRecorder | None = None,
+) -> MetricsServer:
+    """Serve ``registry`` (default ``recorder.registry``) on ``host:port`` from a daemon thread.
+
+    ``0.0.0.0`` is for scrapes from outside a container; a port in use raises
+    :class:`PipelineError` naming the flag. The recorder's state drives ``/health`` (503
+    once the pipeline entered ``error``).
+    """
+    info = dict(info or {})
+    if registry is None:
+        if recorder is None:
+            raise ValueError("start_metrics_server needs a registry or a recorder")
+        registry = recorder.registry
+    pipeline_id = str(info.get("pipeline_id", recorder.pipeline_id if recorder else "default"))
+    return MetricsServer(host, port, registry, info, recorder_health(recorder, pipeline_id))

@@ -1,0 +1,457 @@
+"""Three pipelines declared in one defs.yaml, on the real services.
+
+An Elasticsearch index (the wire-level test server) → MariaDB table A, daily; a CSV whose id
+column is ``click_id`` → MariaDB table B, hourly; JSON Lines → SQLite, daily. Each is its own
+asset chain, group, resource keys, job and schedule or automation; a backfill of one leaves
+the others untouched; stages never cross pipelines or runs; mistakes in the YAML fail at
+load time in one line naming the file, the line and the place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from es_mysql_pipeline.component import PipelinesConfigError, load_pipelines_file
+from es_mysql_pipeline.definitions import pipelines_defs
+from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
+from es_mysql_pipeline.targets import PIPELINE_TAG
+from es_mysql_pipeline_tests.conftest import drop_table
+from es_mysql_pipeline_tests.es_server import EsTestServer
+from es_mysql_pipeline_tests.fixtures.es import EsTarget
+from es_mysql_pipeline_tests.helpers import write_csv
+
+pytestmark = pytest.mark.integration
+
+DAYS = ["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"]
+PER_DAY = 12
+
+
+def order_docs() -> list[tuple[str, dict[str, Any]]]:
+    """``PER_DAY`` orders on each of ``DAYS``, two hours apart."""
+    return [
+        (
+            f"o-{d}-{i}",
+            {"@timestamp": f"{day}T{2 * i:02d}:00:00Z", "amount": i * 1.5, "shop": f"s{i % 3}"},
+        )
+        for d, day in enumerate(DAYS)
+        for i in range(PER_DAY)
+    ]
+
+
+def click_rows() -> list[dict[str, str]]:
+    """Clicks on 2024-03-01, five per hour for six hours; the id column is ``click_id``."""
+    return [
+        {"click_id": f"c-{h}-{i}", "ts": f"2024-03-01T{h:02d}:{10 * i:02d}:00Z", "page": f"p{i}"}
+        for h in range(6)
+        for i in range(5)
+    ]
+
+
+def event_lines() -> list[dict[str, Any]]:
+    return [
+        {"id": f"e-{d}-{i}", "timestamp": f"{day}T12:{i:02d}:00Z", "kind": "view"}
+        for d, day in enumerate(DAYS[:3])
+        for i in range(7)
+    ]
+
+
+def count(url: str, table: str, where: str = "") -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {table} {where}")).scalar_one())
+    except sa.exc.NoSuchTableError:
+        return 0
+    except sa.exc.ProgrammingError:  # MariaDB: no such table yet
+        return 0
+    except sa.exc.OperationalError:  # SQLite: no such table yet
+        return 0
+    finally:
+        engine.dispose()
+
+
+DEFS_YAML = """\
+type: es_mysql_pipeline.EsMysqlPipelines
+attributes:
+  data_dir: {data}
+  connections:
+    search: {{type: elasticsearch, hosts: ["{es_url}"]}}
+    app_db: {{type: mysql, url: "{mysql_url}"}}
+  defaults:
+    partitions: {{type: daily, start: "2024-03-01"}}
+    schedule: "15 0 * * *"
+    write_mode: upsert
+  pipelines:
+    - name: orders
+      source: {{connection: search, index: orders}}
+      sink: {{connection: app_db, table: {table_a}}}
+      lag: 2d
+      owners: ["team:sales"]
+      tags: {{domain: sales}}
+    - name: clicks
+      source: {{path: {csv}, id_field: click_id, time_field: ts}}
+      sink: {{connection: app_db, table: {table_b}}}
+      partitions: {{type: hourly, start: "2024-03-01-00:00"}}
+      schedule: "5 * * * *"
+      settings: {{rename: {{page: page_name}}}}
+    - name: events
+      source: {{path: {jsonl}}}
+      sink: {{sqlite: {sqlite}, table: events}}
+      backfill: {{type: multi_run, max_partitions_per_run: 2}}
+"""
+
+
+class Setup:
+    def __init__(self, tmp: Path, es_url: str, mysql_url: str) -> None:
+        self.tmp = tmp
+        self.mysql_url = mysql_url
+        self.table_a = f"orders_{uuid.uuid4().hex[:10]}"
+        self.table_b = f"clicks_{uuid.uuid4().hex[:10]}"
+        self.sqlite = tmp / "events.sqlite"
+        csv = write_csv(tmp / "clicks.csv", click_rows())
+        jsonl = tmp / "events.jsonl"
+        jsonl.write_text("".join(json.dumps(r) + "\n" for r in event_lines()), encoding="utf-8")
+        self.defs_file = tmp / "defs.yaml"
+        self.defs_file.write_text(
+            DEFS_YAML.format(
+                data=tmp / "data",
+                es_url=es_url,
+                mysql_url=mysql_url,
+                table_a=self.table_a,
+                table_b=self.table_b,
+                csv=csv,
+                jsonl=jsonl,
+                sqlite=self.sqlite,
+            ),
+            encoding="utf-8",
+        )
+        self.defs = pipelines_defs(str(self.defs_file))
+
+    @property
+    def sqlite_url(self) -> str:
+        return f"sqlite:///{self.sqlite}"
+
+    def counts(self) -> tuple[int, int, int]:
+        return (
+            count(self.mysql_url, self.table_a),
+            count(self.mysql_url, self.table_b),
+            count(self.sqlite_url, "events"),
+        )
+
+
+@pytest.fixture
+def setup(tmp_path: Path, mysql_url: str) -> Iterator[Setup]:
+    with EsTestServer() as server:
+        EsTarget(server.url, server).seed("orders", order_docs())
+        s = Setup(tmp_path, server.url, mysql_url)
+        try:
+            yield s
+        finally:
+            drop_table(mysql_url, s.table_a)
+            drop_table(mysql_url, s.table_b)
+
+
+def _run(
+    defs: dg.Definitions,
+    job: str,
+    instance: dg.DagsterInstance,
+    key: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(job).execute_in_process(
+        partition_key=key, instance=instance, tags=tags, raise_on_error=False
+    )
+
+
+def test_three_pipelines_load_as_three_chains(setup: Setup) -> None:
+    defs = setup.defs
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {
+        f"{p}/{s}" for p in ("orders", "clicks", "events") for s in ("raw", "clean", "loaded")
+    }
+    groups = {graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups == {"orders", "clicks", "events"}
+    for name in ("orders", "clicks", "events"):
+        for part in ("source", "sink", "settings", "io_manager"):
+            assert f"{name}__{part}" in (defs.resources or {})
+        loaded = graph.get(dg.AssetKey([name, "loaded"]))
+        assert loaded.tags[PIPELINE_TAG] == name
+        assert loaded.pools == {loaded.pools and next(iter(loaded.pools))}  # one pool
+        job = defs.resolve_job_def(f"{name}_job")
+        assert job.executor_def is dg.in_process_executor
+        assert job.run_tags[PIPELINE_TAG] == name
+    # Dagster's implicit all-assets job builds: no resource key shared by two pipelines
+    assert len(defs.resolve_implicit_global_asset_job_def().nodes) == 9
+    assert graph.get(dg.AssetKey(["orders", "loaded"])).owners == ["team:sales"]
+    # the pools name the tables, one per table
+    pools = {
+        next(iter(graph.get(dg.AssetKey([n, "loaded"])).pools or []))
+        for n in ("orders", "clicks", "events")
+    }
+    assert len(pools) == 3 and any(setup.table_a in p for p in pools)
+
+
+def test_schedules_and_late_data_automation(setup: Setup) -> None:
+    defs = setup.defs
+    graph = defs.resolve_asset_graph()
+    # orders: lag 2d → an automation condition and its sensor, no schedule
+    for step in ("raw", "clean", "loaded"):
+        assert graph.get(dg.AssetKey(["orders", step])).automation_condition is not None
+    sensor = defs.resolve_sensor_def("orders_automation")
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    repo = defs.get_repository_def()
+    assert {s.name for s in repo.schedule_defs} == {"clicks_schedule", "events_schedule"}
+    # at the 00:15 tick the last two days of orders are requested, all three steps, once
+    with dg.DagsterInstance.ephemeral() as instance:
+        cursor = None
+        requested = []
+        for minute in (10, 20, 30):
+            at = datetime(2024, 3, 5, 0, minute, tzinfo=timezone.utc)
+            result = dg.evaluate_automation_conditions(
+                defs=defs, instance=instance, cursor=cursor, evaluation_time=at
+            )
+            cursor = result.cursor
+            requested.append(
+                {
+                    key.to_user_string(): sorted(
+                        str(k) for k in result.get_requested_partitions(key)
+                    )
+                    for key in graph.get_all_asset_keys()
+                    if result.get_requested_partitions(key)
+                }
+            )
+    two_days = ["2024-03-03", "2024-03-04"]
+    assert requested == [{}, {f"orders/{s}": two_days for s in ("raw", "clean", "loaded")}, {}]
+    # clicks: hourly at :05 loads the hour just over; events: daily at 00:15 the day before
+    tick = datetime(2024, 3, 1, 4, 5, tzinfo=timezone.utc)
+    ctx = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=repo)
+    (req,) = defs.resolve_schedule_def("clicks_schedule").evaluate_tick(ctx).run_requests or []
+    assert req.partition_key == "2024-03-01-03:00"
+    assert req.tags[PIPELINE_TAG] == "clicks"
+    tick = datetime(2024, 3, 5, 0, 15, tzinfo=timezone.utc)
+    ctx = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=repo)
+    (req,) = defs.resolve_schedule_def("events_schedule").evaluate_tick(ctx).run_requests or []
+    assert req.partition_key == "2024-03-04"
+
+
+def test_a_partition_of_each_then_a_backfill_of_one(setup: Setup) -> None:
+    defs = setup.defs
+    with dg.DagsterInstance.ephemeral() as instance:
+        orders = _run(defs, "orders_job", instance, "2024-03-02")
+        clicks = _run(defs, "clicks_job", instance, "2024-03-01-02:00")
+        events = _run(defs, "events_job", instance, "2024-03-01")
+        for result in (orders, clicks, events):
+            assert result.success
+            (check,) = result.get_asset_check_evaluations()
+            assert check.passed, check.metadata
+            assert result.dagster_run.tags[PIPELINE_TAG] in ("orders", "clicks", "events")
+        assert setup.counts() == (PER_DAY, 5, 7)
+        # the CSV's click_id became the id column; page was renamed
+        engine = sa.create_engine(setup.mysql_url)
+        with engine.connect() as conn:
+            cols = {c["name"] for c in sa.inspect(conn).get_columns(setup.table_b)}
+            ids = set(conn.execute(sa.text(f"SELECT id FROM {setup.table_b}")).scalars())
+        engine.dispose()
+        assert "page_name" in cols and "page" not in cols
+        assert ids == {f"c-2-{i}" for i in range(5)}
+
+        before = {
+            key: len(instance.fetch_materializations(key, limit=100).records)
+            for key in defs.resolve_asset_graph().get_all_asset_keys()
+        }
+        backfill = _run(
+            defs,
+            "orders_job",
+            instance,
+            tags={
+                "dagster/asset_partition_range_start": "2024-03-03",
+                "dagster/asset_partition_range_end": "2024-03-05",
+            },
+        )
+        assert backfill.success
+        assert all(e.passed for e in backfill.get_asset_check_evaluations())
+        assert setup.counts() == (4 * PER_DAY, 5, 7)
+        after = {
+            key: len(instance.fetch_materializations(key, limit=100).records)
+            for key in defs.resolve_asset_graph().get_all_asset_keys()
+        }
+        changed = {k.to_user_string() for k in after if after[k] != before[k]}
+        assert changed == {"orders/raw", "orders/clean", "orders/loaded"}
+
+
+def test_two_runs_of_one_partition_never_share_a_stage(setup: Setup) -> None:
+    defs = setup.defs
+    stage_dir = setup.tmp / "data" / "staging" / "events" / "raw" / "2024-03-02"
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = _run(defs, "events_job", instance, "2024-03-02")
+        assert first.success
+        (stage,) = [p for p in os.listdir(stage_dir) if p.endswith(".stage")]
+        assert stage == f"{first.run_id}.stage"
+        second = _run(defs, "events_job", instance, "2024-03-02")
+        assert second.success
+        # the second run staged under its own name; the finished first run's stage went
+        stages = sorted(p for p in os.listdir(stage_dir) if p.endswith(".stage"))
+        assert stages == [f"{second.run_id}.stage"]
+        # re-materializing only the load takes the newest complete clean stage
+        ((component, file),) = load_pipelines_file(setup.defs_file)
+        events = component.pipeline("events", file)
+        only_load = dg.materialize(
+            events.assets(),
+            selection=[dg.AssetKey(["events", "loaded"])],
+            resources={**events.resources(), "pushgateway": PushgatewayResource()},
+            partition_key="2024-03-02",
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert only_load.success
+        (check,) = only_load.get_asset_check_evaluations()
+        assert check.passed
+
+
+# ---- mistakes: one line at load time, naming the file, the line and the place ----------
+
+GOOD = """\
+type: es_mysql_pipeline.EsMysqlPipelines
+attributes:
+  connections:
+    db: {type: sqlite, url: "sqlite:///x.sqlite"}
+  pipelines:
+    - name: one
+      source: {path: a.csv}
+      sink: {connection: db, table: t1}
+"""
+#: A second pipeline, into another table or into the first one's table.
+TWO = "    - name: two\n      source: {path: b.csv}\n      sink: {connection: db, table: t2}\n"
+TWO_T1 = TWO.replace("t2}", "t1}")
+
+
+@pytest.mark.parametrize(
+    ("extra", "line_of", "words"),
+    [
+        (
+            TWO.replace("db,", "nodb,"),
+            "sink: {connection: nodb",
+            ["pipelines[1].sink.connection", "unknown connection 'nodb'", "declared: db"],
+        ),
+        (
+            TWO.replace("name: two", "name: one"),
+            "- name: one\n      source: {path: b.csv}",
+            ["pipelines[1].name", "duplicate pipeline name 'one'"],
+        ),
+        (
+            TWO_T1
+            + "      settings: {id_column: other_id}\n",
+            "sink: {connection: db, table: t1}\n      settings",
+            ["pipelines[1].sink", "different id columns", "'id', 'other_id'"],
+        ),
+        (
+            TWO
+            + "      schedule: every day\n",
+            "schedule: every day",
+            ["pipelines[1].schedule", "'every day' is not a cron schedule"],
+        ),
+        (
+            TWO
+            + "      settings: {id_colum: x}\n",
+            "settings: {id_colum",
+            ["pipelines[1].settings", "unknown setting 'id_colum'"],
+        ),
+        (
+            TWO
+            + "      lag: 2 weeks\n      schedule: '0 1 * * *'\n"
+            "      partitions: {type: daily, start: '2024-01-01'}\n",
+            "lag: 2 weeks",
+            ["pipelines[1].lag", "use a number of days or hours"],
+        ),
+        (
+            TWO
+            + "      partitions: {type: hourly, start: 'March'}\n",
+            "start: 'March'",
+            ["pipelines[1].partitions.start", "'March'"],
+        ),
+        (
+            "    - name: two\n      source: {path: b.csv, index: x}\n"
+            "      sink: {connection: db, table: t2}\n",
+            "source: {path: b.csv, index: x}",
+            ["pipelines[1].source", "index and query are for an elasticsearch connection"],
+        ),
+    ],
+    ids=["unknown-connection", "duplicate-name", "same-table-other-id", "bad-cron",
+         "unknown-setting", "bad-lag", "bad-start", "file-with-index"],
+)  # fmt: skip
+def test_mistakes_fail_at_load_in_one_line(
+    tmp_path: Path, extra: str, line_of: str, words: list[str]
+) -> None:
+    text = GOOD + extra
+    path = tmp_path / "defs.yaml"
+    path.write_text(text, encoding="utf-8")
+    line = text[: text.index(line_of)].count("\n") + 1
+    with pytest.raises(PipelinesConfigError) as err:
+        pipelines_defs(str(path))
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+    assert message.startswith(f"{path}:"), message
+    assert message.startswith(f"{path}:{line}: {words[0]}:"), (line, message)
+
+
+def test_a_typo_in_a_field_fails_at_load_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "defs.yaml"
+    path.write_text(GOOD.replace("table: t1}", "tabel: t1}"), encoding="utf-8")
+    with pytest.raises(PipelinesConfigError) as err:
+        pipelines_defs(str(path))
+    message = str(err.value)
+    assert "\n" not in message and "tabel" in message and str(path) in message, message
+
+
+def test_secrets_are_variable_names_never_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_DB_PASSWORD", "Sentinel-Pw-26")
+    monkeypatch.setenv("TEST_ES_KEY", "Sentinel-Key-26")
+    text = (
+        "type: es_mysql_pipeline.EsMysqlPipelines\nattributes:\n  connections:\n"
+        "    es: {type: elasticsearch, hosts: ['http://127.0.0.1:1'], api_key_env: TEST_ES_KEY}\n"
+        "    db: {type: mysql, url: 'mysql+pymysql://u@h/d', password_env: TEST_DB_PASSWORD}\n"
+        "  pipelines:\n    - {name: p, source: {connection: es, index: i},"
+        " sink: {connection: db, table: t}}\n"
+    )
+    path = tmp_path / "defs.yaml"
+    path.write_text(text, encoding="utf-8")
+    ((component, file),) = load_pipelines_file(path)
+    (plan,) = component.plans(file)
+    assert isinstance(plan.sink.password, dg.EnvVar)
+    assert plan.sink.password.env_var_name == "TEST_DB_PASSWORD"
+    assert isinstance(plan.source.api_key, dg.EnvVar)
+    rendered = repr(plan.resources()) + json.dumps(plan.run_tags())
+    assert "Sentinel" not in rendered
+    # a password written into the url is refused, naming where to put it instead
+    path.write_text(text.replace("u@h", "u:pw@h"), encoding="utf-8")
+    with pytest.raises(PipelinesConfigError, match="password_env"):
+        pipelines_defs(str(path))
+
+
+def test_the_bundled_defs_folder_is_the_sample_into_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ES_MYSQL_PIPELINE_DATA", str(tmp_path))
+    defs = pipelines_defs(None)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"sample/raw", "sample/clean", "sample/loaded"}
+    result = _run(defs, "sample_job", dg.DagsterInstance.ephemeral(), "2024-01-02")
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+    assert count(f"sqlite:///{tmp_path / 'es_mysql_pipeline.sqlite'}", "records") > 0
