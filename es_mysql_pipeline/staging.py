@@ -62,7 +62,10 @@ class StagingError(PipelineError):
 
 
 #: Column types a staged file can declare, from narrowest to widest.
-TYPES = ("bool", "int", "float", "datetime", "string", "json")
+#: ``int`` holds integers a double keeps exactly (|n| <= 2**53), ``bigint`` the rest of int64:
+#: beside decimals (``float``) they need text, or a DOUBLE would round them.
+TYPES = ("bool", "int", "bigint", "float", "datetime", "string", "json")
+_EXACT_IN_DOUBLE = 2**53
 
 
 def value_type(value: Any) -> str | None:
@@ -72,7 +75,9 @@ def value_type(value: Any) -> str | None:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "int" if _INT64[0] <= value <= _INT64[1] else "string"
+        if -_EXACT_IN_DOUBLE <= value <= _EXACT_IN_DOUBLE:
+            return "int"
+        return "bigint" if _INT64[0] <= value <= _INT64[1] else "string"
     if isinstance(value, float):
         return "float"
     if isinstance(value, datetime):
@@ -86,7 +91,10 @@ def _plain_type(kinds: set[type], values: Sequence[Any]) -> str | None:
     """:func:`value_type` of every value of a column of one numeric or boolean type (no
     NULLs), found without a Python step per value; ``None`` for any other column."""
     if kinds == {int}:
-        return "int" if _INT64[0] <= min(values) and max(values) <= _INT64[1] else None
+        low, high = min(values), max(values)
+        if -_EXACT_IN_DOUBLE <= low and high <= _EXACT_IN_DOUBLE:
+            return "int"
+        return "bigint" if _INT64[0] <= low and high <= _INT64[1] else None
     if kinds == {float}:
         return "float"
     if kinds == {bool}:
@@ -102,6 +110,8 @@ def merge_types(a: str | None, b: str | None) -> str | None:
         return a
     if {a, b} == {"int", "float"}:
         return "float"
+    if {a, b} == {"int", "bigint"}:
+        return "bigint"
     if "json" in (a, b):
         return "json"
     return "string"

@@ -232,7 +232,7 @@ def _alter(
     clauses: list[tuple[str, list[str], str]] = []  # (clause, report list, column)
     for name, type_ in adds:
         ddl = str(type_.compile(dialect=dialect))
-        if mysql_like and is_text(type_):
+        if mysql_like and is_text(type_) and name != OVERFLOW_COLUMN:  # JSON has no charset
             ddl += " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
         clauses.append((f"ADD COLUMN {q(name)} {ddl}", report.added, name))
     for name, stats in widens:
@@ -331,7 +331,7 @@ def column_type(stats: ColumnStats) -> sa.types.TypeEngine[Any]:
     t = stats.type
     if t == "bool":
         return sa.Boolean()
-    if t == "int":
+    if t in ("int", "bigint"):
         return sa.BigInteger()
     if t == "float":
         return sa.Double()
@@ -368,8 +368,10 @@ def type_problem(actual: sa.types.TypeEngine[Any], stats: ColumnStats, dialect: 
         if length is not None and stats.max_bytes > length * (4 if "CHAR" in name.upper() else 1):
             return f"is {name} but values are up to {stats.max_bytes} bytes long"
         return None
-    if stats.type == "int" and aff is not None and issubclass(aff, sa.DateTime):
+    if stats.type in ("int", "bigint") and aff is not None and issubclass(aff, sa.DateTime):
         return f"is {name} but the data has integers"
+    if stats.type == "bigint" and aff is not None and issubclass(aff, (sa.Float, sa.Numeric)):
+        return f"is {name} but the data has integers a double would round (beyond 2**53)"
     if stats.type == "float" and aff is not None and issubclass(aff, sa.Integer):
         return f"is {name} but the data has decimals"
     return None
