@@ -42,7 +42,7 @@ def resources_for(env: str) -> dict[str, object]:
     settings = PipelineSettings(
         pipeline_id=_env("PIPELINE_ID", "default"),
         dead_letter_dir=os.path.join(home, "dead_letter"),
-        max_failed_ratio=float(ratio) if ratio else None,
+        max_failed_ratio=float(ratio) if ratio else 0.05,  # the CLI's default
     )
     source: object = FileSource(
         path=_env("CSV_FILE", sample_csv_path()),

@@ -8,7 +8,7 @@ import dagster as dg
 
 from es_mysql_pipeline.assets.failures import RETRY, fail_fast_unless_transient
 from es_mysql_pipeline.assets.fetch import fetch_records
-from es_mysql_pipeline.assets.load import RECONCILE_CHECK, load_records
+from es_mysql_pipeline.assets.load import RECONCILE_CHECK, RECONCILE_DESCRIPTION, load_records
 from es_mysql_pipeline.assets.transform import transform_records
 
 GROUP = "records_pipeline"
@@ -49,8 +49,7 @@ def build_assets(
         dg.AssetCheckSpec(
             RECONCILE_CHECK,
             asset="loaded_records",
-            description="Rows in the sink for the partition match the clean records loaded, "
-            "and processed = inserted + updated + skipped + failed.",
+            description=RECONCILE_DESCRIPTION,
         )
     ]
     loaded = dg.asset(  # type: ignore[call-overload]
