@@ -74,7 +74,7 @@ DAGSTER_SETTINGS: tuple[tuple[str, str], ...] = (
     ("--es_timestamp_field / ES_TIMESTAMP_FIELD", "source.timestamp_field (ES_TIMESTAMP_FIELD)"),
     ("--id_column", "source.id_column"),
     ("--staging-dir / STAGING_PATH", "io_manager.base_path (STAGING_PATH)"),
-    ("--max-failed-ratio", "settings.max_failed_ratio (MAX_FAILED_RATIO)"),
+    ("--max-failed-ratio", "settings.max_failed_ratio"),
 )
 
 
