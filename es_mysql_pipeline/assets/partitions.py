@@ -10,13 +10,21 @@ import dagster as dg
 
 from es_mysql_pipeline.records import TimeWindow
 
-#: First day users can materialize; set ``ES_MYSQL_PIPELINE_START_DATE`` (YYYY-MM-DD).
+#: First day users can materialize (the bundled sample's first day); set
+#: ``ES_MYSQL_PIPELINE_START_DATE`` (YYYY-MM-DD).
 DEFAULT_START_DATE = "2024-01-01"
+#: The day after the bundled sample's last: ``make ui`` ends the partitions there when it
+#: shows the sample, so its five days are all there is to load (one click) and the graph's
+#: fill is the sample's.
+SAMPLE_END_DATE = "2024-01-06"
 
 
 def daily_partitions() -> dg.DailyPartitionsDefinition:
-    start = os.environ.get("ES_MYSQL_PIPELINE_START_DATE", DEFAULT_START_DATE)
-    return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC")
+    """Daily UTC partitions from ``ES_MYSQL_PIPELINE_START_DATE``, up to today unless
+    ``ES_MYSQL_PIPELINE_END_DATE`` (exclusive) ends them."""
+    start = os.environ.get("ES_MYSQL_PIPELINE_START_DATE") or DEFAULT_START_DATE
+    end = os.environ.get("ES_MYSQL_PIPELINE_END_DATE") or None
+    return dg.DailyPartitionsDefinition(start_date=start, end_date=end, timezone="UTC")
 
 
 class WindowConfig(dg.Config):

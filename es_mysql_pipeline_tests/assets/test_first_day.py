@@ -6,20 +6,22 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from es_mysql_pipeline.assets import build_assets, failures
+from es_mysql_pipeline.assets import build_assets, failures, partitions
 from es_mysql_pipeline.assets.load import RECONCILE_DESCRIPTION
 from es_mysql_pipeline.assets.metadata import path_value
 from es_mysql_pipeline.assets.partitions import daily_partitions
 from es_mysql_pipeline.cli.parser import build_parser
 from es_mysql_pipeline.dead_letter import read_dead_letters
 from es_mysql_pipeline.definitions import resources_for
-from es_mysql_pipeline.records import TimeWindow
+from es_mysql_pipeline.records import TimeWindow, parse_timestamp
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sinks.sql.errors import GRANTS_HINT, MYSQL_ERRORS
 from es_mysql_pipeline.resources.sources import FileSource
@@ -293,3 +295,56 @@ def test_no_metadata_path_is_relative_or_none(
                 assert os.path.isabs(str(value.value)), key
                 assert str(value.value).startswith(str(tmp_path)), key
     assert seen >= 3
+
+
+# 6. the sample in the UI ------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _sample_days() -> list[str]:
+    days = set()
+    for row in sample_rows():
+        try:
+            days.add(parse_timestamp(row["timestamp"]).strftime("%Y-%m-%d"))
+        except ValueError:
+            continue
+    return sorted(days)
+
+
+def _make_ui(*args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ES_MYSQL", "CSV_FILE"))}
+    proc = subprocess.run(
+        ["make", "-s", "-n", "ui", *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_make_ui_shows_exactly_the_samples_days(monkeypatch: pytest.MonkeyPatch) -> None:
+    days = _sample_days()
+    assert days[0] == partitions.DEFAULT_START_DATE
+    after_last = datetime.fromisoformat(days[-1]) + timedelta(days=1)
+    assert after_last.strftime("%Y-%m-%d") == partitions.SAMPLE_END_DATE
+    command = _make_ui()
+    assert f"ES_MYSQL_PIPELINE_END_DATE={partitions.SAMPLE_END_DATE} " in command
+    assert command.rstrip().endswith("-p 3000")
+    monkeypatch.setenv("ES_MYSQL_PIPELINE_END_DATE", partitions.SAMPLE_END_DATE)
+    monkeypatch.delenv("ES_MYSQL_PIPELINE_START_DATE", raising=False)
+    assert partitions.daily_partitions().get_partition_keys() == days
+
+
+def test_make_ui_takes_a_port_and_leaves_users_data_open_ended() -> None:
+    assert _make_ui("PORT=3391").rstrip().endswith("-p 3391")
+    assert "END_DATE" not in _make_ui("CSV_FILE=events.csv")
+    assert "END_DATE" not in _make_ui("ES_MYSQL_PIPELINE_START_DATE=2026-01-01")
+
+
+@pytest.mark.integration
+def test_one_click_loads_the_whole_sample(tmp_path: Path) -> None:
+    days = _sample_days()
+    result = run_partitions(make_resources(str(tmp_path)), days[0], days[-1])
+    assert result.success, step_failure_message(result)
+    loaded = partition_metadata(result, "loaded_records")
+    assert sorted(str(d) for d in loaded) == days  # every partition materialized: 100 % filled
+    assert sum(int(m["dagster/row_count"]) for m in loaded.values()) == len(expected_rows())
