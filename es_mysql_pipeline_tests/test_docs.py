@@ -101,3 +101,19 @@ def test_the_readme_names_every_flag() -> None:
         and not any(re.search(rf"{re.escape(s)}(?![\w-])", readme) for s in action.option_strings)
     ]
     assert not missing, f"README.md's flag table lacks {missing}"
+
+
+def test_every_environment_variable_read_is_documented() -> None:
+    """Each variable the package reads (``os.environ``, ``_env``, ``_secret``, the
+    ``*_ENV`` and ``ENV_VAR`` constants) is named in docs/configuration.md."""
+    reads = r"os\.environ(?:\.get)?[\[(]|_env\(|_secret\(|_ENV = |ENV_VAR = "
+    pattern = re.compile(rf"(?:{reads})\s*\"([A-Z][A-Z0-9_]+)\"")
+    read = {
+        name
+        for path in (ROOT / "es_mysql_pipeline").rglob("*.py")
+        for name in pattern.findall(path.read_text(encoding="utf-8"))
+    }
+    assert {"DB_PASSWORD", "ES_MYSQL_PIPELINE_ENV", "DAGSTER_CELERY_BROKER_URL"} <= read
+    documented = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    missing = sorted(name for name in read if f"`{name}`" not in documented)
+    assert not missing, f"docs/configuration.md does not name {missing}"
