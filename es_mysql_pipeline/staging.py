@@ -92,7 +92,7 @@ def _plain_type(kinds: set[type], values: Sequence[Any]) -> str | None:
     NULLs), found without a Python step per value; ``None`` for any other column."""
     if kinds == {int}:
         low, high = min(values), max(values)
-        if -_EXACT_IN_DOUBLE <= low and high <= _EXACT_IN_DOUBLE:
+        if low >= -_EXACT_IN_DOUBLE and high <= _EXACT_IN_DOUBLE:
             return "int"
         return "bigint" if _INT64[0] <= low and high <= _INT64[1] else None
     if kinds == {float}:
