@@ -41,6 +41,7 @@ from pydantic import Field
 
 from es_mysql_pipeline.assets import AssetNames, ResourceKeys, build_assets
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS, PUSHGATEWAY_KEY
+from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.resources.settings import PipelineSettings
@@ -120,8 +121,8 @@ class BackfillModel(dg.Resolvable, dg.Model):
 class PipelineOptions(dg.Resolvable, dg.Model):
     """What ``defaults`` may set for every pipeline, and each pipeline for itself."""
 
-    write_mode: Literal["skip", "upsert", "fail"] | None = None
-    schema_contract: Literal["evolve", "freeze", "discard_columns"] | None = None
+    write_mode: Literal["skip", "upsert", "append"] | None = None
+    schema_contract: Literal["evolve", "freeze", "discard"] | None = None
     #: Every :class:`PipelineSettings` field (``id_column``, ``rename``, ``casts`` …).
     settings: dict[str, Any] = {}
     partitions: PartitionsModel | None = None
@@ -217,15 +218,17 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
             plan = PipelinePlan.of(
                 where, at, pipeline, options, self.connections, data_dir, staging
             )
+            # the id's column: the setting, else the source's id field under its own name
+            id_column = plan.settings.id_column or column_name(plan.source.id_key())
             previous = tables.get(plan.table_key)
-            if previous is not None and previous[1] != plan.settings.id_column:
+            if previous is not None and previous[1] != id_column:
                 where.fail(
                     (*at, "sink"),
                     f"pipelines {self.pipelines[previous[0]].name!r} and {pipeline.name!r} load "
                     f"{plan.table_key} with different id columns ({previous[1]!r}, "
-                    f"{plan.settings.id_column!r})",
+                    f"{id_column!r})",
                 )
-            tables.setdefault(plan.table_key, (i, plan.settings.id_column))
+            tables.setdefault(plan.table_key, (i, id_column))
             plans.append(plan)
         return plans
 
