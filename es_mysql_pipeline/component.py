@@ -39,7 +39,12 @@ import dagster as dg
 import yaml
 from pydantic import Field
 
-from es_mysql_pipeline.assets import AssetNames, ResourceKeys, build_assets
+from es_mysql_pipeline.assets import (
+    AssetNames,
+    ResourceKeys,
+    build_assets,
+    build_unplaced_asset,
+)
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS, PUSHGATEWAY_KEY
 from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
@@ -410,6 +415,11 @@ class PipelinePlan:
             )
         elif self.schedule is not None:
             schedules.append(self._schedule(job))
+        if self.partitions_def is not None:
+            names = AssetNames.of_pipeline(
+                self.name, self.group, self.owners, {PIPELINE_TAG: self.name, **self.tags}
+            )
+            assets = [*assets, build_unplaced_asset(names, self.resource_keys)]
         return BuiltPipeline(assets, self.resources(), job, schedules, sensors)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from es_mysql_pipeline.assets import build_assets
+from es_mysql_pipeline.assets import build_assets, build_unplaced_asset
 from es_mysql_pipeline.assets.partitions import daily_partitions
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
@@ -163,7 +163,7 @@ def env_defs() -> dg.Definitions:
     A function: Dagster takes the one ``Definitions`` at module scope as the code location.
     """
     return dg.Definitions(
-        assets=ASSETS,
+        assets=[*ASSETS, build_unplaced_asset()],
         jobs=[records_job],
         schedules=[records_daily_schedule],
         sensors=[pipeline_metrics_sensor],
@@ -193,7 +193,11 @@ def pipelines_defs(path: str | None = None) -> dg.Definitions:
             if isinstance(cause, PipelinesConfigError):
                 raise PipelinesConfigError(str(cause)) from None
             raise
-    keys = loaded.resolve_asset_graph().get_all_asset_keys()
+    keys = {  # the chains' assets; the on-demand count of unplaced records is no pipeline run
+        key
+        for key in loaded.resolve_asset_graph().get_all_asset_keys()
+        if key.path[-1] != "unplaced"
+    }
     sensor = build_pipeline_metrics_sensor(asset_keys=keys)
     return dg.Definitions.merge(loaded, dg.Definitions(sensors=[sensor]))
 

@@ -30,6 +30,7 @@ from es_mysql_pipeline.records import (
     TimeWindow,
     parse_timestamp,
     rebatch,
+    time_at,
 )
 
 csv.field_size_limit(2**31 - 1)  # a 20 MB field is data, not an attack
@@ -359,6 +360,6 @@ def printable(text: str) -> str:
 def in_window(record: Record, ts_key: str, window: TimeWindow) -> bool:
     """Records whose timestamp is missing or unparsable belong to no day (docs/configuration.md)."""
     try:
-        return parse_timestamp(record.get(ts_key)) in window
+        return parse_timestamp(time_at(record, ts_key)) in window
     except ValueError:
         return False
