@@ -325,3 +325,56 @@ def test_jsonl_sink_keeps_every_value_too(tmp_path: Path) -> None:
     stripped = {d["_id"]: {k: v for k, v in d.items() if k != "_id"} for d in docs}
     assert_every_value_survives(stripped, rows, id_column="_id", time_field="ts", time_column="ts")
     assert os.path.getsize(out_path) > 0
+
+
+# -- 5. partitioned runs lose nothing either ------------------------------------------------------
+
+
+def test_records_without_a_readable_time_are_counted_once_beside_the_partitions(
+    tmp_path: Path,
+) -> None:
+    """The sample's two ``yesterday-ish`` rows belong to no day: the five days plus the
+    unplaced count equal the file, and the dead letter holds each of them once."""
+    import dagster as dg
+
+    from es_mysql_pipeline.assets import build_unplaced_asset
+    from es_mysql_pipeline.dead_letter import read_dead_letters
+    from es_mysql_pipeline_tests.helpers import (
+        make_resources,
+        metadata,
+        run_partitions,
+        sample_rows,
+    )
+
+    resources = make_resources(str(tmp_path))
+    days = run_partitions(resources, "2024-01-01", "2024-01-05")
+    assert days.success
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            in_sink = conn.execute(sa.text("SELECT COUNT(*) FROM records")).scalar_one()
+    finally:
+        engine.dispose()
+    rejected = 0
+    for stage in ("transform", "load"):
+        path = tmp_path / "dead_letter" / stage / "2024-01-01__2024-01-05.jsonl"
+        rejected += len(read_dead_letters(str(path))) if path.exists() else 0
+    for _ in range(2):  # a second materialization replaces the file: still once each
+        result = dg.materialize([build_unplaced_asset()], resources=resources)
+        assert result.success
+        md = {
+            k: v.value
+            for e in result.get_asset_materialization_events()
+            for k, v in e.materialization.metadata.items()
+        }
+        (check,) = result.get_asset_check_evaluations()
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert md["unplaced_records"] == 2
+    entries = read_dead_letters(str(tmp_path / "dead_letter" / "fetch" / "unplaced.jsonl"))
+    assert sorted(e["record"]["id"] for e in entries) == ["bad-ts-2750", "bad-ts-750"]
+    assert all("belongs to no partition" in e["reason"] for e in entries)
+    loaded = metadata(days, "loaded_records")  # the run's counts, on its first day
+    processed = loaded["processed"]
+    assert processed == in_sink + loaded["skipped"] + rejected
+    assert processed + md["unplaced_records"] == len(sample_rows()) == 3007
