@@ -7,7 +7,7 @@ real Pushgateway and read back from the real Prometheus with the seed's PromQL."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -60,7 +60,7 @@ def by_pid(prom: PrometheusServer, expr: str, at: float | None = None) -> dict[s
     return {r["metric"]["pipeline_id"]: float(r["value"][1]) for r in prom.query(expr, at)}
 
 
-def wait_by_pid(prom: PrometheusServer, expr: str, want: dict[str, float]) -> None:
+def wait_by_pid(prom: PrometheusServer, expr: str, want: Mapping[str, float]) -> None:
     prom.wait_for(expr, lambda result: {
         r["metric"]["pipeline_id"]: float(r["value"][1]) for r in result
     } == want)  # fmt: skip

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 
 ORDERS = {"2024-01-02": 103, "2024-01-03": 40}
