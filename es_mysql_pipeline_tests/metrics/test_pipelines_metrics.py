@@ -26,6 +26,7 @@ from .seed_queries import (
     selector_matches,
 )
 from .test_hooks_sensor import gateway_samples
+from .test_prometheus import dashboard_queries, grafana_to_promql
 from .two_pipelines import NEWEST, ORDERS, PAYMENTS, chain, pipelines_defs, tick
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -160,5 +161,13 @@ def test_each_pipeline_counts_its_own_runs_once_whatever_launched_them(
         pid: datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
         for pid, ts in NEWEST.items()
     }
+    # Every dashboard panel answers per pipeline: each series it finds is one pipeline's.
+    for expr in dashboard_queries():
+        result = prometheus.query(grafana_to_promql(expr))
+        if result:  # errors, retries…: no such records in these runs
+            assert {r["metric"].get("pipeline_id") for r in result} == {"orders", "payments"}, (
+                expr,
+                result,
+            )
     # Nothing under the resource's default pipeline_id: every run went to its pipeline.
     assert gateway_samples(pushgateway, "pipeline_runs_total", pipeline_id="default") == []
