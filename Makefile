@@ -24,10 +24,17 @@ test: provision
 test-fast: venv
 	$(PY) -m pytest -m "not slow and not e2e"
 
-## The Dagster UI and daemon (schedule + sensor) on 127.0.0.1:3000.
+PORT ?= 3000
+#: The day after the bundled sample's last (assets/partitions.py: SAMPLE_END_DATE).
+SAMPLE_END := 2024-01-06
+#: With the bundled sample (no CSV_FILE, no start or end date, not Elasticsearch), the
+#: partitions end with the sample: its five days are all there is, loaded in one click.
+UI_END := $(if $(CSV_FILE)$(ES_MYSQL_PIPELINE_START_DATE)$(ES_MYSQL_PIPELINE_END_DATE)$(filter elasticsearch,$(ES_MYSQL_PIPELINE_ENV)),,ES_MYSQL_PIPELINE_END_DATE=$(SAMPLE_END))
+
+## The Dagster UI and daemon (schedule + sensor) on 127.0.0.1:$(PORT): make ui PORT=3391
 ui: venv
 	mkdir -p $(DAGSTER_HOME)
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(UI_END) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 bench: provision
 	$(PY) -m benchmarks.run

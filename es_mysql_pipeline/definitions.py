@@ -51,12 +51,12 @@ def _env(name: str, default: str) -> str:
 
 def resources_for(env: str) -> dict[str, object]:
     """One resource set per deployment; secrets only ever through ``EnvVar``."""
-    home = _env("ES_MYSQL_PIPELINE_DATA", ".")
+    home = os.path.abspath(_env("ES_MYSQL_PIPELINE_DATA", "."))  # paths in the UI say where
     ratio = os.environ.get("MAX_FAILED_RATIO")
     settings = PipelineSettings(
         pipeline_id=_env("PIPELINE_ID", "default"),
         dead_letter_dir=os.path.join(home, "dead_letter"),
-        max_failed_ratio=float(ratio) if ratio else None,
+        max_failed_ratio=float(ratio) if ratio else 0.05,  # the CLI's default
     )
     source: object = FileSource(
         path=_env("CSV_FILE", sample_csv_path()),

@@ -1,6 +1,6 @@
 """JSON parsed by orjson where it gives exactly what ``json`` gives, by ``json`` elsewhere.
 
-orjson parses two to three times faster, but it refuses what ``json`` accepts (NaN, lone
+orjson parses faster (docs/benchmarks.md), but it refuses what ``json`` accepts (NaN, lone
 surrogates) and reads an integer below -2**63 or above 2**64 - 1 as a float, where ``json``
 keeps it exact. So a text orjson refuses, or whose value may hide such a number (a float,
 an object or an array beside 20 digits in a row, or a minus and 19), is parsed again by

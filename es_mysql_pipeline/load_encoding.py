@@ -81,8 +81,8 @@ class _Job:
 
 def _encode_frames(job: _Job) -> list[EncodedChunk]:
     """Worker side: the job's frames as files of at least ``file_rows`` records, the last one
-    maybe fewer. Each file is written a batch at a time: one file's text is never held whole
-    (20,000 rows of it cost a worker 25 MB)."""
+    maybe fewer. Each file is written a batch at a time: one file's text is never held whole,
+    so a worker's memory stays a batch's however big the file."""
     out: list[EncodedChunk] = []
     offset = 0
     frames = job.staged.raw_frames(job.start, job.stop)

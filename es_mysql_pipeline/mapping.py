@@ -356,8 +356,8 @@ def _as_json_text(values: Sequence[Any]) -> list[Any]:
 
 
 class _JsonText:
-    """``json.dumps(value, ensure_ascii=False)`` for a column of values, at half the cost
-    for a short array: ``JSONEncoder.encode`` builds json's C encoder anew for every value;
+    """``json.dumps(value, ensure_ascii=False)`` for a column of values, cheaper for a
+    short array: ``JSONEncoder.encode`` builds json's C encoder anew for every value;
     this builds it once (checked to write the same text, else ``encode`` it is)."""
 
     def __init__(self) -> None:

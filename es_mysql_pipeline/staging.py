@@ -5,12 +5,12 @@ payload's length and its codec, then the batch, so a range of frames can be hand
 another process), plus a ``.meta.json`` sidecar written last; one without its sidecar (a
 killed run) is never taken as complete. A batch of records of one shape (every CSV batch,
 most JSON Lines and Elasticsearch ones) is stored as columns, name → values: a
-frame of columns encodes in half the time of a list of dicts and decodes in a third, and
+frame of columns encodes and decodes faster than a list of dicts (docs/benchmarks.md), and
 the steps that read it work column by column anyway (the transform's batch path, the
 schema tracking, the load files), so no dict per record is built only to be taken apart.
 Other batches are stored as records. Frames are ``marshal``: records are JSON-shaped (str,
-int, float, bool, None, lists, dicts), which marshal encodes three times faster than
-pickle and decodes faster too. A batch holding anything else (a user's analyzer may return
+int, float, bool, None, lists, dicts), which marshal encodes and decodes faster than
+pickle. A batch holding anything else (a user's analyzer may return
 any object) is pickled instead, frame by frame, so every value keeps its type. The files
 are the pipeline's own scratch data, written and read by the same Python release, never
 input from elsewhere. The handle :class:`StagedRecords` is what the IO manager stores and

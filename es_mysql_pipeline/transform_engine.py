@@ -90,11 +90,12 @@ class RejectTally:
         if n / seen > max_ratio:
             raise RejectedRecordsError(
                 f"stopped after {seen:,} records: {n:,} of them failed with the same reason "
-                f"(more than max_failed_ratio {max_ratio}): {example}{_hint(example)}"
+                f"(more than max_failed_ratio {max_ratio}): {example}{reject_hint(example)}"
             )
 
 
-def _hint(reason: str) -> str:
+def reject_hint(reason: str) -> str:
+    """``; <the setting to fix>`` for a reason every record of a misconfigured run shares."""
     if reason.startswith("missing or empty id field"):
         return "; set the id field (--id_column) to the field holding each record's key"
     if reason.startswith("timestamp field"):

@@ -5,9 +5,9 @@ the CLI) that imports only what its job needs. Workers leave stopping to their p
 Ctrl+C or SIGTERM to the process group stops the run after the work in flight) and exit
 when the parent is gone, so a killed run never leaves workers behind.
 
-Starting a pool costs 0.2-0.6 s (an interpreter, then the job's imports: the Elasticsearch
-client alone is 0.3 s). A process that runs every step itself (the CLI) can start one
-:func:`shared_pool` first, while it imports Dagster, and its steps borrow it.
+Starting a pool costs an interpreter per worker, then the job's imports (the Elasticsearch
+client's are heavy; docs/benchmarks.md). A process that runs every step itself (the CLI)
+can start one :func:`shared_pool` first, while it imports Dagster, and its steps borrow it.
 """
 
 from __future__ import annotations
@@ -44,10 +44,9 @@ def tune_gc() -> None:
     CPython counts allocations minus frees: a page or a batch of thousands of dicts, alive
     while it is worked on, crossed any lower threshold, so every batch cost young
     collections that walked all of it, and older ones that walked the survivors again
-    (with 20,000: 0.5-0.7 s of each Elasticsearch worker's 3.5 s of CPU, seen; a third of a
-    CSV fetch's time with 700). Records hold no cycles and are freed by reference counting
-    when a batch is done, so the count falls back and the collector seldom runs; garbage in
-    cycles still gets collected, so memory stays bounded."""
+    (a good share of a worker's CPU; docs/benchmarks.md). Records hold no cycles and are
+    freed by reference counting when a batch is done, so the count falls back and the
+    collector seldom runs; garbage in cycles still gets collected, so memory stays bounded."""
     young, older, oldest = gc.get_threshold()
     gc.set_threshold(max(GC_YOUNG_THRESHOLD, young), older, oldest)
 

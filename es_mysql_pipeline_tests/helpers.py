@@ -63,6 +63,19 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     raise AssertionError(f"no materialization of {asset}")
 
 
+def partition_metadata(
+    result: dg.ExecuteInProcessResult, asset: str
+) -> dict[str | None, dict[str, Any]]:
+    """Each materialization's metadata of ``asset``, by partition key (``None``: unpartitioned)."""
+    return {
+        event.materialization.partition: {
+            k: v.value for k, v in event.materialization.metadata.items()
+        }
+        for event in result.get_asset_materialization_events()
+        if event.asset_key is not None and event.asset_key.path[-1] == asset
+    }
+
+
 def table_rows(url: str, table: str) -> dict[str, dict[str, Any]]:
     engine = sa.create_engine(url)
     try:

@@ -19,7 +19,7 @@ import dagster as dg
 
 from es_mysql_pipeline.assets.failures import RETRY, fail_fast_unless_transient
 from es_mysql_pipeline.assets.fetch import fetch_records
-from es_mysql_pipeline.assets.load import RECONCILE_CHECK, load_records
+from es_mysql_pipeline.assets.load import RECONCILE_CHECK, RECONCILE_DESCRIPTION, load_records
 from es_mysql_pipeline.assets.partitions import WindowConfig
 from es_mysql_pipeline.assets.transform import transform_records
 from es_mysql_pipeline.staging import StagedRecords
@@ -129,8 +129,7 @@ def build_assets(
         dg.AssetCheckSpec(
             RECONCILE_CHECK,
             asset=names.loaded,
-            description="Rows in the sink for the partition match the clean records this "
-            "run's fetch read, and processed = inserted + updated + skipped + failed.",
+            description=RECONCILE_DESCRIPTION,
         )
     ]
     loaded = dg.asset(

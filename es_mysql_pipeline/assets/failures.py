@@ -19,17 +19,78 @@ from es_mysql_pipeline.errors import ConfigError, PipelineError
 from es_mysql_pipeline.metrics.recorder import Stage, get_recorder
 
 
-def step_failed(exc: PipelineError, step: Stage) -> dg.Failure:
+def step_failed(
+    exc: PipelineError, step: Stage, context: dg.AssetExecutionContext | None = None
+) -> dg.Failure:
     """Count ``exc`` in ``pipeline_errors_total`` and return the step failure to raise.
 
-    Never retried: the sources and sinks have already retried transient faults with
-    backoff before giving up. The CLI exits 2 for a :class:`ConfigError` (it reads the
-    ``error_kind`` metadata).
+    Retried by the ``RetryPolicy`` only when a connection-class fault caused it (a refused
+    or lost connection, a timeout), as the README promises: the server may be back by the
+    next attempt. A wrong setting is never retried. The CLI exits 2 for a
+    :class:`ConfigError` (it reads the ``error_kind`` metadata). With ``context``, the
+    message names Dagster's settings (see :func:`for_dagster`).
     """
     get_recorder().error(type(exc).__name__, step)
     return dg.Failure(
-        description=str(exc), allow_retries=False, metadata={keys.ERROR_KIND: error_kind(exc)}
+        description=wording(str(exc), context),
+        allow_retries=retryable(exc),
+        metadata={keys.ERROR_KIND: error_kind(exc)},
     )
+
+
+def retryable(exc: PipelineError) -> bool:
+    """A pipeline error a step retry can cure: not a setting, and caused by a connection fault."""
+    return not isinstance(exc, ConfigError) and is_transient(exc)
+
+
+#: The messages of sources, sinks and engines are written for the command line, whose
+#: users are told flags; a Dagster run is configured by its resources (the keys of
+#: ``definitions.resources_for``) and their environment variables, so those are named
+#: instead. Longest phrases first: a phrase may contain a shorter one.
+DAGSTER_SETTINGS: tuple[tuple[str, str], ...] = (
+    # a partitioned asset always reads a window: there is no run "without a window"
+    (", or run without a window to load everything", ""),
+    (
+        "(--timestamp_column / --es_timestamp_field) to the right field, or to none for a full run",
+        "(source.timestamp_column of the file source, source.timestamp_field of "
+        "Elasticsearch) to the right field",
+    ),
+    ("--db_host and --db_port", "the host and port of sink.url (DB_URL)"),
+    ("--db_host", "the host of sink.url (DB_URL)"),
+    (
+        "--db_user and the password in DB_PASSWORD",
+        "the user of sink.url (DB_URL) and sink.password (DB_PASSWORD)",
+    ),
+    ("--db_name", "the database of sink.url (DB_URL)"),
+    ("--db_ssl_ca/ssl_ca", "sink.ssl_ca"),
+    ("--db_ssl_ca", "sink.ssl_ca"),
+    (
+        "--schema-contract evolve (SCHEMA_CONTRACT)",
+        "sink.schema_contract: evolve (SCHEMA_CONTRACT)",
+    ),
+    ("--schema-contract evolve", "sink.schema_contract: evolve"),
+    ("--schema-contract", "sink.schema_contract (SCHEMA_CONTRACT)"),
+    ("--timestamp_column (CSV_TIMESTAMP_COLUMN)", "source.timestamp_column (CSV_TIMESTAMP_COLUMN)"),
+    ("--es_timestamp_field / ES_TIMESTAMP_FIELD", "source.timestamp_field (ES_TIMESTAMP_FIELD)"),
+    ("--id_column", "source.id_column"),
+    ("--staging-dir / STAGING_PATH", "io_manager.base_path (STAGING_PATH)"),
+    ("--max-failed-ratio", "settings.max_failed_ratio"),
+)
+
+
+def for_dagster(message: str) -> str:
+    """``message`` with the command line's flags replaced by the Dagster settings they set."""
+    for cli, dagster in DAGSTER_SETTINGS:
+        message = message.replace(cli, dagster)
+    return message
+
+
+def wording(message: str, context: dg.AssetExecutionContext | None) -> str:
+    """``message`` as the run's user configured it: the CLI runs the assets unpartitioned
+    with its flags; a partitioned run was configured in Dagster."""
+    if context is not None and (context.has_partition_key or context.has_partition_key_range):
+        return for_dagster(message)
+    return message
 
 
 def error_kind(exc: BaseException) -> str:
@@ -78,6 +139,7 @@ def fail_fast_unless_transient(fn: F) -> F:
 
     @functools.wraps(fn)
     def body(*args: Any, **kwargs: Any) -> Any:
+        context = args[0] if args and isinstance(args[0], dg.AssetExecutionContext) else None
         try:
             return fn(*args, **kwargs)
         except dg.Failure:
@@ -86,14 +148,14 @@ def fail_fast_unless_transient(fn: F) -> F:
             if is_transient(exc) and not isinstance(exc, PipelineError):
                 raise  # the RetryPolicy tries again with backoff
             if isinstance(exc, PipelineError):  # already one line for users
-                description = str(exc)
+                description = wording(str(exc), context)
             else:
                 description = (
                     f"{type(exc).__name__}: {exc} (not retried: it would fail the same way again)"
                 )
             raise dg.Failure(
                 description=description,
-                allow_retries=False,
+                allow_retries=isinstance(exc, PipelineError) and retryable(exc),
                 metadata={keys.ERROR_KIND: error_kind(exc)},
             ) from exc
 

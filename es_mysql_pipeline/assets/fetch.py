@@ -5,13 +5,19 @@
 
 import contextlib
 import time
+from typing import Any
 
 import dagster as dg
 
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline import metadata_keys as keys
 from es_mysql_pipeline.assets.failures import step_failed
-from es_mysql_pipeline.assets.partitions import WindowConfig, run_window
+from es_mysql_pipeline.assets.partitions import (
+    WindowConfig,
+    partition_keys,
+    put_counts,
+    run_window,
+)
 from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import TimeWindow
@@ -36,12 +42,12 @@ def fetch_records(
         source.check()
         source.require_timestamp(window)
     except PipelineError as exc:
-        raise step_failed(exc, "fetch") from None
+        raise step_failed(exc, "fetch", context) from None
     started = time.perf_counter()
     try:
         staged = _drain(source, window, settings)
     except PipelineError as exc:
-        raise step_failed(exc, "fetch") from None
+        raise step_failed(exc, "fetch", context) from None
     elapsed = time.perf_counter() - started
     staged = StagedRecords(
         staged.path, staged.rows, staged.id_key, staged.timestamp_key, source_rows=staged.rows
@@ -52,19 +58,19 @@ def fetch_records(
         f"fetched {staged.rows} records from {described} in {elapsed:.2f}s "
         f"(time field: {time_field})"
     )
-    return dg.MaterializeResult(
-        value=staged,
-        metadata={
-            "dagster/row_count": staged.rows,
-            "records": staged.rows,
-            "window": window.label() if window else "all",
-            "source": described["type"],
-            "source_target": described["target"],
-            keys.TIMESTAMP_FIELD: time_field,
-            keys.DURATION_SECONDS: round(elapsed, 3),
-            "rows_per_second": round(staged.rows / elapsed, 1) if elapsed > 0 else 0.0,
-        },
-    )
+    metadata: dict[str, Any] = {
+        "window": window.label() if window else "all",
+        "source": described["type"],
+        "source_target": described["target"],
+        keys.TIMESTAMP_FIELD: time_field,
+        keys.DURATION_SECONDS: round(elapsed, 3),
+        "rows_per_second": round(staged.rows / elapsed, 1) if elapsed > 0 else 0.0,
+    }
+    counts: dict[str, object] = {"records": staged.rows}
+    if len(partition_keys(context)) <= 1:  # a range's total is no partition's row count
+        counts["dagster/row_count"] = staged.rows
+    put_counts(context, metadata, counts)
+    return dg.MaterializeResult(value=staged, metadata=metadata)
 
 
 def _drain(

@@ -9,11 +9,14 @@ import dagster as dg
 
 from es_mysql_pipeline import metadata_keys as keys
 from es_mysql_pipeline.assets.failures import step_failed
+from es_mysql_pipeline.assets.metadata import path_value
 from es_mysql_pipeline.assets.partitions import (
     WindowConfig,
-    is_partitioned,
+    days_label,
+    partition_keys,
+    partition_window,
+    put_counts,
     run_label,
-    run_window,
 )
 from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.load_engine import load_staged
@@ -22,6 +25,7 @@ from es_mysql_pipeline.resources.sinks.base import (
     RecordSink,
     SchemaReport,
     TableShape,
+    WriteCounts,
 )
 from es_mysql_pipeline.staging import StagedRecords
 from es_mysql_pipeline.targets import SINK_TAG, verify_target
@@ -46,32 +50,36 @@ def load_records(
         sink.check()
         outcome = load_staged(clean_records, sink, shape, label, settings.dead_letter_dir)
     except PipelineError as exc:
-        raise step_failed(exc, "load") from None
+        raise step_failed(exc, "load", context) from None
     counts = outcome.counts
     processed = clean_records.source_rows
     failed = counts.failed + clean_records.rejected
     metadata: dict[str, Any] = {
-        keys.PROCESSED: processed,
-        keys.INSERTED: counts.inserted,
-        keys.UPDATED: counts.updated,
-        keys.SKIPPED: counts.skipped,
-        keys.FAILED: failed,
-        "failed_in_load": counts.failed,
-        "rejected_in_transform": clean_records.rejected,
-        "retries": counts.retries,
         keys.DURATION_SECONDS: round(outcome.elapsed, 3),
         "rows_per_second": round(clean_records.rows / outcome.elapsed, 1)
         if outcome.elapsed > 0
         else 0.0,
-        keys.DEAD_LETTER_PATH: dg.MetadataValue.path(outcome.dead_letter or keys.NOTHING),
-        keys.TRANSFORM_DEAD_LETTER_PATH: dg.MetadataValue.path(
-            clean_records.dead_letter or keys.NOTHING
-        ),
+        keys.DEAD_LETTER_PATH: path_value(outcome.dead_letter),
+        keys.TRANSFORM_DEAD_LETTER_PATH: path_value(clean_records.dead_letter),
         "sink": sink.describe()["type"],
         "sink_target": sink.describe()["target"],
         "write_mode": sink.write_mode,
         **_schema_metadata(outcome.schema, getattr(sink, "schema_contract", None)),
     }
+    put_counts(
+        context,
+        metadata,
+        {
+            keys.PROCESSED: processed,
+            keys.INSERTED: counts.inserted,
+            keys.UPDATED: counts.updated,
+            keys.SKIPPED: counts.skipped,
+            keys.FAILED: failed,
+            "failed_in_load": counts.failed,
+            "rejected_in_transform": clean_records.rejected,
+            "retries": counts.retries,
+        },
+    )
     for change in outcome.schema.changes:
         context.log.info(f"schema change: {change}")
     if outcome.schema.discarded:
@@ -79,34 +87,15 @@ def load_records(
             f"schema contract discard: fields not loaded: {', '.join(outcome.schema.discarded)}"
         )
     check_results = []
-    if is_partitioned(context):
-        window = run_window(context, config)
-        in_sink = sink.count_rows(shape, window, label)
-        metadata["dagster/row_count"] = in_sink
-        expected_min = counts.inserted
-        expected_max = clean_records.rows - counts.failed
-        balanced = processed == counts.processed + clean_records.rejected
-        passed = balanced and expected_min <= in_sink <= max(expected_max, expected_min)
-        check_results.append(
-            dg.AssetCheckResult(
-                check_name=RECONCILE_CHECK,
-                passed=passed,
-                metadata={
-                    "rows_in_sink": in_sink,
-                    "clean_records": clean_records.rows,
-                    "failed_in_load": counts.failed,
-                    "processed": processed,
-                    "accounted": counts.processed + clean_records.rejected,
-                },
-                description=None
-                if passed
-                else (
-                    f"sink has {in_sink} rows for {label}; expected between {expected_min} and "
-                    f"{expected_max}, processed={processed} accounted="
-                    f"{counts.processed + clean_records.rejected}"
-                ),
-            )
-        )
+    days = partition_keys(context)
+    if days:
+        by_day = {
+            day: sink.count_rows(shape, partition_window(context, day), label) for day in days
+        }
+        for day, rows in by_day.items():
+            # each partition's own rows, so the asset's row count adds up over partitions
+            context.add_asset_metadata({"dagster/row_count": rows}, partition_key=day)
+        check_results.append(_reconcile(days, by_day, clean_records, counts))
     context.log.info(
         f"loaded {label}: processed={processed} inserted={counts.inserted} "
         f"updated={counts.updated} skipped={counts.skipped} failed={failed}"
@@ -114,11 +103,63 @@ def load_records(
     return dg.MaterializeResult(metadata=metadata, check_results=check_results)
 
 
+RECONCILE_DESCRIPTION = (
+    "For the run's days: the sink holds at least the rows this run inserted and at most "
+    "the clean records less those the sink refused; and every record read from the source "
+    "was inserted, updated, skipped as already loaded, refused by the sink or rejected by "
+    "the transform."
+)
+
+
+def _reconcile(
+    days: list[str], by_day: dict[str, int], clean: StagedRecords, counts: WriteCounts
+) -> dg.AssetCheckResult:
+    """``rows_reconciled`` for the run's partitions, with its numbers in plain words."""
+    in_sink = sum(by_day.values())
+    at_least = counts.inserted
+    at_most = max(clean.rows - counts.failed, at_least)
+    read = clean.source_rows
+    outcomes = counts.processed + clean.rejected
+    rows_ok = at_least <= in_sink <= at_most
+    balanced = read == outcomes
+    span = days_label(days)
+    rows_text = (
+        f"the sink holds {in_sink:,} rows for {span}; this run inserted {at_least:,} and "
+        f"loaded {clean.rows:,} clean records, of which the sink refused {counts.failed:,}"
+    )
+    outcome_text = (
+        f"{read:,} records read: {counts.inserted:,} inserted, {counts.updated:,} updated, "
+        f"{counts.skipped:,} skipped as already loaded, {counts.failed:,} refused by the sink, "
+        f"{clean.rejected:,} rejected by the transform"
+    )
+    problems = []
+    if not rows_ok:
+        problems.append(f"expected between {at_least:,} and {at_most:,} rows in the sink")
+    if not balanced:
+        problems.append(f"{read - outcomes:,} records read have no outcome")
+    metadata: dict[str, Any] = {
+        "partitions": span,
+        "rows_in_sink": in_sink,
+        "rows_expected_at_least (inserted by this run)": at_least,
+        "rows_expected_at_most (clean records less those refused)": at_most,
+        "records_read": read,
+        "records_with_an_outcome": outcomes,
+    }
+    if len(days) > 1:
+        metadata["rows_in_sink_by_day"] = dg.MetadataValue.json(by_day)
+    return dg.AssetCheckResult(
+        check_name=RECONCILE_CHECK,
+        passed=rows_ok and balanced,
+        metadata=metadata,
+        description="; ".join([*problems, rows_text, outcome_text]),
+    )
+
+
 def _schema_metadata(schema: SchemaReport, contract: str | None) -> dict[str, Any]:
     """The table's columns as Dagster's ``dagster/column_schema``, and what this load did."""
     metadata: dict[str, Any] = {
         "schema_changes": dg.MetadataValue.md(
-            "\n".join(f"- `{c}`" for c in schema.changes) if schema.changes else keys.NOTHING
+            "\n".join(f"- `{c}`" for c in schema.changes) if schema.changes else "none"
         ),
         keys.COLUMNS_ADDED: len(schema.added),
         keys.COLUMNS_WIDENED: len(schema.widened),

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import os
 from datetime import timezone
+from typing import Any
 
 import dagster as dg
 
 from es_mysql_pipeline.records import TimeWindow
 
-#: First day users can materialize; set ``ES_MYSQL_PIPELINE_START_DATE`` (YYYY-MM-DD).
+#: First day users can materialize (the bundled sample's first day); set
+#: ``ES_MYSQL_PIPELINE_START_DATE`` (YYYY-MM-DD).
 DEFAULT_START_DATE = "2024-01-01"
+#: The day after the bundled sample's last: ``make ui`` ends the partitions there when it
+#: shows the sample, so its five days are all there is to load (one click) and the graph's
+#: fill is the sample's.
+SAMPLE_END_DATE = "2024-01-06"
 
 
 def daily_partitions() -> dg.DailyPartitionsDefinition:
-    start = os.environ.get("ES_MYSQL_PIPELINE_START_DATE", DEFAULT_START_DATE)
-    return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC")
+    """Daily UTC partitions from ``ES_MYSQL_PIPELINE_START_DATE``, up to today unless
+    ``ES_MYSQL_PIPELINE_END_DATE`` (exclusive) ends them."""
+    start = os.environ.get("ES_MYSQL_PIPELINE_START_DATE") or DEFAULT_START_DATE
+    end = os.environ.get("ES_MYSQL_PIPELINE_END_DATE") or None
+    return dg.DailyPartitionsDefinition(start_date=start, end_date=end, timezone="UTC")
 
 
 class WindowConfig(dg.Config):
@@ -50,3 +59,51 @@ def run_label(context: dg.AssetExecutionContext, config: WindowConfig) -> str:
 def is_partitioned(context: dg.AssetExecutionContext) -> bool:
     """True for a single partition and for a partition range (single-run backfill)."""
     return context.has_partition_key or context.has_partition_key_range
+
+
+def partition_keys(context: dg.AssetExecutionContext) -> list[str]:
+    """The days this run covers, in order; empty for an unpartitioned (CLI) run."""
+    return list(context.partition_keys) if is_partitioned(context) else []
+
+
+def partition_window(context: dg.AssetExecutionContext, key: str) -> TimeWindow:
+    """The ``[start, end)`` window of one partition of this run."""
+    partitions_def = context.assets_def.partitions_def
+    if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        raise TypeError(f"{partitions_def!r} is not a time-window partitions definition")
+    tw = partitions_def.time_window_for_partition_key(key)
+    return TimeWindow(tw.start.astimezone(timezone.utc), tw.end.astimezone(timezone.utc))
+
+
+def days_label(keys: list[str]) -> str:
+    """``2024-01-03``, or ``2024-01-02 to 2024-01-04 (3 days in one run)``."""
+    if len(keys) == 1:
+        return keys[0]
+    return f"{keys[0]} to {keys[-1]} ({len(keys)} days in one run)"
+
+
+def put_counts(
+    context: dg.AssetExecutionContext, metadata: dict[str, Any], counts: dict[str, Any]
+) -> None:
+    """Add a step's counts so that adding up partitions never counts a record twice.
+
+    A run of one partition (or the CLI's unpartitioned run) gets them in ``metadata``. A
+    single-run backfill reads its days as one window, so its counts are the range's: they
+    go on the range's first partition only, said to be the range's, and each other
+    partition says where it was counted (Dagster would otherwise copy the run's metadata
+    onto every partition of the range).
+    """
+    keys = partition_keys(context)
+    if len(keys) <= 1:
+        metadata.update(counts)
+        return
+    span = days_label(keys)
+    metadata["run_covers"] = span
+    first = keys[0]
+    context.add_asset_metadata(
+        {**counts, "counts_cover": f"the whole run: {span}"}, partition_key=first
+    )
+    for key in keys[1:]:
+        context.add_asset_metadata(
+            {"counts_cover": f"counted on {first}, for the whole run: {span}"}, partition_key=key
+        )

@@ -3,6 +3,8 @@
 # No `from __future__ import annotations` here: Dagster reads these signatures' types at
 # definition time to inject config and resources.
 
+import contextlib
+import os
 import time
 
 import dagster as dg
@@ -10,9 +12,15 @@ import dagster as dg
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline import metadata_keys as keys
 from es_mysql_pipeline.assets.failures import step_failed
-from es_mysql_pipeline.assets.partitions import WindowConfig, run_label
+from es_mysql_pipeline.assets.metadata import path_value
+from es_mysql_pipeline.assets.partitions import (
+    WindowConfig,
+    partition_keys,
+    put_counts,
+    run_label,
+)
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
-from es_mysql_pipeline.errors import ConfigError, PipelineError
+from es_mysql_pipeline.errors import ConfigError, PipelineError, RejectedRecordsError
 from es_mysql_pipeline.mapping import Analyzer, FieldMapping, load_analyzer
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.resources.settings import PipelineSettings
@@ -22,6 +30,7 @@ from es_mysql_pipeline.transform_engine import (
     RejectTally,
     map_parallel,
     new_staged_file,
+    reject_hint,
     worker_count,
 )
 from es_mysql_pipeline.worker_processes import tune_gc
@@ -43,8 +52,9 @@ def transform_records(
         analyzer = load_analyzer(settings.analyzer) if settings.analyzer else None
         rejects = RejectTally()
         staged, analysis = _transform(raw_records, mapping, analyzer, dead, rejects, settings)
+        _check_ratio(staged, rejects, settings.max_failed_ratio)
     except PipelineError as exc:
-        raise step_failed(exc, "transform") from None
+        raise step_failed(exc, "transform", context) from None
     if analyzer is not None:
         metrics.analysis("success", analysis[0])
         metrics.analysis("failure", analysis[1])
@@ -53,19 +63,20 @@ def transform_records(
     if dead.count:
         context.log.warning(f"{dead.count} records rejected; see {dead_path}")
     metadata: dict[str, object] = {
-        "dagster/row_count": staged.rows,
-        "clean_records": staged.rows,
-        "rejected_records": dead.count,
-        keys.DEAD_LETTER_PATH: dg.MetadataValue.path(dead_path or keys.NOTHING),
+        keys.DEAD_LETTER_PATH: path_value(dead_path),
         "columns": ", ".join(staged.columns),
         keys.DURATION_SECONDS: round(elapsed, 3),
         "rows_per_second": round(raw_records.rows / elapsed, 1) if elapsed > 0 else 0.0,
     }
+    counts: dict[str, object] = {"clean_records": staged.rows, "rejected_records": dead.count}
+    if len(partition_keys(context)) <= 1:  # a range's total is no partition's row count
+        counts["dagster/row_count"] = staged.rows
     top = rejects.top()
     if top is not None:
-        metadata[keys.TOP_REJECT_REASON] = f"{top[1]} records: {top[0]}"
+        counts[keys.TOP_REJECT_REASON] = f"{top[1]} records: {top[0]}"
     if analyzer is not None:
-        metadata.update({"analysis_succeeded": analysis[0], "analysis_failed": analysis[1]})
+        counts.update({"analysis_succeeded": analysis[0], "analysis_failed": analysis[1]})
+    put_counts(context, metadata, counts)
     return dg.MaterializeResult(value=staged, metadata=metadata)  # type: ignore[arg-type]
 
 
@@ -118,6 +129,28 @@ def _transform(
         dead_letter=dead_path,
     )
     return staged, (ok, failed)
+
+
+def _check_ratio(staged: StagedRecords, rejects: RejectTally, max_ratio: float | None) -> None:
+    """Fail when more than ``max_ratio`` of the records were rejected, as the CLI exits 1.
+
+    The early stop (:meth:`RejectTally.check`) waits for 1,000 records before one reason
+    makes a pattern; once the whole partition is seen it is the sample, so a small day
+    whose every record is rejected fails here, naming the reason, instead of loading
+    nothing and succeeding. The dead letter is kept: it is the list of what to fix.
+    """
+    seen = staged.source_rows
+    if max_ratio is None or not seen or staged.rejected / seen <= max_ratio:
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(staged.path)  # never handed on: the load must not run on it
+    top = rejects.top()
+    most_often = f"; most often ({top[1]:,} records): {top[0]}{reject_hint(top[0])}" if top else ""
+    raise RejectedRecordsError(
+        f"{staged.rejected:,} of {seen:,} records failed "
+        f"(more than --max-failed-ratio {max_ratio}){most_often}; "
+        f"the rejected records are in {staged.dead_letter}"
+    )
 
 
 def _count_rejects(n: int) -> None:

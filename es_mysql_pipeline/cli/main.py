@@ -39,9 +39,9 @@ from es_mysql_pipeline.worker_processes import tune_gc
 
 
 def run(args: argparse.Namespace) -> int:
-    # Before the imports: Dagster's and its instance's allocate some 350,000 containers, and
-    # at CPython's default threshold the young generation was collected every 700 of them
-    # (0.15-0.3 s of a run's start-up, seen in a small run: 1.40 s -> 1.23 s).
+    # Before the imports: Dagster's and its instance's allocate hundreds of thousands of
+    # containers, and CPython's default threshold collects the young generation every 700
+    # of them, a noticeable share of a run's start-up (docs/benchmarks.md).
     tune_gc()
     with run_workers(args):  # first: they start while Dagster is imported
         return _run(args)
@@ -181,7 +181,7 @@ def _install_signal_handlers() -> None:
 
 def console() -> None:
     """The installed command: :func:`main`, then an exit that skips tearing the interpreter
-    down. After a run that takes 0.6 s (every module and object of Dagster freed one by one,
+    down, which is slow after a run (every module and object of Dagster freed one by one,
     for a process about to end); what exit must still do (atexit handlers, flushing output,
     threads still running) is done here first."""
     code = main()

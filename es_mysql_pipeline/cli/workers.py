@@ -1,10 +1,10 @@
 """The run's worker processes, started before Dagster is imported.
 
 Each step that spreads its work over processes would otherwise start its own pool: an
-interpreter per worker and the job's imports, 0.2-0.6 s a step, paid while the machine has
-nothing else to do. Started first, the workers import on the second core while this process
-imports Dagster and builds the run, and the fetch, transform and load borrow them in turn
-(:func:`es_mysql_pipeline.worker_processes.spawn_pool`).
+interpreter per worker and the job's imports, paid at every step while the machine has
+nothing else to do (docs/benchmarks.md). Started first, the workers import on the second
+core while this process imports Dagster and builds the run, and the fetch, transform and
+load borrow them in turn (:func:`es_mysql_pipeline.worker_processes.spawn_pool`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def run_workers(args: argparse.Namespace) -> Iterator[None]:
         yield
         return
     # Not the load's modules (SQLAlchemy): the first load job imports them, rather than
-    # every worker holding them through the fetch (20 MB more at an Elasticsearch run's peak).
+    # every worker holding them through the fetch, which raises an Elasticsearch run's peak.
     preload.append(_TRANSFORM)
     with shared_pool(workers, preload, _unused(args)):
         yield

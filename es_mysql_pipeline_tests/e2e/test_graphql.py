@@ -16,6 +16,7 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from es_mysql_pipeline_tests.e2e.conftest import BACKFILL_TIMEOUT, LOCATION, RUN_TIMEOUT
+from es_mysql_pipeline_tests.support.sample import expected_rows
 
 if TYPE_CHECKING:
     from es_mysql_pipeline_tests.e2e.conftest import DagsterDev
@@ -39,7 +40,11 @@ query RunEvents($runId: ID!) {
       eventConnection(afterCursor: null) {
         events {
           __typename
-          ... on MaterializationEvent { assetKey { path } partition }
+          ... on MaterializationEvent {
+            assetKey { path }
+            partition
+            metadataEntries { label ... on IntMetadataEntry { intValue } }
+          }
           ... on AssetCheckEvaluationEvent { evaluation { checkName success } }
         }
       }
@@ -178,3 +183,16 @@ def test_three_day_backfill_through_graphql_is_one_run(
     assert tags["dagster/backfill"] == backfill_id, tags
     assert_run_loaded(client, run["id"], days)
     server.assert_sink_holds_exactly(set(days))
+    # What the asset's partitions page shows: each day its own rows; the run's counts once
+    loads = [
+        e
+        for e in run_events(client, run["id"])["eventConnection"]["events"]
+        if e["__typename"] == "MaterializationEvent" and e["assetKey"]["path"] == ["loaded_records"]
+    ]
+    entries = {
+        e["partition"]: {m["label"]: m.get("intValue") for m in e["metadataEntries"]} for e in loads
+    }
+    assert {d: m["dagster/row_count"] for d, m in entries.items()} == {
+        d: len(expected_rows({d})) for d in days
+    }
+    assert [d for d, m in entries.items() if "processed" in m] == [days[0]]

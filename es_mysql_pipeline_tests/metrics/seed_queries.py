@@ -65,3 +65,46 @@ def selector_matches(result: dict[str, object], selector: dict[str, str] | str) 
         key, _, value = selector.partition("=")
         return metric.get(key) == value
     return all(metric.get(k) == v for k, v in selector.items())
+
+
+# The queries a user should watch (METRICS.md, "Queries to watch"; the dashboard's panels of
+# the same names). Every record read ends inserted, updated, skipped or failed, so success
+# counts the three first: a re-run in skip mode is 100 %, not the seed's ratio of inserts.
+SUCCESS_COUNTING_SKIPS = (
+    "100 * (sum by (pipeline_id) (increase(pipeline_records_inserted_total[1d])) "
+    "+ sum by (pipeline_id) (increase(pipeline_records_updated_total[1d])) "
+    "+ sum by (pipeline_id) (increase(pipeline_records_skipped_total[1d]))) "
+    '/ sum by (pipeline_id) (increase(pipeline_records_processed_total{stage="fetch"}[1d]))'
+)
+#: Records per second of run time: pushed counters move in steps, the runs' time does not.
+RUN_THROUGHPUT = (
+    'sum by (pipeline_id) (increase(pipeline_records_processed_total{stage="fetch"}[1d])) '
+    "/ sum by (pipeline_id) (increase(pipeline_run_duration_seconds_sum[1d]))"
+)
+WATCH_QUERIES = (SUCCESS_COUNTING_SKIPS, RUN_THROUGHPUT)
+
+
+def check_watch_queries(
+    prom: PrometheusServer,
+    pipeline_id: str,
+    *,
+    processed: int,
+    succeeded: int,
+    run_seconds: float,
+    at: float,
+) -> None:
+    """Both ratios at ``at``: each is one increase over another of series scraped together,
+    so Prometheus' extrapolation cancels out."""
+
+    def value(expr: str) -> float:
+        (found,) = [
+            float(r["value"][1])
+            for r in prom.query(expr, at)
+            if selector_matches(r, f"pipeline_id={pipeline_id}")
+        ]
+        return found
+
+    success = value(SUCCESS_COUNTING_SKIPS)
+    assert abs(success - 100 * succeeded / processed) < 0.01, success
+    throughput = value(RUN_THROUGHPUT)
+    assert abs(throughput - processed / run_seconds) < 0.01 * processed / run_seconds, throughput

@@ -19,7 +19,7 @@ from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline_tests.fixtures.prometheus import REPO, PrometheusServer, PushgatewayServer
 
 from .metrics_job import FAILED, INSERTED, P95_INSERT, PROCESSED, make_defs, run, tick
-from .seed_queries import check_seed_queries
+from .seed_queries import WATCH_QUERIES, check_seed_queries, check_watch_queries
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -133,3 +133,51 @@ def test_cli_endpoint_seed_queries(prometheus: PrometheusServer) -> None:
         )
     finally:
         server.stop()
+
+
+def test_watch_queries_count_skips_as_success_and_run_time_as_throughput(
+    prometheus: PrometheusServer,
+) -> None:
+    """A first load, then a re-run in skip mode with no failure: the seed's success rate
+    falls to about half, the watched one stays at what succeeded (issue 27)."""
+    recorder = PrometheusRecorder("watch", CollectorRegistry(), source_type="csv", sink_type="sql")
+    server = start_metrics_server(
+        "127.0.0.1", 0, recorder.registry, {"pipeline_id": "watch"}, recorder=recorder
+    )
+    try:
+        prometheus.add_target(f"127.0.0.1:{server.port}")
+        prometheus.wait_for('pipeline_records_processed_total{pipeline_id="watch",stage="fetch"}')
+        time.sleep(1.2)  # a scrape of the zeros first: increase() sees the whole of each run
+        for inserted, updated, skipped, failed, seconds in [
+            (80, 5, 10, 5, 4.0),
+            (0, 0, 100, 0, 1.0),
+        ]:
+            recorder.records("processed", 100, "fetch")
+            recorder.records("inserted", inserted, "load")
+            recorder.records("updated", updated, "load")
+            recorder.records("skipped", skipped, "load")
+            recorder.records("failed", failed, "load")
+            recorder.duration("run", seconds)
+            time.sleep(1.2)
+        prometheus.wait_for(
+            'pipeline_records_skipped_total{pipeline_id="watch",stage="load"} == 110'
+        )
+        prometheus.wait_for('pipeline_run_duration_seconds_count{pipeline_id="watch"} == 2')
+        check_watch_queries(
+            prometheus, "watch", processed=200, succeeded=195, run_seconds=5.0, at=time.time()
+        )
+    finally:
+        server.stop()
+
+
+def test_dashboard_and_metrics_md_show_the_watch_queries() -> None:
+    """The tested queries are the ones a user reads: in METRICS.md verbatim, and on the
+    dashboard with its ``pipeline_id`` filter and the dashboard's range."""
+    unfiltered = {
+        re.sub(r'pipeline_id=~"\$pipeline_id",?', "", e).replace("{}", "").replace("$__range", "1d")
+        for e in dashboard_queries()
+    }
+    metrics_md = (REPO / "METRICS.md").read_text(encoding="utf-8")
+    for query in WATCH_QUERIES:
+        assert query in unfiltered
+        assert query in metrics_md

@@ -357,7 +357,7 @@ def printable(text: str) -> str:
 
 
 def in_window(record: Record, ts_key: str, window: TimeWindow) -> bool:
-    """Records whose timestamp is missing or unparsable belong to no day (see README)."""
+    """Records whose timestamp is missing or unparsable belong to no day (docs/configuration.md)."""
     try:
         return parse_timestamp(record.get(ts_key)) in window
     except ValueError:

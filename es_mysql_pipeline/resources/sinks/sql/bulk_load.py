@@ -1,5 +1,5 @@
-"""``LOAD DATA LOCAL INFILE`` for skip and append loads: the fastest way into MySQL (see the
-README's benchmark table for the figures against INSERTs).
+"""``LOAD DATA LOCAL INFILE`` for skip and append loads: the fastest way into MySQL (see
+docs/benchmarks.md for the figures against INSERTs).
 
 LOCAL turns errors into warnings, so any warning other than a skipped duplicate (1062, skip
 mode) rolls the batch back (:class:`NotClean`): the writer's INSERT path then finds and
@@ -31,8 +31,8 @@ class BulkEncoder:
     columns: tuple[str, ...]
     kinds: tuple[str, ...]
     scratch: str
-    #: Each LOAD DATA is a transaction of its own; MariaDB took 1M rows in files of 1,000
-    #: rows in 5.0 s, of 5,000 in 4.3 s, of 20,000 in 3.9 s and of 50,000 in 3.9 s (seen).
+    #: Each LOAD DATA is a transaction of its own, and MariaDB loads bigger files faster up
+    #: to about this size (docs/benchmarks.md).
     min_rows: int = 20_000
 
     def encode(self, frames: Iterable[Frame]) -> str:

@@ -155,6 +155,8 @@ class SqlSink(RecordSink):
     ) -> int:
         engine = self.engine()
         try:
+            if not sa.inspect(engine).has_table(self.table):
+                return 0  # nothing loaded yet: an empty first day creates no table
             table = sa.Table(self.table, sa.MetaData(), autoload_with=engine)
             query = sa.select(sa.func.count()).select_from(table)
             if window is not None:

@@ -20,7 +20,7 @@ _HOMES = {
 __all__ = ["UNUSED_HTTP_STACKS", "ElasticsearchSource", "date_fields"]
 
 #: The optional HTTP stacks elastic_transport imports when installed; a slice worker's
-#: client uses urllib3, and importing these cost each worker 14 MB.
+#: client uses urllib3, and importing these costs each worker memory for nothing.
 UNUSED_HTTP_STACKS = ("aiohttp", "requests")
 
 
