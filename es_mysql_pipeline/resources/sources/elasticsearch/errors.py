@@ -44,15 +44,11 @@ _QUERY_ERRORS = frozenset(
 
 
 class ContextMissing(Exception):
-    """The PIT or scroll context expired or vanished; reopen it and resume."""
-
-
-class NoPit(Exception):
-    """The server has no point-in-time API (before 7.10, or a proxy blocks it)."""
+    """The point in time expired or vanished; reopen it and resume."""
 
 
 class Transient(Exception):
-    """A retryable failure the caller must handle itself (a non-idempotent scroll page)."""
+    """A retryable failure the caller must handle itself (a page with failed shards)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +72,7 @@ class ErrorPolicy:
         return Retry(self, stop)
 
     def call(self, what: str, retry: Retry, fn: Callable[[], T], timed: bool = True) -> T:
-        """Run an idempotent request with retries; PIT/scroll expiry surfaces as ContextMissing.
+        """Run an idempotent request with retries; PIT expiry surfaces as ContextMissing.
 
         ``timed`` requests count in the fetch-duration metric (pages, not metadata requests).
         """
@@ -84,7 +80,7 @@ class ErrorPolicy:
             started = time.perf_counter()
             try:
                 result = fn()
-            except (NoPit, ContextMissing, Stopped):
+            except (ContextMissing, Stopped):
                 raise
             except ApiError as exc:
                 if exc.meta.status == 404 and error_type(exc) == "search_context_missing_exception":

@@ -15,19 +15,15 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from elasticsearch import ApiError
-
 from es_mysql_pipeline.errors import SourceError
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import Record
 from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
     ContextMissing,
-    NoPit,
     Retry,
     Transient,
 )
 from es_mysql_pipeline.resources.sources.elasticsearch.paging import Paging
-from es_mysql_pipeline.resources.sources.elasticsearch.scroll import scroll_pages
 from es_mysql_pipeline.resources.sources.fan_in import fan_in
 
 log = logging.getLogger(__name__)
@@ -43,13 +39,9 @@ class PitState:
 
 
 def pit_pages(paging: Paging) -> Generator[list[Record], None, None]:
-    """Pages of records from all slices; falls back to scroll where there is no PIT."""
+    """Pages of records from all slices."""
     stop = threading.Event()
-    opened = open_pit(paging, stop)
-    if opened is None:
-        yield from scroll_pages(paging)
-        return
-    state, n = opened
+    state, n = open_pit(paging, stop)
     try:
         query = paging.query()
         producers = [functools.partial(_pit_slice, paging, state, query, i, n) for i in range(n)]
@@ -59,14 +51,10 @@ def pit_pages(paging: Paging) -> Generator[list[Record], None, None]:
         close_pits(paging, [state.pit_id])
 
 
-def open_pit(paging: Paging, stop: threading.Event) -> tuple[PitState, int] | None:
+def open_pit(paging: Paging, stop: threading.Event) -> tuple[PitState, int]:
     """A point in time on the index, and the slices to read it in (``paging.slices``, capped
-    at the primary shard count); ``None`` where the server has no PIT API (read by scroll)."""
-    try:
-        pit_id, shards = _open_pit(paging, paging.policy.retry(stop))
-    except NoPit:
-        log.warning("Elasticsearch has no point-in-time API here; falling back to scroll")
-        return None
+    at the primary shard count)."""
+    pit_id, shards = _open_pit(paging, paging.policy.retry(stop))
     n = paging.slices
     if shards and n > shards:
         log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, paging.index)
@@ -87,17 +75,7 @@ def close_pits(paging: Paging, ids: Iterable[str]) -> None:
 
 def _open_pit(paging: Paging, retry: Retry) -> tuple[str, int]:
     def open_pit() -> Any:
-        try:
-            return paging.client.open_point_in_time(
-                index=paging.index, keep_alive=paging.keep_alive
-            )
-        except ApiError as exc:
-            text = str(exc.body)
-            if exc.meta.status in (400, 404, 405) and (
-                "no handler found" in text or "Incorrect HTTP method" in text
-            ):
-                raise NoPit() from None
-            raise
+        return paging.client.open_point_in_time(index=paging.index, keep_alive=paging.keep_alive)
 
     resp = paging.policy.call("open point in time", retry, open_pit)
     shards = int(((resp.get("_shards") or {}).get("total")) or 0)

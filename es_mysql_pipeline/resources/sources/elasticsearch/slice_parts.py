@@ -39,7 +39,6 @@ from es_mysql_pipeline.resources.sources.elasticsearch.pit import (
     close_pits,
     open_pit,
 )
-from es_mysql_pipeline.resources.sources.elasticsearch.scroll import scroll_pages
 from es_mysql_pipeline.resources.sources.fan_in import fan_in
 from es_mysql_pipeline.staging import StagedFileWriter, StagedPart
 from es_mysql_pipeline.worker_processes import discard_outputs, spawn_pool, stop_signals_blocked
@@ -148,7 +147,7 @@ def staged_in_parts(
     batches: Iterator[Frame], timestamp_key: str | None
 ) -> Generator[StagedPart, None, None]:
     """``batches`` staged in this process, a part every :data:`RECORDS_PER_JOB` records (a read
-    that cannot be spread: one shard, no point in time), so the step still shows progress."""
+    that cannot be spread: one shard), so the step still shows progress."""
     while True:
         part = stage(_up_to(batches, RECORDS_PER_JOB), timestamp_key)
         if not part.staged.rows:
@@ -205,13 +204,9 @@ def pit_parts(
     timestamp_key: str | None,
 ) -> Generator[StagedPart, None, None]:
     """The index read through a point in time, its slices in ``workers`` processes; in this
-    process where there is one slice (one shard) or no point in time (scroll)."""
+    process where there is one slice (one shard)."""
     stop = threading.Event()
-    opened = open_pit(paging, stop)
-    if opened is None:
-        yield from staged_in_parts(rebatch(scroll_pages(paging), batch_size), timestamp_key)
-        return
-    state, n = opened
+    state, n = open_pit(paging, stop)
     cursors = [SliceCursor(i, n, state.pit_id) for i in range(n)]
     try:
         query = paging.query()
