@@ -16,12 +16,12 @@ nothing of Dagster.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -41,7 +41,7 @@ from es_mysql_pipeline.resources.sources.elasticsearch.pit import (
 )
 from es_mysql_pipeline.resources.sources.fan_in import fan_in
 from es_mysql_pipeline.staging import StagedFileWriter, StagedPart
-from es_mysql_pipeline.worker_processes import discard_outputs, spawn_pool, stop_signals_blocked
+from es_mysql_pipeline.worker_processes import discard_files, ordered_map, spawn_pool
 
 log = logging.getLogger(__name__)
 
@@ -91,30 +91,26 @@ def slice_parts(
     for those running and deletes their parts. The cursors are updated as jobs finish: their
     ``pit_id``\\ s are the ones to close when the read is over."""
     by_slice = {c.slice_id: i for i, c in enumerate(cursors)}
-    running: dict[Future[_Done], SliceCursor] = {}
 
-    def submit(pool: Executor, cursor: SliceCursor) -> None:
-        with stop_signals_blocked():  # a worker may start here, with this thread's mask
-            running[pool.submit(read_job, _Job(read, cursor))] = cursor
+    def follow(done: _Done) -> _Job | None:
+        cursors[by_slice[done.cursor.slice_id]] = done.cursor
+        return None if done.cursor.done else _Job(read, done.cursor)
 
-    with spawn_pool(workers, unused=UNUSED_HTTP_STACKS) as pool:
-        try:
-            for cursor in cursors:
-                submit(pool, cursor)
-            while running:
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    del running[future]
-                    done = future.result()
-                    cursors[by_slice[done.cursor.slice_id]] = done.cursor
-                    if done.retries:
-                        get_recorder().retry("fetch", done.retries)
-                    if not done.cursor.done:
-                        submit(pool, done.cursor)
-                    yield done.part
-        except BaseException:  # a stop (GeneratorExit), a failed job: no part left behind
-            discard_outputs(list(running), _paths)
-            raise
+    jobs = [_Job(read, cursor) for cursor in cursors]
+    with (
+        spawn_pool(workers, unused=UNUSED_HTTP_STACKS) as pool,
+        contextlib.closing(
+            ordered_map(pool, read_job, jobs, len(jobs), discard=_discard, follow=follow)
+        ) as done_jobs,
+    ):
+        for done in done_jobs:
+            if done.retries:
+                get_recorder().retry("fetch", done.retries)
+            try:
+                yield done.part
+            except BaseException:  # a stop or a failure while the part is in the caller's hands
+                _discard(done)
+                raise
 
 
 def read_job(job: _Job) -> _Done:
@@ -192,8 +188,8 @@ class _Collected(NullRecorder):
         self.retries += n
 
 
-def _paths(done: _Done) -> list[str]:
-    return [done.part.staged.path]
+def _discard(done: _Done) -> None:
+    discard_files(done.part.staged.path)
 
 
 def pit_parts(
