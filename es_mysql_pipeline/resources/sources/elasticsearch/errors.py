@@ -21,7 +21,6 @@ from elasticsearch import __versionstr__ as CLIENT_VERSION
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
 from es_mysql_pipeline.metrics.recorder import get_recorder
-from es_mysql_pipeline.resources.sources.fan_in import Stopped
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,10 @@ _QUERY_ERRORS = frozenset(
         "query_parsing_exception",
     }
 )
+
+
+class Stopped(Exception):
+    """The read was left (a stop, a failure elsewhere) while a request waited to retry."""
 
 
 class ContextMissing(Exception):

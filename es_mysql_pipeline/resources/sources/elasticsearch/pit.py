@@ -12,8 +12,9 @@ import functools
 import logging
 import threading
 from collections.abc import Generator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from es_mysql_pipeline.errors import SourceError
 from es_mysql_pipeline.metrics.recorder import get_recorder
@@ -24,9 +25,10 @@ from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
     Transient,
 )
 from es_mysql_pipeline.resources.sources.elasticsearch.paging import Paging
-from es_mysql_pipeline.resources.sources.fan_in import fan_in
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,16 +41,32 @@ class PitState:
 
 
 def pit_pages(paging: Paging) -> Generator[list[Record], None, None]:
-    """Pages of records from all slices."""
+    """Pages of records, the index read as one slice in this process."""
     stop = threading.Event()
-    state, n = open_pit(paging, stop)
+    state, _ = open_pit(paging, stop)
     try:
-        query = paging.query()
-        producers = [functools.partial(_pit_slice, paging, state, query, i, n) for i in range(n)]
-        yield from fan_in(producers, stop, name="es-slice")
+        pages = SliceCursor(0, 1, state.pit_id).pages(paging, state, paging.query(), stop)
+        yield from prefetched(map(paging.records, pages), stop)
     finally:
         stop.set()
         close_pits(paging, [state.pit_id])
+
+
+def prefetched(items: Iterator[T], stop: threading.Event) -> Generator[T, None, None]:
+    """``items``, each next one asked for in a thread while the caller works on this one: a
+    page's request waits on the server (without the GIL) while the page before is staged.
+    Leaving sets ``stop`` (a retry waiting gives up) and waits for the request in flight."""
+    with ThreadPoolExecutor(1, thread_name_prefix="es-page") as ahead:
+        try:
+            upcoming = ahead.submit(next, items, _END)
+            while (item := upcoming.result()) is not _END:
+                upcoming = ahead.submit(next, items, _END)
+                yield item
+        finally:
+            stop.set()
+
+
+_END: Any = object()
 
 
 def open_pit(paging: Paging, stop: threading.Event) -> tuple[PitState, int]:
@@ -172,19 +190,6 @@ class SliceCursor:
             handed: list[list[dict[str, Any]]] = [hits]
             del hits
             yield handed.pop()
-
-
-def _pit_slice(
-    paging: Paging,
-    state: PitState,
-    query: dict[str, Any],
-    slice_id: int,
-    nslices: int,
-    stop: threading.Event,
-) -> Iterator[list[Record]]:
-    with state.lock:
-        cursor = SliceCursor(slice_id, nslices, state.pit_id, state.generation)
-    return map(paging.records, cursor.pages(paging, state, query, stop))
 
 
 def _shard_failure(shards: dict[str, Any], retry: Retry) -> None:

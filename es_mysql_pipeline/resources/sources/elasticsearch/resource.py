@@ -83,8 +83,9 @@ class ElasticsearchSource(RecordSource):
     source_excludes: list[str] | None = None
     page_size: int = 1000
     request_timeout: float = 30
-    #: parallel PIT slices, capped at the primary shard count; 0 (the default): one per
-    #: fetch worker process where slices are read by workers (see :meth:`read_parts`), else 1
+    #: parallel PIT slices, each read by a fetch worker process (see :meth:`read_parts`),
+    #: capped at the primary shard count; 0 (the default): one per worker process. A read
+    #: in one process (one worker process, or none allowed) reads one slice.
     slices: int = 0
     include_index: bool = False
     #: consecutive transient failures tolerated per request before giving up
@@ -161,7 +162,7 @@ class ElasticsearchSource(RecordSource):
             client.close()
 
     def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
-        with self._reading(window, batch_size, self.slices or 1) as paging:
+        with self._reading(window, batch_size, 1) as paging:
             pages = pit_pages(paging)
             try:
                 yield from rebatch(pages, batch_size)

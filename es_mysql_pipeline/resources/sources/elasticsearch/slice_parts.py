@@ -17,7 +17,6 @@ nothing of Dagster.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import threading
@@ -38,8 +37,8 @@ from es_mysql_pipeline.resources.sources.elasticsearch.pit import (
     SliceCursor,
     close_pits,
     open_pit,
+    prefetched,
 )
-from es_mysql_pipeline.resources.sources.fan_in import fan_in
 from es_mysql_pipeline.staging import StagedFileWriter, StagedPart
 from es_mysql_pipeline.worker_processes import discard_files, ordered_map, spawn_pool
 
@@ -207,12 +206,10 @@ def pit_parts(
     try:
         query = paging.query()
         if n < 2:  # one shard: read here, the next page asked for while this one is staged
-            produce = functools.partial(_frames, cursors[0], paging, state, query)
-            pages = fan_in([produce], stop, name="es-slice")
-            try:
-                yield from staged_in_parts(rebatch(pages, batch_size), timestamp_key)
-            finally:
-                pages.close()  # type: ignore[attr-defined]
+            pages = cursors[0].pages(paging, state, query, stop)
+            frames = prefetched(map(paging.frame, pages), stop)
+            with contextlib.closing(frames):
+                yield from staged_in_parts(rebatch(frames, batch_size), timestamp_key)
         else:
             yield from slice_parts(read_for(query), cursors, min(workers, n))
     finally:
@@ -220,13 +217,3 @@ def pit_parts(
         # The first PIT (its newest id), and each one a worker reopened after an expiry.
         first = [c.pit_id for c in cursors if c.generation == 0][-1:] or [state.pit_id]
         close_pits(paging, [*first, *(c.pit_id for c in cursors if c.generation)])
-
-
-def _frames(
-    cursor: SliceCursor,
-    paging: Paging,
-    state: PitState,
-    query: dict[str, Any],
-    stop: threading.Event,
-) -> Iterator[Frame]:
-    return map(paging.frame, cursor.pages(paging, state, query, stop))
