@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from es_mysql_pipeline.errors import SourceError
@@ -31,25 +31,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass
-class PitState:
-    """The PIT shared by all slices: reopened once per expiry, newest id kept for closing."""
-
-    pit_id: str
-    generation: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 def pit_pages(paging: Paging) -> Generator[list[Record], None, None]:
     """Pages of records, the index read as one slice in this process."""
     stop = threading.Event()
-    state, _ = open_pit(paging, stop)
+    cursor = SliceCursor(0, 1, open_pit(paging, stop)[0])
     try:
-        pages = SliceCursor(0, 1, state.pit_id).pages(paging, state, paging.query(), stop)
+        pages = cursor.pages(paging, paging.query(), stop)
         yield from prefetched(map(paging.records, pages), stop)
     finally:
         stop.set()
-        close_pits(paging, [state.pit_id])
+        close_pits(paging, [cursor.pit_id])  # the newest id, of the PIT reopened if expired
 
 
 def prefetched(items: Iterator[T], stop: threading.Event) -> Generator[T, None, None]:
@@ -69,7 +60,7 @@ def prefetched(items: Iterator[T], stop: threading.Event) -> Generator[T, None, 
 _END: Any = object()
 
 
-def open_pit(paging: Paging, stop: threading.Event) -> tuple[PitState, int]:
+def open_pit(paging: Paging, stop: threading.Event) -> tuple[str, int]:
     """A point in time on the index, and the slices to read it in (``paging.slices``, capped
     at the primary shard count)."""
     pit_id, shards = _open_pit(paging, paging.policy.retry(stop))
@@ -77,7 +68,7 @@ def open_pit(paging: Paging, stop: threading.Event) -> tuple[PitState, int]:
     if shards and n > shards:
         log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, paging.index)
         n = shards
-    return PitState(pit_id), n
+    return pit_id, n
 
 
 def close_pits(paging: Paging, ids: Iterable[str]) -> None:
@@ -100,18 +91,6 @@ def _open_pit(paging: Paging, retry: Retry) -> tuple[str, int]:
     return str(resp["id"]), shards
 
 
-def _reopen(
-    paging: Paging, state: PitState, seen_gen: int, stop: threading.Event
-) -> tuple[str, int]:
-    with state.lock:
-        if state.generation == seen_gen:
-            log.warning("Elasticsearch point in time expired; reopening and resuming")
-            get_recorder().retry("fetch")
-            state.pit_id, _ = _open_pit(paging, paging.policy.retry(stop))
-            state.generation += 1
-        return state.pit_id, state.generation
-
-
 @dataclass
 class SliceCursor:
     """Where the read of one slice stands: it can stop after any page and go on from there,
@@ -130,7 +109,6 @@ class SliceCursor:
     def pages(
         self,
         paging: Paging,
-        state: PitState,
         query: dict[str, Any],
         stop: threading.Event,
         max_pages: int | None = None,
@@ -164,12 +142,12 @@ class SliceCursor:
                         f"Elasticsearch point in time keeps expiring on {policy.target}; "
                         f"raise keep_alive (now {paging.keep_alive})"
                     ) from None
-                self.pit_id, self.generation = _reopen(paging, state, self.generation, stop)
+                log.warning("Elasticsearch point in time expired; reopening and resuming")
+                get_recorder().retry("fetch")
+                self.pit_id, _ = _open_pit(paging, policy.retry(stop))
+                self.generation += 1
                 continue
             self.pit_id = str(resp.get("pit_id") or self.pit_id)  # the newest id for the next
-            with state.lock:
-                if state.generation == self.generation:
-                    state.pit_id = self.pit_id
             shards = resp.get("_shards") or {}
             if shards.get("failed"):
                 _shard_failure(shards, retry)

@@ -33,7 +33,6 @@ from es_mysql_pipeline.resources.sources.elasticsearch.connection import Connect
 from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
 from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
 from es_mysql_pipeline.resources.sources.elasticsearch.pit import (
-    PitState,
     SliceCursor,
     close_pits,
     open_pit,
@@ -121,8 +120,7 @@ def read_job(job: _Job) -> _Done:
     previous = set_recorder(collected)
     try:
         paging = read.paging(_client(read.connection), cursor.nslices)
-        state = PitState(cursor.pit_id, cursor.generation)
-        hits = cursor.pages(paging, state, read.query, threading.Event(), read.pages_per_job)
+        hits = cursor.pages(paging, read.query, threading.Event(), read.pages_per_job)
         pages = map(paging.frame, hits)
         part = stage(rebatch(pages, read.batch_size), read.timestamp_key)
     finally:
@@ -201,12 +199,12 @@ def pit_parts(
     """The index read through a point in time, its slices in ``workers`` processes; in this
     process where there is one slice (one shard)."""
     stop = threading.Event()
-    state, n = open_pit(paging, stop)
-    cursors = [SliceCursor(i, n, state.pit_id) for i in range(n)]
+    pit_id, n = open_pit(paging, stop)
+    cursors = [SliceCursor(i, n, pit_id) for i in range(n)]
     try:
         query = paging.query()
         if n < 2:  # one shard: read here, the next page asked for while this one is staged
-            pages = cursors[0].pages(paging, state, query, stop)
+            pages = cursors[0].pages(paging, query, stop)
             frames = prefetched(map(paging.frame, pages), stop)
             with contextlib.closing(frames):
                 yield from staged_in_parts(rebatch(frames, batch_size), timestamp_key)
@@ -215,5 +213,5 @@ def pit_parts(
     finally:
         stop.set()
         # The first PIT (its newest id), and each one a worker reopened after an expiry.
-        first = [c.pit_id for c in cursors if c.generation == 0][-1:] or [state.pit_id]
+        first = [c.pit_id for c in cursors if c.generation == 0][-1:] or [pit_id]
         close_pits(paging, [*first, *(c.pit_id for c in cursors if c.generation)])
