@@ -1,12 +1,12 @@
 """A sliced point-in-time read spread over worker processes, each staging what it reads.
 
 Parsing the responses and staging the records is pure Python, one core per process: one
-process reading every slice (in threads) is bound to one core however many slices the
-cluster serves. So each slice is read by a worker process, a few pages at a time: a job
-reads up to :data:`RECORDS_PER_JOB` records of one slice from where the slice stands (the
-PIT id and the last page's sort values, a :class:`~.pit.SliceCursor`), stages them, and
-returns the part and the cursor; the next job of that slice goes on from there. Parts come
-back as jobs finish, so the step shows progress and a stop waits for one job at most.
+process is bound to one core however many slices the cluster serves. So each slice is read
+by a worker process, a few pages at a time: a job reads up to :data:`RECORDS_PER_JOB`
+records of one slice from where the slice stands (the PIT id and the last page's sort
+values, a :class:`~.pit.SliceCursor`), stages them, and returns the part and the cursor; the
+next job of that slice goes on from there. Parts come back as jobs finish, so the step shows
+progress and a stop waits for one job at most.
 
 Retries, PIT expiry and shard failures are handled in the worker exactly as in one process
 (the same :class:`~.pit.SliceCursor`); its metrics (request durations, retries) travel back
