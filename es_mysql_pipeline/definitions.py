@@ -25,7 +25,11 @@ from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
-from es_mysql_pipeline.sensors import build_pipeline_metrics_sensor, pipeline_metrics_sensor
+from es_mysql_pipeline.sensors import (
+    asset_pipeline_ids,
+    build_pipeline_metrics_sensor,
+    pipeline_metrics_sensor,
+)
 from es_mysql_pipeline.targets import target_tags
 
 #: ``local`` (default): bundled sample CSV into SQLite, no server needed.
@@ -193,12 +197,17 @@ def pipelines_defs(path: str | None = None) -> dg.Definitions:
             if isinstance(cause, PipelinesConfigError):
                 raise PipelinesConfigError(str(cause)) from None
             raise
-    keys = {  # the chains' assets; the on-demand count of unplaced records is no pipeline run
+    # one sensor over every pipeline: each run and step goes to the pipeline its assets
+    # are tagged with, whether a job, the asset graph or a backfill launched it; the
+    # on-demand count of unplaced records is no pipeline run
+    keys = {
         key
         for key in loaded.resolve_asset_graph().get_all_asset_keys()
         if key.path[-1] != "unplaced"
     }
-    sensor = build_pipeline_metrics_sensor(asset_keys=keys)
+    sensor = build_pipeline_metrics_sensor(
+        asset_keys=keys, asset_pipelines=asset_pipeline_ids(loaded)
+    )
     return dg.Definitions.merge(loaded, dg.Definitions(sensors=[sensor]))
 
 

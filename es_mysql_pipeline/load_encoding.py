@@ -13,8 +13,7 @@ import contextlib
 import itertools
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,7 @@ from es_mysql_pipeline.records import (
     parse_timestamp,
 )
 from es_mysql_pipeline.staging import StagedRecords
-from es_mysql_pipeline.worker_processes import may_spawn, spawn_pool, stop_signals_blocked
+from es_mysql_pipeline.worker_processes import may_spawn, ordered_map, spawn_pool
 
 #: Below this many rows the load encodes in its own threads: a process costs more.
 ENCODE_AHEAD_MIN_ROWS = 50_000
@@ -143,36 +142,28 @@ def encoded_chunks(
     file_rows = max(batch_size, min(encoder.min_rows, staged.rows // _MIN_FILES))
     per_job = max(1, round(file_rows * len(offsets) / max(staged.rows, 1)))
     starts = offsets[::per_job]
-    ranges = iter(zip(starts, [*starts[1:], None], strict=True))
-    pending: deque[Future[list[EncodedChunk]]] = deque()
-    unsent: deque[EncodedChunk] = deque()
-    with spawn_pool(1) as pool:
-
-        def submit() -> None:
-            nxt = next(ranges, None)
-            if nxt is not None:
-                job = _Job(staged, nxt[0], nxt[1], encoder, batch_size, file_rows, ts_column)
-                pending.append(pool.submit(_encode_frames, job))
-
-        try:
-            with stop_signals_blocked():  # the worker starts here, with this thread's mask
-                for _ in range(_AHEAD):
-                    submit()
-            while pending:
-                unsent.extend(pending.popleft().result())
-                submit()
+    jobs = (
+        _Job(staged, start, stop, encoder, batch_size, file_rows, ts_column)
+        for start, stop in zip(starts, [*starts[1:], None], strict=True)
+    )
+    with (
+        spawn_pool(1) as pool,
+        contextlib.closing(
+            ordered_map(pool, _encode_frames, jobs, _AHEAD, discard=_discard)
+        ) as encoded,
+    ):
+        for chunks in encoded:
+            unsent = deque(chunks)
+            try:
                 while unsent:
                     yield unsent.popleft()
-        finally:
-            for chunk in unsent:
-                chunk.discard()
-            for future in pending:
-                future.cancel()
-            for future in pending:
-                if not future.cancelled():
-                    with contextlib.suppress(BaseException):
-                        for chunk in future.result():
-                            chunk.discard()
+            finally:
+                _discard(unsent)
+
+
+def _discard(chunks: Iterable[EncodedChunk]) -> None:
+    for chunk in chunks:
+        chunk.discard()
 
 
 def _slices(frame: Frame, size: int) -> Iterator[Frame]:

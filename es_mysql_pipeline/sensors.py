@@ -7,18 +7,22 @@ process crashed before any hook ran still gets its failure event) with
 ``fetch_run_status_changes``.
 
 It counts every finished run, of any job, that was to materialize one of our assets
-(:data:`WATCHED_ASSETS`): our job, Dagster's implicit asset job (asset-graph launches,
-backfills), a celery executor job or a user's job. Each run is folded into the totals of
-its own pipeline: the run's :data:`PIPELINE_ID_TAG`, else the Pushgateway resource's
-``pipeline_id``. A sensor pushes the pipelines it is given (``pipeline_ids``; by default
-the resource's ``pipeline_id``) and leaves runs of other pipelines to their own sensor,
-so every run is counted once, under its own pipeline. Per run it adds
-``pipeline_runs_total{result}``, the run's duration to ``pipeline_run_duration_seconds``
-and the increments each step hook left in the event log to the ``_total`` counters and
-histograms; per pipeline it pushes them as the group ``{job, pipeline_id}`` with
-``pipeline_last_success_timestamp_seconds``, ``pipeline_last_run_duration_seconds`` and
-``pipeline_last_run_success`` (of the run that ended last), and each step's last-run
-values as ``{job, pipeline_id, step}``.
+(:data:`WATCHED_ASSETS`, or the assets it is built for): our jobs, Dagster's implicit asset
+job (asset-graph launches, backfills), a celery executor job or a user's job. Each run is
+folded into the totals of its own pipeline, exactly once. The pipeline of an asset is its
+asset tag :data:`PIPELINE_ID_TAG` (``asset_pipelines``; a YAML pipeline's assets carry it),
+else the run's tag of that name, else the Pushgateway resource's ``pipeline_id``: so a run
+launched from the asset graph or as a backfill, which carries no pipeline run tag, is
+attributed by what it materializes. A run spanning several pipelines (the implicit
+all-assets job) counts once for each, and each step's records go to the pipeline of the
+asset that step materializes (:func:`split_run`). A sensor pushes the pipelines it is given
+(``pipeline_ids``; by default every tagged pipeline) and leaves runs of other pipelines to
+their own sensor. Per run it adds ``pipeline_runs_total{result}``, the run's duration to
+``pipeline_run_duration_seconds`` and the increments each step hook left in the event log
+to the ``_total`` counters and histograms; per pipeline it pushes them as the group
+``{job, pipeline_id}`` with ``pipeline_last_success_timestamp_seconds``,
+``pipeline_last_run_duration_seconds`` and ``pipeline_last_run_success`` (of the run that
+ended last), and each step's last-run values as ``{job, pipeline_id, step}``.
 
 **Where the totals live.** They are a function of the event log up to the sensor's
 watermarks, so the cursor holds only the watermarks and two counts (a few hundred
@@ -35,7 +39,7 @@ the tick says so. A run that ended before any step did (a crash) counts with no 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
@@ -51,9 +55,10 @@ from es_mysql_pipeline.metrics.run_totals import (
     totals_registry,
     zero_totals,
 )
+from es_mysql_pipeline.targets import PIPELINE_TAG
 
 #: The run tag naming the pipeline a run belongs to (several pipelines in one location).
-PIPELINE_ID_TAG = "es_mysql_pipeline/pipeline_id"
+PIPELINE_ID_TAG = PIPELINE_TAG
 
 RUN_END_EVENTS: tuple[dg.DagsterEventType, ...] = (
     dg.DagsterEventType.RUN_SUCCESS,
@@ -71,9 +76,12 @@ DEFAULT_FETCH_LIMIT = 200
 _REBUILD_PAGE = 1000
 
 
-def step_records(instance: dg.DagsterInstance, run_id: str) -> tuple[list[StepRecord], int]:
-    """The records the step hooks of ``run_id`` left in its log, and how many steps ended."""
-    records: list[StepRecord] = []
+def step_records(
+    instance: dg.DagsterInstance, run_id: str
+) -> tuple[list[tuple[str | None, StepRecord]], int]:
+    """The records the step hooks of ``run_id`` left in its log, each with its step key,
+    and how many steps ended."""
+    records: list[tuple[str | None, StepRecord]] = []
     ended = 0
     events = instance.get_records_for_run(
         run_id, of_type={dg.DagsterEventType.ENGINE_EVENT, *_STEP_ENDS}
@@ -85,30 +93,84 @@ def step_records(instance: dg.DagsterInstance, run_id: str) -> tuple[list[StepRe
             continue
         record = StepRecord.from_message(entry.message)
         if record is not None:
-            records.append(record)
+            records.append((entry.step_key, record))
     return records, ended
+
+
+def planned_assets(
+    instance: dg.DagsterInstance, run: dg.DagsterRun
+) -> dict[dg.AssetKey, str | None]:
+    """The assets ``run`` was to materialize, each with the step that materializes it
+    (``None`` when known only from the run's asset selection). Written when the run is
+    created, so a run that crashed before its first step has them too."""
+    planned: dict[dg.AssetKey, str | None] = dict.fromkeys(run.asset_selection or ())
+    for entry in instance.all_logs(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+    ):
+        event = entry.dagster_event
+        if event is not None and event.asset_key is not None:
+            planned[event.asset_key] = entry.step_key
+    return planned
 
 
 def is_run_of(
     instance: dg.DagsterInstance, run: dg.DagsterRun, asset_keys: AbstractSet[dg.AssetKey]
 ) -> bool:
     """Whether ``run`` (of any job: ours, a user's, a celery job, a backfill) was to
-    materialize one of ``asset_keys``: its planned assets, written when the run is created,
-    so a run that crashed before its first step counts too."""
-    if run.asset_selection and run.asset_selection & asset_keys:
-        return True
-    for entry in instance.all_logs(
-        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
-    ):
-        event = entry.dagster_event
-        if event is not None and event.asset_key in asset_keys:
-            return True
-    return False
+    materialize one of ``asset_keys``."""
+    return not planned_assets(instance, run).keys().isdisjoint(asset_keys)
 
 
 def run_pipeline_id(run: dg.DagsterRun, default: str) -> str:
-    """The pipeline a run belongs to: its :data:`PIPELINE_ID_TAG`, else ``default``."""
+    """The pipeline a run was launched for: its :data:`PIPELINE_ID_TAG`, else ``default``."""
     return run.tags.get(PIPELINE_ID_TAG) or default
+
+
+def asset_pipeline_ids(defs: dg.Definitions) -> dict[dg.AssetKey, str]:
+    """Each asset of ``defs`` that carries the asset tag :data:`PIPELINE_ID_TAG`, with its
+    pipeline: what attributes a run launched from the asset graph or as a backfill (which
+    carries no pipeline run tag) and each step of a run spanning several pipelines."""
+    return {
+        spec.key: spec.tags[PIPELINE_ID_TAG]
+        for spec in defs.resolve_all_asset_specs()
+        if spec.tags.get(PIPELINE_ID_TAG)
+    }
+
+
+@dataclass(frozen=True)
+class RunShare:
+    """What one pipeline gets of a run: the run itself, and the records of its steps."""
+
+    pipeline_id: str
+    records: list[StepRecord]
+
+
+def split_run(
+    planned: Mapping[dg.AssetKey, str | None],
+    records: Iterable[tuple[str | None, StepRecord]],
+    pipeline_of_asset: Mapping[dg.AssetKey, str],
+    fallback: str,
+) -> list[RunShare]:
+    """The pipelines a run belongs to, each with its steps' records (pure).
+
+    ``planned``: the watched assets the run was to materialize, with their steps. An asset's
+    pipeline is its :data:`PIPELINE_ID_TAG` asset tag (``pipeline_of_asset``), else
+    ``fallback`` (the run tag, else the resource's ``pipeline_id``). A step record goes to
+    the pipeline of the asset its step materializes; a step with no planned asset goes to
+    the run's one pipeline, or to ``fallback`` when the run spans several.
+    """
+    pipeline_of_step: dict[str, str] = {}
+    shares: dict[str, list[StepRecord]] = {}
+    for key, step in sorted(planned.items(), key=lambda item: item[0].to_user_string()):
+        pid = pipeline_of_asset.get(key) or fallback
+        shares.setdefault(pid, [])
+        if step is not None:
+            pipeline_of_step.setdefault(step, pid)
+    only = next(iter(shares)) if len(shares) == 1 else fallback
+    for step, record in records:
+        pid = pipeline_of_step.get(step or "", only)
+        shares.setdefault(pid, []).append(record)
+    return [RunShare(pid, shares[pid]) for pid in sorted(shares)]
 
 
 @dataclass
@@ -130,6 +192,8 @@ class _Scope:
     asset_keys: frozenset[dg.AssetKey]
     pipeline_ids: tuple[str, ...]
     default_pipeline_id: str
+    #: ``(asset key, pipeline)`` of the assets that carry a pipeline asset tag.
+    asset_pipelines: frozenset[tuple[dg.AssetKey, str]] = frozenset()
 
 
 #: Totals kept between ticks, per instance and sensor scope (a code server evaluates every
@@ -187,29 +251,41 @@ def _fold_one(
     record: dg.EventLogRecord,
 ) -> None:
     run_record = instance.get_run_record_by_id(record.event_log_entry.run_id)
-    if run_record is None or not is_run_of(instance, run_record.dagster_run, scope.asset_keys):
+    if run_record is None:
         return
     run = run_record.dagster_run
-    pid = run_pipeline_id(run, scope.default_pipeline_id)
-    if pid not in scope.pipeline_ids:
-        state.elsewhere += 1
+    planned = {
+        key: step for key, step in planned_assets(instance, run).items() if key in scope.asset_keys
+    }
+    if not planned:
         return
     records, steps_ended = step_records(instance, run.run_id)
+    shares = split_run(
+        planned,
+        records,
+        dict(scope.asset_pipelines),
+        run_pipeline_id(run, scope.default_pipeline_id),
+    )
+    mine = [share for share in shares if share.pipeline_id in scope.pipeline_ids]
+    if not mine:
+        state.elsewhere += 1
+        return
     if steps_ended and not records:
         state.unmeasured += 1
         return
     start, end = run_record.start_time, run_record.end_time or record.timestamp
-    fold_run(
-        state.pipelines.setdefault(pid, PipelineTotals()),
-        pid,
-        result,
-        (end - start) if start is not None and end is not None else None,
-        end,
-        [r.delta for r in records],
-        [r.snapshot for r in records],
-    )
+    for share in mine:
+        fold_run(
+            state.pipelines.setdefault(share.pipeline_id, PipelineTotals()),
+            share.pipeline_id,
+            result,
+            (end - start) if start is not None and end is not None else None,
+            end,
+            [r.delta for r in share.records],
+            [r.snapshot for r in share.records],
+        )
+        state.new[share.pipeline_id] += 1
     state.runs_counted += 1
-    state.new[pid] += 1
 
 
 def _totals_for(
@@ -238,6 +314,7 @@ def evaluate_metrics_sensor(
     fetch_limit: int = DEFAULT_FETCH_LIMIT,
     pipeline_ids: Collection[str] | None = None,
     sensor_name: str = "pipeline_metrics_sensor",
+    asset_pipelines: Mapping[dg.AssetKey, str] | None = None,
 ) -> dg.SkipReason:
     """One tick: fold newly finished runs into their pipelines' totals, push, say what."""
     if not pushgateway.enabled:
@@ -245,10 +322,17 @@ def evaluate_metrics_sensor(
             "nothing pushed: pushgateway.url is empty (set PUSHGATEWAY_URL); runs whose "
             "steps ran without it are not counted"
         )
+    tagged = dict(asset_pipelines or {})
+    if pipeline_ids is None:
+        # the tagged assets' pipelines, and the resource's for assets without the tag
+        pipeline_ids = set(tagged.values())
+        if not pipeline_ids or not set(asset_keys) <= tagged.keys():
+            pipeline_ids.add(pushgateway.pipeline_id)
     scope = _Scope(
         frozenset(asset_keys),
-        tuple(sorted(set(pipeline_ids or (pushgateway.pipeline_id,)))),
+        tuple(sorted(set(pipeline_ids))),
         pushgateway.pipeline_id,
+        frozenset(tagged.items()),
     )
     cursor = MetricsCursor.from_json(context.cursor, pushgateway.pipeline_id)
     state = _totals_for(context.instance, cursor, scope, sensor_name)
@@ -345,14 +429,19 @@ def build_pipeline_metrics_sensor(
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     pipeline_ids: Collection[str] | None = None,
+    asset_pipelines: Mapping[dg.AssetKey, str] | None = None,
 ) -> dg.SensorDefinition:
     """The sensor for runs of ``asset_keys`` (whatever their job); needs ``pushgateway``.
 
-    ``pipeline_ids``: the pipelines it counts and pushes (default: the resource's
-    ``pipeline_id``); give one sensor every pipeline, or each pipeline its own sensor.
+    ``asset_pipelines``: the pipeline of each asset (:func:`asset_pipeline_ids`), which
+    attributes every run and step whatever launched it. ``pipeline_ids``: the pipelines it
+    counts and pushes (default: those of ``asset_pipelines``, plus the resource's
+    ``pipeline_id`` for untagged assets); give one sensor every pipeline, or each pipeline
+    its own sensor.
     """
     keys = frozenset(asset_keys)
     pids = tuple(pipeline_ids) if pipeline_ids else None
+    tagged = {key: pid for key, pid in (asset_pipelines or {}).items() if key in keys}
 
     @dg.sensor(
         name=name,
@@ -360,14 +449,19 @@ def build_pipeline_metrics_sensor(
         default_status=default_status,
         description=(
             "Pushes run outcomes, durations and monotonic record totals of every run of "
-            f"{_names(keys)} to the Pushgateway; each tick says what it pushed."
+            f"{_names(keys)} to the Pushgateway, per pipeline; each tick says what it pushed."
         ),
     )
     def _sensor(
         context: dg.SensorEvaluationContext, pushgateway: PushgatewayResource
     ) -> dg.SkipReason:
         return evaluate_metrics_sensor(
-            context, pushgateway, keys, pipeline_ids=pids, sensor_name=name
+            context,
+            pushgateway,
+            keys,
+            pipeline_ids=pids,
+            sensor_name=name,
+            asset_pipelines=tagged,
         )
 
     return _sensor

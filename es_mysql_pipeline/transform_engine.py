@@ -12,6 +12,7 @@ Dagster.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections import Counter
@@ -30,11 +31,11 @@ from es_mysql_pipeline.mapping import (
 from es_mysql_pipeline.records import Frame, Record, as_rows
 from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords, as_json_values, scratch_dir
 from es_mysql_pipeline.worker_processes import (
-    discard_outputs,
+    discard_files,
     may_spawn,
+    ordered_map,
     process_count,
     spawn_pool,
-    stop_signals_blocked,
 )
 
 #: Below this many records a staged file is mapped in-process: starting workers costs more.
@@ -259,30 +260,32 @@ def map_parallel(
     ok = failed = 0
     unseen = mapping.named_columns()
     done = 0
-    with spawn_pool(workers) as pool:
-        with stop_signals_blocked():  # the workers start here, with the mask of this thread
-            futures = [pool.submit(_map_run, run) for run in runs]
-        try:
-            for future in futures:
-                result = future.result()
+    with (
+        spawn_pool(workers) as pool,
+        contextlib.closing(
+            ordered_map(pool, _map_run, runs, len(runs), discard=_discard)
+        ) as results,
+    ):
+        for result in results:
+            try:
                 out.append(result.staged)
                 if result.dead_letter_part:
                     dead.append_file(result.dead_letter_part, result.rejected)
-                ok += result.analysis_ok
-                failed += result.analysis_failed
-                if rejects is not None:
-                    rejects.merge(result.rejects)
-                unseen = {k: v for k, v in unseen.items() if k in result.unseen}
-                done += result.staged.rows + result.rejected
-                after_run(done, result.rejected)
-        except BaseException:
-            discard_outputs(futures, _outputs)  # parts already written by runs in flight
-            raise
+            except BaseException:
+                _discard(result)
+                raise
+            ok += result.analysis_ok
+            failed += result.analysis_failed
+            if rejects is not None:
+                rejects.merge(result.rejects)
+            unseen = {k: v for k, v in unseen.items() if k in result.unseen}
+            done += result.staged.rows + result.rejected
+            after_run(done, result.rejected)
     return ok, failed, unseen
 
 
-def _outputs(outcome: Outcome) -> list[str]:
-    return [p for p in (outcome.staged.path, outcome.dead_letter_part) if p]
+def _discard(outcome: Outcome) -> None:
+    discard_files(outcome.staged.path, outcome.dead_letter_part)
 
 
 def _mark_seen(unseen: dict[str, str], rows: list[Record]) -> None:

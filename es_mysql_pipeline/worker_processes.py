@@ -15,19 +15,22 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import itertools
 import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+J = TypeVar("J")
+R = TypeVar("R")
 
 #: How often a worker checks that its parent is still there.
 _PARENT_CHECK_SECONDS = 0.5
@@ -62,19 +65,64 @@ def process_count(setting: int) -> int:
     return max(1, setting or min(os.cpu_count() or 1, 4))
 
 
-def discard_outputs(futures: Sequence[Future[T]], paths: Callable[[T], Iterable[str]]) -> None:
-    """Cancel the jobs not started; delete the files of those that ran (or still run).
+def ordered_map(
+    pool: Executor,
+    fn: Callable[[J], R],
+    jobs: Iterable[J],
+    ahead: int,
+    *,
+    discard: Callable[[R], object] = lambda result: None,
+    follow: Callable[[R], J | None] | None = None,
+) -> Generator[R, None, None]:
+    """``fn`` of each job in ``pool``, at most ``ahead`` jobs submitted at a time (taken
+    from ``jobs`` as room frees), results yielded in the order the jobs were submitted.
 
-    For a step that stops or fails half-way: the parts its workers wrote are nobody's."""
-    for future in futures:
-        future.cancel()
-    for future in futures:
-        if future.cancelled():
-            continue
-        with contextlib.suppress(BaseException):
-            for path in paths(future.result()):
-                if os.path.exists(path):
-                    os.unlink(path)
+    With ``follow``, a result may name the next job of its kind (a slice's next pages), which
+    is submitted at once; results then come as they finish, so no worker waits for an older
+    job to be taken. A worker's error is raised here. Closing the generator (a stop, a
+    failure downstream) or an error cancels the jobs not started and hands the results
+    finished or running, but not yet yielded, to ``discard`` (a part written is nobody's);
+    a result yielded is the caller's."""
+    source = iter(jobs)
+    pending: dict[Future[R], None] = {}  # in submission order
+
+    def submit(job: J) -> None:
+        with stop_signals_blocked():  # a worker may start here, with this thread's mask
+            pending[pool.submit(fn, job)] = None
+
+    def fill() -> None:
+        for job in itertools.islice(source, max(0, ahead - len(pending))):
+            submit(job)
+
+    try:
+        fill()
+        while pending:
+            future = next(iter(pending))
+            if follow is not None:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                future = next(f for f in pending if f in finished)
+            result = future.result()
+            del pending[future]
+            nxt = follow(result) if follow is not None else None
+            if nxt is not None:
+                submit(nxt)
+            fill()
+            yield result
+    finally:
+        for future in pending:
+            future.cancel()
+        for future in pending:
+            if not future.cancelled():
+                with contextlib.suppress(BaseException):
+                    discard(future.result())
+
+
+def discard_files(*paths: str | None) -> None:
+    """Delete the files a result names that are still there."""
+    for path in paths:
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 @contextlib.contextmanager

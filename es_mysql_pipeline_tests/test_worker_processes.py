@@ -7,13 +7,20 @@ import importlib
 import os
 import sys
 import time
-from concurrent.futures import Executor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from es_mysql_pipeline.worker_processes import shared_pool, spawn_pool, stop_signals_blocked
+from es_mysql_pipeline.worker_processes import (
+    ordered_map,
+    shared_pool,
+    spawn_pool,
+    stop_signals_blocked,
+)
 
 
 def importable(name: str) -> bool:
@@ -136,3 +143,82 @@ def touch_after(seconds: float, path: str) -> None:
     time.sleep(seconds)
     with open(path, "w"):
         pass
+
+
+# -- ordered_map: submit ahead, join in order, leave nothing behind --------------------------
+
+
+class Recording(ThreadPoolExecutor):
+    """A thread pool that notes how many jobs were submitted and not yet taken back."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.submitted: list[int] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted.append(args[0])
+        return super().submit(fn, *args, **kwargs)
+
+
+def slow_square(n: int) -> int:
+    time.sleep(0.02 * (5 - n % 5))  # later jobs finish first
+    return n * n
+
+
+def test_ordered_map_keeps_order_and_submits_only_ahead() -> None:
+    with Recording(4) as pool:
+        results = ordered_map(pool, slow_square, range(10), 3)
+        assert next(results) == 0
+        assert pool.submitted == [0, 1, 2, 3]  # one more once the first was taken
+        assert [0, *results] == [n * n for n in range(10)]
+
+
+def test_ordered_map_raises_a_job_error_and_discards_the_rest(tmp_path: Path) -> None:
+    def write(n: int) -> str:
+        if n == 2:
+            while not (tmp_path / "part3").exists():  # fails once the job after it ran
+                time.sleep(0.001)
+            raise ValueError("job 2 failed")
+        path = tmp_path / f"part{n}"
+        path.write_text("x")
+        return str(path)
+
+    discarded: list[str] = []
+    with ThreadPoolExecutor(4) as pool:
+        results = ordered_map(pool, write, range(4), 4, discard=discarded.append)
+        assert [next(results), next(results)] == [str(tmp_path / f"part{n}") for n in (0, 1)]
+        with pytest.raises(ValueError, match="job 2 failed"):
+            next(results)
+    assert discarded == [str(tmp_path / "part3")]  # parts yielded are the caller's
+
+
+def test_closing_ordered_map_cancels_jobs_not_started_and_discards_those_done() -> None:
+    started: list[int] = []
+
+    def job(n: int) -> int:
+        started.append(n)
+        time.sleep(0.05)
+        return n
+
+    discarded: list[int] = []
+    with ThreadPoolExecutor(1) as pool:
+        results = ordered_map(pool, job, range(100), 5, discard=discarded.append)
+        assert next(results) == 0
+        results.close()
+    assert started == [0, 1] or started == [0, 1, 2]  # the one running when closed ran on
+    assert discarded == started[1:]
+
+
+def test_ordered_map_follow_submits_the_next_job_and_yields_as_jobs_finish() -> None:
+    def step(job: tuple[str, int]) -> tuple[str, int]:
+        name, left = job
+        time.sleep(0.05 if name == "slow" else 0.001)
+        return name, left - 1
+
+    def follow(done: tuple[str, int]) -> tuple[str, int] | None:
+        return done if done[1] > 0 else None
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(ordered_map(pool, step, [("slow", 1), ("fast", 3)], 2, follow=follow))
+    assert got[:3] == [("fast", 2), ("fast", 1), ("fast", 0)]  # not held behind "slow"
+    assert got[3:] == [("slow", 0)]

@@ -53,6 +53,8 @@ _FOREIGN_ENV = (
     "PUSHGATEWAY_URL",
     "ES_MYSQL_PIPELINE_START_DATE",
     "ES_MYSQL_PIPELINE_END_DATE",
+    "ES_MYSQL_PIPELINE_ENV",
+    "ES_MYSQL_PIPELINE_DEFS",
 )
 
 _DAGSTER_YAML = """\
@@ -193,22 +195,23 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
-    """``dagster dev -w workspace.yaml`` on a free port, ready for runs and backfills."""
-    root = tmp_path_factory.mktemp("dagster_dev")
+@contextlib.contextmanager
+def running_dagster_dev(root: Path, **env_vars: str) -> Iterator[DagsterDev]:
+    """``dagster dev -w workspace.yaml`` on a free port with ``env_vars``, ready for runs
+    and backfills: the code location has finished loading (GraphQL says so) and the
+    daemons are healthy."""
     home, data = root / "dagster_home", root / "data"
-    home.mkdir()
-    data.mkdir()
+    home.mkdir(exist_ok=True)
+    data.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text(_DAGSTER_YAML)
     server = DagsterDev("127.0.0.1", free_port(), home, data, root / "dagster-dev.log")
     env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
     env.update(
         DAGSTER_HOME=str(home),
-        ES_MYSQL_PIPELINE_ENV="local",
         ES_MYSQL_PIPELINE_DATA=str(data),
         ES_MYSQL_PIPELINE_SCRATCH=str(root / "scratch"),
         PYTHONUNBUFFERED="1",
+        **env_vars,
     )
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"]
     cmd += ["-h", server.host, "-p", str(server.port)]
@@ -233,6 +236,15 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
         yield server
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+    """The environment-variable deployment (``ES_MYSQL_PIPELINE_ENV=local``): one pipeline."""
+    with running_dagster_dev(
+        tmp_path_factory.mktemp("dagster_dev"), ES_MYSQL_PIPELINE_ENV="local"
+    ) as server:
+        yield server
 
 
 @pytest.fixture

@@ -44,7 +44,5 @@ class Stats:
     stale_pit_ids: int = 0
     pits_opened: int = 0
     pits_closed: int = 0
-    scrolls_opened: int = 0
-    scrolls_cleared: int = 0
     #: the (id, max) of every slice searched
     slices_seen: set[tuple[int, int]] = field(default_factory=set)

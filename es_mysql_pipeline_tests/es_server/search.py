@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import bisect
 import fnmatch
 import re
@@ -72,18 +71,6 @@ class _Keys(Sequence[tuple[Any, ...]]):
 
 def _shards(n: int) -> dict[str, int]:
     return {"total": n, "successful": n, "skipped": 0, "failed": 0}
-
-
-def _encode_scroll_id(sid: str) -> str:
-    return base64.urlsafe_b64encode(b"\x00scroll\x01" + sid.encode()).decode().rstrip("=")
-
-
-def _decode_scroll_id(raw: str) -> str:
-    try:
-        data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-    except ValueError:
-        return ""
-    return data[8:].decode(errors="replace") if data.startswith(b"\x00scroll\x01") else ""
 
 
 def _in_slice(snap: _ShardSnap, doc: _Doc, slice_: dict[str, Any]) -> bool:

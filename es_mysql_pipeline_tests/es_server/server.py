@@ -1,4 +1,4 @@
-"""The test server: REST endpoints for indices, bulk, mapping, count, PIT, search and scroll."""
+"""The test server: REST endpoints for indices, bulk, mapping, count, PIT and search."""
 
 from __future__ import annotations
 
@@ -23,8 +23,6 @@ from es_mysql_pipeline_tests.es_server.faults import Fault, Stats
 from es_mysql_pipeline_tests.es_server.mapping import _parse_time_value
 from es_mysql_pipeline_tests.es_server.search import (
     _after_value,
-    _decode_scroll_id,
-    _encode_scroll_id,
     _filter_source,
     _in_slice,
     _Match,
@@ -38,7 +36,7 @@ from es_mysql_pipeline_tests.es_server.search import (
     _unsort,
     _validate_query,
 )
-from es_mysql_pipeline_tests.es_server.store import _Doc, _Index, _Pit, _Scroll, _ShardSnap
+from es_mysql_pipeline_tests.es_server.store import _Doc, _Index, _Pit, _ShardSnap
 from es_mysql_pipeline_tests.es_server.transport import PreEncoded, _Handler, _Httpd
 
 _json_str = json.encoder.encode_basestring_ascii
@@ -60,7 +58,7 @@ _SEARCH_BODY_KEYS = {
     "stored_fields", "terminate_after", "min_score", "explain",
 }  # fmt: skip
 _SEARCH_PARAMS = {
-    "scroll", "size", "from", "_source", "_source_includes", "_source_excludes",
+    "size", "from", "_source", "_source_includes", "_source_excludes",
     "track_total_hits", "allow_partial_search_results", "filter_path", "typed_keys",
     "rest_total_hits_as_int", "ignore_unavailable", "expand_wildcards", "allow_no_indices",
     "request_cache", "pretty", "human", "error_trace", "timeout", "preference",
@@ -86,7 +84,6 @@ class EsTestServer:
         keyfile: str | None = None,
         api_key: str | None = None,
         basic_auth: tuple[str, str] | None = None,
-        pit_supported: bool = True,
         default_shards: int = 1,
     ) -> None:
         self.version = version
@@ -96,7 +93,6 @@ class EsTestServer:
         #: the token after ``ApiKey `` that requests must carry (``None``: no API key auth)
         self.api_key = api_key
         self.basic_auth = basic_auth
-        self.pit_supported = pit_supported
         self.default_shards = default_shards
         #: indices where the authenticated user may not read (403)
         self.deny_read: set[str] = set()
@@ -106,7 +102,6 @@ class EsTestServer:
         self.stats = Stats()
         self.indices: dict[str, _Index] = {}
         self.pits: dict[str, _Pit] = {}
-        self.scrolls: dict[str, _Scroll] = {}
         self.faults: list[Fault] = []
         self._lock = threading.RLock()
         #: per PIT, query, sort and slice: the matches in sort order, and their sort keys
@@ -164,8 +159,8 @@ class EsTestServer:
 
         ``status`` answers with that HTTP status (``retry_after`` sets ``Retry-After``);
         ``drop`` sends headers and half the body, then closes the connection; ``delay``
-        sleeps ``delay`` seconds before answering; ``expire`` drops every PIT and scroll
-        context just before handling the request.
+        sleeps ``delay`` seconds before answering; ``expire`` drops every PIT
+        just before handling the request.
         """
         if kind not in {"status", "drop", "delay", "expire"}:
             raise ValueError(f"unknown fault kind {kind!r}")
@@ -181,10 +176,9 @@ class EsTestServer:
         return self.inject("status", count, status=503, match=match)
 
     def expire_all_contexts(self) -> None:
-        """Every open PIT and scroll disappears, as after ``keep_alive`` ran out."""
+        """Every open PIT disappears, as after ``keep_alive`` ran out."""
         with self._lock:
             self.pits.clear()
-            self.scrolls.clear()
             self._match_cache.clear()
 
     # -- seeding helpers for tests that do not need the client -----------------------------
@@ -214,12 +208,6 @@ class EsTestServer:
         with self._lock:
             self._expire()
             return len(self.pits)
-
-    @property
-    def open_scrolls(self) -> int:
-        with self._lock:
-            self._expire()
-            return len(self.scrolls)
 
     # -- request handling ------------------------------------------------------------------
 
@@ -269,10 +257,6 @@ class EsTestServer:
             return self._close_pit(body)
         elif parts == ["_search"] and method in ("GET", "POST"):
             return self._search(None, params, body)
-        elif parts == ["_search", "scroll"] and method in ("GET", "POST"):
-            return self._scroll_next(params, body)
-        elif parts == ["_search", "scroll"] and method == "DELETE":
-            return self._clear_scroll(body)
         elif parts == ["_refresh"] and method in ("GET", "POST"):
             return self._refresh("*")
         elif parts == ["_mapping"] and method == "GET":
@@ -564,12 +548,6 @@ class EsTestServer:
         }
 
     def _open_pit(self, expr: str, params: dict[str, str], path: str) -> tuple[int, Any]:
-        if not self.pit_supported:
-            raise EsError(
-                400,
-                "illegal_argument_exception",
-                f"no handler found for uri [{path}] and method [POST]",
-            )
         if "keep_alive" not in params:
             raise EsError(
                 400,
@@ -638,8 +616,6 @@ class EsTestServer:
         now = time.monotonic()
         for key in [k for k, p in self.pits.items() if p.expires < now]:
             self._drop_pit(key)
-        for key in [k for k, s in self.scrolls.items() if s.expires < now]:
-            del self.scrolls[key]
 
     def _search(self, expr: str | None, params: dict[str, str], body: Any) -> tuple[int, Any]:
         started = time.perf_counter()
@@ -657,19 +633,12 @@ class EsTestServer:
                 raise EsError(400, "parsing_exception", f"Unknown key for a {kind} in [{key}].",
                               line=1, col=2)  # fmt: skip
         pit_req = body.get("pit")
-        scroll = params.get("scroll")
         if pit_req is not None and expr is not None:
             raise EsError(
                 400,
                 "action_request_validation_exception",
                 "Validation Failed: 1: [indices] cannot be used with point in time. Do not "
                 "specify any index with point in time.;",
-            )
-        if pit_req is not None and scroll is not None:
-            raise EsError(
-                400,
-                "action_request_validation_exception",
-                "Validation Failed: 1: using [point in time] is not allowed in a scroll context;",
             )
         size = int(params.get("size", body.get("size", 10)))
         from_ = int(params.get("from", body.get("from", 0)))
@@ -679,7 +648,7 @@ class EsTestServer:
                 "illegal_argument_exception",
                 f"[size] parameter cannot be negative, found [{size}]",
             )
-        if scroll is None and from_ + size > MAX_RESULT_WINDOW:
+        if from_ + size > MAX_RESULT_WINDOW:
             raise _search_phase_error(
                 400,
                 "illegal_argument_exception",
@@ -688,30 +657,15 @@ class EsTestServer:
                 "efficient way to request large data sets. This limit can be set by changing "
                 "the [index.max_result_window] index level setting.",
             )
-        if scroll is not None and size > MAX_RESULT_WINDOW:
-            raise _search_phase_error(
-                400,
-                "illegal_argument_exception",
-                f"Batch size is too large, size must be less than or equal to: "
-                f"[{MAX_RESULT_WINDOW}] but was [{size}]. Scroll batch sizes cost as much "
-                "memory as result windows so they are controlled by the "
-                "[index.max_result_window] index level setting.",
-            )
         sort = _parse_sort(body.get("sort"))
         search_after = body.get("search_after")
         if search_after is not None and not sort:
             raise _search_phase_error(
                 400, "illegal_argument_exception", "Sort must contain at least one field."
             )
-        if search_after is not None and scroll is not None:
-            raise EsError(
-                400,
-                "action_request_validation_exception",
-                "Validation Failed: 1: `search_after` cannot be used in a scroll context.;",
-            )
         slice_ = body.get("slice")
         if slice_ is not None:
-            if pit_req is None and scroll is None:
+            if pit_req is None:
                 raise EsError(
                     400,
                     "action_request_validation_exception",
@@ -786,19 +740,6 @@ class EsTestServer:
             after_key = _sort_key(sort, [_after_value(v) for v in search_after])
             start = bisect.bisect_right(match_keys, after_key)
         total = len(matches)
-
-        if scroll is not None:
-            keep = _parse_time_value(scroll)
-            hits = [self._hit(m, includes, excludes, sort) for m in matches]
-            sc = _Scroll(uuid.uuid4().hex, hits, 0, size, time.monotonic() + keep, total)
-            with self._lock:
-                self.scrolls[sc.scroll_id] = sc
-                self.stats.scrolls_opened += 1
-            page = self._scroll_page(sc)
-            page["_scroll_id"] = _encode_scroll_id(sc.scroll_id)
-            page["_shards"] = _shards(len(snaps))
-            page["took"] = int((time.perf_counter() - started) * 1000)
-            return 200, page
 
         window = matches[start + from_ : start + from_ + size]
         resp: dict[str, Any] = {
@@ -917,61 +858,3 @@ class EsTestServer:
                 f'"_source":{doc.source_json()}{tail}}}'
             )
         return PreEncoded("[" + ",".join(texts) + "]")
-
-    def _scroll_page(self, sc: _Scroll) -> dict[str, Any]:
-        hits = sc.hits[sc.position : sc.position + sc.size]
-        sc.position += len(hits)
-        return {
-            "took": 1,
-            "timed_out": False,
-            "hits": {
-                "total": {"value": sc.total, "relation": "eq"},
-                "max_score": None,
-                "hits": hits,
-            },
-        }
-
-    def _scroll_next(self, params: dict[str, str], body: Any) -> tuple[int, Any]:
-        body = body or {}
-        for key in body:
-            if key not in ("scroll", "scroll_id"):
-                raise EsError(
-                    400,
-                    "parsing_exception",
-                    f"Unknown parameter [{key}] in request body or parameter is of the wrong "
-                    "type[VALUE_STRING] ",
-                )
-        raw_id = body.get("scroll_id") or params.get("scroll_id")
-        if not raw_id:
-            raise EsError(
-                400,
-                "action_request_validation_exception",
-                "Validation Failed: 1: scrollId is missing;",
-            )
-        keep = body.get("scroll") or params.get("scroll")
-        with self._lock:
-            sc = self.scrolls.get(_decode_scroll_id(raw_id))
-            if sc is None:
-                ctx = zlib.crc32(raw_id.encode())
-                raise EsError(
-                    404,
-                    "search_context_missing_exception",
-                    f"No search context found for id [{ctx}]",
-                )
-            if keep:
-                sc.expires = time.monotonic() + _parse_time_value(keep)
-            page = self._scroll_page(sc)
-        page["_scroll_id"] = raw_id
-        page["_shards"] = _shards(1)
-        return 200, page
-
-    def _clear_scroll(self, body: Any) -> tuple[int, Any]:
-        ids = (body or {}).get("scroll_id")
-        ids = [ids] if isinstance(ids, str) else list(ids or [])
-        freed = 0
-        with self._lock:
-            for raw in ids:
-                if self.scrolls.pop(_decode_scroll_id(raw), None) is not None:
-                    freed += 1
-                    self.stats.scrolls_cleared += 1
-        return (200 if freed or not ids else 404), {"succeeded": True, "num_freed": freed}

@@ -1,4 +1,4 @@
-"""The in-memory index/document store and the point-in-time and scroll contexts over it."""
+"""The in-memory index/document store and the point-in-time contexts over it."""
 
 from __future__ import annotations
 
@@ -122,13 +122,3 @@ class _Pit:
     #: per slice, the id in a response being written: a fast client may use it before the
     #: server thread marks the response delivered, and that is not a stale id
     sending: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _Scroll:
-    scroll_id: str
-    hits: list[dict[str, Any]]
-    position: int
-    size: int
-    expires: float
-    total: int

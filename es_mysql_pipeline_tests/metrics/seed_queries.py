@@ -12,6 +12,22 @@ SUCCESS_RATE = (
 P95_LATENCY = "histogram_quantile(0.95, rate(pipeline_insert_duration_seconds_bucket[5m]))"
 ERROR_RATE = "rate(pipeline_records_failed_total[5m])"
 
+#: The seed's four queries answering per pipeline (METRICS.md, "Several pipelines"): the
+#: same expressions, aggregated ``by (pipeline_id)`` (the seed's success rate sums every
+#: pipeline into one number).
+BY_PIPELINE = {
+    "records_per_second": "sum by (pipeline_id) (rate(pipeline_records_processed_total[1m]))",
+    "success_rate": (
+        "sum by (pipeline_id) (rate(pipeline_records_inserted_total[5m])) / "
+        "sum by (pipeline_id) (rate(pipeline_records_processed_total[5m])) * 100"
+    ),
+    "p95_insert": (
+        "histogram_quantile(0.95, "
+        "sum by (pipeline_id, le) (rate(pipeline_insert_duration_seconds_bucket[5m])))"
+    ),
+    "error_rate": "sum by (pipeline_id) (rate(pipeline_records_failed_total[5m]))",
+}
+
 
 def check_seed_queries(
     prom: PrometheusServer,

@@ -130,8 +130,8 @@ def test_real_pipeline_seed_queries(
     # at the start either, so the seed's records-per-second is exactly the count over 60 s.
     selector = 'pipeline_records_processed_total{pipeline_id="real"}'
     at = max(float(r["value"][1]) for r in prometheus.query(f"timestamp({selector})"))
-    window = prometheus.query(f"{selector}[1m]", at)
-    assert window and all(r["values"][0][1] == "0" for r in window), window
+    samples = prometheus.query(f"{selector}[1m]", at)
+    assert samples and all(r["values"][0][1] == "0" for r in samples), samples
     per_second = sum(
         float(r["value"][1])
         for r in prometheus.query(RECORDS_PER_SECOND, at)

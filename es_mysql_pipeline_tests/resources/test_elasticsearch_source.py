@@ -143,10 +143,9 @@ def big_index(es_target: EsTarget) -> str:
 
 
 def assert_clean(server: EsTestServer | None) -> None:
-    """No PIT or scroll left open, and each request used the newest PIT id."""
+    """No PIT left open, and each request used the newest PIT id."""
     if server is not None:
         assert server.open_pits == 0
-        assert server.open_scrolls == 0
         assert server.stats.stale_pit_ids == 0
 
 
@@ -448,33 +447,6 @@ def test_retries_run_out_with_a_clear_error(fault_server: EsTestServer) -> None:
     with pytest.raises(SourceError, match=r"still failing after 2 retries \(HTTP 503"):
         read_all(fast_source(fault_server, max_retries=2))
     assert fault_server.open_pits == 0
-
-
-def test_scroll_fallback_without_pit() -> None:
-    with EsTestServer(pit_supported=False) as server:
-        server.create_index("f", shards=3)
-        server.add_docs("f", FAULT_DOCS)
-        for slices in (1, 3):
-            got = read_all(fast_source(server, slices=slices), window_days(1, 2))
-            assert got == expected(FAULT_DOCS, window_days(1, 2))
-        assert server.stats.scrolls_opened == 4 and server.open_scrolls == 0
-
-
-@pytest.mark.parametrize("fault", ["drop", "503", "expire"])
-def test_scroll_fallback_restarts_without_duplicates(fault: str) -> None:
-    with EsTestServer(pit_supported=False) as server:
-        server.add_docs("f", FAULT_DOCS)
-        if fault == "drop":
-            server.inject("drop", 1, match="/_search/scroll$", after=4)
-        elif fault == "503":
-            server.fail_with_503(1, match="POST /_search/scroll$")
-        else:
-            server.inject("expire", 1, match="/_search/scroll$", after=7)
-        got = read_all(fast_source(server))
-        assert got == expected(FAULT_DOCS, None)
-        assert server.stats.faults_fired == 1
-        assert server.stats.scrolls_opened == 2
-        assert server.open_scrolls == 0
 
 
 # -- permanent errors: one clear line ----------------------------------------------------------

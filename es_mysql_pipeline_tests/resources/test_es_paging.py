@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from es_mysql_pipeline.records import as_rows
 from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
 from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
-from es_mysql_pipeline.resources.sources.elasticsearch.pit import PitState, SliceCursor
+from es_mysql_pipeline.resources.sources.elasticsearch.pit import SliceCursor
 from es_mysql_pipeline_tests.es_server import EsTestServer
 
 
@@ -81,7 +81,7 @@ def test_a_yielded_page_is_held_by_its_consumer_alone(es_server: EsTestServer) -
         policy = ErrorPolicy(es_server.url, "held", 5.0, 0, 0.0, 0.0, str)
         p = Paging.of(settings, client, policy, 1, dict)
         cursor = SliceCursor(0, 1, pit)
-        pages = cursor.pages(p, PitState(pit), {"match_all": {}}, threading.Event())
+        pages = cursor.pages(p, {"match_all": {}}, threading.Event())
         seen = []
         for page in pages:
             assert sys.getrefcount(page) == 2  # this loop's name and getrefcount's argument

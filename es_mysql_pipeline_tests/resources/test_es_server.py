@@ -76,14 +76,11 @@ def test_rejects_what_real_elasticsearch_rejects(es: Elasticsearch) -> None:
         assert (info.value.meta.status, error_type(info.value)) == (status, etype), kwargs
 
 
-def test_expired_pit_and_scroll_are_404(es: Elasticsearch, es_server: EsTestServer) -> None:
+def test_expired_pit_is_404(es: Elasticsearch, es_server: EsTestServer) -> None:
     pit = es.open_point_in_time(index="logs-a", keep_alive="1m")["id"]
-    scroll = es.search(index="logs-a", scroll="1m", size=5)["_scroll_id"]
     es_server.expire_all_contexts()
     with pytest.raises(NotFoundError, match="search_context_missing_exception"):
         es.search(pit={"id": pit}, size=1)
-    with pytest.raises(NotFoundError, match="search_context_missing_exception"):
-        es.scroll(scroll_id=scroll, scroll="1m")
 
 
 def test_range_and_source_filtering(es: Elasticsearch) -> None:

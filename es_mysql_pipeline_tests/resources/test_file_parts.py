@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,11 +34,13 @@ def joined(parts: Iterator[StagedPart]) -> Rows:
     return rows
 
 
-def run_now(fn: Callable[[Any], Any], job: Any) -> Future[Any]:
-    """A submit that runs the job at once in this process (the join logic, without a pool)."""
-    future: Future[Any] = Future()
-    future.set_result(fn(job))
-    return future
+class RunNow(Executor):
+    """Runs each job at once in this process (the join logic, without a pool)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
 
 
 def read_in_spans(file: TextFile, parts: int, size: int = 3, window: Any = None) -> Rows:
@@ -49,7 +51,7 @@ def read_in_spans(file: TextFile, parts: int, size: int = 3, window: Any = None)
     jobs = (
         fp._Job(file, span, size, window, ts_key, str(Path(file.path).parent)) for span in spans
     )
-    return joined(fp.join_in_order(jobs, run_now))
+    return joined(fp.join_in_order(jobs, RunNow(), parts))
 
 
 def text_lines(data: bytes, encoding: str = "utf-8") -> int:
@@ -137,7 +139,7 @@ def test_well_formed_parts_are_used_as_read(tmp_path: Path) -> None:
     spans = list(fp.plan_spans(file, size, 10, file.header()))
     assert len(spans) == 10
     jobs = (fp._Job(file, span, 3, None, None, str(tmp_path)) for span in spans)
-    parts = list(fp.join_in_order(jobs, run_now))
+    parts = list(fp.join_in_order(jobs, RunNow(), 10))
     assert len(parts) == 10
     assert joined(iter(parts)) == serial(FileSource(path=str(p)))
 

@@ -18,10 +18,11 @@ Workers come from :mod:`es_mysql_pipeline.worker_processes` and import nothing o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import Future
+from collections.abc import Generator, Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from itertools import chain
 
@@ -29,11 +30,11 @@ from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.sources.file_reading import Span, TextFile
 from es_mysql_pipeline.staging import StagedFileWriter, StagedPart, scratch_dir
 from es_mysql_pipeline.worker_processes import (
-    discard_outputs,
+    discard_files,
     may_spawn,
+    ordered_map,
     process_count,
     spawn_pool,
-    stop_signals_blocked,
 )
 
 #: Files smaller than this are read in the step's own process: starting workers costs more.
@@ -129,6 +130,10 @@ class _Job:
 class _Done:
     #: ``None`` when the part's end proved not to be a record boundary.
     part: StagedPart | None
+    job: _Job
+
+    def discard(self) -> None:
+        discard_files(self.part.staged.path if self.part is not None else None)
 
 
 def _read_part(job: _Job) -> _Done:
@@ -148,8 +153,8 @@ def _read_part(job: _Job) -> _Done:
         staged = out.finish()
     if not reader.end_ok:
         os.unlink(staged.path)
-        return _Done(None)
-    return _Done(StagedPart(staged, seconds))
+        return _Done(None, job)
+    return _Done(StagedPart(staged, seconds), job)
 
 
 def _staged_parts(
@@ -165,7 +170,7 @@ def _staged_parts(
     spans = plan_spans(file, size, workers * _PARTS_PER_WORKER, header)
     jobs = (_Job(file, span, batch_size, window, ts_key, scratch) for span in spans)
     with spawn_pool(workers) as pool:
-        yield from join_in_order(jobs, pool.submit)
+        yield from join_in_order(jobs, pool, workers * _PARTS_PER_WORKER)
 
 
 def plan_spans(
@@ -187,36 +192,25 @@ def plan_spans(
             start = cut
 
 
-Submit = Callable[[Callable[[_Job], _Done], _Job], "Future[_Done]"]
-
-
-def join_in_order(jobs: Iterable[_Job], submit: Submit) -> Generator[StagedPart, None, None]:
-    """Submit every job (as the iterable yields them), then yield their parts in order.
+def join_in_order(
+    jobs: Iterable[_Job], pool: Executor, ahead: int
+) -> Generator[StagedPart, None, None]:
+    """The jobs' parts in order, ``ahead`` jobs submitted at a time.
 
     A part whose end proves not to be a record boundary ends the parallel read: the parts
     after it are dropped and the rest of the file, from that part's start, is read here."""
-    submitted: list[_Job] = []
-    futures: list[Future[_Done]] = []
-    try:
-        with stop_signals_blocked():  # the workers start here, with this thread's mask
-            for job in jobs:
-                submitted.append(job)
-                futures.append(submit(_read_part, job))
-        for i, (job, future) in enumerate(zip(submitted, futures, strict=True)):
-            done = future.result()
+    results = ordered_map(pool, _read_part, jobs, ahead, discard=_Done.discard)
+    with contextlib.closing(results):
+        for done in results:
             if done.part is None:
-                discard_outputs(futures[i + 1 :], _paths)
-                span = job.span
+                results.close()  # the parts after it are dropped
+                span = done.job.span
                 rest = Span(span.start, None, span.lines_before, 0, span.header)
-                fallback = _read_part(replace(job, span=rest))
-                if fallback.part is not None:
-                    yield fallback.part
-                return
-            yield done.part
-    except BaseException:  # a stop (GeneratorExit), a failed part: no part left behind
-        discard_outputs(futures, _paths)
-        raise
-
-
-def _paths(done: _Done) -> list[str]:
-    return [done.part.staged.path] if done.part is not None else []
+                done = _read_part(replace(done.job, span=rest))
+                if done.part is None:
+                    return
+            try:
+                yield done.part
+            except BaseException:  # a stop or a failure while the part is in the caller's hands
+                done.discard()
+                raise

@@ -1,4 +1,4 @@
-"""The Elasticsearch source: resource, PIT paging, scroll fallback, errors, time field.
+"""The Elasticsearch source: resource, PIT paging, errors, time field.
 
 Names are imported on first use: a worker process reading a slice (``slice_parts``) must not
 pay for importing Dagster."""

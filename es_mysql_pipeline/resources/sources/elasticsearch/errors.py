@@ -21,7 +21,6 @@ from elasticsearch import __versionstr__ as CLIENT_VERSION
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
 from es_mysql_pipeline.metrics.recorder import get_recorder
-from es_mysql_pipeline.resources.sources.fan_in import Stopped
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +42,16 @@ _QUERY_ERRORS = frozenset(
 )
 
 
+class Stopped(Exception):
+    """The read was left (a stop, a failure elsewhere) while a request waited to retry."""
+
+
 class ContextMissing(Exception):
-    """The PIT or scroll context expired or vanished; reopen it and resume."""
-
-
-class NoPit(Exception):
-    """The server has no point-in-time API (before 7.10, or a proxy blocks it)."""
+    """The point in time expired or vanished; reopen it and resume."""
 
 
 class Transient(Exception):
-    """A retryable failure the caller must handle itself (a non-idempotent scroll page)."""
+    """A retryable failure the caller must handle itself (a page with failed shards)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ class ErrorPolicy:
         return Retry(self, stop)
 
     def call(self, what: str, retry: Retry, fn: Callable[[], T], timed: bool = True) -> T:
-        """Run an idempotent request with retries; PIT/scroll expiry surfaces as ContextMissing.
+        """Run an idempotent request with retries; PIT expiry surfaces as ContextMissing.
 
         ``timed`` requests count in the fetch-duration metric (pages, not metadata requests).
         """
@@ -84,7 +83,7 @@ class ErrorPolicy:
             started = time.perf_counter()
             try:
                 result = fn()
-            except (NoPit, ContextMissing, Stopped):
+            except (ContextMissing, Stopped):
                 raise
             except ApiError as exc:
                 if exc.meta.status == 404 and error_type(exc) == "search_context_missing_exception":

@@ -1,4 +1,4 @@
-"""What a paged read of one index needs, shared by PIT paging and the scroll fallback."""
+"""What a paged read of one index needs: the settings, the client, the query."""
 
 from __future__ import annotations
 

@@ -12,66 +12,63 @@ import functools
 import logging
 import threading
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
-
-from elasticsearch import ApiError
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from es_mysql_pipeline.errors import SourceError
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import Record
 from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
     ContextMissing,
-    NoPit,
     Retry,
     Transient,
 )
 from es_mysql_pipeline.resources.sources.elasticsearch.paging import Paging
-from es_mysql_pipeline.resources.sources.elasticsearch.scroll import scroll_pages
-from es_mysql_pipeline.resources.sources.fan_in import fan_in
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class PitState:
-    """The PIT shared by all slices: reopened once per expiry, newest id kept for closing."""
-
-    pit_id: str
-    generation: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+T = TypeVar("T")
 
 
 def pit_pages(paging: Paging) -> Generator[list[Record], None, None]:
-    """Pages of records from all slices; falls back to scroll where there is no PIT."""
+    """Pages of records, the index read as one slice in this process."""
     stop = threading.Event()
-    opened = open_pit(paging, stop)
-    if opened is None:
-        yield from scroll_pages(paging)
-        return
-    state, n = opened
+    cursor = SliceCursor(0, 1, open_pit(paging, stop)[0])
     try:
-        query = paging.query()
-        producers = [functools.partial(_pit_slice, paging, state, query, i, n) for i in range(n)]
-        yield from fan_in(producers, stop, name="es-slice")
+        pages = cursor.pages(paging, paging.query(), stop)
+        yield from prefetched(map(paging.records, pages), stop)
     finally:
         stop.set()
-        close_pits(paging, [state.pit_id])
+        close_pits(paging, [cursor.pit_id])  # the newest id, of the PIT reopened if expired
 
 
-def open_pit(paging: Paging, stop: threading.Event) -> tuple[PitState, int] | None:
+def prefetched(items: Iterator[T], stop: threading.Event) -> Generator[T, None, None]:
+    """``items``, each next one asked for in a thread while the caller works on this one: a
+    page's request waits on the server (without the GIL) while the page before is staged.
+    Leaving sets ``stop`` (a retry waiting gives up) and waits for the request in flight."""
+    with ThreadPoolExecutor(1, thread_name_prefix="es-page") as ahead:
+        try:
+            upcoming = ahead.submit(next, items, _END)
+            while (item := upcoming.result()) is not _END:
+                upcoming = ahead.submit(next, items, _END)
+                yield item
+        finally:
+            stop.set()
+
+
+_END: Any = object()
+
+
+def open_pit(paging: Paging, stop: threading.Event) -> tuple[str, int]:
     """A point in time on the index, and the slices to read it in (``paging.slices``, capped
-    at the primary shard count); ``None`` where the server has no PIT API (read by scroll)."""
-    try:
-        pit_id, shards = _open_pit(paging, paging.policy.retry(stop))
-    except NoPit:
-        log.warning("Elasticsearch has no point-in-time API here; falling back to scroll")
-        return None
+    at the primary shard count)."""
+    pit_id, shards = _open_pit(paging, paging.policy.retry(stop))
     n = paging.slices
     if shards and n > shards:
         log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, paging.index)
         n = shards
-    return PitState(pit_id), n
+    return pit_id, n
 
 
 def close_pits(paging: Paging, ids: Iterable[str]) -> None:
@@ -87,33 +84,11 @@ def close_pits(paging: Paging, ids: Iterable[str]) -> None:
 
 def _open_pit(paging: Paging, retry: Retry) -> tuple[str, int]:
     def open_pit() -> Any:
-        try:
-            return paging.client.open_point_in_time(
-                index=paging.index, keep_alive=paging.keep_alive
-            )
-        except ApiError as exc:
-            text = str(exc.body)
-            if exc.meta.status in (400, 404, 405) and (
-                "no handler found" in text or "Incorrect HTTP method" in text
-            ):
-                raise NoPit() from None
-            raise
+        return paging.client.open_point_in_time(index=paging.index, keep_alive=paging.keep_alive)
 
     resp = paging.policy.call("open point in time", retry, open_pit)
     shards = int(((resp.get("_shards") or {}).get("total")) or 0)
     return str(resp["id"]), shards
-
-
-def _reopen(
-    paging: Paging, state: PitState, seen_gen: int, stop: threading.Event
-) -> tuple[str, int]:
-    with state.lock:
-        if state.generation == seen_gen:
-            log.warning("Elasticsearch point in time expired; reopening and resuming")
-            get_recorder().retry("fetch")
-            state.pit_id, _ = _open_pit(paging, paging.policy.retry(stop))
-            state.generation += 1
-        return state.pit_id, state.generation
 
 
 @dataclass
@@ -134,7 +109,6 @@ class SliceCursor:
     def pages(
         self,
         paging: Paging,
-        state: PitState,
         query: dict[str, Any],
         stop: threading.Event,
         max_pages: int | None = None,
@@ -168,12 +142,12 @@ class SliceCursor:
                         f"Elasticsearch point in time keeps expiring on {policy.target}; "
                         f"raise keep_alive (now {paging.keep_alive})"
                     ) from None
-                self.pit_id, self.generation = _reopen(paging, state, self.generation, stop)
+                log.warning("Elasticsearch point in time expired; reopening and resuming")
+                get_recorder().retry("fetch")
+                self.pit_id, _ = _open_pit(paging, policy.retry(stop))
+                self.generation += 1
                 continue
             self.pit_id = str(resp.get("pit_id") or self.pit_id)  # the newest id for the next
-            with state.lock:
-                if state.generation == self.generation:
-                    state.pit_id = self.pit_id
             shards = resp.get("_shards") or {}
             if shards.get("failed"):
                 _shard_failure(shards, retry)
@@ -194,19 +168,6 @@ class SliceCursor:
             handed: list[list[dict[str, Any]]] = [hits]
             del hits
             yield handed.pop()
-
-
-def _pit_slice(
-    paging: Paging,
-    state: PitState,
-    query: dict[str, Any],
-    slice_id: int,
-    nslices: int,
-    stop: threading.Event,
-) -> Iterator[list[Record]]:
-    with state.lock:
-        cursor = SliceCursor(slice_id, nslices, state.pit_id, state.generation)
-    return map(paging.records, cursor.pages(paging, state, query, stop))
 
 
 def _shard_failure(shards: dict[str, Any], retry: Retry) -> None:

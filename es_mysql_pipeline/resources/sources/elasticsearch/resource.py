@@ -1,7 +1,7 @@
 """The Elasticsearch source resource: settings, credentials, the client and the read.
 
-Paging lives in :mod:`.pit` (point in time + ``search_after``) and :mod:`.scroll` (the
-fallback); what a failure means in :mod:`.errors`; the time field in :mod:`.time_field`.
+Paging lives in :mod:`.pit` (point in time + ``search_after``); what a failure means in
+:mod:`.errors`; the time field in :mod:`.time_field`.
 """
 
 from __future__ import annotations
@@ -40,11 +40,9 @@ from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
 )
 from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
 from es_mysql_pipeline.resources.sources.elasticsearch.pit import pit_pages
-from es_mysql_pipeline.resources.sources.elasticsearch.scroll import scroll_pages
 from es_mysql_pipeline.resources.sources.elasticsearch.slice_parts import (
     SliceRead,
     pit_parts,
-    staged_in_parts,
 )
 from es_mysql_pipeline.resources.sources.elasticsearch.time_field import (
     TimeField,
@@ -85,8 +83,9 @@ class ElasticsearchSource(RecordSource):
     source_excludes: list[str] | None = None
     page_size: int = 1000
     request_timeout: float = 30
-    #: parallel PIT slices, capped at the primary shard count; 0 (the default): one per
-    #: fetch worker process where slices are read by workers (see :meth:`read_parts`), else 1
+    #: parallel PIT slices, each read by a fetch worker process (see :meth:`read_parts`),
+    #: capped at the primary shard count; 0 (the default): one per worker process. A read
+    #: in one process (one worker process, or none allowed) reads one slice.
     slices: int = 0
     include_index: bool = False
     #: consecutive transient failures tolerated per request before giving up
@@ -163,8 +162,8 @@ class ElasticsearchSource(RecordSource):
             client.close()
 
     def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
-        with self._reading(window, batch_size, self.slices or 1) as (paging, pit_ok):
-            pages = pit_pages(paging) if pit_ok else scroll_pages(paging)
+        with self._reading(window, batch_size, 1) as paging:
+            pages = pit_pages(paging)
             try:
                 yield from rebatch(pages, batch_size)
             finally:
@@ -185,14 +184,7 @@ class ElasticsearchSource(RecordSource):
         self, window: TimeWindow | None, batch_size: int, workers: int
     ) -> Generator[StagedPart, None, None]:
         ts_key = self.timestamp_key()
-        with self._reading(window, batch_size, self.slices or workers) as (paging, pit_ok):
-            if not pit_ok:
-                pages = scroll_pages(paging)
-                try:
-                    yield from staged_in_parts(rebatch(pages, batch_size), ts_key)
-                finally:
-                    pages.close()
-                return
+        with self._reading(window, batch_size, self.slices or workers) as paging:
             scratch = scratch_dir()
 
             def read_for(query: dict[str, Any]) -> SliceRead:
@@ -216,37 +208,31 @@ class ElasticsearchSource(RecordSource):
                 parts.close()
 
     @contextlib.contextmanager
-    def _reading(
-        self, window: TimeWindow | None, batch_size: int, slices: int
-    ) -> Iterator[tuple[Paging, bool]]:
-        """A client checked against the server, and the paging of this read (whether the
-        server has a point-in-time API); the client is closed on the way out."""
+    def _reading(self, window: TimeWindow | None, batch_size: int, slices: int) -> Iterator[Paging]:
+        """A client checked against the server, and the paging of this read; the client is
+        closed on the way out (the client refuses servers of another major, so the server
+        is 8.0 or later and has point-in-time search)."""
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1")
         self._validate()
         client = self._client()
         try:
-            version = self._server_version(client)
+            self._server_version(client)
             if window is not None:
                 self._resolve_time_field(client)
-            pit_ok = version >= (7, 10)
             log.info(
-                "Reading Elasticsearch %s%s with %s, page size %d, %d slice(s)",
+                "Reading Elasticsearch %s%s with PIT + search_after, page size %d, %d slice(s)",
                 self._target(),
                 f" for {window.label()}" if window else "",
-                "PIT + search_after" if pit_ok else "scroll",
                 self.page_size,
                 slices,
             )
-            yield (
-                Paging.of(
-                    self._page_settings(),
-                    client,
-                    self._policy(),
-                    slices,
-                    lambda: self._build_query(window),
-                ),
-                pit_ok,
+            yield Paging.of(
+                self._page_settings(),
+                client,
+                self._policy(),
+                slices,
+                lambda: self._build_query(window),
             )
         finally:
             client.close()

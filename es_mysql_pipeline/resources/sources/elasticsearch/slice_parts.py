@@ -1,12 +1,12 @@
 """A sliced point-in-time read spread over worker processes, each staging what it reads.
 
 Parsing the responses and staging the records is pure Python, one core per process: one
-process reading every slice (in threads) is bound to one core however many slices the
-cluster serves. So each slice is read by a worker process, a few pages at a time: a job
-reads up to :data:`RECORDS_PER_JOB` records of one slice from where the slice stands (the
-PIT id and the last page's sort values, a :class:`~.pit.SliceCursor`), stages them, and
-returns the part and the cursor; the next job of that slice goes on from there. Parts come
-back as jobs finish, so the step shows progress and a stop waits for one job at most.
+process is bound to one core however many slices the cluster serves. So each slice is read
+by a worker process, a few pages at a time: a job reads up to :data:`RECORDS_PER_JOB`
+records of one slice from where the slice stands (the PIT id and the last page's sort
+values, a :class:`~.pit.SliceCursor`), stages them, and returns the part and the cursor; the
+next job of that slice goes on from there. Parts come back as jobs finish, so the step shows
+progress and a stop waits for one job at most.
 
 Retries, PIT expiry and shard failures are handled in the worker exactly as in one process
 (the same :class:`~.pit.SliceCursor`); its metrics (request durations, retries) travel back
@@ -16,12 +16,11 @@ nothing of Dagster.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 import os
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -34,15 +33,13 @@ from es_mysql_pipeline.resources.sources.elasticsearch.connection import Connect
 from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
 from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
 from es_mysql_pipeline.resources.sources.elasticsearch.pit import (
-    PitState,
     SliceCursor,
     close_pits,
     open_pit,
+    prefetched,
 )
-from es_mysql_pipeline.resources.sources.elasticsearch.scroll import scroll_pages
-from es_mysql_pipeline.resources.sources.fan_in import fan_in
 from es_mysql_pipeline.staging import StagedFileWriter, StagedPart
-from es_mysql_pipeline.worker_processes import discard_outputs, spawn_pool, stop_signals_blocked
+from es_mysql_pipeline.worker_processes import discard_files, ordered_map, spawn_pool
 
 log = logging.getLogger(__name__)
 
@@ -92,30 +89,26 @@ def slice_parts(
     for those running and deletes their parts. The cursors are updated as jobs finish: their
     ``pit_id``\\ s are the ones to close when the read is over."""
     by_slice = {c.slice_id: i for i, c in enumerate(cursors)}
-    running: dict[Future[_Done], SliceCursor] = {}
 
-    def submit(pool: Executor, cursor: SliceCursor) -> None:
-        with stop_signals_blocked():  # a worker may start here, with this thread's mask
-            running[pool.submit(read_job, _Job(read, cursor))] = cursor
+    def follow(done: _Done) -> _Job | None:
+        cursors[by_slice[done.cursor.slice_id]] = done.cursor
+        return None if done.cursor.done else _Job(read, done.cursor)
 
-    with spawn_pool(workers, unused=UNUSED_HTTP_STACKS) as pool:
-        try:
-            for cursor in cursors:
-                submit(pool, cursor)
-            while running:
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    del running[future]
-                    done = future.result()
-                    cursors[by_slice[done.cursor.slice_id]] = done.cursor
-                    if done.retries:
-                        get_recorder().retry("fetch", done.retries)
-                    if not done.cursor.done:
-                        submit(pool, done.cursor)
-                    yield done.part
-        except BaseException:  # a stop (GeneratorExit), a failed job: no part left behind
-            discard_outputs(list(running), _paths)
-            raise
+    jobs = [_Job(read, cursor) for cursor in cursors]
+    with (
+        spawn_pool(workers, unused=UNUSED_HTTP_STACKS) as pool,
+        contextlib.closing(
+            ordered_map(pool, read_job, jobs, len(jobs), discard=_discard, follow=follow)
+        ) as done_jobs,
+    ):
+        for done in done_jobs:
+            if done.retries:
+                get_recorder().retry("fetch", done.retries)
+            try:
+                yield done.part
+            except BaseException:  # a stop or a failure while the part is in the caller's hands
+                _discard(done)
+                raise
 
 
 def read_job(job: _Job) -> _Done:
@@ -127,8 +120,7 @@ def read_job(job: _Job) -> _Done:
     previous = set_recorder(collected)
     try:
         paging = read.paging(_client(read.connection), cursor.nslices)
-        state = PitState(cursor.pit_id, cursor.generation)
-        hits = cursor.pages(paging, state, read.query, threading.Event(), read.pages_per_job)
+        hits = cursor.pages(paging, read.query, threading.Event(), read.pages_per_job)
         pages = map(paging.frame, hits)
         part = stage(rebatch(pages, read.batch_size), read.timestamp_key)
     finally:
@@ -148,7 +140,7 @@ def staged_in_parts(
     batches: Iterator[Frame], timestamp_key: str | None
 ) -> Generator[StagedPart, None, None]:
     """``batches`` staged in this process, a part every :data:`RECORDS_PER_JOB` records (a read
-    that cannot be spread: one shard, no point in time), so the step still shows progress."""
+    that cannot be spread: one shard), so the step still shows progress."""
     while True:
         part = stage(_up_to(batches, RECORDS_PER_JOB), timestamp_key)
         if not part.staged.rows:
@@ -193,8 +185,8 @@ class _Collected(NullRecorder):
         self.retries += n
 
 
-def _paths(done: _Done) -> list[str]:
-    return [done.part.staged.path]
+def _discard(done: _Done) -> None:
+    discard_files(done.part.staged.path)
 
 
 def pit_parts(
@@ -205,37 +197,21 @@ def pit_parts(
     timestamp_key: str | None,
 ) -> Generator[StagedPart, None, None]:
     """The index read through a point in time, its slices in ``workers`` processes; in this
-    process where there is one slice (one shard) or no point in time (scroll)."""
+    process where there is one slice (one shard)."""
     stop = threading.Event()
-    opened = open_pit(paging, stop)
-    if opened is None:
-        yield from staged_in_parts(rebatch(scroll_pages(paging), batch_size), timestamp_key)
-        return
-    state, n = opened
-    cursors = [SliceCursor(i, n, state.pit_id) for i in range(n)]
+    pit_id, n = open_pit(paging, stop)
+    cursors = [SliceCursor(i, n, pit_id) for i in range(n)]
     try:
         query = paging.query()
         if n < 2:  # one shard: read here, the next page asked for while this one is staged
-            produce = functools.partial(_frames, cursors[0], paging, state, query)
-            pages = fan_in([produce], stop, name="es-slice")
-            try:
-                yield from staged_in_parts(rebatch(pages, batch_size), timestamp_key)
-            finally:
-                pages.close()  # type: ignore[attr-defined]
+            pages = cursors[0].pages(paging, query, stop)
+            frames = prefetched(map(paging.frame, pages), stop)
+            with contextlib.closing(frames):
+                yield from staged_in_parts(rebatch(frames, batch_size), timestamp_key)
         else:
             yield from slice_parts(read_for(query), cursors, min(workers, n))
     finally:
         stop.set()
         # The first PIT (its newest id), and each one a worker reopened after an expiry.
-        first = [c.pit_id for c in cursors if c.generation == 0][-1:] or [state.pit_id]
+        first = [c.pit_id for c in cursors if c.generation == 0][-1:] or [pit_id]
         close_pits(paging, [*first, *(c.pit_id for c in cursors if c.generation)])
-
-
-def _frames(
-    cursor: SliceCursor,
-    paging: Paging,
-    state: PitState,
-    query: dict[str, Any],
-    stop: threading.Event,
-) -> Iterator[Frame]:
-    return map(paging.frame, cursor.pages(paging, state, query, stop))
