@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 OVERFLOW = "_overflow"
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
 
 
 def leaves(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -47,6 +49,8 @@ def canon(value: Any) -> str | None:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, str):
         # an int or float written as text into a column of mixed types: canonical too
+        if _NUMBER.fullmatch(value):
+            return canon(json.loads(value))
         return value
     raise AssertionError(f"unexpected value type {type(value).__name__}: {value!r}")
 

@@ -101,6 +101,8 @@ def plan_columns(
         if key is not None and key in shape.columns:
             plan[key] = lower.get(key.lower(), key)
     data = [n for n in shape.columns if n not in plan and n != OVERFLOW_COLUMN]
+    # names a data field may not take in any case: existing columns, the pipeline's own
+    taken = set(lower) | {c.lower() for c in plan.values()} | {OVERFLOW_COLUMN.lower()}
     owners: dict[str, str] = {}
     for name in sorted(data):
         owners.setdefault(name.lower(), name)
@@ -110,7 +112,7 @@ def plan_columns(
     overflow: list[str] = []
     for name in data:
         column = name
-        if name not in exact and (name.lower() in lower or owners[name.lower()] != name):
+        if name not in exact and (name.lower() in taken or owners[name.lower()] != name):
             column = suffixed(name, "case:" + name)
         if column in exact:
             plan[name] = column
