@@ -116,6 +116,8 @@ class PartitionsModel(dg.Resolvable, dg.Model):
     type: Literal["daily", "hourly", "none"] = "daily"
     #: ``YYYY-MM-DD`` (hourly also ``YYYY-MM-DD-HH:MM``), UTC.
     start: str = "2024-01-01"
+    #: The first partition not to offer (exclusive), same format; unset: up to now.
+    end: str | None = None
 
 
 class BackfillModel(dg.Resolvable, dg.Model):
@@ -753,19 +755,28 @@ def _partitions(
 ) -> dg.PartitionsDefinition[str] | None:
     if model is None or model.type == "none":
         return None
-    start = model.start
+    start, end = model.start, model.end
+    field_at = "start"
+    hint = "YYYY-MM-DD" if model.type == "daily" else "YYYY-MM-DD or YYYY-MM-DD-HH:MM"
     try:
         if model.type == "daily":
             datetime.strptime(start, "%Y-%m-%d")
-            return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC")
-        fmt = "%Y-%m-%d-%H:%M" if len(start) > 10 else "%Y-%m-%d"
-        begin = datetime.strptime(start, fmt)
-        return dg.HourlyPartitionsDefinition(
-            start_date=begin.strftime("%Y-%m-%d-%H:%M"), timezone="UTC"
-        )
+            if end is not None:
+                field_at = "end"
+                datetime.strptime(end, "%Y-%m-%d")
+            return dg.DailyPartitionsDefinition(start_date=start, end_date=end, timezone="UTC")
+        begin = _hour(start)
+        field_at = "end"
+        stop = None if end is None else _hour(end)
+        return dg.HourlyPartitionsDefinition(start_date=begin, end_date=stop, timezone="UTC")
     except ValueError:
-        hint = "YYYY-MM-DD" if model.type == "daily" else "YYYY-MM-DD or YYYY-MM-DD-HH:MM"
-        where.fail((*at, "partitions", "start"), f"start {start!r}: use {hint}")
+        value = start if field_at == "start" else end
+        where.fail((*at, "partitions", field_at), f"{field_at} {value!r}: use {hint}")
+
+
+def _hour(text: str) -> str:
+    fmt = "%Y-%m-%d-%H:%M" if len(text) > 10 else "%Y-%m-%d"
+    return datetime.strptime(text, fmt).strftime("%Y-%m-%d-%H:%M")
 
 
 def _check_cron(where: _Where, at: tuple[Any, ...], cron: str) -> None:
