@@ -71,7 +71,7 @@ setting_choices = st.sampled_from(
     [
         {},
         {"keep_whole": ["labels"]},
-        {"id_column": "id", "timestamp_column": "timestamp"},  # a table made before 0.4
+        {"id_column": "id", "timestamp_column": "timestamp"},  # a table made by 0.1
     ]
 )
 

@@ -252,7 +252,7 @@ def test_a_csv_with_Name_and_name_and_long_headers_keeps_every_column(
 
 
 def test_jsonl_keys_equal_to_the_id_and_time_columns_survive_renaming(tmp_path: Path) -> None:
-    """With the columns of a table made before 0.4 (``id``, ``timestamp``), a data field of
+    """With the columns of a table made by 0.1 (``id``, ``timestamp``), a data field of
     the same name moves to a distinct column instead of being overwritten."""
     docs = [
         {"_id": "a", "ts": "2024-03-01T00:00:00Z", "id": 7, "timestamp": "v1", "_overflow": 1},

@@ -130,13 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-id-column",
         default=None,
         help="column of the id field (default: the field's own name, _id for Elasticsearch; "
-        "tables made before 0.4 use id)",
+        "tables made by 0.1 use id)",
     )
     cols.add_argument(
         "--output-time-column",
         default=None,
         help="column of the time field (default: the field's own name, @timestamp as "
-        "timestamp; tables made before 0.4 use timestamp)",
+        "timestamp; tables made by 0.1 use timestamp)",
     )
     declared = p.add_argument_group("a pipeline declared in a defs.yaml")
     declared.add_argument(

@@ -15,10 +15,10 @@ class PipelineSettings(dg.ConfigurableResource):
     #: Records per batch read from the source and written to the staged file.
     fetch_batch_size: int = 5000
     #: Column of the id field; unset: the field's own name (``_id`` for Elasticsearch).
-    #: Tables made before 0.4 keep it in ``id``: set ``id``.
+    #: Tables made by 0.1 keep it in ``id``: set ``id``.
     id_column: str | None = None
     #: Column of the time field; unset: the field's own name (``@timestamp`` → ``timestamp``).
-    #: Tables made before 0.4 keep it in ``timestamp``: set ``timestamp``.
+    #: Tables made by 0.1 keep it in ``timestamp``: set ``timestamp``.
     timestamp_column: str | None = None
     #: Output columns to keep (after flattening and renaming); empty keeps all.
     select: list[str] = []

@@ -204,7 +204,7 @@ def _missing_id(name: str, existing: dict[str, Any]) -> str:
     text = f"column {name!r} for the record id is missing"
     if "id" in existing or "ID" in existing:
         text += (
-            " (a table made before 0.4 keeps the id in column 'id': set id_column to id, "
+            " (a table made by 0.1 keeps the id in column 'id': set id_column to id, "
             "--output-id-column id on the command line)"
         )
     return text
