@@ -378,3 +378,15 @@ def test_records_without_a_readable_time_are_counted_once_beside_the_partitions(
     processed = loaded["processed"]
     assert processed == in_sink + loaded["skipped"] + rejected
     assert processed + md["unplaced_records"] == len(sample_rows()) == 3007
+
+
+@pytest.mark.integration
+def test_elasticsearch_documents_without_a_time_are_found_by_query(es_target: EsTarget) -> None:
+    from es_mysql_pipeline_tests.es_docs import make_docs, untimed_ids
+
+    docs = make_docs(3000, prefix="np")
+    es_target.seed("unplaced", docs, shards=2)
+    source = es_target.source("unplaced")
+    found = [(r["_id"], why) for batch in source.read_unplaced(500) for r, why in batch]
+    assert {i for i, _ in found} == untimed_ids(docs) and len(found) == len(untimed_ids(docs))
+    assert all("no time in field '@timestamp'" in why for _, why in found)

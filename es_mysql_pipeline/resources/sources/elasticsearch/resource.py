@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -26,10 +26,12 @@ from pydantic import PrivateAttr
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.records import (
     Batch,
+    Record,
     TimeWindow,
     mask_secrets,
     rebatch,
     timestamp_setting,
+    unplaced_reason,
 )
 from es_mysql_pipeline.resources.sources.base import RecordSource
 from es_mysql_pipeline.resources.sources.elasticsearch import slice_parts
@@ -169,6 +171,27 @@ class ElasticsearchSource(RecordSource):
             finally:
                 pages.close()  # stops the slices and closes the PIT before the client goes
 
+    def read_unplaced(self, batch_size: int) -> Iterator[list[tuple[Record, str]]]:
+        """Only the documents without a time: asked for as such (``must_not exists``), not
+        found by reading the whole index. A value the index could not parse as a date is
+        not indexed either (``ignore_malformed``), so those come too."""
+        ts_key = self.timestamp_key()
+        if ts_key is None:
+            return
+        user = self._user_query()
+        query: dict[str, Any] = {"bool": {"must_not": [{"exists": {"field": ts_key}}]}}
+        if user is not None:
+            query["bool"]["filter"] = [user]
+        with self._reading(None, batch_size, 1, lambda: query) as paging:
+            pages = pit_pages(paging)
+            try:
+                for batch in rebatch(pages, batch_size):
+                    out = [(r, why) for r in batch if (why := unplaced_reason(r, ts_key))]
+                    if out:
+                        yield out
+            finally:
+                pages.close()
+
     def read_parts(
         self, window: TimeWindow | None, batch_size: int, processes: int
     ) -> Generator[StagedPart, None, None] | None:
@@ -208,7 +231,13 @@ class ElasticsearchSource(RecordSource):
                 parts.close()
 
     @contextlib.contextmanager
-    def _reading(self, window: TimeWindow | None, batch_size: int, slices: int) -> Iterator[Paging]:
+    def _reading(
+        self,
+        window: TimeWindow | None,
+        batch_size: int,
+        slices: int,
+        query: Callable[[], dict[str, Any]] | None = None,
+    ) -> Iterator[Paging]:
         """A client checked against the server, and the paging of this read; the client is
         closed on the way out (the client refuses servers of another major, so the server
         is 8.0 or later and has point-in-time search)."""
@@ -232,7 +261,7 @@ class ElasticsearchSource(RecordSource):
                 client,
                 self._policy(),
                 slices,
-                lambda: self._build_query(window),
+                query or (lambda: self._build_query(window)),
             )
         finally:
             client.close()
