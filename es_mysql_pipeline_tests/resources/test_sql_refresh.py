@@ -71,7 +71,8 @@ def contents(url: str, table: str) -> dict[str, str]:
 def indexes(url: str, table: str) -> list[tuple[str, ...]]:
     engine = sa.create_engine(url)
     try:
-        return sorted(tuple(i["column_names"]) for i in sa.inspect(engine).get_indexes(table))  # type: ignore[misc]
+        found = sa.inspect(engine).get_indexes(table)
+        return sorted(tuple(str(c) for c in i["column_names"]) for i in found)
     finally:
         engine.dispose()
 
