@@ -128,7 +128,7 @@ class BackfillModel(dg.Resolvable, dg.Model):
 class PipelineOptions(dg.Resolvable, dg.Model):
     """What ``defaults`` may set for every pipeline, and each pipeline for itself."""
 
-    write_mode: Literal["skip", "upsert", "append"] | None = None
+    write_mode: Literal["skip", "upsert", "append", "refresh"] | None = None
     schema_contract: Literal["evolve", "freeze", "discard"] | None = None
     #: Every :class:`PipelineSettings` field (``id_column``, ``rename``, ``casts`` …).
     settings: dict[str, Any] = {}
@@ -295,6 +295,11 @@ class PipelinePlan:
         source = _source(where, (*at, "source"), pipeline.source, connections)
         sink, table_key = _sink(where, (*at, "sink"), pipeline.sink, options, connections)
         partitions = _partitions(where, at, options.partitions)
+        if sink.write_mode == "refresh" and partitions is not None:
+            where.fail(
+                (*at, "write_mode"),
+                "refresh replaces the whole table at each load: give partitions: {type: none}",
+            )
         schedule = options.schedule
         if schedule is not None:
             _check_cron(where, (*at, "schedule"), schedule)

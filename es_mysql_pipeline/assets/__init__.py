@@ -147,7 +147,8 @@ def build_assets(
         key=names.loaded,
         kinds={"sql"},
         ins={"clean_records": dg.AssetIn(key=names.clean)},
-        required_resource_keys={keys.sink, keys.settings},
+        # the source too: deletes read its ids for the window after the load
+        required_resource_keys={keys.source, keys.sink, keys.settings},
         check_specs=checks if partitions_def else None,
         pool=pool,
         **common,
@@ -219,6 +220,7 @@ def _load(keys: ResourceKeys) -> Any:
             clean_records,
             getattr(resources, keys.sink),
             getattr(resources, keys.settings),
+            getattr(resources, keys.source),
         )
 
     return load

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
 from es_mysql_pipeline import __version__
 from es_mysql_pipeline.metrics.recorder import (
+    DeleteMode,
     RecordOutcome,
     Stage,
     State,
@@ -134,6 +135,13 @@ SCHEMA_CHANGES = MetricSpec(
     "given a distinct column name (renamed) or stored in the overflow column (overflowed).",
     ("pipeline_id", "change"),
 )
+RECORDS_DELETED = MetricSpec(
+    "pipeline_records_deleted_total",
+    "counter",
+    "Sink rows deleted (hard) or stamped deleted (soft): their id was missing from the "
+    "source's re-read window, or their record carried the delete marker.",
+    ("pipeline_id", "mode"),
+)
 LAST_SUCCESS = MetricSpec(
     "pipeline_last_success_timestamp_seconds",
     "gauge",
@@ -209,6 +217,7 @@ RECORDER_SPECS: tuple[MetricSpec, ...] = (
     RETRIES,
     DEAD_LETTER,
     SCHEMA_CHANGES,
+    RECORDS_DELETED,
     LAST_SUCCESS,
     LAST_RECORD,
     INFO,
@@ -305,6 +314,7 @@ class PrometheusRecorder:
         self._retries = m[RETRIES.family]
         self._dead_letter = m[DEAD_LETTER.family]
         self._schema_changes = m[SCHEMA_CHANGES.family]
+        self._deleted = m[RECORDS_DELETED.family]
         # Created on first success only: a 0 here would read as "last success in 1970".
         self._last_success = m[LAST_SUCCESS.family]
         self._last_record = m[LAST_RECORD.family]
@@ -318,6 +328,8 @@ class PrometheusRecorder:
             self._durations[kind].labels(pipeline_id)
         for result in ("success", "failure"):
             self._analysis.labels(pipeline_id, result)
+        for mode in ("hard", "soft"):
+            self._deleted.labels(pipeline_id, mode)
         self._workers.set(0)
         self._queue.set(0)
         self._state.state("stopped")
@@ -368,6 +380,10 @@ class PrometheusRecorder:
     ) -> None:
         if n > 0:
             self._schema_changes.labels(self.pipeline_id, change).inc(n)
+
+    def deleted(self, mode: DeleteMode, n: int) -> None:
+        if n > 0:
+            self._deleted.labels(self.pipeline_id, mode).inc(n)
 
     def last_record_timestamp(self, epoch_seconds: float) -> None:
         self._last_record.labels(self.pipeline_id).set(epoch_seconds)

@@ -13,6 +13,8 @@ from typing import Literal, Protocol
 Stage = Literal["fetch", "transform", "load"]
 RecordOutcome = Literal["processed", "inserted", "updated", "skipped", "failed"]
 State = Literal["stopped", "running", "error"]
+#: How a sink row went: removed (``hard``) or stamped in its ``_deleted_at`` column (``soft``).
+DeleteMode = Literal["hard", "soft"]
 
 
 class Recorder(Protocol):
@@ -60,6 +62,9 @@ class Recorder(Protocol):
         """Table columns added or widened, or data fields discarded, by the schema contract."""
         ...
 
+    def deleted(self, mode: DeleteMode, n: int) -> None:
+        """Sink rows deleted or stamped deleted (``pipeline_records_deleted_total``)."""
+
     def last_record_timestamp(self, epoch_seconds: float) -> None:
         """Event time of the newest record loaded (data freshness)."""
         ...
@@ -103,6 +108,9 @@ class NullRecorder:
         self, change: Literal["added", "widened", "discarded", "renamed", "overflowed"], n: int
     ) -> None:
         """Table columns added or widened, or data fields discarded, by the schema contract."""
+
+    def deleted(self, mode: DeleteMode, n: int) -> None:
+        """Sink rows deleted or stamped deleted (``pipeline_records_deleted_total``)."""
 
     def last_record_timestamp(self, epoch_seconds: float) -> None:
         """Event time of the newest record loaded (data freshness)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import dagster as dg
 
 from es_mysql_pipeline.mapping import FieldMapping
@@ -41,6 +43,13 @@ class PipelineSettings(dg.ConfigurableResource):
     #: Stop the transform once more than this share of the records seen (1,000 at least)
     #: failed for one and the same reason; ``None`` never stops (every reject is written).
     max_failed_ratio: float | None = None
+    #: After a window loads, rows of that window whose id the source no longer has are
+    #: kept (``ignore``), deleted (``hard``) or stamped in ``_deleted_at`` (``soft``).
+    #: See docs/updates-and-deletes.md.
+    deletes: Literal["ignore", "hard", "soft"] = "ignore"
+    #: ``field`` or ``field=value`` (e.g. ``deleted`` or ``status=deleted``): a record
+    #: carrying it deletes its row (``soft``: stamps it) instead of being loaded.
+    delete_marker: str | None = None
 
     def mapping(self, id_key: str, timestamp_key: str | None) -> FieldMapping:
         return FieldMapping(

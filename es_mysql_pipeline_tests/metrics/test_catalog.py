@@ -123,6 +123,7 @@ def test_names_follow_prometheus_conventions(recorder: PrometheusRecorder) -> No
             "source_type",
             "sink_type",
             "change",  # added, widened, discarded
+            "mode",  # hard, soft (deletes)
         }
     assert "run_id" not in text
 

@@ -56,6 +56,16 @@ class RecordSource(dg.ConfigurableResource, ABC):
             if out:
                 yield out
 
+    def read_ids(self, window: TimeWindow | None) -> set[str]:
+        """The ids of every record of ``window`` (all records when ``None``), for deletes:
+        a complete read or an exception, never part of the ids. By default the records'
+        ids from :meth:`read_batches`; a source with a cheaper id-only read overrides it."""
+        key = self.id_key()
+        ids: set[str] = set()
+        for batch in self.read_batches(window, 10_000):
+            ids.update(str(r[key]) for r in batch if r.get(key) not in (None, ""))
+        return ids
+
     @abstractmethod
     def id_key(self) -> str:
         """The record key that holds the primary key."""

@@ -23,7 +23,7 @@ from elasticsearch import Elasticsearch
 from elasticsearch import __versionstr__ as CLIENT_VERSION
 from pydantic import PrivateAttr
 
-from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.errors import ConfigError, SourceError
 from es_mysql_pipeline.records import (
     Batch,
     Record,
@@ -191,6 +191,58 @@ class ElasticsearchSource(RecordSource):
                         yield out
             finally:
                 pages.close()
+
+    def read_ids(self, window: TimeWindow | None) -> set[str]:
+        """The ids of the window's documents only (``_source: false``): one point in time
+        paged by ``search_after``, the read's query and window. Any failed shard, expired
+        point in time or error raises: deletes act on a complete read or not at all."""
+        self._validate()
+        client = self._client()
+        policy = self._policy()
+        stop = threading.Event()
+        try:
+            self._server_version(client)
+            if window is not None:
+                self._resolve_time_field(client)
+            opened = policy.call(
+                "open point in time",
+                policy.retry(stop),
+                lambda: client.open_point_in_time(index=self.index, keep_alive=self.keep_alive),
+            )
+            pit_id = str(opened["id"])
+            size = min(MAX_PAGE_SIZE, self.page_size * 10)  # ids only: pages can be bigger
+            body: dict[str, Any] = {
+                "size": size,
+                "query": self._build_query(window),
+                "_source": False,
+                "sort": [{"_shard_doc": "asc"}],
+                "track_total_hits": False,
+            }
+            ids: set[str] = set()
+            try:
+                while True:
+                    body["pit"] = {"id": pit_id, "keep_alive": self.keep_alive}
+                    resp = policy.call(
+                        "search ids",
+                        policy.retry(stop),
+                        lambda: client.search(body=body, allow_partial_search_results=False),
+                    )
+                    pit_id = str(resp.get("pit_id") or pit_id)
+                    if (resp.get("_shards") or {}).get("failed"):
+                        raise SourceError(
+                            f"{self._target()}: shards failed while reading ids; "
+                            "nothing was deleted"
+                        )
+                    hits = resp["hits"]["hits"]
+                    ids.update(str(h["_id"]) for h in hits)
+                    if len(hits) < size:
+                        return ids
+                    body["search_after"] = hits[-1]["sort"]
+            finally:
+                with contextlib.suppress(Exception):
+                    client.close_point_in_time(id=pit_id)
+        finally:
+            client.close()
 
     def read_parts(
         self, window: TimeWindow | None, batch_size: int, processes: int
