@@ -151,25 +151,8 @@ class FieldMapping:
         """Map one raw record to a row or raise :class:`RecordRejected` with the reason."""
         if ERROR_KEY in raw:
             raise RecordRejected(str(raw[ERROR_KEY]))
-        rid = raw.get(self.id_key)
-        if rid is None or rid == "" or isinstance(rid, (dict, list, bool)):
-            raise RecordRejected(f"missing or empty id field {self.id_key!r}")
-        if isinstance(rid, float):
-            raise RecordRejected(f"id field {self.id_key!r} is a float: {rid!r}")
-        ts_key = self.timestamp_key
-        ts: str | None = None
-        if ts_key is not None:
-            value = raw.get(ts_key)
-            if value is None and "." in ts_key:  # a nested field, as a mapping names it
-                value = _at_path(raw, ts_key)
-            # A record without a time is loaded with none (windowed and partitioned runs
-            # never see one: the source only yields records inside the window).
-            if value is not None and value != "":
-                try:
-                    ts = utc_text(value)
-                except ValueError as exc:
-                    raise RecordRejected(f"timestamp field {ts_key!r}: {exc}") from None
-
+        rid = self._record_id(raw)
+        ts = self._record_time(raw)
         values = raw.values()
         if _NESTED.isdisjoint(map(type, values)):
             # Flat record (every CSV row, most documents): one C-level dict build from the
@@ -182,12 +165,41 @@ class FieldMapping:
             row.pop(_SKIP, None)
         else:
             row = self._nested_row(raw)
-        row[self.id_name] = str(rid)
-        if ts_key is not None:
-            row[self.ts_name] = ts  # type: ignore[index]
+        row[self.id_name] = rid
+        if self.ts_name is not None:
+            row[self.ts_name] = ts
         if self.select:
             keep = set(self.select) | self.reserved
             row = {k: v for k, v in row.items() if k in keep}
+        if self.casts:
+            self._cast(row)
+        return row
+
+    def _record_id(self, raw: Record) -> str:
+        rid = raw.get(self.id_key)
+        if rid is None or rid == "" or isinstance(rid, (dict, list, bool)):
+            raise RecordRejected(f"missing or empty id field {self.id_key!r}")
+        if isinstance(rid, float):
+            raise RecordRejected(f"id field {self.id_key!r} is a float: {rid!r}")
+        return str(rid)
+
+    def _record_time(self, raw: Record) -> str | None:
+        """The time as UTC text; ``None`` without one (windowed and partitioned runs never
+        see such a record: the source only yields records inside the window)."""
+        ts_key = self.timestamp_key
+        if ts_key is None:
+            return None
+        value = raw.get(ts_key)
+        if value is None and "." in ts_key:  # a nested field, as a mapping names it
+            value = _at_path(raw, ts_key)
+        if value is None or value == "":
+            return None
+        try:
+            return utc_text(value)
+        except ValueError as exc:
+            raise RecordRejected(f"timestamp field {ts_key!r}: {exc}") from None
+
+    def _cast(self, row: Record) -> None:
         for name, cast in self.casts.items():
             if name in row and row[name] is not None:
                 try:
@@ -199,7 +211,6 @@ class FieldMapping:
                 elif isinstance(value, (dict, list)):
                     value = json.dumps(value, ensure_ascii=False)
                 row[name] = value
-        return row
 
     def apply_batch(self, batch: Batch) -> list[Record] | None:
         """The rows :meth:`apply` gives for each record, computed column by column.
@@ -235,22 +246,28 @@ class FieldMapping:
         if len(out) != len(named) or not self.reserved.isdisjoint(out):
             return None  # two fields meet in one name: the record path tells them apart
         out[self.id_name] = ids
-        ts_key = self.timestamp_key
-        if ts_key is not None:
-            if ts_key in keys:
-                values = columns[keys.index(ts_key)]
-                if "." in ts_key and None in values:
-                    return None  # apply() looks such a record up as a path into its objects
-            else:  # absent, or a path into objects (``event.created``)
-                values = _column_at_path(keys, columns, ts_key)
-            times = _utc_texts(values)
+        if self.ts_name is not None:
+            times = self._time_column(keys, columns)
             if times is None:
                 return None
-            out[self.ts_name] = times  # type: ignore[index]
+            out[self.ts_name] = times
         if self.select:
             keep = set(self.select) | self.reserved
             out = {name: column for name, column in out.items() if name in keep}
         return out
+
+    def _time_column(
+        self, keys: tuple[str, ...], columns: list[Sequence[Any]]
+    ) -> Sequence[str | None] | None:
+        """The frame's times as UTC text, or ``None`` when one needs the record path."""
+        ts_key = str(self.timestamp_key)
+        if ts_key in keys:
+            values = columns[keys.index(ts_key)]
+            if "." in ts_key and None in values:
+                return None  # apply() looks such a record up as a path into its objects
+        else:  # absent, or a path into objects (``event.created``)
+            values = _column_at_path(keys, columns, ts_key)
+        return _utc_texts(values)
 
     def _named_columns(
         self, keys: tuple[str, ...], columns: list[Sequence[Any]]
@@ -496,35 +513,52 @@ _JSON_TEXT = _JsonText()
 
 def cast_value(value: Any, cast: str) -> Any:
     """Cast one value; raises ``ValueError`` with a short reason."""
-    if cast == "string":
-        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    if cast == "json":
-        return json.loads(value) if isinstance(value, str) else value
-    if cast == "int":
-        if isinstance(value, bool):
-            return int(value)
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise ValueError(f"{value!r} is not a whole number")
-            return int(value)
-        result = int(str(value).strip())
-        if not -(2**63) <= result < 2**63:
-            raise ValueError(f"{value!r} does not fit in a 64-bit integer")
-        return result
-    if cast == "float":
-        return float(value)
-    if cast == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ValueError(f"{value!r} is not a boolean")
-    if cast == "datetime":
-        return parse_timestamp(value)
-    raise ValueError(f"unknown cast {cast!r}")
+    caster = _CASTERS.get(cast)
+    if caster is None:
+        raise ValueError(f"unknown cast {cast!r}")
+    return caster(value)
+
+
+def _to_string(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _to_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{value!r} is not a whole number")
+        return int(value)
+    result = int(str(value).strip())
+    if not -(2**63) <= result < 2**63:
+        raise ValueError(f"{value!r} does not fit in a 64-bit integer")
+    return result
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
+_CASTERS: dict[str, Callable[[Any], Any]] = {
+    "string": _to_string,
+    "json": _to_json,
+    "int": _to_int,
+    "float": float,
+    "bool": _to_bool,
+    "datetime": parse_timestamp,
+}
 
 
 Analyzer = Callable[[Record], "Record | None"]

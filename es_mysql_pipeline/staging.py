@@ -102,6 +102,34 @@ def _plain_type(kinds: set[type], values: Sequence[Any]) -> str | None:
     return None
 
 
+def _observe_text(st: ColumnStats, values: Sequence[str]) -> None:
+    """A column of text: its type, and its widest value in UTF-8 bytes, encoding only when
+    the width could have grown (chars <= bytes <= 4 * chars; ASCII is one byte a char)."""
+    if st.type != "string":
+        st.type = merge_types(st.type, "string")
+    longest = max(map(len, values))
+    if longest <= st.max_bytes:
+        if longest * 4 <= st.max_bytes or "".join(values).isascii():
+            return
+        widest = max(map(len, map(str.encode, values)))
+    elif "".join(values).isascii():
+        widest = longest
+    else:
+        widest = max(map(len, map(str.encode, values)))
+    st.max_bytes = max(st.max_bytes, widest)
+
+
+def _observe_values(st: ColumnStats, values: Sequence[Any]) -> None:
+    """A column of mixed types, value by value."""
+    for value in values:
+        t = value_type(value)
+        if t != st.type:
+            st.type = merge_types(st.type, t)
+        if t == "string":
+            size = len(value.encode("utf-8")) if isinstance(value, str) else len(str(value))
+            st.max_bytes = max(st.max_bytes, size)
+
+
 def merge_types(a: str | None, b: str | None) -> str | None:
     """The narrowest type that holds values of both types (``int`` + ``float`` → ``float``)."""
     if a is None or a == b:
@@ -274,32 +302,14 @@ class StagedFileWriter:
                     continue
                 values = list(filter(_not_none, column))
             if kinds == {str}:
-                if st.type != "string":
-                    st.type = merge_types(st.type, "string")
-                longest = max(map(len, values))
-                if longest <= st.max_bytes:
-                    # chars <= bytes <= 4 * chars: only text beyond ASCII can be wider
-                    if longest * 4 <= st.max_bytes or "".join(values).isascii():
-                        continue
-                    widest = max(map(len, map(str.encode, values)))
-                elif "".join(values).isascii():
-                    widest = longest
-                else:
-                    widest = max(map(len, map(str.encode, values)))
-                st.max_bytes = max(st.max_bytes, widest)
+                _observe_text(st, values)
                 continue
             plain = _plain_type(kinds, values)
             if plain is not None:  # numbers or booleans alone: one type, no width
                 if st.type != plain:
                     st.type = merge_types(st.type, plain)
                 continue
-            for value in values:
-                t = value_type(value)
-                if t != st.type:
-                    st.type = merge_types(st.type, t)
-                if t == "string":
-                    size = len(value.encode("utf-8")) if isinstance(value, str) else len(str(value))
-                    st.max_bytes = max(st.max_bytes, size)
+            _observe_values(st, values)
 
     def append(self, part: StagedRecords) -> None:
         """Add a whole staged file written elsewhere (a worker process's part), then delete it."""

@@ -5,7 +5,8 @@ flatten to ``parent_child`` columns (a name that is not a plain identifier, like
 ``http-status``, gets its hash suffix: ``column_name``), arrays (and empty objects) are JSON
 text, ``_id`` is ``_id`` and the time field (``@timestamp`` unless told) is a naive UTC
 value in its own column (``@timestamp`` → ``timestamp``, ``event.created`` →
-``event_created``); a field a document lacks is NULL. Documents may carry their time under another name, or none at all.
+``event_created``); a field a document lacks is NULL. Documents may carry their time
+under another name, or none at all.
 """
 
 from __future__ import annotations

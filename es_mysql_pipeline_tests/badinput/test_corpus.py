@@ -18,7 +18,6 @@ from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.badinput.support import (
     RunOutcome,
-    assert_clear_failure,
     assert_invariant,
     reasons,
     run_direct,

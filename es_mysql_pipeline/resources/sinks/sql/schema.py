@@ -153,42 +153,22 @@ def _fit_table(
         if column is None:
             if name == shape.id_column:
                 problems.append(_missing_id(name, existing))
-            elif spec.contract == "freeze":
-                problems.append(
-                    f"column {column_name_!r} is missing ({sql_type_name(stats)} needed)"
-                )
             elif spec.contract == "evolve":
                 adds.append((column_name_, _type_for(name, stats, shape)))
+            elif spec.contract == "freeze":
+                problems.append(_missing(column_name_, stats))
             else:
                 report.discarded.append(name)
             continue
-        if name == OVERFLOW_COLUMN:
-            continue
-        problem = type_problem(column["type"], stats, dialect)
+        problem = None if name == OVERFLOW_COLUMN else type_problem(column["type"], stats, dialect)
         if problem is None or spec.contract == "discard":
             continue  # discard: values that do not fit go to the dead letter
-        if (
-            spec.contract == "evolve"
-            and name != shape.id_column
-            and is_text(column["type"])
-            and stats.type in ("string", "json")
-        ):
+        if _widenable(spec, shape, name, column["type"], stats):
             widens.append((column["name"], stats))
         else:
             problems.append(f"column {column_name_!r}: {problem}")
     if problems:
-        raise ConfigError(
-            f"table {spec.name!r} does not match the data: "
-            + "; ".join(problems[:5])
-            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-            + (
-                ". Alter the table, drop it to let the pipeline create it, or set "
-                "--schema-contract evolve (SCHEMA_CONTRACT) to add and widen columns"
-                if spec.contract == "freeze"
-                else ". Alter the table, drop it to let the pipeline create it, "
-                "or select fewer fields in the mapping"
-            )
-        )
+        raise _mismatch(spec, problems)
     if adds or widens:
         _alter(conn, spec.name, adds, widens, report)
     table = sa.Table(spec.name, sa.MetaData(), autoload_with=conn)
@@ -197,6 +177,36 @@ def _fit_table(
     if lost:  # someone else's DDL replaced ours (a peer outside the lock): look again
         raise _SchemaMoved(f"table {spec.name!r} lacks {', '.join(lost)} after its DDL")
     return table
+
+
+def _missing(column: str, stats: ColumnStats) -> str:
+    return f"column {column!r} is missing ({sql_type_name(stats)} needed)"
+
+
+def _widenable(
+    spec: TableSpec, shape: TableShape, name: str, type_: Any, stats: ColumnStats
+) -> bool:
+    """A text column ``evolve`` may replace by a wider one (never the id's)."""
+    return (
+        spec.contract == "evolve"
+        and name != shape.id_column
+        and is_text(type_)
+        and stats.type in ("string", "json")
+    )
+
+
+def _mismatch(spec: TableSpec, problems: list[str]) -> ConfigError:
+    """One line: the first problems, and the fix for the contract in force."""
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    fix = (
+        "set --schema-contract evolve (SCHEMA_CONTRACT) to add and widen columns"
+        if spec.contract == "freeze"
+        else "select fewer fields in the mapping"
+    )
+    return ConfigError(
+        f"table {spec.name!r} does not match the data: {'; '.join(problems[:5])}{more}. "
+        f"Alter the table, drop it to let the pipeline create it, or {fix}"
+    )
 
 
 def _missing_id(name: str, existing: dict[str, Any]) -> str:

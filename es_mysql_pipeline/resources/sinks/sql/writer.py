@@ -344,30 +344,37 @@ class SqlWriter(SinkWriter):
             cur.executemany(self.sql, self._rows(batch))
             after = self._total_changes(conn)
             affected = cur.rowcount if before is None or after is None else after - before
+        self._count(batch, mode, existing, affected, counts)
+
+    def _count(
+        self, batch: Batch, mode: str, existing: set[str], affected: int | None, counts: WriteCounts
+    ) -> None:
+        """What a batch's statement did, from the ids seen before it and the rows it changed."""
         n = len(batch)
         if mode == "append":
             counts.inserted += n
-        elif mode == "skip":
+            return
+        if mode == "skip":
             inserted = max(0, min(affected, n)) if affected is not None and affected >= 0 else n
             counts.inserted += inserted
             counts.skipped += n - inserted
-        else:
-            seen = existing
-            ins = 0
-            for record in batch:
-                rid = str(record.get(self.id_column or ""))
-                if rid not in seen:
-                    ins += 1
-                    seen.add(rid)
-            counts.inserted += ins
-            if not versioned:
-                counts.updated += n - ins
-                return
-            # MySQL counts an insert 1 and a changed row 2; SQLite counts each change 1.
-            upd = (affected - ins) // 2 if self.is_mysql else affected - ins
-            upd = max(0, min(upd, n - ins))
-            counts.updated += upd
-            counts.skipped += n - ins - upd  # an older (or same) version than the row's
+            return
+        seen = existing
+        ins = 0
+        for record in batch:
+            rid = str(record.get(self.id_column or ""))
+            if rid not in seen:
+                ins += 1
+                seen.add(rid)
+        counts.inserted += ins
+        if self.session.version_column is None or affected is None:
+            counts.updated += n - ins
+            return
+        # MySQL counts an insert 1 and a changed row 2; SQLite counts each change 1.
+        upd = (affected - ins) // 2 if self.is_mysql else affected - ins
+        upd = max(0, min(upd, n - ins))
+        counts.updated += upd
+        counts.skipped += n - ins - upd  # an older (or same) version than the row's
 
     def _delete_marked(self, marked: Batch, counts: WriteCounts) -> None:
         """Delete (soft: stamp) the rows of records carrying the delete marker."""

@@ -331,19 +331,7 @@ class ElasticsearchSource(RecordSource):
         )
 
     def _validate(self) -> None:
-        if not self.hosts or not all(h.strip() for h in self.hosts):
-            raise ConfigError("es_url: give at least one Elasticsearch URL, e.g. localhost:9200")
-        for host in self.hosts:
-            parts = urlsplit(_with_scheme(host))
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigError(
-                    f"es_url: {self._redact(host)!r} is not an http(s) URL like "
-                    "https://es.example.com:9200"
-                )
-            try:
-                parts.port  # noqa: B018 - raises on a bad port
-            except ValueError:
-                raise ConfigError(f"es_url: {self._redact(host)!r} has an invalid port") from None
+        self._validate_hosts()
         if not self.index.strip():
             raise ConfigError("es_index: give an index name or pattern, e.g. logs-*")
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
@@ -364,6 +352,21 @@ class ElasticsearchSource(RecordSource):
         if self.api_key is None and _resolve(self.password) and not self._username():
             raise ConfigError("ES_PASSWORD is set but no username: set es_username as well")
         self._user_query()
+
+    def _validate_hosts(self) -> None:
+        if not self.hosts or not all(h.strip() for h in self.hosts):
+            raise ConfigError("es_url: give at least one Elasticsearch URL, e.g. localhost:9200")
+        for host in self.hosts:
+            parts = urlsplit(_with_scheme(host))
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(
+                    f"es_url: {self._redact(host)!r} is not an http(s) URL like "
+                    "https://es.example.com:9200"
+                )
+            try:
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError:
+                raise ConfigError(f"es_url: {self._redact(host)!r} has an invalid port") from None
 
     def _user_query(self) -> dict[str, Any] | None:
         if not self.query or not self.query.strip():
