@@ -390,3 +390,33 @@ def test_elasticsearch_documents_without_a_time_are_found_by_query(es_target: Es
     found = [(r["_id"], why) for batch in source.read_unplaced(500) for r, why in batch]
     assert {i for i, _ in found} == untimed_ids(docs) and len(found) == len(untimed_ids(docs))
     assert all("no time in field '@timestamp'" in why for _, why in found)
+
+
+def test_a_table_made_by_0_1_says_how_to_keep_loading_it(tmp_path: Path) -> None:
+    """0.1 kept a document's ``_id`` in ``id`` and its time in ``timestamp``: the new default
+    names the setting that keeps such a table loading, and the setting does."""
+    from es_mysql_pipeline_tests.badinput.support import assert_clear_failure
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("CREATE TABLE t (id VARCHAR(255) PRIMARY KEY, timestamp DATETIME, msg TEXT)")
+        )
+        conn.execute(sa.text("INSERT INTO t VALUES ('old', '2024-02-01 00:00:00', 'kept')"))
+    engine.dispose()
+    docs = [{"_id": f"d{i}", "ts": "2024-03-01T00:00:00Z", "msg": f"m{i}"} for i in range(3)]
+    source = write_jsonl(tmp_path / "in.jsonl", docs)
+    out = run_direct(source, SqlSink(url=url, table="t"), tmp_path / "a")
+    assert_clear_failure(out.failure, "'_id'", "id_column", "--output-id-column id")
+    out = run_direct(
+        source,
+        SqlSink(url=url, table="t"),
+        tmp_path / "b",
+        id_column="id",
+        timestamp_column="timestamp",
+    )
+    assert_invariant(out, 3)
+    rows = read_rows(url, "t", key="id")
+    assert set(rows) == {"old", "d0", "d1", "d2"} and rows["d1"]["msg"] == "m1"
+    assert rows["d1"]["timestamp"] == dt.datetime(2024, 3, 1)
