@@ -51,7 +51,9 @@ def _env(name: str, default: str) -> str:
 
 def resources_for(env: str) -> dict[str, object]:
     """One resource set per deployment; secrets only ever through ``EnvVar``."""
-    home = os.path.abspath(_env("ES_MYSQL_PIPELINE_DATA", "."))  # paths in the UI say where
+    home = _env("ES_MYSQL_PIPELINE_DATA", ".")
+    if "://" not in home:  # a local folder: absolute, so paths in the UI say where
+        home = os.path.abspath(home)
     ratio = os.environ.get("MAX_FAILED_RATIO")
     settings = PipelineSettings(
         pipeline_id=_env("PIPELINE_ID", "default"),
