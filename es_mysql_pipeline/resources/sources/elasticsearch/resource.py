@@ -1,7 +1,8 @@
 """The Elasticsearch source resource: settings, credentials, the client and the read.
 
-Paging lives in :mod:`.pit` (point in time + ``search_after``); what a failure means in
-:mod:`.errors`; the time field in :mod:`.time_field`.
+The reading is in :mod:`es_mysql_pipeline.readers.elasticsearch`: paging in its ``pit``
+(point in time + ``search_after``), what a failure means in its ``errors``; the time field
+in :mod:`.time_field`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ from elasticsearch import __versionstr__ as CLIENT_VERSION
 from pydantic import PrivateAttr
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
+from es_mysql_pipeline.readers.elasticsearch import slice_parts
+from es_mysql_pipeline.readers.elasticsearch.connection import Connection
+from es_mysql_pipeline.readers.elasticsearch.errors import (
+    ErrorPolicy,
+    version_mismatch_message,
+)
+from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
+from es_mysql_pipeline.readers.elasticsearch.pit import pit_pages
+from es_mysql_pipeline.readers.elasticsearch.slice_parts import (
+    SliceRead,
+    pit_parts,
+)
 from es_mysql_pipeline.records import (
     Batch,
     Record,
@@ -34,18 +47,6 @@ from es_mysql_pipeline.records import (
     unplaced_reason,
 )
 from es_mysql_pipeline.resources.sources.base import RecordSource
-from es_mysql_pipeline.resources.sources.elasticsearch import slice_parts
-from es_mysql_pipeline.resources.sources.elasticsearch.connection import Connection
-from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
-    ErrorPolicy,
-    version_mismatch_message,
-)
-from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
-from es_mysql_pipeline.resources.sources.elasticsearch.pit import pit_pages
-from es_mysql_pipeline.resources.sources.elasticsearch.slice_parts import (
-    SliceRead,
-    pit_parts,
-)
 from es_mysql_pipeline.resources.sources.elasticsearch.time_field import (
     TimeField,
     detect_time_field,
@@ -249,7 +250,8 @@ class ElasticsearchSource(RecordSource):
     ) -> Generator[StagedPart, None, None] | None:
         """With more than one slice (by default one per worker process, capped at the
         primary shard count), each slice is read by a worker process (see
-        :mod:`.slice_parts`): parsing and staging pages is one core's work per process."""
+        :mod:`~es_mysql_pipeline.readers.elasticsearch.slice_parts`): parsing and staging
+        pages is one core's work per process."""
         workers = process_count(processes)
         if self.slices == 1 or workers < 2 or not may_spawn():
             return None

@@ -1,7 +1,7 @@
 """Reading a CSV or JSON Lines file into record batches, whole or one byte range of it.
 
 Nothing here imports Dagster: the worker processes that read the parts of a big file
-(:mod:`~es_mysql_pipeline.resources.sources.file_parts`) import this module and nothing
+(:mod:`~es_mysql_pipeline.readers.file_parts`) import this module and nothing
 heavier. :class:`~es_mysql_pipeline.resources.sources.files.FileSource` is the resource
 around it.
 
@@ -80,7 +80,7 @@ class TextFile:
     encoding: str = "utf-8-sig"
 
     def splittable(self) -> bool:
-        """Whether :mod:`~es_mysql_pipeline.resources.sources.file_parts` may cut it."""
+        """Whether :mod:`~es_mysql_pipeline.readers.file_parts` may cut it."""
         try:
             name = codecs.lookup(self.encoding).name
         except LookupError:
