@@ -184,15 +184,8 @@ class SpanReader:
             yield from batches
             return
         ts_key = self.ts_key or ""
-        pending: Batch = []
-        size = self.size
-        for batch in batches:
-            pending.extend(r for r in batch if in_window(r, ts_key, window))
-            while len(pending) >= size:
-                yield pending[:size]
-                del pending[:size]
-        if pending:
-            yield pending
+        kept = ([r for r in batch if in_window(r, ts_key, window)] for batch in batches)
+        yield from rebatch(kept, self.size)
 
     def frames(self) -> Iterator[Frame]:
         """The batches as a staged file keeps them: a CSV batch of well-formed rows read
