@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 from es_mysql_pipeline import __version__
 from es_mysql_pipeline.metrics.recorder import (
     DeleteMode,
+    Recorder,
     RecordOutcome,
     Stage,
     State,
@@ -276,7 +277,7 @@ def parse_sample_key(key: str) -> tuple[str, dict[str, str]]:
     return str(name), {str(k): str(v) for k, v in labels.items()}
 
 
-class PrometheusRecorder:
+class PrometheusRecorder(Recorder):
     """Writes the recording API into Prometheus metrics on its own registry.
 
     Thread safe (prometheus_client metrics are); every method costs a few dictionary

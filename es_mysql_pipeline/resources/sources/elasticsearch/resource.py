@@ -1,7 +1,8 @@
 """The Elasticsearch source resource: settings, credentials, the client and the read.
 
-Paging lives in :mod:`.pit` (point in time + ``search_after``); what a failure means in
-:mod:`.errors`; the time field in :mod:`.time_field`.
+The reading is in :mod:`es_mysql_pipeline.readers.elasticsearch`: paging in its ``pit``
+(point in time + ``search_after``), what a failure means in its ``errors``; the time field
+in :mod:`.time_field`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ from elasticsearch import __versionstr__ as CLIENT_VERSION
 from pydantic import PrivateAttr
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
+from es_mysql_pipeline.readers.elasticsearch import slice_parts
+from es_mysql_pipeline.readers.elasticsearch.connection import Connection
+from es_mysql_pipeline.readers.elasticsearch.errors import (
+    ErrorPolicy,
+    version_mismatch_message,
+)
+from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
+from es_mysql_pipeline.readers.elasticsearch.pit import close_pits, open_pit, pit_pages
+from es_mysql_pipeline.readers.elasticsearch.slice_parts import (
+    SliceRead,
+    pit_parts,
+)
 from es_mysql_pipeline.records import (
     Batch,
     Record,
@@ -34,18 +47,6 @@ from es_mysql_pipeline.records import (
     unplaced_reason,
 )
 from es_mysql_pipeline.resources.sources.base import RecordSource
-from es_mysql_pipeline.resources.sources.elasticsearch import slice_parts
-from es_mysql_pipeline.resources.sources.elasticsearch.connection import Connection
-from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
-    ErrorPolicy,
-    version_mismatch_message,
-)
-from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
-from es_mysql_pipeline.resources.sources.elasticsearch.pit import pit_pages
-from es_mysql_pipeline.resources.sources.elasticsearch.slice_parts import (
-    SliceRead,
-    pit_parts,
-)
 from es_mysql_pipeline.resources.sources.elasticsearch.time_field import (
     TimeField,
     detect_time_field,
@@ -196,24 +197,13 @@ class ElasticsearchSource(RecordSource):
         """The ids of the window's documents only (``_source: false``): one point in time
         paged by ``search_after``, the read's query and window. Any failed shard, expired
         point in time or error raises: deletes act on a complete read or not at all."""
-        self._validate()
-        client = self._client()
-        policy = self._policy()
-        stop = threading.Event()
-        try:
-            self._server_version(client)
-            if window is not None:
-                self._resolve_time_field(client)
-            opened = policy.call(
-                "open point in time",
-                policy.retry(stop),
-                lambda: client.open_point_in_time(index=self.index, keep_alive=self.keep_alive),
-            )
-            pit_id = str(opened["id"])
+        with self._reading(window, 1, 1) as paging:
+            stop = threading.Event()
+            pit_id = open_pit(paging, stop)[0]
             size = min(MAX_PAGE_SIZE, self.page_size * 10)  # ids only: pages can be bigger
             body: dict[str, Any] = {
                 "size": size,
-                "query": self._build_query(window),
+                "query": paging.query(),
                 "_source": False,
                 "sort": [{"_shard_doc": "asc"}],
                 "track_total_hits": False,
@@ -222,10 +212,10 @@ class ElasticsearchSource(RecordSource):
             try:
                 while True:
                     body["pit"] = {"id": pit_id, "keep_alive": self.keep_alive}
-                    resp = policy.call(
+                    resp = paging.policy.call(
                         "search ids",
-                        policy.retry(stop),
-                        lambda: client.search(body=body, allow_partial_search_results=False),
+                        paging.policy.retry(stop),
+                        lambda: paging.client.search(body=body, allow_partial_search_results=False),
                     )
                     pit_id = str(resp.get("pit_id") or pit_id)
                     if (resp.get("_shards") or {}).get("failed"):
@@ -239,17 +229,15 @@ class ElasticsearchSource(RecordSource):
                         return ids
                     body["search_after"] = hits[-1]["sort"]
             finally:
-                with contextlib.suppress(Exception):
-                    client.close_point_in_time(id=pit_id)
-        finally:
-            client.close()
+                close_pits(paging, [pit_id])
 
     def read_parts(
         self, window: TimeWindow | None, batch_size: int, processes: int
     ) -> Generator[StagedPart, None, None] | None:
         """With more than one slice (by default one per worker process, capped at the
         primary shard count), each slice is read by a worker process (see
-        :mod:`.slice_parts`): parsing and staging pages is one core's work per process."""
+        :mod:`~es_mysql_pipeline.readers.elasticsearch.slice_parts`): parsing and staging
+        pages is one core's work per process."""
         workers = process_count(processes)
         if self.slices == 1 or workers < 2 or not may_spawn():
             return None
