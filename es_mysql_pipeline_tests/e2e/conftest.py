@@ -352,6 +352,9 @@ def browser_page(browser: Browser, server: DagsterDev, last_shot: Path) -> Itera
     """A fresh page on ``server`` once its code location is loaded (GraphQL); the page's
     last state is saved to ``last_shot`` either way."""
     server.wait_ready()
+    # the instance's "seen" flag for the first-visit community modal, which would
+    # otherwise cover whatever page comes up first
+    server.graphql("mutation SetNuxSeen { setNuxSeen }")
     context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
     context.set_default_timeout(30 * MS)
     page = context.new_page()

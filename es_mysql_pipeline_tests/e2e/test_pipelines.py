@@ -13,6 +13,7 @@ the asset graph with its three groups; screenshots are kept in ``artifacts/``.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from es_mysql_pipeline_tests.e2e.conftest import (
     BACKFILL_TIMEOUT,
     LOCATION,
     RUN_TIMEOUT,
+    browser_page,
+    goto,
     poll,
     running_dagster_dev,
 )
@@ -33,6 +36,8 @@ from es_mysql_pipeline_tests.es_server import EsTestServer
 from es_mysql_pipeline_tests.fixtures.es import EsTarget
 
 if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Locator, Page
+
     from es_mysql_pipeline_tests.e2e.conftest import DagsterDev
     from es_mysql_pipeline_tests.fixtures.prometheus import PushgatewayServer
 
@@ -281,6 +286,25 @@ def test_graphql_lists_three_pipelines(pipelines_dev: DagsterDev) -> None:
     }
 
 
+def test_asset_graph_shows_three_groups(
+    pipelines_dev: DagsterDev, browser: Browser, artifacts: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    last = artifacts / "ui-three-pipelines-last.png"
+    with browser_page(browser, pipelines_dev, last) as page:
+        goto(page, "/asset-groups")
+        expect(page.get_by_role("dialog")).to_have_count(0)
+        # Each group is in the sidebar and a node of the graph (collapsed: its name and
+        # its assets).
+        for group in PIPELINES:
+            names = page.get_by_text(group, exact=True)
+            expect(names.first).to_be_visible()
+            expect(names.last).to_be_visible()
+        page.wait_for_timeout(1500)  # let the graph settle after zoom-to-fit
+        page.screenshot(path=str(artifacts / "ui-three-pipelines.png"))
+
+
 # -- one partition of each pipeline, then a backfill of one --------------------------------
 
 
@@ -442,3 +466,114 @@ def test_backfill_of_one_pipeline_leaves_the_others_untouched(
     assert check["checkName"] == "rows_reconciled" and check["success"], check
     meta = {m["label"]: m.get("text") for m in check["metadataEntries"]}
     assert meta["partitions"] == "2024-01-01 to 2024-01-03 (3 days in one run)", meta
+
+
+# -- the pages a user reads after that backfill, in Chromium --------------------------------
+
+
+def sensor_reason(server: DagsterDev, needle: str) -> str:
+    """The newest tick's skip reason once it matches ``needle`` (the sensor ticks every
+    30 s; a tick before the backfill's run ended does not count it yet)."""
+    selector = {
+        "repositoryLocationName": LOCATION,
+        "repositoryName": REPOSITORY,
+        "sensorName": SENSOR,
+    }
+
+    def newest() -> str:
+        sensor = server.graphql(SENSOR_TICKS, {"selector": selector})["sensorOrError"]
+        assert sensor["__typename"] == "Sensor", sensor
+        ticks = sensor["sensorState"]["ticks"]
+        return str(ticks[0]["skipReason"] or ticks[0]["error"]) if ticks else "(no tick yet)"
+
+    return poll(f"{SENSOR} tick", 75, newest, lambda reason: bool(re.search(needle, reason)))
+
+
+def metadata_row(page: Page, label: str) -> Locator:
+    """The value cell of the metadata table row labelled ``label``."""
+    row = page.locator("tr").filter(has=page.get_by_text(label, exact=True)).first
+    return row.locator("td").nth(1)
+
+
+def assert_no_none_path(page: Page) -> None:
+    """ "(none)" is text, never a path with a copy button (issue 27 item 6)."""
+    from playwright.sync_api import expect
+
+    paths = page.locator("a[title='Copy to clipboard']")
+    expect(paths.filter(has_text="(none)")).to_have_count(0)
+
+
+def shot(page: Page, path: Path) -> None:
+    page.screenshot(path=str(path))
+
+
+def test_pages_after_the_backfill(
+    pipelines_dev: DagsterDev,
+    launched: Launched,
+    browser: Browser,
+    artifacts: Path,
+    pushgateway_server: PushgatewayServer,
+) -> None:
+    """Asset, run, check and sensor pages after the backfill of ``orders``: what they
+    say, read as a user reads it; a screenshot of each in ``artifacts/``."""
+    from playwright.sync_api import expect
+
+    server = pipelines_dev
+    run_id = launched.backfill_run["id"]
+    # the sensor has folded the backfill's run: two runs of orders, whichever tick it is
+    pushed = re.compile(
+        r"pushed totals of 2 run\(s\) \(\d+ new this tick\) for pipeline orders to "
+        + re.escape(pushgateway_server.url)
+    )
+    with browser_page(browser, server, artifacts / "ui-after-backfill-last.png") as page:
+        # asset page, the backfill's last day: its own row count, where its counts are
+        goto(page, "/assets/orders/loaded?view=partitions&partition=2024-01-03")
+        expect(page.get_by_text("Latest materialization")).to_be_visible()
+        expect(page.locator(f"a[href^='/runs/{run_id}']").first).to_be_visible()
+        expect(metadata_row(page, "dagster/row_count")).to_have_text("10")
+        expect(metadata_row(page, "counts_cover")).to_contain_text(
+            "counted on 2024-01-01, for the whole run: 2024-01-01 to 2024-01-03"
+        )
+        expect(metadata_row(page, "dead_letter_path")).to_have_text("(none)")
+        assert_no_none_path(page)
+        shot(page, artifacts / "ui-backfill-asset.png")
+
+        # run page: one run over the range, succeeded, the check passed
+        goto(page, f"/runs/{run_id}")
+        expect(page.get_by_text("Success", exact=True).first).to_be_visible()
+        expect(page.get_by_text("rows_reconciled on orders / loaded").first).to_be_visible()
+        expect(page.get_by_text(re.compile(r"^Succeeded \(3\)$"))).to_be_visible()
+        expect(page.get_by_text("ASSET_MATERIALIZATION").first).to_be_visible()
+        # the staged file's path is a path (copy button); no "(none)" is
+        expect(page.locator("a[title='Copy to clipboard']").first).to_be_visible()
+        assert_no_none_path(page)
+        shot(page, artifacts / "ui-backfill-run.png")
+
+        # check page: passed, and names the run's days
+        goto(page, "/assets/orders/loaded?view=checks")
+        expect(page.get_by_text("Latest execution")).to_be_visible()
+        expect(page.get_by_text("Passed", exact=True)).to_be_visible()
+        days = "2024-01-01 to 2024-01-03 (3 days in one run)"
+        expect(metadata_row(page, "partitions")).to_contain_text(days)
+        expect(page.get_by_text(f"the sink holds 20 rows for {days}")).to_be_visible()
+        shot(page, artifacts / "ui-backfill-check.png")
+
+        # sensor page: the newest tick says what it pushed, in its dialog and its logs
+        sensor_reason(server, pushed.pattern)
+        goto(page, f"/locations/{LOCATION}/sensors/{SENSOR}")
+        newest = page.locator("tr").filter(has=page.get_by_role("button", name="View logs"))
+        newest = newest.first
+        newest.get_by_role("button", name="0 runs requested").click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog.get_by_text("Skip reason:")).to_be_visible()
+        expect(dialog).to_contain_text(pushed)
+        shot(page, artifacts / "ui-sensor-tick.png")
+        dialog.get_by_role("button", name="Close").click()
+        expect(dialog).to_have_count(0)
+        newest.get_by_role("button", name="View logs").click()
+        expect(dialog.get_by_text(pushed)).to_be_visible()
+        shot(page, artifacts / "ui-sensor-logs.png")
+        dialog.get_by_role("button", name="Done").click()
+        # the cursor shown stays small
+        cursor = page.locator("tr", has=page.get_by_text("Cursor", exact=True)).first
+        assert len(cursor.inner_text()) < 200, cursor.inner_text()
