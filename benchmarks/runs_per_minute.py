@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from es_mysql_pipeline.definitions import sample_csv_path
-
 DEFS = """\
 type: es_mysql_pipeline.EsMysqlPipelines
 attributes:
@@ -56,6 +54,8 @@ def one_run(job: str, env: dict[str, str], day: str) -> float:
 
 def report(runs: int = 3) -> str:
     """A small table: seconds per run and runs per minute of each executor, and the ratio."""
+    from es_mysql_pipeline.definitions import sample_csv_path  # Dagster: only when run
+
     with tempfile.TemporaryDirectory(prefix="bench-runs-") as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
