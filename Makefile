@@ -19,8 +19,9 @@ run: venv
 
 ## The whole test suite, provisioning MariaDB, Prometheus, Pushgateway and Chromium first;
 ## ends with the line and branch coverage of the package ([tool.coverage] in pyproject.toml).
+## COVERAGE_FILE is absolute: workers started in a test's temporary directory save there too.
 test: provision
-	$(PY) -m pytest --cov --cov-report=term
+	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m pytest --cov --cov-report=term
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow and not e2e"
