@@ -17,9 +17,11 @@ run: venv
 	  --csv_file es_mysql_pipeline/data/sample_events.csv \
 	  --sink_type sqlite --db_path out/sample.sqlite --dead-letter-dir out/dead_letter
 
-## The whole test suite, provisioning MariaDB, Prometheus, Pushgateway and Chromium first.
+## The whole test suite, provisioning MariaDB, Prometheus, Pushgateway and Chromium first;
+## ends with the line and branch coverage of the package ([tool.coverage] in pyproject.toml).
+## COVERAGE_FILE is absolute: workers started in a test's temporary directory save there too.
 test: provision
-	$(PY) -m pytest
+	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m pytest --cov --cov-report=term
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow and not e2e"
@@ -61,4 +63,4 @@ fmt: venv
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf out staging dead_letter .pytest_cache .mypy_cache .ruff_cache
+	rm -rf out staging dead_letter .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
