@@ -13,6 +13,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,19 @@ def test_three_pipelines_load_as_three_chains(setup: Setup) -> None:
     assert len(pools) == 3 and any(setup.table_a in p for p in pools)
 
 
+def _evaluate(defs: Any, instance: Any, cursor: Any, at: datetime) -> Any:
+    """Dagster's tester runs ``asyncio.run``: in a thread of its own, whatever event loop
+    the test's thread may have (Playwright's sync API keeps one running)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(
+            dg.evaluate_automation_conditions,
+            defs=defs,
+            instance=instance,
+            cursor=cursor,
+            evaluation_time=at,
+        ).result()
+
+
 def test_schedules_and_late_data_automation(setup: Setup) -> None:
     defs = setup.defs
     graph = defs.resolve_asset_graph()
@@ -222,9 +236,7 @@ def test_schedules_and_late_data_automation(setup: Setup) -> None:
         requested = []
         for minute in (10, 20, 30):
             at = datetime(2024, 3, 5, 0, minute, tzinfo=timezone.utc)
-            result = dg.evaluate_automation_conditions(
-                defs=defs, instance=instance, cursor=cursor, evaluation_time=at
-            )
+            result = _evaluate(defs, instance, cursor, at)
             cursor = result.cursor
             requested.append(
                 {

@@ -334,9 +334,11 @@ def goto(page: Page, path: str) -> None:
     wait_loaded_in_browser(page)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Browser]:
-    """Debian's Chromium through Playwright; never a downloaded browser."""
+    """Debian's Chromium through Playwright; never a downloaded browser. Per module: while
+    Playwright's sync API is open its event loop runs in the main thread, and a later test
+    that calls ``asyncio.run`` (Dagster's automation-condition tester does) would fail."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
