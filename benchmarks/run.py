@@ -48,6 +48,7 @@ from typing import Any
 
 import pymysql
 
+from benchmarks import runs_per_minute
 from benchmarks.metrics_overhead import report as metrics_overhead
 from es_mysql_pipeline.sample_data import FIELDS, SAMPLE_START, events, write_csv
 
@@ -442,6 +443,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--skip-scrapes", action="store_true", help="no rows with /metrics scrapes")
     ap.add_argument(
+        "--skip-runs", action="store_true", help="no runs/min of a small partition per executor"
+    )
+    ap.add_argument(
         "--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 3)), help="rounds"
     )
     args = ap.parse_args(argv)
@@ -512,6 +516,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\nratio = rows/s ÷ baseline executemany rows/s (same machine, same run)")
     print("seconds = the median of interleaved runs; peak RSS = the worst run's, the CLI")
     print("process and its worker processes together")
+    if not args.skip_runs:
+        print("\n" + runs_per_minute.report())
 
 
 if __name__ == "__main__":

@@ -39,8 +39,14 @@ import dagster as dg
 import yaml
 from pydantic import Field
 
-from es_mysql_pipeline.assets import AssetNames, ResourceKeys, build_assets
+from es_mysql_pipeline.assets import (
+    AssetNames,
+    ResourceKeys,
+    build_assets,
+    build_unplaced_asset,
+)
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS, PUSHGATEWAY_KEY
+from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.resources.settings import PipelineSettings
@@ -110,6 +116,8 @@ class PartitionsModel(dg.Resolvable, dg.Model):
     type: Literal["daily", "hourly", "none"] = "daily"
     #: ``YYYY-MM-DD`` (hourly also ``YYYY-MM-DD-HH:MM``), UTC.
     start: str = "2024-01-01"
+    #: The first partition not to offer (exclusive), same format; unset: up to now.
+    end: str | None = None
 
 
 class BackfillModel(dg.Resolvable, dg.Model):
@@ -120,8 +128,8 @@ class BackfillModel(dg.Resolvable, dg.Model):
 class PipelineOptions(dg.Resolvable, dg.Model):
     """What ``defaults`` may set for every pipeline, and each pipeline for itself."""
 
-    write_mode: Literal["skip", "upsert", "fail"] | None = None
-    schema_contract: Literal["evolve", "freeze", "discard_columns"] | None = None
+    write_mode: Literal["skip", "upsert", "append", "refresh"] | None = None
+    schema_contract: Literal["evolve", "freeze", "discard"] | None = None
     #: Every :class:`PipelineSettings` field (``id_column``, ``rename``, ``casts`` …).
     settings: dict[str, Any] = {}
     partitions: PartitionsModel | None = None
@@ -217,15 +225,17 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
             plan = PipelinePlan.of(
                 where, at, pipeline, options, self.connections, data_dir, staging
             )
+            # the id's column: the setting, else the source's id field under its own name
+            id_column = plan.settings.id_column or column_name(plan.source.id_key())
             previous = tables.get(plan.table_key)
-            if previous is not None and previous[1] != plan.settings.id_column:
+            if previous is not None and previous[1] != id_column:
                 where.fail(
                     (*at, "sink"),
                     f"pipelines {self.pipelines[previous[0]].name!r} and {pipeline.name!r} load "
                     f"{plan.table_key} with different id columns ({previous[1]!r}, "
-                    f"{plan.settings.id_column!r})",
+                    f"{id_column!r})",
                 )
-            tables.setdefault(plan.table_key, (i, plan.settings.id_column))
+            tables.setdefault(plan.table_key, (i, id_column))
             plans.append(plan)
         return plans
 
@@ -285,6 +295,11 @@ class PipelinePlan:
         source = _source(where, (*at, "source"), pipeline.source, connections)
         sink, table_key = _sink(where, (*at, "sink"), pipeline.sink, options, connections)
         partitions = _partitions(where, at, options.partitions)
+        if sink.write_mode == "refresh" and partitions is not None:
+            where.fail(
+                (*at, "write_mode"),
+                "refresh replaces the whole table at each load: give partitions: {type: none}",
+            )
         schedule = options.schedule
         if schedule is not None:
             _check_cron(where, (*at, "schedule"), schedule)
@@ -407,6 +422,11 @@ class PipelinePlan:
             )
         elif self.schedule is not None:
             schedules.append(self._schedule(job))
+        if self.partitions_def is not None:
+            names = AssetNames.of_pipeline(
+                self.name, self.group, self.owners, {PIPELINE_TAG: self.name, **self.tags}
+            )
+            assets = [*assets, build_unplaced_asset(names, self.resource_keys)]
         return BuiltPipeline(assets, self.resources(), job, schedules, sensors)
 
 
@@ -740,19 +760,28 @@ def _partitions(
 ) -> dg.PartitionsDefinition[str] | None:
     if model is None or model.type == "none":
         return None
-    start = model.start
+    start, end = model.start, model.end
+    field_at = "start"
+    hint = "YYYY-MM-DD" if model.type == "daily" else "YYYY-MM-DD or YYYY-MM-DD-HH:MM"
     try:
         if model.type == "daily":
             datetime.strptime(start, "%Y-%m-%d")
-            return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC")
-        fmt = "%Y-%m-%d-%H:%M" if len(start) > 10 else "%Y-%m-%d"
-        begin = datetime.strptime(start, fmt)
-        return dg.HourlyPartitionsDefinition(
-            start_date=begin.strftime("%Y-%m-%d-%H:%M"), timezone="UTC"
-        )
+            if end is not None:
+                field_at = "end"
+                datetime.strptime(end, "%Y-%m-%d")
+            return dg.DailyPartitionsDefinition(start_date=start, end_date=end, timezone="UTC")
+        begin = _hour(start)
+        field_at = "end"
+        stop = None if end is None else _hour(end)
+        return dg.HourlyPartitionsDefinition(start_date=begin, end_date=stop, timezone="UTC")
     except ValueError:
-        hint = "YYYY-MM-DD" if model.type == "daily" else "YYYY-MM-DD or YYYY-MM-DD-HH:MM"
-        where.fail((*at, "partitions", "start"), f"start {start!r}: use {hint}")
+        value = start if field_at == "start" else end
+        where.fail((*at, "partitions", field_at), f"{field_at} {value!r}: use {hint}")
+
+
+def _hour(text: str) -> str:
+    fmt = "%Y-%m-%d-%H:%M" if len(text) > 10 else "%Y-%m-%d"
+    return datetime.strptime(text, fmt).strftime("%Y-%m-%d-%H:%M")
 
 
 def _check_cron(where: _Where, at: tuple[Any, ...], cron: str) -> None:

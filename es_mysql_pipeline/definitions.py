@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from es_mysql_pipeline.assets import build_assets
+from es_mysql_pipeline.assets import build_assets, build_unplaced_asset
 from es_mysql_pipeline.assets.partitions import daily_partitions
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
@@ -51,7 +51,9 @@ def _env(name: str, default: str) -> str:
 
 def resources_for(env: str) -> dict[str, object]:
     """One resource set per deployment; secrets only ever through ``EnvVar``."""
-    home = os.path.abspath(_env("ES_MYSQL_PIPELINE_DATA", "."))  # paths in the UI say where
+    home = _env("ES_MYSQL_PIPELINE_DATA", ".")
+    if "://" not in home:  # a local folder: absolute, so paths in the UI say where
+        home = os.path.abspath(home)
     ratio = os.environ.get("MAX_FAILED_RATIO")
     settings = PipelineSettings(
         pipeline_id=_env("PIPELINE_ID", "default"),
@@ -167,7 +169,7 @@ def env_defs() -> dg.Definitions:
     A function: Dagster takes the one ``Definitions`` at module scope as the code location.
     """
     return dg.Definitions(
-        assets=ASSETS,
+        assets=[*ASSETS, build_unplaced_asset()],
         jobs=[records_job],
         schedules=[records_daily_schedule],
         sensors=[pipeline_metrics_sensor],
@@ -198,8 +200,13 @@ def pipelines_defs(path: str | None = None) -> dg.Definitions:
                 raise PipelinesConfigError(str(cause)) from None
             raise
     # one sensor over every pipeline: each run and step goes to the pipeline its assets
-    # are tagged with, whether a job, the asset graph or a backfill launched it
-    keys = loaded.resolve_asset_graph().get_all_asset_keys()
+    # are tagged with, whether a job, the asset graph or a backfill launched it; the
+    # on-demand count of unplaced records is no pipeline run
+    keys = {
+        key
+        for key in loaded.resolve_asset_graph().get_all_asset_keys()
+        if key.path[-1] != "unplaced"
+    }
     sensor = build_pipeline_metrics_sensor(
         asset_keys=keys, asset_pipelines=asset_pipeline_ids(loaded)
     )

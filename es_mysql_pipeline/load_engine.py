@@ -31,6 +31,7 @@ from es_mysql_pipeline.records import Batch
 from es_mysql_pipeline.resources.sinks.base import (
     RecordSink,
     SchemaReport,
+    SinkSession,
     SinkWriter,
     TableShape,
     WriteCounts,
@@ -53,112 +54,140 @@ def load_staged(
     staged: StagedRecords, sink: RecordSink, shape: TableShape, label: str, dead_letter_dir: str
 ) -> LoadOutcome:
     """Stream ``staged`` into ``sink``; the counts, the dead letter and what the table became."""
-    metrics = get_recorder()
     started = time.perf_counter()
-    totals = WriteCounts()
     if staged.rows == 0:
-        return LoadOutcome(totals, 0.0, None, None, SchemaReport())
+        return LoadOutcome(WriteCounts(), 0.0, None, None, SchemaReport())
     dead = DeadLetterWriter(dead_letter_dir, "load", label)
     session = sink.open_session(shape, label)
     schema = session.schema_report()
-    metrics.schema_change("added", len(schema.added))
-    metrics.schema_change("widened", len(schema.widened))
-    metrics.schema_change("discarded", len(schema.discarded))
-    work: queue.Queue[Any] = queue.Queue(maxsize=max(2, sink.workers * 2))
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-    newest: list[float] = []
-
+    _count_schema(schema)
+    load = _Load(staged, sink.workers, session, dead)
     encoder = session.encoder() if encode_ahead(staged.rows) else None
-
-    def write(writer: SinkWriter, item: Batch | EncodedChunk) -> WriteCounts:
-        if not isinstance(item, EncodedChunk):
-            return writer.write(item)
-        try:
-            records = partial(item.records, staged)
-            if item.path is None:
-                return writer.write(records())
-            return writer.write_encoded(item.path, item.rows, records)
-        finally:
-            item.discard()
-
-    def worker() -> None:
-        metrics.worker_delta(+1)
-        writer = session.writer()
-        try:
-            while True:
-                item = work.get()
-                if item is _DONE:
-                    return
-                if errors:
-                    if isinstance(item, EncodedChunk):
-                        item.discard()
-                    continue  # drain so the reader never blocks
-                t0 = time.perf_counter()
-                try:
-                    counts = write(writer, item)
-                except BaseException as exc:
-                    with lock:
-                        errors.append(exc)
-                    continue
-                spent = time.perf_counter() - t0
-                metrics.duration("insert", spent)
-                metrics.duration("batch", spent)
-                for record, reason in counts.failures:
-                    dead.write(record, reason)
-                with lock:
-                    totals.add(counts)
-                    done = totals.processed
-                _count(counts)
-                lifecycle.progress("load", done, staged.rows)
-        finally:
-            writer.close()
-            metrics.worker_delta(-1)
-
-    threads = [
-        threading.Thread(target=worker, name=f"load-worker-{i}", daemon=True)
-        for i in range(sink.workers)
-    ]
-    for t in threads:
-        t.start()
     ts_column = shape.timestamp_column
     items: Iterator[Batch | EncodedChunk] = (
         encoded_chunks(staged, encoder, sink.batch_size, ts_column)
         if encoder is not None
         else iter(staged.batches(sink.batch_size))
     )
-    try:
-        with contextlib.closing(items):  # type: ignore[type-var]
-            for item in items:
-                if errors or lifecycle.stop_requested():
-                    if isinstance(item, EncodedChunk):
-                        item.discard()
-                    break
-                if isinstance(item, EncodedChunk):
-                    if item.newest is not None:
-                        newest.append(item.newest)
-                elif ts_column is not None:
-                    newest.append(newest_timestamp(item, ts_column))
-                work.put(item)
-                metrics.queue_depth(work.qsize())
-    finally:
-        for _ in threads:
-            work.put(_DONE)
-        for t in threads:
-            t.join()
-        metrics.queue_depth(0)
-    if errors or lifecycle.stop_requested():
+    load.run(items, ts_column)
+    if load.errors or lifecycle.stop_requested():
         session.abort()
         dead.discard()
-        if errors:
-            raise errors[0]
+        if load.errors:
+            raise load.errors[0]
         lifecycle.raise_if_stopped("load")
     session.commit()
     dead_path = dead.close()
-    ts = max(newest) if newest else None
+    ts = max(load.newest) if load.newest else None
     if ts:
-        metrics.last_record_timestamp(ts)
-    return LoadOutcome(totals, time.perf_counter() - started, dead_path, ts, schema)
+        get_recorder().last_record_timestamp(ts)
+    return LoadOutcome(load.totals, time.perf_counter() - started, dead_path, ts, schema)
+
+
+class _Load:
+    """Writer threads fed through a bounded queue; the first error stops them all."""
+
+    def __init__(
+        self, staged: StagedRecords, workers: int, session: SinkSession, dead: DeadLetterWriter
+    ) -> None:
+        self.staged = staged
+        self.workers = workers
+        self.session = session
+        self.dead = dead
+        self.work: queue.Queue[Any] = queue.Queue(maxsize=max(2, workers * 2))
+        self.lock = threading.Lock()
+        self.errors: list[BaseException] = []
+        self.newest: list[float] = []
+        self.totals = WriteCounts()
+
+    def run(self, items: Iterator[Batch | EncodedChunk], ts_column: str | None) -> None:
+        metrics = get_recorder()
+        threads = [
+            threading.Thread(target=self.worker, name=f"load-worker-{i}", daemon=True)
+            for i in range(self.workers)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            with contextlib.closing(items):  # type: ignore[type-var]
+                for item in items:
+                    if self.errors or lifecycle.stop_requested():
+                        _discard(item)
+                        break
+                    if isinstance(item, EncodedChunk):
+                        if item.newest is not None:
+                            self.newest.append(item.newest)
+                    elif ts_column is not None:
+                        self.newest.append(newest_timestamp(item, ts_column))
+                    self.work.put(item)
+                    metrics.queue_depth(self.work.qsize())
+        finally:
+            for _ in threads:
+                self.work.put(_DONE)
+            for t in threads:
+                t.join()
+            metrics.queue_depth(0)
+
+    def worker(self) -> None:
+        metrics = get_recorder()
+        metrics.worker_delta(+1)
+        writer = self.session.writer()
+        try:
+            while True:
+                item = self.work.get()
+                if item is _DONE:
+                    return
+                if self.errors:
+                    _discard(item)
+                    continue  # drain so the reader never blocks
+                t0 = time.perf_counter()
+                try:
+                    counts = self.write(writer, item)
+                except BaseException as exc:
+                    with self.lock:
+                        self.errors.append(exc)
+                    continue
+                spent = time.perf_counter() - t0
+                metrics.duration("insert", spent)
+                metrics.duration("batch", spent)
+                self.done(counts)
+        finally:
+            writer.close()
+            metrics.worker_delta(-1)
+
+    def write(self, writer: SinkWriter, item: Batch | EncodedChunk) -> WriteCounts:
+        if not isinstance(item, EncodedChunk):
+            return writer.write(item)
+        try:
+            records = partial(item.records, self.staged)
+            if item.path is None:
+                return writer.write(records())
+            return writer.write_encoded(item.path, item.rows, records)
+        finally:
+            item.discard()
+
+    def done(self, counts: WriteCounts) -> None:
+        for record, reason in counts.failures:
+            self.dead.write(record, reason)
+        with self.lock:
+            self.totals.add(counts)
+            done = self.totals.processed
+        _count(counts)
+        lifecycle.progress("load", done, self.staged.rows)
+
+
+def _discard(item: Any) -> None:
+    if isinstance(item, EncodedChunk):
+        item.discard()
+
+
+def _count_schema(schema: SchemaReport) -> None:
+    metrics = get_recorder()
+    metrics.schema_change("added", len(schema.added))
+    metrics.schema_change("widened", len(schema.widened))
+    metrics.schema_change("discarded", len(schema.discarded))
+    metrics.schema_change("renamed", len(schema.renamed))
+    metrics.schema_change("overflowed", len(schema.overflowed))
 
 
 def _count(counts: WriteCounts) -> None:

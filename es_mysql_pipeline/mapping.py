@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import operator
@@ -11,9 +12,15 @@ from datetime import datetime
 from typing import Any
 
 from es_mysql_pipeline.errors import ConfigError
-from es_mysql_pipeline.identifiers import column_name, validate_identifier
+from es_mysql_pipeline.identifiers import (
+    column_name,
+    suffixed,
+    time_column_name,
+    validate_identifier,
+)
 from es_mysql_pipeline.records import (
     ERROR_KEY,
+    OVERFLOW_COLUMN,
     Batch,
     Columns,
     Frame,
@@ -35,30 +42,53 @@ class RecordRejected(ValueError):
     """A record that cannot be loaded; the message is the dead-letter reason."""
 
 
+#: Marks keys of a flat record that are not copied as data (the id and time fields).
+_SKIP = "\x00"
+
+
 @dataclass(frozen=True)
 class FieldMapping:
-    """How raw records become rows; built once per step from the transform settings."""
+    """How raw records become rows; built once per step from the transform settings.
+
+    Every field keeps its own column (objects flattened to ``parent_child``). The id and
+    time fields keep their names too unless ``id_column``/``timestamp_column`` rename them;
+    a data field whose name is taken by the id, time or overflow column is stored under a
+    distinct name (:func:`~es_mysql_pipeline.identifiers.suffixed`), never overwritten."""
 
     id_key: str
-    #: ``None``: the data has no time field; rows get no timestamp column.
+    #: ``None``: the data has no time field; rows get no time column.
     timestamp_key: str | None
-    id_column: str = "id"
-    timestamp_column: str = "timestamp"
+    #: Column of the id field; ``None``: the field's own name (``_id`` for Elasticsearch).
+    id_column: str | None = None
+    #: Column of the time field (UTC); ``None``: the field's own name (``@timestamp`` →
+    #: ``timestamp``, ``event.created`` → ``event_created``).
+    timestamp_column: str | None = None
     #: Output columns to keep (after flatten and rename); empty keeps all.
     select: tuple[str, ...] = ()
     rename: Mapping[str, str] = field(default_factory=dict)
     casts: Mapping[str, str] = field(default_factory=dict)
     flatten: bool = True
+    #: Dotted paths of objects stored whole in :data:`OVERFLOW_COLUMN` (``labels``,
+    #: ``kubernetes.labels``): dynamic keys that would otherwise become ever more columns.
+    keep_whole: tuple[str, ...] = ()
     #: Source key → output column, filled as keys are first seen (the hot path's cache).
     _names: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-    #: Key order of a flat record → (output names, names of the source's key fields).
-    _plans: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = field(
+    #: Key order of a flat record → output names (``_SKIP`` for the id and time fields).
+    _plans: dict[tuple[str, ...], tuple[str, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    #: The id field's column.
+    id_name: str = field(init=False, compare=False)
+    #: The time field's column; ``None`` without a time field.
+    ts_name: str | None = field(init=False, compare=False)
+    #: Columns the pipeline fills itself: no data field may take them.
+    reserved: frozenset[str] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        validate_identifier(self.id_column, "id_column")
-        validate_identifier(self.timestamp_column, "timestamp_column")
+        if self.id_column is not None:
+            validate_identifier(self.id_column, "id_column")
+        if self.timestamp_column is not None:
+            validate_identifier(self.timestamp_column, "timestamp_column")
         for src, dst in self.rename.items():
             validate_identifier(dst, f"rename[{src!r}]")
         for name in self.select:
@@ -67,13 +97,29 @@ class FieldMapping:
             validate_identifier(name, "casts")
             if cast not in CASTS:
                 raise ConfigError(f"casts[{name!r}]={cast!r}: use one of {', '.join(CASTS)}")
+        for path in self.keep_whole:
+            if not path or "" in path.split("."):
+                raise ConfigError(f"keep_whole: {path!r} is not a dotted field path")
+        id_name = self.id_column or column_name(self.id_key)
+        ts_name = None
+        if self.timestamp_key is not None:
+            ts_name = self.timestamp_column or time_column_name(self.timestamp_key)
+        object.__setattr__(self, "id_name", id_name)
+        object.__setattr__(self, "ts_name", ts_name)
+        reserved = {id_name, OVERFLOW_COLUMN} | ({ts_name} if ts_name else set())
+        object.__setattr__(self, "reserved", frozenset(reserved))
+        if self.ts_name == self.id_name:
+            raise ConfigError(
+                f"the id and time fields would share column {self.id_name!r}: set id_column "
+                "or timestamp_column"
+            )
 
     @property
     def declared_types(self) -> dict[str, str]:
         """Columns whose type the mapping fixes; they hold UTC ISO 8601 text in the stage."""
         types = {name: "datetime" for name, cast in self.casts.items() if cast == "datetime"}
-        if self.timestamp_key is not None:
-            types[self.timestamp_column] = "datetime"
+        if self.ts_name is not None:
+            types[self.ts_name] = "datetime"
         return types
 
     def named_columns(self) -> dict[str, str]:
@@ -87,8 +133,8 @@ class FieldMapping:
             named.setdefault(name, f"casts[{name!r}]")
         for src, dst in self.rename.items():
             named.setdefault(dst, f"rename[{src!r}]")
-        named.pop(self.id_column, None)
-        named.pop(self.timestamp_column, None)
+        for name in self.reserved:
+            named.pop(name, None)
         return named
 
     @staticmethod
@@ -105,44 +151,55 @@ class FieldMapping:
         """Map one raw record to a row or raise :class:`RecordRejected` with the reason."""
         if ERROR_KEY in raw:
             raise RecordRejected(str(raw[ERROR_KEY]))
-        rid = raw.get(self.id_key)
-        if rid is None or rid == "" or isinstance(rid, (dict, list, bool)):
-            raise RecordRejected(f"missing or empty id field {self.id_key!r}")
-        if isinstance(rid, float):
-            raise RecordRejected(f"id field {self.id_key!r} is a float: {rid!r}")
-        ts_key = self.timestamp_key
-        ts: str | None = None
-        if ts_key is not None:
-            value = raw.get(ts_key)
-            if value is None and "." in ts_key:  # a nested field, as a mapping names it
-                value = _at_path(raw, ts_key)
-            # A record without a time is loaded with none (windowed and partitioned runs
-            # never see one: the source only yields records inside the window).
-            if value is not None and value != "":
-                try:
-                    ts = utc_text(value)
-                except ValueError as exc:
-                    raise RecordRejected(f"timestamp field {ts_key!r}: {exc}") from None
-
+        rid = self._record_id(raw)
+        ts = self._record_time(raw)
         values = raw.values()
         if _NESTED.isdisjoint(map(type, values)):
             # Flat record (every CSV row, most documents): one C-level dict build from the
             # output names cached for this key order.
             keys = tuple(raw)
-            out = self._plans.get(keys)
-            if out is None:
-                out = self._plan(keys)
-            row = dict(zip(out[0], values, strict=True))
-            for name in out[1]:
-                row.pop(name, None)
+            plan = self._plans.get(keys)
+            if plan is None:
+                plan = self._plan(keys)
+            row = dict(zip(plan, values, strict=True))
+            row.pop(_SKIP, None)
         else:
             row = self._nested_row(raw)
-        row[self.id_column] = str(rid)  # the key fields win over same-named data fields
-        if ts_key is not None:
-            row[self.timestamp_column] = ts
+        row[self.id_name] = rid
+        if self.ts_name is not None:
+            row[self.ts_name] = ts
         if self.select:
-            keep = set(self.select) | {self.id_column, self.timestamp_column}
+            keep = set(self.select) | self.reserved
             row = {k: v for k, v in row.items() if k in keep}
+        if self.casts:
+            self._cast(row)
+        return row
+
+    def _record_id(self, raw: Record) -> str:
+        rid = raw.get(self.id_key)
+        if rid is None or rid == "" or isinstance(rid, (dict, list, bool)):
+            raise RecordRejected(f"missing or empty id field {self.id_key!r}")
+        if isinstance(rid, float):
+            raise RecordRejected(f"id field {self.id_key!r} is a float: {rid!r}")
+        return str(rid)
+
+    def _record_time(self, raw: Record) -> str | None:
+        """The time as UTC text; ``None`` without one (windowed and partitioned runs never
+        see such a record: the source only yields records inside the window)."""
+        ts_key = self.timestamp_key
+        if ts_key is None:
+            return None
+        value = raw.get(ts_key)
+        if value is None and "." in ts_key:  # a nested field, as a mapping names it
+            value = _at_path(raw, ts_key)
+        if value is None or value == "":
+            return None
+        try:
+            return utc_text(value)
+        except ValueError as exc:
+            raise RecordRejected(f"timestamp field {ts_key!r}: {exc}") from None
+
+    def _cast(self, row: Record) -> None:
         for name, cast in self.casts.items():
             if name in row and row[name] is not None:
                 try:
@@ -154,7 +211,6 @@ class FieldMapping:
                 elif isinstance(value, (dict, list)):
                     value = json.dumps(value, ensure_ascii=False)
                 row[name] = value
-        return row
 
     def apply_batch(self, batch: Batch) -> list[Record] | None:
         """The rows :meth:`apply` gives for each record, computed column by column.
@@ -178,40 +234,54 @@ class FieldMapping:
         columns = list(given.values())
         if ERROR_KEY in keys or self.id_key not in keys:
             return None
+        if self.keep_whole and not _whole_heads_of(self).isdisjoint(keys):
+            return None  # objects kept whole: the record path builds the overflow column
         ids = _valid_ids(columns[keys.index(self.id_key)])
         if ids is None:
             return None
         named = self._named_columns(keys, columns)
-        if named is None or len({name for name, _ in named}) != len(named):
-            return None  # shapes differ inside objects, or two fields meet in one column
+        if named is None:
+            return None
         out: Columns = dict(named)
-        for name in map(self._name, self._key_fields()):
-            out.pop(name, None)
-        out[self.id_column] = ids
-        ts_key = self.timestamp_key
-        if ts_key is not None:
-            if ts_key in keys:
-                values = columns[keys.index(ts_key)]
-                if "." in ts_key and None in values:
-                    return None  # apply() looks such a record up as a path into its objects
-            else:  # absent, or a path into objects (``event.created``)
-                values = _column_at_path(keys, columns, ts_key)
-            times = _utc_texts(values)
+        if len(out) != len(named) or not self.reserved.isdisjoint(out):
+            return None  # two fields meet in one name: the record path tells them apart
+        out[self.id_name] = ids
+        if self.ts_name is not None:
+            times = self._time_column(keys, columns)
             if times is None:
                 return None
-            out[self.timestamp_column] = times
+            out[self.ts_name] = times
         if self.select:
-            keep = set(self.select) | {self.id_column, self.timestamp_column}
+            keep = set(self.select) | self.reserved
             out = {name: column for name, column in out.items() if name in keep}
         return out
+
+    def _time_column(
+        self, keys: tuple[str, ...], columns: list[Sequence[Any]]
+    ) -> Sequence[str | None] | None:
+        """The frame's times as UTC text, or ``None`` when one needs the record path."""
+        ts_key = str(self.timestamp_key)
+        if ts_key in keys:
+            values = columns[keys.index(ts_key)]
+            if "." in ts_key and None in values:
+                return None  # apply() looks such a record up as a path into its objects
+        else:  # absent, or a path into objects (``event.created``)
+            values = _column_at_path(keys, columns, ts_key)
+        return _utc_texts(values)
 
     def _named_columns(
         self, keys: tuple[str, ...], columns: list[Sequence[Any]]
     ) -> list[tuple[str, Sequence[Any]]] | None:
-        """Each output column with its name, as :meth:`_nested_row` names them; ``None``
-        when the records' objects differ in shape (their rows have different columns)."""
+        """Each data column with its name, as :meth:`_nested_row` names them (the id and
+        time fields left out); ``None`` when the records' objects differ in shape (their
+        rows have different columns)."""
         out: list[tuple[str, Sequence[Any]]] = []
+        ts_key = self.timestamp_key
+        ts_nested = ts_key is not None and "." in ts_key and ts_key not in keys
+        ts_joined = ts_key.replace(".", "_") if ts_nested and ts_key else None
         for key, column in zip(keys, columns, strict=True):
+            if key == self.id_key or key == ts_key:
+                continue
             types = set(map(type, column))
             if _NESTED.isdisjoint(types):
                 out.append((self._name(key), column))
@@ -224,45 +294,108 @@ class FieldMapping:
                 if flat is None:
                     return None
                 rename = self.rename
-                out.extend((rename.get(name) or column_name(name), col) for name, col in flat)
+                for joined, col in flat:
+                    if joined == ts_joined:
+                        continue  # the time field inside its object
+                    out.append((rename.get(joined) or column_name(joined), col))
             else:
                 return None
         return out
 
     def _name(self, key: str) -> str:
+        """The column of a top-level data field."""
         name = self._names.get(key)
         if name is None:
-            name = self._names[key] = self.rename.get(key) or column_name(key)
+            name = self.rename.get(key) or column_name(key)
+            if name in self.reserved:
+                name = suffixed(name, key)
+            self._names[key] = name
         return name
 
-    def _plan(self, keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def _plan(self, keys: tuple[str, ...]) -> tuple[str, ...]:
         if len(self._plans) >= 1024:  # records of ever-new shapes: keep the cache bounded
             self._plans.clear()
-        plan = (tuple(map(self._name, keys)), tuple(map(self._name, self._key_fields())))
+        skip = (self.id_key, self.timestamp_key)
+        names: list[str] = []
+        for key in keys:
+            if key in skip:
+                names.append(_SKIP)
+                continue
+            name = self._name(key)
+            if name in names:  # two fields renamed alike: the later one apart
+                name = suffixed(name, key)
+            names.append(name)
+        plan = tuple(names)
         self._plans[keys] = plan
         return plan
 
     def _nested_row(self, raw: Record) -> Record:
-        """The general path: objects flattened to ``parent_child``, arrays as JSON text."""
+        """The general path: objects flattened to ``parent_child`` (or kept whole), arrays
+        as JSON text; a name two fields would share goes to the later one with a hash."""
         rename = self.rename
+        reserved = self.reserved
+        ts_key = self.timestamp_key
+        skip: set[tuple[str, ...]] = {(self.id_key,)}
+        if ts_key is not None:
+            skip.add((ts_key,) if ts_key in raw else tuple(ts_key.split(".")))
+        whole = _whole_paths_of(self)
         row: Record = {}
-        for key, value in raw.items():
-            tp = type(value)
-            if tp is dict and value and self.flatten:
-                for fkey, fval in _flatten(key, value):
-                    row[rename.get(fkey) or column_name(fkey)] = fval
-            elif tp is dict or tp is list:
-                row[self._name(key)] = json.dumps(value, ensure_ascii=False)
+        overflow: dict[str, Any] = {}
+        for joined, path, value in _leaves(raw, self.flatten, whole):
+            if path in skip:
+                continue
+            if len(path) == 1:
+                name = self._name(joined)
             else:
-                row[self._name(key)] = value
-        for key in self._key_fields():  # the source's key fields, renamed below
-            row.pop(self._name(key), None)
+                name = rename.get(joined) or column_name(joined)
+                if name in reserved:
+                    name = suffixed(name, "\x00".join(path))
+            if path in whole:
+                overflow[name] = value
+                continue
+            if name in row:
+                name = suffixed(name, "\x00".join(path))
+            row[name] = value
+        if overflow:
+            row[OVERFLOW_COLUMN] = overflow
         return row
 
-    def _key_fields(self) -> tuple[str, ...]:
-        if self.timestamp_key is None:
-            return (self.id_key,)
-        return (self.id_key, self.timestamp_key)
+
+def _whole_paths_of(mapping: FieldMapping) -> frozenset[tuple[str, ...]]:
+    return _whole_paths(mapping.keep_whole)
+
+
+def _whole_heads_of(mapping: FieldMapping) -> frozenset[str]:
+    return frozenset(path[0] for path in _whole_paths(mapping.keep_whole))
+
+
+@functools.lru_cache(maxsize=64)
+def _whole_paths(keep_whole: tuple[str, ...]) -> frozenset[tuple[str, ...]]:
+    return frozenset(tuple(path.split(".")) for path in keep_whole)
+
+
+def _leaves(
+    raw: Record, flatten: bool, whole: frozenset[tuple[str, ...]]
+) -> list[tuple[str, tuple[str, ...], Any]]:
+    """Each field of a record as (joined name, path, value): objects opened up to depth 32
+    (unless kept whole), other objects and arrays as JSON text."""
+    out: list[tuple[str, tuple[str, ...], Any]] = []
+
+    def visit(joined: str, path: tuple[str, ...], value: Any) -> None:
+        tp = type(value)
+        if tp is dict and path in whole:
+            out.append((joined, path, value))
+        elif tp is dict and value and flatten and len(path) < 34:
+            for key, inner in value.items():
+                visit(f"{joined}_{key}", (*path, key), inner)
+        elif tp is dict or tp is list:
+            out.append((joined, path, _JSON_TEXT(value)))
+        else:
+            out.append((joined, path, value))
+
+    for key, value in raw.items():
+        visit(key, (key,), value)
+    return out
 
 
 _NESTED = frozenset({dict, list})
@@ -307,20 +440,6 @@ def _at_path(raw: Any, dotted: str) -> Any:
             return None
         value = value.get(part)
     return value
-
-
-def _flatten(prefix: str, obj: dict[str, Any], depth: int = 0) -> list[tuple[str, Any]]:
-    """``{"a": {"b": 1}}`` → ``[("a_b", 1)]``; arrays stay values (stored as JSON text)."""
-    out: list[tuple[str, Any]] = []
-    for key, value in obj.items():
-        name = f"{prefix}_{key}"
-        if isinstance(value, dict) and value and depth < 32:
-            out.extend(_flatten(name, value, depth + 1))
-        elif isinstance(value, (dict, list)):
-            out.append((name, json.dumps(value, ensure_ascii=False)))
-        else:
-            out.append((name, value))
-    return out
 
 
 def _flatten_columns(
@@ -394,35 +513,52 @@ _JSON_TEXT = _JsonText()
 
 def cast_value(value: Any, cast: str) -> Any:
     """Cast one value; raises ``ValueError`` with a short reason."""
-    if cast == "string":
-        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    if cast == "json":
-        return json.loads(value) if isinstance(value, str) else value
-    if cast == "int":
-        if isinstance(value, bool):
-            return int(value)
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise ValueError(f"{value!r} is not a whole number")
-            return int(value)
-        result = int(str(value).strip())
-        if not -(2**63) <= result < 2**63:
-            raise ValueError(f"{value!r} does not fit in a 64-bit integer")
-        return result
-    if cast == "float":
-        return float(value)
-    if cast == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ValueError(f"{value!r} is not a boolean")
-    if cast == "datetime":
-        return parse_timestamp(value)
-    raise ValueError(f"unknown cast {cast!r}")
+    caster = _CASTERS.get(cast)
+    if caster is None:
+        raise ValueError(f"unknown cast {cast!r}")
+    return caster(value)
+
+
+def _to_string(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _to_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{value!r} is not a whole number")
+        return int(value)
+    result = int(str(value).strip())
+    if not -(2**63) <= result < 2**63:
+        raise ValueError(f"{value!r} does not fit in a 64-bit integer")
+    return result
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
+_CASTERS: dict[str, Callable[[Any], Any]] = {
+    "string": _to_string,
+    "json": _to_json,
+    "int": _to_int,
+    "float": float,
+    "bool": _to_bool,
+    "datetime": parse_timestamp,
+}
 
 
 Analyzer = Callable[[Record], "Record | None"]

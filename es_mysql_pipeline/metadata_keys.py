@@ -17,6 +17,8 @@ INSERTED: Final = "inserted"
 UPDATED: Final = "updated"
 SKIPPED: Final = "skipped"
 FAILED: Final = "failed"
+#: rows deleted or stamped: ids gone from the source's window, and delete-marked records
+DELETED: Final = "deleted"
 DEAD_LETTER_PATH: Final = "dead_letter_path"
 TRANSFORM_DEAD_LETTER_PATH: Final = "transform_dead_letter_path"
 COLUMNS_ADDED: Final = "columns_added"

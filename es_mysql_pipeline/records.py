@@ -22,6 +22,10 @@ Frame = Batch | Columns
 #: A source sets this key on a record it could only partly read (for example a CSV row with
 #: too many fields); the transform sends such records to the dead letter with the reason.
 ERROR_KEY = "__error__"
+#: The pipeline's own column for what does not get a column of its own: objects kept whole
+#: (the ``keep_whole`` setting) and, in a SQL table, fields beyond the column budget. A JSON
+#: object keyed by column name.
+OVERFLOW_COLUMN = "_overflow"
 
 #: What users write for "this data has no time field" (``--timestamp_column none``).
 NO_TIMESTAMP = "none"
@@ -283,3 +287,28 @@ def mask_secrets(text: str, secrets: Mapping[str, str | None] | list[str | None]
         if secret and len(secret) >= 3:
             text = text.replace(secret, "***")
     return text
+
+
+def time_at(record: Record, ts_key: str) -> Any:
+    """The record's time: under ``ts_key``, else at that dotted path (``event.created``)."""
+    value = record.get(ts_key)
+    if value is None and "." in ts_key:
+        value = record
+        for part in ts_key.split("."):
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+    return value
+
+
+def unplaced_reason(record: Record, ts_key: str) -> str | None:
+    """Why a record belongs to no time window (its time is missing or unreadable), or
+    ``None`` when it has a time."""
+    value = time_at(record, ts_key)
+    if value is None or value == "":
+        return f"no time in field {ts_key!r}: the record belongs to no partition"
+    try:
+        parse_timestamp(value)
+    except ValueError as exc:
+        return f"time field {ts_key!r}: {exc}: the record belongs to no partition"
+    return None

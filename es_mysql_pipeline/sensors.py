@@ -318,9 +318,12 @@ def evaluate_metrics_sensor(
 ) -> dg.SkipReason:
     """One tick: fold newly finished runs into their pipelines' totals, push, say what."""
     if not pushgateway.enabled:
-        return dg.SkipReason(
-            "nothing pushed: pushgateway.url is empty (set PUSHGATEWAY_URL); runs whose "
-            "steps ran without it are not counted"
+        return _said(
+            context,
+            [
+                "nothing pushed: pushgateway.url is empty (set PUSHGATEWAY_URL); runs whose "
+                "steps ran without it are not counted"
+            ],
         )
     tagged = dict(asset_pipelines or {})
     if pipeline_ids is None:
@@ -351,6 +354,14 @@ def evaluate_metrics_sensor(
     cursor.after = dict(state.after)
     cursor.runs_counted = state.runs_counted
     context.update_cursor(cursor.to_json())
+    return _said(context, said)
+
+
+def _said(context: dg.SensorEvaluationContext, said: list[str]) -> dg.SkipReason:
+    """The tick's outcome as its skip reason (the tick's dialog), and one log line per
+    sentence: the UI's "View logs" of a tick otherwise shows "No logs to display"."""
+    for sentence in said:
+        context.log.info(sentence)
     return dg.SkipReason("; ".join(said))
 
 

@@ -62,7 +62,10 @@ class StagingError(PipelineError):
 
 
 #: Column types a staged file can declare, from narrowest to widest.
-TYPES = ("bool", "int", "float", "datetime", "string", "json")
+#: ``int`` holds integers a double keeps exactly (|n| <= 2**53), ``bigint`` the rest of int64:
+#: beside decimals (``float``) they need text, or a DOUBLE would round them.
+TYPES = ("bool", "int", "bigint", "float", "datetime", "string", "json")
+_EXACT_IN_DOUBLE = 2**53
 
 
 def value_type(value: Any) -> str | None:
@@ -72,7 +75,9 @@ def value_type(value: Any) -> str | None:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "int" if _INT64[0] <= value <= _INT64[1] else "string"
+        if -_EXACT_IN_DOUBLE <= value <= _EXACT_IN_DOUBLE:
+            return "int"
+        return "bigint" if _INT64[0] <= value <= _INT64[1] else "string"
     if isinstance(value, float):
         return "float"
     if isinstance(value, datetime):
@@ -86,12 +91,43 @@ def _plain_type(kinds: set[type], values: Sequence[Any]) -> str | None:
     """:func:`value_type` of every value of a column of one numeric or boolean type (no
     NULLs), found without a Python step per value; ``None`` for any other column."""
     if kinds == {int}:
-        return "int" if _INT64[0] <= min(values) and max(values) <= _INT64[1] else None
+        low, high = min(values), max(values)
+        if low >= -_EXACT_IN_DOUBLE and high <= _EXACT_IN_DOUBLE:
+            return "int"
+        return "bigint" if _INT64[0] <= low and high <= _INT64[1] else None
     if kinds == {float}:
         return "float"
     if kinds == {bool}:
         return "bool"
     return None
+
+
+def _observe_text(st: ColumnStats, values: Sequence[str]) -> None:
+    """A column of text: its type, and its widest value in UTF-8 bytes, encoding only when
+    the width could have grown (chars <= bytes <= 4 * chars; ASCII is one byte a char)."""
+    if st.type != "string":
+        st.type = merge_types(st.type, "string")
+    longest = max(map(len, values))
+    if longest <= st.max_bytes:
+        if longest * 4 <= st.max_bytes or "".join(values).isascii():
+            return
+        widest = max(map(len, map(str.encode, values)))
+    elif "".join(values).isascii():
+        widest = longest
+    else:
+        widest = max(map(len, map(str.encode, values)))
+    st.max_bytes = max(st.max_bytes, widest)
+
+
+def _observe_values(st: ColumnStats, values: Sequence[Any]) -> None:
+    """A column of mixed types, value by value."""
+    for value in values:
+        t = value_type(value)
+        if t != st.type:
+            st.type = merge_types(st.type, t)
+        if t == "string":
+            size = len(value.encode("utf-8")) if isinstance(value, str) else len(str(value))
+            st.max_bytes = max(st.max_bytes, size)
 
 
 def merge_types(a: str | None, b: str | None) -> str | None:
@@ -102,6 +138,8 @@ def merge_types(a: str | None, b: str | None) -> str | None:
         return a
     if {a, b} == {"int", "float"}:
         return "float"
+    if {a, b} == {"int", "bigint"}:
+        return "bigint"
     if "json" in (a, b):
         return "json"
     return "string"
@@ -264,32 +302,14 @@ class StagedFileWriter:
                     continue
                 values = list(filter(_not_none, column))
             if kinds == {str}:
-                if st.type != "string":
-                    st.type = merge_types(st.type, "string")
-                longest = max(map(len, values))
-                if longest <= st.max_bytes:
-                    # chars <= bytes <= 4 * chars: only text beyond ASCII can be wider
-                    if longest * 4 <= st.max_bytes or "".join(values).isascii():
-                        continue
-                    widest = max(map(len, map(str.encode, values)))
-                elif "".join(values).isascii():
-                    widest = longest
-                else:
-                    widest = max(map(len, map(str.encode, values)))
-                st.max_bytes = max(st.max_bytes, widest)
+                _observe_text(st, values)
                 continue
             plain = _plain_type(kinds, values)
             if plain is not None:  # numbers or booleans alone: one type, no width
                 if st.type != plain:
                     st.type = merge_types(st.type, plain)
                 continue
-            for value in values:
-                t = value_type(value)
-                if t != st.type:
-                    st.type = merge_types(st.type, t)
-                if t == "string":
-                    size = len(value.encode("utf-8")) if isinstance(value, str) else len(str(value))
-                    st.max_bytes = max(st.max_bytes, size)
+            _observe_values(st, values)
 
     def append(self, part: StagedRecords) -> None:
         """Add a whole staged file written elsewhere (a worker process's part), then delete it."""

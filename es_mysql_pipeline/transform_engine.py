@@ -178,8 +178,8 @@ class BatchMapper:
 
 def new_staged_file(mapping: FieldMapping) -> StagedFileWriter:
     return StagedFileWriter(
-        mapping.id_column,
-        mapping.timestamp_column if mapping.timestamp_key is not None else None,
+        mapping.id_name,
+        mapping.ts_name,
         track_schema=True,
         declared=mapping.declared_types,
     )

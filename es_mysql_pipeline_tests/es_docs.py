@@ -1,9 +1,12 @@
 """Elasticsearch documents for end-to-end tests, and the exact MariaDB rows they must become.
 
 The expected rows are derived here independently of the pipeline's transform: nested objects
-flatten to ``parent_child`` columns, arrays (and empty objects) are JSON text, ``_id`` is
-``id`` and the time field (``@timestamp`` unless told) is a naive UTC ``timestamp``; a field a
-document lacks is NULL. Documents may carry their time under another name, or none at all.
+flatten to ``parent_child`` columns (a name that is not a plain identifier, like
+``http-status``, gets its hash suffix: ``column_name``), arrays (and empty objects) are JSON
+text, ``_id`` is ``_id`` and the time field (``@timestamp`` unless told) is a naive UTC
+value in its own column (``@timestamp`` → ``timestamp``, ``event.created`` →
+``event_created``); a field a document lacks is NULL. Documents may carry their time
+under another name, or none at all.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+
+from es_mysql_pipeline.identifiers import column_name, time_column_name
 
 DAY0 = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)
 DAYS = 5
@@ -163,11 +168,11 @@ def _columns(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
         for key, sub in value.items():
             yield from _columns(f"{prefix}_{key}", sub)
     elif isinstance(value, (dict, list)):
-        yield prefix, Json(value)
+        yield column_name(prefix), Json(value)
     elif isinstance(value, bool):
-        yield prefix, int(value)  # MariaDB BOOLEAN is TINYINT(1)
+        yield column_name(prefix), int(value)  # MariaDB BOOLEAN is TINYINT(1)
     else:
-        yield prefix, value
+        yield column_name(prefix), value
 
 
 def expected_rows(
@@ -185,7 +190,7 @@ def expected_rows(
     """
     out: dict[str, dict[str, Any]] = {}
     for doc_id, src in docs:
-        row: dict[str, Any] = {"id": doc_id}
+        row: dict[str, Any] = {"_id": doc_id}
         if time_field is not None:
             raw = time_of(src, time_field)
             if raw is None and not untimed:
@@ -193,9 +198,9 @@ def expected_rows(
             ts = parse_es_time(raw) if raw is not None else None
             if days is not None and (ts is None or ts.strftime("%Y-%m-%d") not in days):
                 continue
-            row["timestamp"] = ts.replace(tzinfo=None) if ts is not None else None
+            row[time_column_name(time_field)] = ts.replace(tzinfo=None) if ts is not None else None
         for key, value in _without(src, time_field).items():
-            row.update(_columns(key.replace("-", "_"), value))
+            row.update(_columns(key, value))
         out[doc_id] = row
     return out
 
@@ -234,16 +239,17 @@ def assert_table_equals(url: str, table: str, expected: dict[str, dict[str, Any]
     types, rows = read_table(url, table)
     want_columns = {col for row in expected.values() for col in row}
     assert set(types) == want_columns, sorted(set(types) ^ want_columns)
-    if "timestamp" in want_columns:
-        assert str(types["timestamp"]) == "DATETIME", types["timestamp"]
-        assert getattr(types["timestamp"], "fsp", None) == 6
-    ids = [r["id"] for r in rows]
+    for col in want_columns:
+        if any(isinstance(row.get(col), dt.datetime) for row in expected.values()):
+            assert str(types[col]) == "DATETIME", types[col]
+            assert getattr(types[col], "fsp", None) == 6
+    ids = [r["_id"] for r in rows]
     assert len(ids) == len(set(ids)), "duplicate ids in the table"
     missing, extra = sorted(set(expected) - set(ids)), sorted(set(ids) - set(expected))
     assert not missing and not extra, f"missing {missing[:5]}, extra {extra[:5]}"
     problems = []
     for row in rows:
-        want = expected[row["id"]]
+        want = expected[row["_id"]]
         for col in want_columns:
             got, exp = row[col], want.get(col)
             if isinstance(exp, Json):
@@ -251,5 +257,5 @@ def assert_table_equals(url: str, table: str, expected: dict[str, dict[str, Any]
             else:
                 ok = got == exp and type(got) is type(exp)  # 1 is not 1.0, "1" is not 1
             if not ok:
-                problems.append((row["id"], col, got, exp))
+                problems.append((row["_id"], col, got, exp))
     assert not problems, f"{len(problems)} cells differ, e.g. {problems[:5]}"

@@ -81,7 +81,8 @@ def table_rows(url: str, table: str) -> dict[str, dict[str, Any]]:
     try:
         with engine.connect() as conn:
             t = sa.Table(table, sa.MetaData(), autoload_with=conn)
-            return {str(r._mapping["id"]): dict(r._mapping) for r in conn.execute(sa.select(t))}
+            key = "_id" if "_id" in t.c else "id"  # an Elasticsearch document's id, or the data's
+            return {str(r._mapping[key]): dict(r._mapping) for r in conn.execute(sa.select(t))}
     finally:
         engine.dispose()
 

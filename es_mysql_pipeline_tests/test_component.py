@@ -178,7 +178,9 @@ def test_three_pipelines_load_as_three_chains(setup: Setup) -> None:
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {
-        f"{p}/{s}" for p in ("orders", "clicks", "events") for s in ("raw", "clean", "loaded")
+        f"{p}/{s}"
+        for p in ("orders", "clicks", "events")
+        for s in ("raw", "clean", "loaded", "unplaced")  # partitioned: records of no day
     }
     groups = {graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups == {"orders", "clicks", "events"}
@@ -192,7 +194,9 @@ def test_three_pipelines_load_as_three_chains(setup: Setup) -> None:
         assert job.executor_def is dg.in_process_executor
         assert job.run_tags[PIPELINE_TAG] == name
     # Dagster's implicit all-assets job builds: no resource key shared by two pipelines
-    assert len(defs.resolve_implicit_global_asset_job_def().nodes) == 9
+    assert (
+        len(defs.resolve_implicit_global_asset_job_def().nodes) == 12
+    )  # the three chains and their unplaced counts
     assert graph.get(dg.AssetKey(["orders", "loaded"])).owners == ["team:sales"]
     # the pools name the tables, one per table
     pools = {
@@ -257,11 +261,11 @@ def test_a_partition_of_each_then_a_backfill_of_one(setup: Setup) -> None:
             assert check.passed, check.metadata
             assert result.dagster_run.tags[PIPELINE_TAG] in ("orders", "clicks", "events")
         assert setup.counts() == (PER_DAY, 5, 7)
-        # the CSV's click_id became the id column; page was renamed
+        # the CSV's click_id is the id column, under its own name; page was renamed
         engine = sa.create_engine(setup.mysql_url)
         with engine.connect() as conn:
             cols = {c["name"] for c in sa.inspect(conn).get_columns(setup.table_b)}
-            ids = set(conn.execute(sa.text(f"SELECT id FROM {setup.table_b}")).scalars())
+            ids = set(conn.execute(sa.text(f"SELECT click_id FROM {setup.table_b}")).scalars())
         engine.dispose()
         assert "page_name" in cols and "page" not in cols
         assert ids == {f"c-2-{i}" for i in range(5)}
@@ -449,7 +453,11 @@ def test_the_bundled_defs_folder_is_the_sample_into_sqlite(
     monkeypatch.setenv("ES_MYSQL_PIPELINE_DATA", str(tmp_path))
     defs = pipelines_defs(None)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"sample/raw", "sample/clean", "sample/loaded"}
+    assert keys == {"sample/raw", "sample/clean", "sample/loaded", "sample/unplaced"}
+    # the sample's five days, no more: loadable in one click, the graph's fill % honest
+    job = defs.resolve_job_def("sample_job")
+    assert job.partitions_def is not None
+    assert job.partitions_def.get_partition_keys() == [f"2024-01-0{d}" for d in range(1, 6)]
     result = _run(defs, "sample_job", dg.DagsterInstance.ephemeral(), "2024-01-02")
     assert result.success
     (check,) = result.get_asset_check_evaluations()

@@ -117,3 +117,19 @@ def test_every_environment_variable_read_is_documented() -> None:
     documented = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     missing = sorted(name for name in read if f"`{name}`" not in documented)
     assert not missing, f"docs/configuration.md does not name {missing}"
+
+
+def test_the_pipelines_example_loads(tmp_path: Path) -> None:
+    """docs/pipelines.md's defs.yaml is one a user can copy: it loads, with its four chains."""
+    from es_mysql_pipeline.definitions import pipelines_defs
+
+    text = (ROOT / "docs" / "pipelines.md").read_text(encoding="utf-8")
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "defs.yaml"
+    path.write_text(example.replace("/var/lib/es_mysql_pipeline", str(tmp_path)), "utf-8")
+    defs = pipelines_defs(str(path))
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    for name in ("orders", "clicks", "legacy", "audit"):
+        assert {f"{name}/raw", f"{name}/clean", f"{name}/loaded"} <= keys
+    assert "orders_automation" in {s.name for s in defs.sensors or []}
+    assert "clicks_schedule" in {s.name for s in defs.schedules or []}

@@ -20,13 +20,26 @@ def test_plain_identifiers_pass() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"),
+    ("raw", "prefix"),
     [
-        ("user.name", "user_name"),
-        ("@timestamp", "_timestamp"),
-        ("9lives", "_9lives"),
-        ("a`; DROP", "a___DROP"),
+        ("user.name", "user_name_"),
+        ("@timestamp", "_timestamp_"),
+        ("9lives", "_9lives_"),
+        ("a`; DROP", "a___DROP_"),
+        ("é", "__"),
+        ("x" * 80, "x" * 55 + "_"),
     ],
 )
-def test_column_names_from_data_are_made_safe(raw: str, expected: str) -> None:
-    assert column_name(raw) == expected
+def test_column_names_from_data_are_made_safe_and_distinct(raw: str, prefix: str) -> None:
+    name = column_name(raw)
+    assert name.startswith(prefix) and len(name) <= 64
+    assert validate_identifier(name, "column") == name
+    assert len(name) == len(prefix) + 8  # the hash of the original name
+
+
+def test_plain_names_stay_and_changed_names_never_meet() -> None:
+    assert column_name("user_name") == "user_name"
+    assert column_name("userId") == "userId"
+    variants = ["a.b", "a_b", "a-b", "a b", "a" * 64 + "1", "a" * 64 + "2", "@a_b"]
+    assert len({column_name(v) for v in variants}) == len(variants)
+    assert column_name("a.b") == column_name("a.b")  # the same in every call and process

@@ -74,13 +74,21 @@ def test_no_time_field_means_no_time_column() -> None:
 def test_a_nested_time_field_is_read_by_its_dotted_name() -> None:
     mapping = FieldMapping(id_key="_id", timestamp_key="event.created")
     row = mapping.apply({"_id": "1", "event": {"created": "2024-01-01T00:00:00Z", "kind": "x"}})
+    assert row == {
+        "_id": "1",
+        "event_created": "2024-01-01T00:00:00.000000+00:00",
+        "event_kind": "x",
+    }
+    legacy = FieldMapping("_id", "event.created", id_column="id", timestamp_column="timestamp")
+    row = legacy.apply({"_id": "1", "event": {"created": "2024-01-01T00:00:00Z", "kind": "x"}})
     assert row == {"id": "1", "timestamp": "2024-01-01T00:00:00.000000+00:00", "event_kind": "x"}
 
 
-def test_a_detected_time_field_becomes_the_timestamp_column() -> None:
+def test_a_detected_time_field_keeps_its_name_in_utc() -> None:
     mapping = FieldMapping(id_key="id", timestamp_key="ts")
     row = mapping.apply({"id": "1", "ts": "2024-01-01T00:00:00Z", "level": "info"})
-    assert row == {"id": "1", "timestamp": "2024-01-01T00:00:00.000000+00:00", "level": "info"}
+    assert row == {"id": "1", "ts": "2024-01-01T00:00:00.000000+00:00", "level": "info"}
+    assert mapping.declared_types == {"ts": "datetime"}
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from es_mysql_pipeline.dead_letter import DeadLetterWriter, read_dead_letters
+from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.mapping import FieldMapping, load_analyzer
 from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords
 from es_mysql_pipeline.transform_engine import (
@@ -101,7 +102,7 @@ def test_parallel_output_equals_serial(tmp_path: Path) -> None:
     assert strip == [{k: v for k, v in e.items() if k != "at"} for e in read_dead_letters(p_dead)]
     assert len(strip) == 31
     assert (p_ok, p_failed) == (s_ok, s_failed) and p_failed > 0
-    assert rows_of(p_out)[0]["Tag_Name"] == "t-r1"
+    assert rows_of(p_out)[0][column_name("Tag Name")] == "t-r1"
     assert p_unseen == s_unseen == {}
     assert progress == sorted(progress) and progress[-1] == 3_000 and len(progress) > 2
     left = {str(p) for p in (tmp_path / "scratch").rglob("*") if p.is_file()}

@@ -45,7 +45,7 @@ def test_modules_marked_unused_cannot_be_imported_in_the_workers() -> None:
 
 
 def test_an_elasticsearch_client_works_without_the_unused_http_stacks() -> None:
-    from es_mysql_pipeline.resources.sources.elasticsearch import UNUSED_HTTP_STACKS as unused
+    from es_mysql_pipeline.readers.elasticsearch import UNUSED_HTTP_STACKS as unused
 
     with spawn_pool(1, unused=unused) as pool, stop_signals_blocked():
         assert pool.submit(_client_and_stacks).result() == ("Urllib3HttpNode", [])
@@ -57,6 +57,30 @@ def _client_and_stacks() -> tuple[str, list[str]]:
     client = Elasticsearch("http://127.0.0.1:9")
     node = type(next(iter(client.transport.node_pool.all()))).__name__
     return node, loaded("aiohttp") + loaded("requests")
+
+
+#: What worker processes import for their jobs: the readers, the engines, the load format.
+WORKER_MODULES = (
+    "es_mysql_pipeline.readers.file_parts",
+    "es_mysql_pipeline.readers.elasticsearch.slice_parts",
+    "es_mysql_pipeline.transform_engine",
+    "es_mysql_pipeline.load_encoding",
+    "es_mysql_pipeline.resources.sinks.sql.bulk_load",
+)
+
+
+def test_worker_jobs_import_no_dagster() -> None:
+    """A worker imports its job's modules only, never Dagster (the slowest import of all)."""
+    with spawn_pool(1) as pool, stop_signals_blocked():
+        assert pool.submit(dagster_after_import, WORKER_MODULES).result() is False
+        # the control: the resources package does import it
+        assert pool.submit(dagster_after_import, ("es_mysql_pipeline.resources.sources",)).result()
+
+
+def dagster_after_import(names: tuple[str, ...]) -> bool:
+    for name in names:
+        importlib.import_module(name)
+    return "dagster" in sys.modules
 
 
 def pid_after(seconds: float) -> int:

@@ -22,11 +22,20 @@ from es_mysql_pipeline.assets.fetch import fetch_records
 from es_mysql_pipeline.assets.load import RECONCILE_CHECK, RECONCILE_DESCRIPTION, load_records
 from es_mysql_pipeline.assets.partitions import WindowConfig
 from es_mysql_pipeline.assets.transform import transform_records
+from es_mysql_pipeline.assets.unplaced import PLACED_CHECK, PLACED_DESCRIPTION, unplaced_records
 from es_mysql_pipeline.staging import StagedRecords
 
 GROUP = "records_pipeline"
 OWNERS = ["team:data-engineering"]
-__all__ = ["GROUP", "OWNERS", "RETRY", "AssetNames", "ResourceKeys", "build_assets"]
+__all__ = [
+    "GROUP",
+    "OWNERS",
+    "RETRY",
+    "AssetNames",
+    "ResourceKeys",
+    "build_assets",
+    "build_unplaced_asset",
+]
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class AssetNames:
     raw: dg.AssetKey = field(default_factory=lambda: dg.AssetKey("raw_records"))
     clean: dg.AssetKey = field(default_factory=lambda: dg.AssetKey("clean_records"))
     loaded: dg.AssetKey = field(default_factory=lambda: dg.AssetKey("loaded_records"))
+    unplaced: dg.AssetKey = field(default_factory=lambda: dg.AssetKey("unplaced_records"))
     group: str = GROUP
     owners: tuple[str, ...] = tuple(OWNERS)
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -71,6 +81,7 @@ class AssetNames:
             dg.AssetKey([name, "raw"]),
             dg.AssetKey([name, "clean"]),
             dg.AssetKey([name, "loaded"]),
+            dg.AssetKey([name, "unplaced"]),
             group or name,
             owners,
             dict(tags or {}),
@@ -136,12 +147,41 @@ def build_assets(
         key=names.loaded,
         kinds={"sql"},
         ins={"clean_records": dg.AssetIn(key=names.clean)},
-        required_resource_keys={keys.sink, keys.settings},
+        # the source too: deletes read its ids for the window after the load
+        required_resource_keys={keys.source, keys.sink, keys.settings},
         check_specs=checks if partitions_def else None,
         pool=pool,
         **common,
     )(fail_fast_unless_transient(_load(keys)))
     return [raw, clean, loaded]
+
+
+def build_unplaced_asset(
+    names: AssetNames | None = None, resource_keys: ResourceKeys | None = None
+) -> dg.AssetsDefinition:
+    """The records of a partitioned pipeline that no partition holds (no readable time):
+    unpartitioned, materialized on demand, beside the chain."""
+    names = names or AssetNames()
+    keys = resource_keys or ResourceKeys()
+
+    def unplaced(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        """Records whose time is missing or unreadable: they belong to no partition."""
+        resources = context.resources
+        return unplaced_records(
+            context, getattr(resources, keys.source), getattr(resources, keys.settings)
+        )
+
+    return dg.asset(
+        key=names.unplaced,
+        kinds={"python", "file"},
+        group_name=names.group,
+        owners=list(names.owners),
+        tags=dict(names.tags) or None,
+        required_resource_keys={keys.source, keys.settings},
+        check_specs=[
+            dg.AssetCheckSpec(PLACED_CHECK, asset=names.unplaced, description=PLACED_DESCRIPTION)
+        ],
+    )(unplaced)
 
 
 def _fetch(keys: ResourceKeys) -> Any:
@@ -180,6 +220,7 @@ def _load(keys: ResourceKeys) -> Any:
             clean_records,
             getattr(resources, keys.sink),
             getattr(resources, keys.settings),
+            getattr(resources, keys.source),
         )
 
     return load

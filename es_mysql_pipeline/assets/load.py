@@ -17,9 +17,12 @@ from es_mysql_pipeline.assets.partitions import (
     partition_window,
     put_counts,
     run_label,
+    run_window,
 )
-from es_mysql_pipeline.errors import PipelineError
+from es_mysql_pipeline.errors import ConfigError, PipelineError
 from es_mysql_pipeline.load_engine import load_staged
+from es_mysql_pipeline.metrics.recorder import get_recorder
+from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks.base import (
     RecordSink,
@@ -27,6 +30,7 @@ from es_mysql_pipeline.resources.sinks.base import (
     TableShape,
     WriteCounts,
 )
+from es_mysql_pipeline.resources.sources.base import RecordSource
 from es_mysql_pipeline.staging import StagedRecords
 from es_mysql_pipeline.targets import SINK_TAG, verify_target
 from es_mysql_pipeline.worker_processes import tune_gc
@@ -40,15 +44,32 @@ def load_records(
     clean_records: StagedRecords,
     sink: RecordSink,
     settings: PipelineSettings,
+    source: RecordSource | None = None,
 ) -> dg.MaterializeResult:
     """Rows in the sink for the partition; counts of inserted, updated, skipped and failed."""
     tune_gc()
     label = run_label(context, config)
     verify_target(context, SINK_TAG, sink)
-    shape = TableShape(settings.id_column, clean_records.timestamp_key, clean_records.columns)
+    shape = TableShape(
+        clean_records.id_key,
+        clean_records.timestamp_key,
+        clean_records.columns,
+        delete_marker=settings.delete_marker,
+        soft_delete=settings.deletes == "soft",
+    )
+    missing = 0
     try:
         sink.check()
+        if sink.write_mode == "refresh" and partition_keys(context):
+            raise ConfigError(
+                "write_mode refresh replaces the whole table: run it unpartitioned "
+                "(the CLI, or a pipeline with partitions: none), not per partition"
+            )
         outcome = load_staged(clean_records, sink, shape, label, settings.dead_letter_dir)
+        if settings.deletes != "ignore" and sink.write_mode != "refresh":
+            if source is None:
+                raise ConfigError(f"deletes={settings.deletes} needs the source to re-read ids")
+            missing = delete_missing(source, sink, shape, run_window(context, config))
     except PipelineError as exc:
         raise step_failed(exc, "load", context) from None
     counts = outcome.counts
@@ -64,6 +85,7 @@ def load_records(
         "sink": sink.describe()["type"],
         "sink_target": sink.describe()["target"],
         "write_mode": sink.write_mode,
+        "deletes": settings.deletes,
         **_schema_metadata(outcome.schema, getattr(sink, "schema_contract", None)),
     }
     put_counts(
@@ -75,6 +97,9 @@ def load_records(
             keys.UPDATED: counts.updated,
             keys.SKIPPED: counts.skipped,
             keys.FAILED: failed,
+            keys.DELETED: counts.deleted + missing,
+            "deleted_missing_from_source": missing,
+            "deleted_by_marker": counts.deleted,
             "failed_in_load": counts.failed,
             "rejected_in_transform": clean_records.rejected,
             "retries": counts.retries,
@@ -95,29 +120,46 @@ def load_records(
         for day, rows in by_day.items():
             # each partition's own rows, so the asset's row count adds up over partitions
             context.add_asset_metadata({"dagster/row_count": rows}, partition_key=day)
-        check_results.append(_reconcile(days, by_day, clean_records, counts))
+        check_results.append(_reconcile(days, by_day, clean_records, counts, missing))
     context.log.info(
         f"loaded {label}: processed={processed} inserted={counts.inserted} "
-        f"updated={counts.updated} skipped={counts.skipped} failed={failed}"
+        f"updated={counts.updated} skipped={counts.skipped} failed={failed} "
+        f"deleted={counts.deleted + missing}"
     )
     return dg.MaterializeResult(metadata=metadata, check_results=check_results)
 
 
 RECONCILE_DESCRIPTION = (
-    "For the run's days: the sink holds at least the rows this run inserted and at most "
-    "the clean records less those the sink refused; and every record read from the source "
-    "was inserted, updated, skipped as already loaded, refused by the sink or rejected by "
-    "the transform."
+    "For the run's days: the sink holds at least the rows this run inserted (less those "
+    "deleted as gone from the source) and at most the clean records less those the sink "
+    "refused or that deleted their row; and every record read from the source was "
+    "inserted, updated, skipped as already loaded, refused by the sink, deleted its row "
+    "(delete marker) or rejected by the transform."
 )
 
 
+def delete_missing(
+    source: RecordSource, sink: RecordSink, shape: TableShape, window: TimeWindow | None
+) -> int:
+    """Read the source's ids for ``window`` (completely, or raise: then nothing is
+    deleted) and delete or stamp the sink's rows of the window that are not among them."""
+    ids = source.read_ids(window)
+    n = sink.delete_missing(shape, window, ids)
+    get_recorder().deleted("soft" if shape.soft_delete else "hard", n)
+    return n
+
+
 def _reconcile(
-    days: list[str], by_day: dict[str, int], clean: StagedRecords, counts: WriteCounts
+    days: list[str],
+    by_day: dict[str, int],
+    clean: StagedRecords,
+    counts: WriteCounts,
+    missing: int = 0,
 ) -> dg.AssetCheckResult:
     """``rows_reconciled`` for the run's partitions, with its numbers in plain words."""
     in_sink = sum(by_day.values())
-    at_least = counts.inserted
-    at_most = max(clean.rows - counts.failed, at_least)
+    at_least = max(counts.inserted - missing, 0)
+    at_most = max(clean.rows - counts.failed - counts.deleted, at_least)
     read = clean.source_rows
     outcomes = counts.processed + clean.rejected
     rows_ok = at_least <= in_sink <= at_most
@@ -130,7 +172,7 @@ def _reconcile(
     outcome_text = (
         f"{read:,} records read: {counts.inserted:,} inserted, {counts.updated:,} updated, "
         f"{counts.skipped:,} skipped as already loaded, {counts.failed:,} refused by the sink, "
-        f"{clean.rejected:,} rejected by the transform"
+        f"{counts.deleted:,} deleted their row, {clean.rejected:,} rejected by the transform"
     )
     problems = []
     if not rows_ok:
@@ -169,6 +211,16 @@ def _schema_metadata(schema: SchemaReport, contract: str | None) -> dict[str, An
         metadata["schema_contract"] = contract
     if schema.discarded:
         metadata[keys.DISCARDED_FIELDS] = ", ".join(schema.discarded)
+    metadata["fields_in_overflow"] = len(schema.overflowed)
+    if schema.overflowed:
+        metadata["overflow_fields"] = ", ".join(schema.overflowed[:50]) + (
+            f" (and {len(schema.overflowed) - 50} more)" if len(schema.overflowed) > 50 else ""
+        )
+    if schema.renamed:
+        metadata["column_map"] = dg.MetadataValue.md(
+            "| field | column |\n|---|---|\n"
+            + "\n".join(f"| `{f}` | `{c}` |" for f, c in sorted(schema.renamed.items()))
+        )
     if schema.columns:
         metadata["dagster/column_schema"] = dg.TableSchema(
             columns=[dg.TableColumn(name, type_) for name, type_ in schema.columns]

@@ -98,7 +98,32 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--db_path", "--db-path", help="SQLite database file (sqlite sink)")
     sink.add_argument("--db_ssl_ca", "--db-ssl-ca", help="CA bundle: connect to MySQL over TLS")
     sink.add_argument(
-        "--write-mode", "--write_mode", choices=["skip", "upsert", "append"], default="skip"
+        "--write-mode",
+        "--write_mode",
+        choices=["skip", "upsert", "append", "refresh"],
+        default="skip",
+        help="skip keeps an existing row, upsert replaces it, append inserts every record, "
+        "refresh loads a new table and swaps it in whole (default skip)",
+    )
+    sink.add_argument(
+        "--version-field",
+        "--version_field",
+        help="SQL sinks, upsert/refresh: a row is replaced only by a record whose value of "
+        "this field (e.g. updated_at, a version number) is newer",
+    )
+    sink.add_argument(
+        "--deletes",
+        choices=["ignore", "hard", "soft"],
+        default="ignore",
+        help="after the window loads, rows of the window whose id the source no longer has "
+        "are kept (ignore, default), deleted (hard) or stamped in _deleted_at (soft)",
+    )
+    sink.add_argument(
+        "--delete-marker",
+        "--delete_marker",
+        metavar="FIELD[=VALUE]",
+        help="a record whose FIELD is true (or equals VALUE) deletes its row instead of "
+        "being loaded, e.g. deleted or status=deleted",
     )
     sink.add_argument(
         "--schema-contract",
@@ -107,6 +132,36 @@ def build_parser() -> argparse.ArgumentParser:
         default="evolve",
         help="SQL sinks, data that does not fit the table: evolve adds columns and widens "
         "text (default), freeze refuses the load, discard leaves new fields out",
+    )
+    sink.add_argument(
+        "--max-columns",
+        "--max_columns",
+        type=at_least(3),
+        default=250,
+        help="SQL sinks: columns a table may reach through new fields; later fields go to "
+        "the _overflow JSON column (default 250)",
+    )
+    cols = p.add_argument_group("columns")
+    cols.add_argument(
+        "--keep-whole",
+        "--keep_whole",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an object with dynamic keys (e.g. labels, kubernetes.labels) stored whole in the "
+        "_overflow JSON column instead of a column per key; repeat for several",
+    )
+    cols.add_argument(
+        "--output-id-column",
+        default=None,
+        help="column of the id field (default: the field's own name, _id for Elasticsearch; "
+        "tables made by 0.1 use id)",
+    )
+    cols.add_argument(
+        "--output-time-column",
+        default=None,
+        help="column of the time field (default: the field's own name, @timestamp as "
+        "timestamp; tables made by 0.1 use timestamp)",
     )
     declared = p.add_argument_group("a pipeline declared in a defs.yaml")
     declared.add_argument(

@@ -41,6 +41,7 @@ def print_summary(
         (keys.UPDATED, load.get(keys.UPDATED, 0)),
         ("skipped (duplicates)", load.get(keys.SKIPPED, 0)),
         (keys.FAILED, load.get(keys.FAILED, 0)),
+        *([(keys.DELETED, load[keys.DELETED])] if keys.DELETED in load else []),
         ("duration", f"{elapsed:.2f} s"),
         (
             "  fetch/transform/load",

@@ -38,6 +38,8 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
     if args.sink_type == "file":
         if not args.output_file:
             raise ConfigError("--output_file is required with --sink_type file")
+        if args.version_field:
+            raise ConfigError("--version-field needs a SQL sink (--sink_type mysql or sqlite)")
         sink = JsonlSink(path=args.output_file, **common)
     elif args.sink_type == "sqlite":
         if not args.db_path:
@@ -46,6 +48,8 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
             url=f"sqlite:///{args.db_path}",
             table=args.db_table,
             schema_contract=args.schema_contract,
+            max_columns=args.max_columns,
+            version_field=args.version_field or None,
             **common,
         )
     else:
@@ -71,6 +75,8 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
             table=args.db_table,
             ssl_ca=args.db_ssl_ca,
             schema_contract=args.schema_contract,
+            max_columns=args.max_columns,
+            version_field=args.version_field or None,
             **common,
         )
     settings = PipelineSettings(
@@ -81,6 +87,11 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
         fetch_processes=args.fetch_processes,
         transform_processes=args.transform_processes,
         max_failed_ratio=args.max_failed_ratio,
+        id_column=args.output_id_column,
+        timestamp_column=args.output_time_column,
+        keep_whole=[p for arg in args.keep_whole for p in arg.split(",") if p],
+        deletes=args.deletes,
+        delete_marker=args.delete_marker or None,
     )
     staging = StagingIOManagerResource(base_path=args.staging_dir or "")
     return {"source": source, "sink": sink, "settings": settings, "io_manager": staging}

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 from es_mysql_pipeline.worker_processes import may_spawn, process_count, shared_pool
 
-_FILE_PARTS = "es_mysql_pipeline.resources.sources.file_parts"
-_SLICE_PARTS = "es_mysql_pipeline.resources.sources.elasticsearch.slice_parts"
+_FILE_PARTS = "es_mysql_pipeline.readers.file_parts"
+_SLICE_PARTS = "es_mysql_pipeline.readers.elasticsearch.slice_parts"
 _TRANSFORM = "es_mysql_pipeline.transform_engine"
 
 
@@ -40,7 +40,7 @@ def run_workers(args: argparse.Namespace) -> Iterator[None]:
 def _fetch_modules(args: argparse.Namespace) -> list[str] | None:
     if args.source_type == "elasticsearch":
         return None if args.es_slices == 1 else [_SLICE_PARTS]
-    from es_mysql_pipeline.resources.sources.file_parts import PARALLEL_MIN_BYTES
+    from es_mysql_pipeline.readers.file_parts import PARALLEL_MIN_BYTES
 
     try:
         big = os.path.getsize(args.csv_file or "") >= PARALLEL_MIN_BYTES
@@ -54,6 +54,6 @@ def _unused(args: argparse.Namespace) -> tuple[str, ...]:
     remote (reading it back may need them)."""
     if args.source_type != "elasticsearch" or "://" in (args.staging_dir or ""):
         return ()
-    from es_mysql_pipeline.resources.sources.elasticsearch import UNUSED_HTTP_STACKS
+    from es_mysql_pipeline.readers.elasticsearch import UNUSED_HTTP_STACKS
 
     return UNUSED_HTTP_STACKS

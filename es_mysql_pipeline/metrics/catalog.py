@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
 from es_mysql_pipeline import __version__
 from es_mysql_pipeline.metrics.recorder import (
+    DeleteMode,
+    Recorder,
     RecordOutcome,
     Stage,
     State,
@@ -130,8 +132,16 @@ DEAD_LETTER = MetricSpec(
 SCHEMA_CHANGES = MetricSpec(
     "pipeline_schema_changes_total",
     "counter",
-    "Table columns added or widened, and data fields discarded, by the schema contract.",
+    "Table columns added or widened, data fields discarded by the schema contract, fields "
+    "given a distinct column name (renamed) or stored in the overflow column (overflowed).",
     ("pipeline_id", "change"),
+)
+RECORDS_DELETED = MetricSpec(
+    "pipeline_records_deleted_total",
+    "counter",
+    "Sink rows deleted (hard) or stamped deleted (soft): their id was missing from the "
+    "source's re-read window, or their record carried the delete marker.",
+    ("pipeline_id", "mode"),
 )
 LAST_SUCCESS = MetricSpec(
     "pipeline_last_success_timestamp_seconds",
@@ -208,6 +218,7 @@ RECORDER_SPECS: tuple[MetricSpec, ...] = (
     RETRIES,
     DEAD_LETTER,
     SCHEMA_CHANGES,
+    RECORDS_DELETED,
     LAST_SUCCESS,
     LAST_RECORD,
     INFO,
@@ -266,7 +277,7 @@ def parse_sample_key(key: str) -> tuple[str, dict[str, str]]:
     return str(name), {str(k): str(v) for k, v in labels.items()}
 
 
-class PrometheusRecorder:
+class PrometheusRecorder(Recorder):
     """Writes the recording API into Prometheus metrics on its own registry.
 
     Thread safe (prometheus_client metrics are); every method costs a few dictionary
@@ -304,6 +315,7 @@ class PrometheusRecorder:
         self._retries = m[RETRIES.family]
         self._dead_letter = m[DEAD_LETTER.family]
         self._schema_changes = m[SCHEMA_CHANGES.family]
+        self._deleted = m[RECORDS_DELETED.family]
         # Created on first success only: a 0 here would read as "last success in 1970".
         self._last_success = m[LAST_SUCCESS.family]
         self._last_record = m[LAST_RECORD.family]
@@ -317,6 +329,8 @@ class PrometheusRecorder:
             self._durations[kind].labels(pipeline_id)
         for result in ("success", "failure"):
             self._analysis.labels(pipeline_id, result)
+        for mode in ("hard", "soft"):
+            self._deleted.labels(pipeline_id, mode)
         self._workers.set(0)
         self._queue.set(0)
         self._state.state("stopped")
@@ -362,9 +376,15 @@ class PrometheusRecorder:
         if n > 0:
             self._dead_letter.labels(self.pipeline_id, stage).inc(n)
 
-    def schema_change(self, change: Literal["added", "widened", "discarded"], n: int) -> None:
+    def schema_change(
+        self, change: Literal["added", "widened", "discarded", "renamed", "overflowed"], n: int
+    ) -> None:
         if n > 0:
             self._schema_changes.labels(self.pipeline_id, change).inc(n)
+
+    def deleted(self, mode: DeleteMode, n: int) -> None:
+        if n > 0:
+            self._deleted.labels(self.pipeline_id, mode).inc(n)
 
     def last_record_timestamp(self, epoch_seconds: float) -> None:
         self._last_record.labels(self.pipeline_id).set(epoch_seconds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import dagster as dg
 
 from es_mysql_pipeline.mapping import FieldMapping
@@ -14,9 +16,12 @@ class PipelineSettings(dg.ConfigurableResource):
     dead_letter_dir: str = "dead_letter"
     #: Records per batch read from the source and written to the staged file.
     fetch_batch_size: int = 5000
-    #: Output column names of the primary key and the event time.
-    id_column: str = "id"
-    timestamp_column: str = "timestamp"
+    #: Column of the id field; unset: the field's own name (``_id`` for Elasticsearch).
+    #: Tables made by 0.1 keep it in ``id``: set ``id``.
+    id_column: str | None = None
+    #: Column of the time field; unset: the field's own name (``@timestamp`` → ``timestamp``).
+    #: Tables made by 0.1 keep it in ``timestamp``: set ``timestamp``.
+    timestamp_column: str | None = None
     #: Output columns to keep (after flattening and renaming); empty keeps all.
     select: list[str] = []
     #: ``{"source_field": "column"}``; nested fields use their flattened ``parent_child`` name.
@@ -24,6 +29,9 @@ class PipelineSettings(dg.ConfigurableResource):
     #: ``{"column": "int" | "float" | "bool" | "datetime" | "string" | "json"}``.
     casts: dict[str, str] = {}
     flatten: bool = True
+    #: Dotted paths of objects with dynamic keys (``labels``, ``kubernetes.labels``) stored
+    #: whole in the ``_overflow`` JSON column instead of a column per key.
+    keep_whole: list[str] = []
     #: Dotted path of an optional per-record analyzer: ``f(record) -> dict | None``.
     analyzer: str | None = None
     #: Worker processes reading a big CSV or JSON Lines file (16 MiB or more), a part of
@@ -35,6 +43,13 @@ class PipelineSettings(dg.ConfigurableResource):
     #: Stop the transform once more than this share of the records seen (1,000 at least)
     #: failed for one and the same reason; ``None`` never stops (every reject is written).
     max_failed_ratio: float | None = None
+    #: After a window loads, rows of that window whose id the source no longer has are
+    #: kept (``ignore``), deleted (``hard``) or stamped in ``_deleted_at`` (``soft``).
+    #: See docs/updates-and-deletes.md.
+    deletes: Literal["ignore", "hard", "soft"] = "ignore"
+    #: ``field`` or ``field=value`` (e.g. ``deleted`` or ``status=deleted``): a record
+    #: carrying it deletes its row (``soft``: stamps it) instead of being loaded.
+    delete_marker: str | None = None
 
     def mapping(self, id_key: str, timestamp_key: str | None) -> FieldMapping:
         return FieldMapping(
@@ -46,4 +61,5 @@ class PipelineSettings(dg.ConfigurableResource):
             rename=dict(self.rename),
             casts=dict(self.casts),
             flatten=self.flatten,
+            keep_whole=tuple(self.keep_whole),
         )

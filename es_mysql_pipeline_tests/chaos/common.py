@@ -329,17 +329,19 @@ def compare_table(
 ) -> Comparison:
     """Every expected id exactly once with every field byte-equal, and nothing else."""
     fields = ", ".join(f"`{f}`" for f in FIELDS[2:])
-    sql = (
-        f"SELECT `id`, DATE_FORMAT(`timestamp`, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'), {fields} "
-        f"FROM `{table}`"
-    )
     args: tuple[str, ...] = ()
-    if day is not None:
-        sql += " WHERE `timestamp` >= %s AND `timestamp` < %s + INTERVAL 1 DAY"
-        args = (day, day)
     conn = connect(port=port)
     try:
         with conn.cursor() as cur:
+            cur.execute(f"SHOW COLUMNS FROM `{table}` LIKE '\\_id'")
+            key = "_id" if cur.fetchall() else "id"  # an Elasticsearch document's id
+            sql = (
+                f"SELECT `{key}`, DATE_FORMAT(`timestamp`, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'), "
+                f"{fields} FROM `{table}`"
+            )
+            if day is not None:
+                sql += " WHERE `timestamp` >= %s AND `timestamp` < %s + INTERVAL 1 DAY"
+                args = (day, day)
             cur.execute(sql, args)
             rows = cur.fetchall()
     finally:

@@ -10,16 +10,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -29,6 +30,9 @@ from es_mysql_pipeline_tests.conftest import need_service
 from es_mysql_pipeline_tests.helpers import table_rows
 from es_mysql_pipeline_tests.support.ports import free_port
 from es_mysql_pipeline_tests.support.sample import expected_rows
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -56,6 +60,20 @@ _FOREIGN_ENV = (
     "ES_MYSQL_PIPELINE_ENV",
     "ES_MYSQL_PIPELINE_DEFS",
 )
+
+#: Debian's Chromium, headless, with nothing that phones home.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+MS = 1000
+T = TypeVar("T")
 
 _DAGSTER_YAML = """\
 telemetry:
@@ -140,6 +158,17 @@ class DagsterDev:
                 else:
                     assert got[key] == value, (rid, key)
         return len(actual)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Until GraphQL says the code location is LOADED and the daemons are healthy: a
+        browser test asserts nothing before (a reload of the location may be under way)."""
+        deadline = time.monotonic() + timeout
+        reason = _not_ready_reason(self)
+        while reason is not None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"dagster dev not ready after {timeout:.0f}s ({reason})")
+            time.sleep(1.0)
+            reason = _not_ready_reason(self)
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -267,3 +296,76 @@ def artifacts() -> Path:
     """Where screenshots go (git-ignored)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def poll(what: str, timeout: float, fetch: Callable[[], T], done: Callable[[T], bool]) -> T:
+    """Call ``fetch`` until ``done`` says so, at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    value = fetch()
+    while not done(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still {value!r} after {timeout:.0f}s")
+        time.sleep(1.0)
+        value = fetch()
+    return value
+
+
+def wait_loaded_in_browser(page: Page, timeout: float = START_TIMEOUT) -> None:
+    """The UI has its own view of the workspace: a page can still say "Loading
+    es_mysql_pipeline.definitions…" after GraphQL reported the location loaded (issue 27
+    item 8). Wait for that to go, reloading now and then, so that a page still loading
+    never fails a test."""
+    from playwright.sync_api import expect
+
+    loading = page.get_by_text(re.compile(r"Loading .*definitions"))
+    page.wait_for_load_state("domcontentloaded")
+    deadline = time.monotonic() + timeout
+    while loading.count() and time.monotonic() < deadline:
+        page.wait_for_timeout(1000)
+        if loading.count():
+            page.reload()
+    expect(loading).to_have_count(0)
+
+
+def goto(page: Page, path: str) -> None:
+    """Open ``path`` and wait out the page's own "Loading …definitions" (the test's
+    fixture has waited for GraphQL to report the location loaded)."""
+    page.goto(path)
+    wait_loaded_in_browser(page)
+
+
+@pytest.fixture(scope="session")
+def browser(chromium: str) -> Iterator[Browser]:
+    """Debian's Chromium through Playwright; never a downloaded browser."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@contextlib.contextmanager
+def browser_page(browser: Browser, server: DagsterDev, last_shot: Path) -> Iterator[Page]:
+    """A fresh page on ``server`` once its code location is loaded (GraphQL); the page's
+    last state is saved to ``last_shot`` either way."""
+    server.wait_ready()
+    # the instance's "seen" flag for the first-visit community modal, which would
+    # otherwise cover whatever page comes up first
+    server.graphql("mutation SetNuxSeen { setNuxSeen }")
+    context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(30 * MS)
+    page = context.new_page()
+    # The first-visit "Join the Dagster community" modal covers the page: dismiss it whenever.
+    page.add_locator_handler(
+        page.get_by_role("button", name="Skip", exact=True), lambda btn: btn.click()
+    )
+    try:
+        yield page
+    finally:
+        try:
+            page.screenshot(path=str(last_shot), full_page=True)
+        finally:
+            context.close()

@@ -7,15 +7,13 @@ defaults a person gets.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from es_mysql_pipeline_tests.e2e.conftest import BACKFILL_TIMEOUT, LOCATION, RUN_TIMEOUT
+from es_mysql_pipeline_tests.e2e.conftest import BACKFILL_TIMEOUT, LOCATION, RUN_TIMEOUT, poll
 from es_mysql_pipeline_tests.support.sample import expected_rows
 
 if TYPE_CHECKING:
@@ -81,20 +79,6 @@ query BackfillStatus($id: String!) {
   }
 }
 """
-
-T = TypeVar("T")
-
-
-def poll(what: str, timeout: float, fetch: Callable[[], T], done: Callable[[T], bool]) -> T:
-    """Call ``fetch`` until ``done`` says so, at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    value = fetch()
-    while not done(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {value!r} after {timeout:.0f}s")
-        time.sleep(1.0)
-        value = fetch()
-    return value
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The Dagster UI as a person uses it, in headless Chromium: graph, one partition, a backfill.
 
-Every launch goes through the asset graph's **Materialize all…** dialog; every outcome is read
-from the UI and then checked against the SQLite sink, row by row, against the sample CSV.
+Every launch goes through the daily job's asset graph and its **Materialize all…** dialog;
+every outcome is read from the UI and then checked against the SQLite sink, row by row,
+against the sample CSV.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from es_mysql_pipeline_tests.e2e.conftest import (
     BACKFILL_TIMEOUT,
     LOCATION,
+    MS,
     REPO,
     RUN_TIMEOUT,
+    browser_page,
     expected_rows,
+    goto,
 )
 
 if TYPE_CHECKING:
@@ -29,33 +33,14 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ASSETS = ("raw_records", "clean_records", "loaded_records")
 GROUP_PATH = f"/locations/{LOCATION}/asset-groups/records_pipeline"
+#: The daily job's graph: its three assets (the group also holds the unplaced count,
+#: which a partition's launch should not re-read).
+JOB_PATH = f"/locations/{LOCATION}/jobs/records_job"
 DOCS_SCREENSHOT = REPO / "docs" / "asset-graph.png"
 #: Set to 1 to refresh the README's screenshot (it is otherwise only written when missing).
 UPDATE_DOCS_ENV = "UPDATE_DOCS_SCREENSHOT"
-MS = 1000
-
-
-@pytest.fixture(scope="module")
-def browser(chromium: str) -> Iterator[Browser]:
-    """Debian's Chromium through Playwright; never a downloaded browser."""
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
@@ -63,31 +48,21 @@ def page(
     browser: Browser, server: DagsterDev, artifacts: Path, request: pytest.FixtureRequest
 ) -> Iterator[Page]:
     """A fresh page on the server; its last state is saved as a screenshot either way."""
-    context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(30 * MS)
-    pg = context.new_page()
-    # The first-visit "Join the Dagster community" modal covers the page: dismiss it whenever.
-    pg.add_locator_handler(
-        pg.get_by_role("button", name="Skip", exact=True), lambda btn: btn.click()
-    )
-    try:
+    with browser_page(browser, server, artifacts / f"{request.node.name}-last.png") as pg:
         yield pg
-    finally:
-        try:
-            pg.screenshot(path=str(artifacts / f"{request.node.name}-last.png"), full_page=True)
-        finally:
-            context.close()
 
 
 def open_asset_graph(page: Page) -> None:
-    page.goto(GROUP_PATH)
+    goto(page, GROUP_PATH)
     for name in ASSETS:
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
 
 
 def launch_from_graph(page: Page, selection: str) -> str:
-    """Materialize all… → all partitions → type ``selection`` → launch; the toast's link."""
-    open_asset_graph(page)
+    """The job's graph: Materialize all… → all partitions → type ``selection`` → launch;
+    the toast's link."""
+    goto(page, JOB_PATH)
+    expect(page.get_by_text("View 3 assets")).to_be_visible()
     page.get_by_role("button", name="Materialize all…").click()
     dialog = page.get_by_role("dialog")
     expect(dialog.get_by_text("Launch runs to materialize 3 assets")).to_be_visible()
@@ -120,7 +95,7 @@ def test_materialize_one_partition_from_the_ui(
 ) -> None:
     href = launch_from_graph(page, "2024-01-02")
     assert re.fullmatch(r"/runs/[0-9a-f-]{36}", href), href
-    page.goto(href)
+    goto(page, href)
     expect(page.get_by_text("partition: 2024-01-02").first).to_be_visible()
     status = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$")).first
     expect(status).to_be_visible(timeout=RUN_TIMEOUT * MS)
@@ -131,7 +106,7 @@ def test_materialize_one_partition_from_the_ui(
     assert loaded == len(expected_rows({"2024-01-02"})) > 0
 
     # The partition and its load metadata are visible on the asset's page.
-    page.goto("/assets/loaded_records?view=partitions&partition=2024-01-02")
+    goto(page, "/assets/loaded_records?view=partitions&partition=2024-01-02")
     run_id = href.rsplit("/", 1)[-1]
     expect(page.get_by_text("Latest materialization")).to_be_visible()
     expect(page.locator(f"a[href^='/runs/{run_id}']").first).to_be_visible()
@@ -148,8 +123,8 @@ def test_backfill_three_days_from_the_ui_runs_once(
     days = {"2024-01-03", "2024-01-04", "2024-01-05"}
     href = launch_from_graph(page, "[2024-01-03...2024-01-05]")
     assert re.fullmatch(r"/runs/b/\w+", href), href
-    page.goto(href)
-    expect(page.get_by_text("2024-01-03...2024-01-05").first).to_be_visible()
+    goto(page, href)
+    expect(page.get_by_text("3 partitions", exact=True).first).to_be_visible()
     status = page.locator("xpath=//div[text()='Status']/following-sibling::div[1]")
     # The page refreshes itself; wait for a final state (the daemon ticks every 30 s).
     expect(status).to_have_text(
@@ -157,13 +132,13 @@ def test_backfill_three_days_from_the_ui_runs_once(
     )
     page.screenshot(path=str(artifacts / "ui-backfill.png"))
     assert status.inner_text().strip() == "Succeeded", server.log_tail()
-    # Per-asset outcome: every asset has all three partitions done.
-    expect(page.get_by_text("100% completed")).to_have_count(3)
+    # The job's outcome: all three partitions done.
+    expect(page.get_by_text("100% completed")).to_have_count(1)
 
     server.assert_sink_holds_exactly(days)
 
     # Single-run backfill policy: the three days were loaded by exactly one run.
-    page.goto(f"{href}?tab=runs")
+    goto(page, f"{href}?tab=runs")
     runs = page.locator("a[href^='/runs/']").filter(has_text=re.compile(r"^[0-9a-f]{8}$"))
     expect(runs.first).to_be_visible()
     expect(runs).to_have_count(1)

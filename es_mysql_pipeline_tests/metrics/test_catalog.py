@@ -123,6 +123,7 @@ def test_names_follow_prometheus_conventions(recorder: PrometheusRecorder) -> No
             "source_type",
             "sink_type",
             "change",  # added, widened, discarded
+            "mode",  # hard, soft (deletes)
         }
     assert "run_id" not in text
 
@@ -152,6 +153,13 @@ def test_null_recorder_is_default_and_noop() -> None:
         null.success()
     finally:
         set_recorder(previous)
+
+
+def test_prometheus_recorder_records_every_method_of_the_base() -> None:
+    """The base records nothing, so a method the Prometheus recorder forgot would be lost."""
+    methods = [name for name in vars(NullRecorder) if not name.startswith("_")]
+    assert len(methods) >= 10
+    assert [m for m in methods if m not in vars(PrometheusRecorder)] == []
 
 
 def test_enable_process_metrics_installs_a_recorder() -> None:

@@ -147,6 +147,8 @@ def test_each_pipeline_counts_its_own_runs_once_whatever_launched_them(
     assert {e.asset_key for e in both.get_asset_materialization_events()} == {
         *chain("orders"),
         *chain("payments"),
+        dg.AssetKey(["orders", "unplaced"]),  # every asset: the counts of records of no day
+        dg.AssetKey(["payments", "unplaced"]),
     }
     cursor, said = tick(defs, instance, cursor)
     assert "pushed totals of 2 run(s) (1 new this tick) for pipeline orders" in said, said

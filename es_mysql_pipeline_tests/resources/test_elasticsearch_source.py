@@ -19,8 +19,9 @@ import pytest
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
 from es_mysql_pipeline.metrics.recorder import NullRecorder, set_recorder
+from es_mysql_pipeline.readers.elasticsearch import slice_parts
 from es_mysql_pipeline.records import TimeWindow
-from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource, slice_parts
+from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
 from es_mysql_pipeline.staging import StagedPart
 from es_mysql_pipeline_tests.es_server import EsTestServer
 from es_mysql_pipeline_tests.fixtures.es import EsTarget

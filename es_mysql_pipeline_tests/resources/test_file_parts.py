@@ -13,10 +13,10 @@ import hypothesis
 import hypothesis.strategies as st
 import pytest
 
+from es_mysql_pipeline.readers import file_parts as fp
+from es_mysql_pipeline.readers.file_reading import WHOLE_FILE, TextFile
 from es_mysql_pipeline.records import Batch, TimeWindow
 from es_mysql_pipeline.resources.sources import FileSource
-from es_mysql_pipeline.resources.sources import file_parts as fp
-from es_mysql_pipeline.resources.sources.file_reading import WHOLE_FILE, TextFile
 from es_mysql_pipeline.staging import StagedPart
 
 Rows = list[dict[str, Any]]

@@ -151,6 +151,7 @@ def test_dagster_instance_stores_no_secret(
         "ES_URL": es.url,
         "ES_INDEX": "events",
         "ES_MYSQL_PIPELINE_DATA": str(tmp_path / "data"),
+        "MAX_FAILED_RATIO": "0.5",  # one of the three records is bad: dead-lettered, not a stop
     }
     instance, result, home = _instance_run(tmp_path, env, monkeypatch)
     assert result.success

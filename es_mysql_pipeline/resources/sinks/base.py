@@ -12,7 +12,12 @@ import dagster as dg
 from es_mysql_pipeline.records import Batch, Frame, Record, TimeWindow
 from es_mysql_pipeline.staging import ColumnStats
 
-WriteMode = Literal["skip", "upsert", "append"]
+#: ``refresh`` loads into a new table (file) and swaps it in whole when the load succeeds.
+WriteMode = Literal["skip", "upsert", "append", "refresh"]
+#: What happens to rows whose record is gone from the source (docs/updates-and-deletes.md).
+DeleteMode = Literal["ignore", "hard", "soft"]
+#: The column a soft delete stamps (UTC time of the delete); live rows have it NULL.
+DELETED_AT_COLUMN = "_deleted_at"
 #: What a load does with data that does not fit an existing table (dlt's schema contracts):
 #: ``evolve`` adds columns and widens text columns, ``freeze`` refuses the load, ``discard``
 #: drops unknown fields (and values that do not fit go to the dead letter).
@@ -28,6 +33,8 @@ class WriteCounts:
     skipped: int = 0
     failed: int = 0
     retries: int = 0
+    #: Records carrying the delete marker whose row was deleted (or stamped).
+    deleted: int = 0
     failures: list[tuple[Record, str]] = field(default_factory=list)
 
     def add(self, other: WriteCounts) -> None:
@@ -36,10 +43,11 @@ class WriteCounts:
         self.skipped += other.skipped
         self.failed += other.failed
         self.retries += other.retries
+        self.deleted += other.deleted
 
     @property
     def processed(self) -> int:
-        return self.inserted + self.updated + self.skipped + self.failed
+        return self.inserted + self.updated + self.skipped + self.failed + self.deleted
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,34 @@ class TableShape:
     #: ``None`` when the rows have no time column.
     timestamp_column: str | None
     columns: dict[str, ColumnStats]
+    #: ``field`` or ``field=value``: a record carrying it deletes its row instead of
+    #: being loaded (see :func:`delete_marker_test`).
+    delete_marker: str | None = None
+    #: Deletes stamp :data:`DELETED_AT_COLUMN` instead of removing the row.
+    soft_delete: bool = False
+
+
+_TRUE = frozenset({"true", "1", "yes", "y", "t"})
+
+
+def delete_marker_test(marker: str) -> Callable[[Record], bool]:
+    """Whether a record carries ``marker``: ``deleted`` (the field is true: ``true``,
+    ``1``, ``yes``) or ``status=deleted`` (the field's text equals the value)."""
+    name, sep, value = marker.partition("=")
+    name = name.strip()
+    if sep:
+        want = value.strip()
+        return lambda record: record.get(name) is not None and str(record[name]) == want
+
+    def truthy(record: Record) -> bool:
+        v = record.get(name)
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, (int, float)):
+            return v != 0
+        return isinstance(v, str) and v.strip().lower() in _TRUE
+
+    return truthy
 
 
 @dataclass
@@ -62,6 +98,13 @@ class SchemaReport:
     widened: list[str] = field(default_factory=list)
     #: Data fields left out of the load (``discard``).
     discarded: list[str] = field(default_factory=list)
+    #: Field → column for every field loaded into a column of its own.
+    plan: dict[str, str] = field(default_factory=dict)
+    #: Field → column where they differ: a case variant of a taken name (``userId`` beside
+    #: ``userid``) gets a column of its own with a hash suffix.
+    renamed: dict[str, str] = field(default_factory=dict)
+    #: Fields beyond the column budget, stored in the overflow column's JSON object.
+    overflowed: list[str] = field(default_factory=list)
     #: The target's columns and types after preparing it (for ``dagster/column_schema``).
     columns: list[tuple[str, str]] = field(default_factory=list)
 
@@ -144,3 +187,11 @@ class RecordSink(dg.ConfigurableResource, ABC):
 
     def check(self) -> None:
         """Fail fast with a :class:`~es_mysql_pipeline.errors.ConfigError` on bad settings."""
+
+    def delete_missing(
+        self, shape: TableShape, window: TimeWindow | None, source_ids: set[str]
+    ) -> int:
+        """Delete (or, with ``shape.soft_delete``, stamp) the rows of ``window`` (all rows
+        when ``None``) whose id is not in ``source_ids``, a complete read of the source's
+        ids for that window; the rows touched."""
+        raise NotImplementedError(f"{type(self).__name__} does not delete rows")

@@ -14,12 +14,17 @@ from es_mysql_pipeline.resources.sinks.base import (
     SinkWriter,
     TableShape,
     WriteCounts,
+    delete_marker_test,
 )
 from es_mysql_pipeline.staging import JSON_ENCODER
 
 
 class JsonlSink(RecordSink):
-    """Writes ``<directory>/<partition>.jsonl``, or exactly ``path`` when it is set (CLI)."""
+    """Writes ``<directory>/<partition>.jsonl``, or exactly ``path`` when it is set (CLI).
+
+    Each load writes its file whole and renames it into place, so every write mode is a
+    refresh of the file, and a record gone from the source is gone from the next file
+    (deletes need no second pass); a delete-marked record is left out."""
 
     directory: str = "out"
     #: A single output file for a whole (unpartitioned) run; overrides ``directory``.
@@ -40,7 +45,7 @@ class JsonlSink(RecordSink):
 
     def open_session(self, shape: TableShape, partition: str | None) -> SinkSession:
         self.check()
-        return _JsonlSession(self.target(partition))
+        return _JsonlSession(self.target(partition), shape.delete_marker)
 
     def count_rows(
         self, shape: TableShape, window: TimeWindow | None, partition: str | None
@@ -51,11 +56,18 @@ class JsonlSink(RecordSink):
         with open(target, "rb") as fh:
             return sum(1 for _ in fh)
 
+    def delete_missing(
+        self, shape: TableShape, window: TimeWindow | None, source_ids: set[str]
+    ) -> int:
+        """Nothing to do: the file was just written whole from the source's records."""
+        return 0
+
 
 class _JsonlSession(SinkSession):
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, delete_marker: str | None = None) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         self.target = target
+        self.is_marked = delete_marker_test(delete_marker) if delete_marker else None
         self.tmp = f"{target}.tmp-{os.getpid()}"
         self._fh: IO[str] = open(self.tmp, "w", encoding="utf-8")
         self._lock = threading.Lock()
@@ -85,6 +97,9 @@ class _JsonlWriter(SinkWriter):
 
     def write(self, batch: Batch) -> WriteCounts:
         encode = JSON_ENCODER.encode
-        lines = [encode(r) for r in batch]
-        self.session.write_lines("\n".join(lines) + "\n")
-        return WriteCounts(inserted=len(batch))
+        marked = self.session.is_marked
+        kept = batch if marked is None else [r for r in batch if not marked(r)]
+        if kept:
+            self.session.write_lines("\n".join(encode(r) for r in kept) + "\n")
+        # a delete-marked record is left out of the new file: its row is gone
+        return WriteCounts(inserted=len(kept), deleted=len(batch) - len(kept))

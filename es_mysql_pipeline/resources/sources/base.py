@@ -9,7 +9,13 @@ from typing import ClassVar
 import dagster as dg
 
 from es_mysql_pipeline.errors import ConfigError
-from es_mysql_pipeline.records import TIMESTAMP_CANDIDATES, Batch, TimeWindow
+from es_mysql_pipeline.records import (
+    TIMESTAMP_CANDIDATES,
+    Batch,
+    Record,
+    TimeWindow,
+    unplaced_reason,
+)
 from es_mysql_pipeline.staging import StagedPart
 
 
@@ -37,6 +43,28 @@ class RecordSource(dg.ConfigurableResource, ABC):
         reads in one process. Closing the generator stops the workers and deletes their
         parts."""
         return None
+
+    def read_unplaced(self, batch_size: int) -> Iterator[list[tuple[Record, str]]]:
+        """Records no time window holds (their time is missing or unreadable), each with
+        the reason; nothing when the data has no time field. The default reads every
+        record; a source that can ask for such records directly overrides it."""
+        ts_key = self.timestamp_key()
+        if ts_key is None:
+            return
+        for batch in self.read_batches(None, batch_size):
+            out = [(r, why) for r in batch if (why := unplaced_reason(r, ts_key)) is not None]
+            if out:
+                yield out
+
+    def read_ids(self, window: TimeWindow | None) -> set[str]:
+        """The ids of every record of ``window`` (all records when ``None``), for deletes:
+        a complete read or an exception, never part of the ids. By default the records'
+        ids from :meth:`read_batches`; a source with a cheaper id-only read overrides it."""
+        key = self.id_key()
+        ids: set[str] = set()
+        for batch in self.read_batches(window, 10_000):
+            ids.update(str(r[key]) for r in batch if r.get(key) not in (None, ""))
+        return ids
 
     @abstractmethod
     def id_key(self) -> str:

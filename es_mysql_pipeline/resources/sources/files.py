@@ -1,4 +1,5 @@
-"""CSV and JSON Lines files as a source (the reading itself is in :mod:`.file_reading`)."""
+"""CSV and JSON Lines files as a source (the reading itself is in
+:mod:`es_mysql_pipeline.readers.file_reading`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Generator, Iterator
 from typing import ClassVar, Literal
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
+from es_mysql_pipeline.readers.file_reading import TextFile
 from es_mysql_pipeline.records import (
     Batch,
     TimeWindow,
@@ -14,7 +16,6 @@ from es_mysql_pipeline.records import (
     timestamp_setting,
 )
 from es_mysql_pipeline.resources.sources.base import RecordSource
-from es_mysql_pipeline.resources.sources.file_reading import TextFile
 from es_mysql_pipeline.staging import StagedPart
 
 
@@ -79,12 +80,13 @@ class FileSource(RecordSource):
     def read_parts(
         self, window: TimeWindow | None, batch_size: int, processes: int
     ) -> Generator[StagedPart, None, None] | None:
-        """A big file is read by worker processes, a part each (see :mod:`.file_parts`)."""
+        """A big file is read by worker processes, a part each (see
+        :mod:`~es_mysql_pipeline.readers.file_parts`)."""
         self.check()
         ts_key = self.timestamp_key()
         if window is not None and ts_key is None:
             raise self.no_time_field(window)
-        from es_mysql_pipeline.resources.sources import file_parts
+        from es_mysql_pipeline.readers import file_parts
 
         return file_parts.read_parts(self.text_file(), batch_size, window, ts_key, processes)
 

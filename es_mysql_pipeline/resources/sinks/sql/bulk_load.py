@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from es_mysql_pipeline.records import Frame, column_values
-from es_mysql_pipeline.resources.sinks.sql.values import sql_datetime
+from es_mysql_pipeline.resources.sinks.sql.values import pack_overflow, sql_datetime
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class BulkEncoder:
     columns: tuple[str, ...]
     kinds: tuple[str, ...]
     scratch: str
+    #: Fields beyond the table's column budget, moved into the overflow column.
+    packed: tuple[str, ...] = ()
     #: Each LOAD DATA is a transaction of its own, and MariaDB loads bigger files faster up
     #: to about this size (docs/benchmarks.md).
     min_rows: int = 20_000
@@ -39,6 +41,8 @@ class BulkEncoder:
         """The frames as a new file in the scratch directory; the caller deletes it."""
         fd, path = tempfile.mkstemp(prefix="bulk-", suffix=".tsv", dir=self.scratch)
         os.close(fd)
+        if self.packed:
+            frames = (pack_overflow(frame, self.packed) for frame in frames)
         try:
             write_bulk_file(path, frames, self.columns, self.kinds)
         except BaseException:

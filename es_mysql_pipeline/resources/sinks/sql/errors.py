@@ -38,6 +38,9 @@ MYSQL_ERRORS: dict[int, MysqlError] = {
         "access denied to database", hint="grant the user access to the database named by --db_name"
     ),
     1045: MysqlError("access denied", hint="check --db_user and the password in DB_PASSWORD"),
+    # MariaDB's answer to an unknown user or a wrong password (and to root over TCP where
+    # root signs in by unix_socket): the same fix as 1045.
+    1698: MysqlError("access denied", hint="check --db_user and the password in DB_PASSWORD"),
     1048: MysqlError("null in a NOT NULL column", data=True),
     1049: MysqlError("unknown database", hint="check --db_name (the database must exist)"),
     1050: MysqlError("table already exists", ddl_race=True),
@@ -79,7 +82,7 @@ RETRYABLE_CODES = frozenset(code for code, e in MYSQL_ERRORS.items() if e.retry)
 DDL_RACE_CODES = frozenset(code for code, e in MYSQL_ERRORS.items() if e.ddl_race)
 DATA_CODES = frozenset(code for code, e in MYSQL_ERRORS.items() if e.data)
 #: Codes that say "your connection settings are wrong", as opposed to a data or race problem.
-CONNECT_CODES = frozenset({1044, 1045, 1049, 2002, 2003, 2005, 2026})
+CONNECT_CODES = frozenset({1044, 1045, 1049, 1698, 2002, 2003, 2005, 2026})
 
 
 def error_code(exc: BaseException) -> int | None:

@@ -12,11 +12,14 @@ from es_mysql_pipeline.errors import ConfigError, PipelineError, SinkError
 from es_mysql_pipeline.identifiers import validate_identifier
 from es_mysql_pipeline.records import TimeWindow, mask_secrets
 from es_mysql_pipeline.resources.sinks.base import (
+    DELETED_AT_COLUMN,
     RecordSink,
     SchemaContract,
     SinkSession,
     TableShape,
 )
+from es_mysql_pipeline.resources.sinks.sql import refresh
+from es_mysql_pipeline.resources.sinks.sql.deletes import delete_missing, ensure_deleted_at
 from es_mysql_pipeline.resources.sinks.sql.errors import (
     CONNECT_CODES,
     GRANTS_HINT,
@@ -24,7 +27,7 @@ from es_mysql_pipeline.resources.sinks.sql.errors import (
     error_code,
     hint_for,
 )
-from es_mysql_pipeline.resources.sinks.sql.schema import TableSpec, prepare_table
+from es_mysql_pipeline.resources.sinks.sql.schema import MAX_COLUMNS, TableSpec, prepare_table
 from es_mysql_pipeline.resources.sinks.sql.writer import SqlSession
 
 
@@ -47,6 +50,12 @@ class SqlSink(RecordSink):
     #: ``evolve``: add columns for new fields and widen text columns (never narrow or drop);
     #: ``freeze``: refuse data that does not fit the table; ``discard``: leave new fields out.
     schema_contract: SchemaContract = "evolve"
+    #: Columns a table may reach through new fields (InnoDB refuses about 400 text
+    #: columns); fields beyond it go to the ``_overflow`` JSON column.
+    max_columns: int = MAX_COLUMNS
+    #: Newest wins (``upsert``, ``refresh``): a row is replaced only by a record whose value
+    #: of this field (``updated_at``, a version number) is greater; older ones are skipped.
+    version_field: str | None = None
 
     def describe(self) -> dict[str, str]:
         try:
@@ -61,8 +70,17 @@ class SqlSink(RecordSink):
     def check(self) -> None:
         validate_identifier(self.table, "db_table")
         self._url()
-        if self.write_mode not in ("skip", "upsert", "append"):
-            raise ConfigError(f"write_mode={self.write_mode!r}: use skip, upsert or append")
+        if self.write_mode not in ("skip", "upsert", "append", "refresh"):
+            raise ConfigError(
+                f"write_mode={self.write_mode!r}: use skip, upsert, append or refresh"
+            )
+        if self.write_mode == "refresh":
+            refresh.names(self.table)
+        if self.version_field and self.write_mode not in ("upsert", "refresh"):
+            raise ConfigError(
+                f"version_field={self.version_field!r} decides which record replaces a row: "
+                "it needs write_mode upsert (or refresh)"
+            )
         if self.batch_size < 1 or self.workers < 1:
             raise ConfigError("batch_size and workers must be at least 1")
         if self.ssl_ca and not os.path.isfile(self.ssl_ca):
@@ -123,9 +141,14 @@ class SqlSink(RecordSink):
 
     def open_session(self, shape: TableShape, partition: str | None) -> SinkSession:
         engine = self.engine()
-        spec = TableSpec(self.table, self.schema_contract, self.write_mode)
+        name = self.table
         try:
+            if self.write_mode == "refresh":
+                name = refresh.start(engine, self.table)
+            spec = TableSpec(name, self.schema_contract, self.write_mode, self.max_columns)
             table, report = prepare_table(engine, spec, shape)
+            if shape.soft_delete and ensure_deleted_at(engine, name):
+                table = sa.Table(name, sa.MetaData(), autoload_with=engine)
         except (ConfigError, SinkError):
             engine.dispose()
             raise
@@ -133,6 +156,25 @@ class SqlSink(RecordSink):
             engine.dispose()
             raise self.session_error(exc, len(shape.columns)) from None
         return SqlSession(self, engine, table, shape, report)
+
+    def delete_missing(
+        self, shape: TableShape, window: TimeWindow | None, source_ids: set[str]
+    ) -> int:
+        engine = self.engine()
+        try:
+            return delete_missing(
+                engine,
+                self.table,
+                shape.id_column,
+                shape.timestamp_column,
+                window,
+                source_ids,
+                shape.soft_delete,
+            )
+        except sa.exc.SQLAlchemyError as exc:
+            raise self.session_error(exc, len(shape.columns)) from None
+        finally:
+            engine.dispose()
 
     def session_error(self, exc: BaseException, n_columns: int) -> PipelineError:
         """A database error as the pipeline reports it, with the fix when a user can act."""
@@ -159,6 +201,8 @@ class SqlSink(RecordSink):
                 return 0  # nothing loaded yet: an empty first day creates no table
             table = sa.Table(self.table, sa.MetaData(), autoload_with=engine)
             query = sa.select(sa.func.count()).select_from(table)
+            if DELETED_AT_COLUMN in table.c:  # soft-deleted rows are not the source's
+                query = query.where(table.c[DELETED_AT_COLUMN].is_(None))
             if window is not None:
                 if shape.timestamp_column is None:
                     raise ConfigError("counting the rows of a time window needs a time column")

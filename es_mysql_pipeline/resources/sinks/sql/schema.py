@@ -24,6 +24,8 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
 from es_mysql_pipeline.errors import ConfigError, SinkError
+from es_mysql_pipeline.identifiers import suffixed
+from es_mysql_pipeline.records import OVERFLOW_COLUMN
 from es_mysql_pipeline.resources.sinks.base import (
     SchemaContract,
     SchemaReport,
@@ -41,6 +43,11 @@ _DDL_LOCK_TIMEOUT = 300
 _ID_LEN = 255
 
 DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+#: MySQL's JSON; MariaDB makes it LONGTEXT checked by JSON_VALID; SQLite keeps text.
+OVERFLOW_TYPE = sa.Text().with_variant(mysql.JSON(), "mysql", "mariadb")
+#: New columns a load adds at most, the table's columns counted (InnoDB refuses a table of
+#: about 400 text columns; SQLite allows 2,000): later fields go to the overflow column.
+MAX_COLUMNS = 250
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ class TableSpec:
     name: str
     contract: SchemaContract
     write_mode: WriteMode
+    max_columns: int = MAX_COLUMNS
 
 
 def prepare_table(
@@ -76,65 +84,148 @@ def prepare_table(
     return table, report
 
 
+def plan_columns(
+    existing: list[str], shape: TableShape, max_columns: int
+) -> tuple[dict[str, str], list[str]]:
+    """Each field's column (existing or new) and the fields for the overflow column.
+
+    MySQL and SQLite compare column names without case, so of ``userId`` and ``userid``
+    only one can have its own name: the one whose column exists, else the first in sort
+    order; the other gets a column named with a hash suffix. A field keeps the column it
+    got on its first load. New columns stop at ``max_columns`` (the table's columns
+    counted); later fields go to the overflow column, whose slot is kept free."""
+    exact = set(existing)
+    lower = {name.lower(): name for name in existing}
+    plan: dict[str, str] = {}
+    for key in (shape.id_column, shape.timestamp_column):
+        if key is not None and key in shape.columns:
+            plan[key] = lower.get(key.lower(), key)
+    data = [n for n in shape.columns if n not in plan and n != OVERFLOW_COLUMN]
+    # names a data field may not take in any case: existing columns, the pipeline's own
+    taken = set(lower) | {c.lower() for c in plan.values()} | {OVERFLOW_COLUMN.lower()}
+    owners: dict[str, str] = {}
+    for name in sorted(data):
+        owners.setdefault(name.lower(), name)
+    has_overflow = OVERFLOW_COLUMN.lower() in lower
+    slots = max_columns - len(existing) - (0 if has_overflow else 1)
+    slots -= sum(1 for column in plan.values() if column not in exact)
+    overflow: list[str] = []
+    for name in data:
+        column = name
+        if name not in exact and (name.lower() in taken or owners[name.lower()] != name):
+            column = suffixed(name, "case:" + name)
+        if column in exact:
+            plan[name] = column
+        elif slots > 0:
+            plan[name] = column
+            slots -= 1
+        else:
+            overflow.append(name)
+    if overflow or OVERFLOW_COLUMN in shape.columns:
+        plan[OVERFLOW_COLUMN] = lower.get(OVERFLOW_COLUMN.lower(), OVERFLOW_COLUMN)
+    return plan, overflow
+
+
 def _fit_table(
     conn: sa.Connection, spec: TableSpec, shape: TableShape, report: SchemaReport
 ) -> sa.Table:
     insp = sa.inspect(conn)
-    if not insp.has_table(spec.name):
-        table = table_def(spec, shape)
+    exists = insp.has_table(spec.name)
+    columns = insp.get_columns(spec.name) if exists else []
+    plan, overflow = plan_columns([c["name"] for c in columns], shape, spec.max_columns)
+    report.plan = plan
+    report.renamed = {f: c for f, c in plan.items() if f != c}
+    report.overflowed = overflow
+    if not exists:
+        table = table_def(spec, shape, plan)
         table.create(conn)
         conn.commit()
         report.changes.append(f"created table {spec.name} with {len(table.columns)} columns")
         return table
-    existing = {c["name"].lower(): c for c in insp.get_columns(spec.name)}
+    existing = {c["name"]: c for c in columns}
     dialect = conn.dialect.name
     adds: list[tuple[str, sa.types.TypeEngine[Any]]] = []
     widens: list[tuple[str, ColumnStats]] = []
     problems = []
-    for name, stats in shape.columns.items():
-        column = existing.get(name.lower())
+    for name, column_name_ in plan.items():
+        stats = shape.columns.get(name, ColumnStats("json"))
+        column = existing.get(column_name_)
         if column is None:
-            if name == shape.id_column or spec.contract == "freeze":
-                problems.append(f"column {name!r} is missing ({sql_type_name(stats)} needed)")
+            if name == shape.id_column:
+                problems.append(_missing_id(name, existing))
             elif spec.contract == "evolve":
-                type_ = DATETIME if name == shape.timestamp_column else column_type(stats)
-                adds.append((name, type_))
+                adds.append((column_name_, _type_for(name, stats, shape)))
+            elif spec.contract == "freeze":
+                problems.append(_missing(column_name_, stats))
             else:
                 report.discarded.append(name)
             continue
-        problem = type_problem(column["type"], stats, dialect)
+        problem = None if name == OVERFLOW_COLUMN else type_problem(column["type"], stats, dialect)
         if problem is None or spec.contract == "discard":
             continue  # discard: values that do not fit go to the dead letter
-        if (
-            spec.contract == "evolve"
-            and name != shape.id_column
-            and is_text(column["type"])
-            and stats.type in ("string", "json")
-        ):
+        if _widenable(spec, shape, name, column["type"], stats):
             widens.append((column["name"], stats))
         else:
-            problems.append(f"column {name!r}: {problem}")
+            problems.append(f"column {column_name_!r}: {problem}")
     if problems:
-        raise ConfigError(
-            f"table {spec.name!r} does not match the data: "
-            + "; ".join(problems[:5])
-            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-            + (
-                ". Alter the table, drop it to let the pipeline create it, or set "
-                "--schema-contract evolve (SCHEMA_CONTRACT) to add and widen columns"
-                if spec.contract == "freeze"
-                else ". Alter the table, drop it to let the pipeline create it, "
-                "or select fewer fields in the mapping"
-            )
-        )
+        raise _mismatch(spec, problems)
     if adds or widens:
         _alter(conn, spec.name, adds, widens, report)
     table = sa.Table(spec.name, sa.MetaData(), autoload_with=conn)
-    have = {c.name.lower() for c in table.columns}
-    lost = [n for n in shape.columns if n.lower() not in have and n not in report.discarded]
+    have = {c.name for c in table.columns}
+    lost = [c for f, c in plan.items() if c not in have and f not in report.discarded]
     if lost:  # someone else's DDL replaced ours (a peer outside the lock): look again
         raise _SchemaMoved(f"table {spec.name!r} lacks {', '.join(lost)} after its DDL")
     return table
+
+
+def _missing(column: str, stats: ColumnStats) -> str:
+    return f"column {column!r} is missing ({sql_type_name(stats)} needed)"
+
+
+def _widenable(
+    spec: TableSpec, shape: TableShape, name: str, type_: Any, stats: ColumnStats
+) -> bool:
+    """A text column ``evolve`` may replace by a wider one (never the id's)."""
+    return (
+        spec.contract == "evolve"
+        and name != shape.id_column
+        and is_text(type_)
+        and stats.type in ("string", "json")
+    )
+
+
+def _mismatch(spec: TableSpec, problems: list[str]) -> ConfigError:
+    """One line: the first problems, and the fix for the contract in force."""
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    fix = (
+        "set --schema-contract evolve (SCHEMA_CONTRACT) to add and widen columns"
+        if spec.contract == "freeze"
+        else "select fewer fields in the mapping"
+    )
+    return ConfigError(
+        f"table {spec.name!r} does not match the data: {'; '.join(problems[:5])}{more}. "
+        f"Alter the table, drop it to let the pipeline create it, or {fix}"
+    )
+
+
+def _missing_id(name: str, existing: dict[str, Any]) -> str:
+    """Why the id column is missing, with the setting that fixes a table of an older version."""
+    text = f"column {name!r} for the record id is missing"
+    if "id" in existing or "ID" in existing:
+        text += (
+            " (a table made by 0.1 keeps the id in column 'id': set id_column to id, "
+            "--output-id-column id on the command line)"
+        )
+    return text
+
+
+def _type_for(name: str, stats: ColumnStats, shape: TableShape) -> sa.types.TypeEngine[Any]:
+    if name == OVERFLOW_COLUMN:
+        return OVERFLOW_TYPE
+    if name == shape.timestamp_column:
+        return DATETIME
+    return column_type(stats)
 
 
 def _alter(
@@ -153,7 +244,7 @@ def _alter(
     clauses: list[tuple[str, list[str], str]] = []  # (clause, report list, column)
     for name, type_ in adds:
         ddl = str(type_.compile(dialect=dialect))
-        if mysql_like and is_text(type_):
+        if mysql_like and is_text(type_) and name != OVERFLOW_COLUMN:  # JSON has no charset
             ddl += " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
         clauses.append((f"ADD COLUMN {q(name)} {ddl}", report.added, name))
     for name, stats in widens:
@@ -180,18 +271,19 @@ def _alter(
             done.append(name)
 
 
-def table_def(spec: TableSpec, shape: TableShape) -> sa.Table:
+def table_def(spec: TableSpec, shape: TableShape, plan: dict[str, str]) -> sa.Table:
     """The table a first load creates: ids case-sensitive, text sized from the data."""
     cols: list[sa.Column[Any]] = []
     keyed = spec.write_mode != "append"
-    for name, stats in shape.columns.items():
+    for name, column in plan.items():
         if name == shape.id_column:
-            cols.append(sa.Column(name, sa.String(_ID_LEN), primary_key=keyed, index=not keyed))
+            cols.append(sa.Column(column, sa.String(_ID_LEN), primary_key=keyed, index=not keyed))
         elif name == shape.timestamp_column:
             # Nullable: a full run loads records without a time (see mapping.apply).
-            cols.append(sa.Column(name, DATETIME, index=True))
+            cols.append(sa.Column(column, DATETIME, index=True))
         else:
-            cols.append(sa.Column(name, column_type(stats)))
+            stats = shape.columns.get(name, ColumnStats("json"))
+            cols.append(sa.Column(column, _type_for(name, stats, shape)))
     return sa.Table(
         spec.name,
         sa.MetaData(),
@@ -251,7 +343,7 @@ def column_type(stats: ColumnStats) -> sa.types.TypeEngine[Any]:
     t = stats.type
     if t == "bool":
         return sa.Boolean()
-    if t == "int":
+    if t in ("int", "bigint"):
         return sa.BigInteger()
     if t == "float":
         return sa.Double()
@@ -288,8 +380,10 @@ def type_problem(actual: sa.types.TypeEngine[Any], stats: ColumnStats, dialect: 
         if length is not None and stats.max_bytes > length * (4 if "CHAR" in name.upper() else 1):
             return f"is {name} but values are up to {stats.max_bytes} bytes long"
         return None
-    if stats.type == "int" and aff is not None and issubclass(aff, sa.DateTime):
+    if stats.type in ("int", "bigint") and aff is not None and issubclass(aff, sa.DateTime):
         return f"is {name} but the data has integers"
+    if stats.type == "bigint" and aff is not None and issubclass(aff, (sa.Float, sa.Numeric)):
+        return f"is {name} but the data has integers a double would round (beyond 2**53)"
     if stats.type == "float" and aff is not None and issubclass(aff, sa.Integer):
         return f"is {name} but the data has decimals"
     return None

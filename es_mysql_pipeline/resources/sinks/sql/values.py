@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import sqlalchemy as sa
+
+from es_mysql_pipeline.records import OVERFLOW_COLUMN, Batch, Columns, Frame
 
 ColumnKind = Literal["datetime", "bool", "number", "text"]
 
@@ -42,3 +45,33 @@ def sql_datetime(iso: str) -> str:
     if dt.tzinfo is not None:
         dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
     return dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+@overload
+def pack_overflow(frame: Batch, packed: Sequence[str]) -> Batch: ...
+@overload
+def pack_overflow(frame: Columns, packed: Sequence[str]) -> Columns: ...
+def pack_overflow(frame: Frame, packed: Sequence[str]) -> Frame:
+    """Fields beyond the table's column budget moved into the overflow column's object
+    (which may already hold the objects kept whole); null values are left out. Records are
+    changed in place (the load reads them fresh from the stage); columns are copied."""
+    if not packed:
+        return frame
+    if isinstance(frame, dict):
+        present = [(name, frame[name]) for name in packed if name in frame]
+        if not present:
+            return frame
+        out = {k: v for k, v in frame.items() if k not in packed}
+        base = frame.get(OVERFLOW_COLUMN) or [None] * len(present[0][1])
+        merged: list[Any] = []
+        for i, old in enumerate(base):
+            extra = {name: column[i] for name, column in present if column[i] is not None}
+            merged.append({**old, **extra} if old else extra or None)
+        out[OVERFLOW_COLUMN] = merged
+        return out
+    for record in frame:
+        extra = {n: v for n in packed if (v := record.pop(n, None)) is not None}
+        if extra:
+            old = record.get(OVERFLOW_COLUMN)
+            record[OVERFLOW_COLUMN] = {**old, **extra} if old else extra
+    return frame

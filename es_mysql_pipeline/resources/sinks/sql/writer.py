@@ -8,21 +8,25 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from es_mysql_pipeline.errors import SinkError
+from es_mysql_pipeline.errors import ConfigError, SinkError
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import Batch
 from es_mysql_pipeline.resources.sinks.base import (
+    DELETED_AT_COLUMN,
     SchemaReport,
     SinkSession,
     SinkWriter,
     TableShape,
     WriteCounts,
+    delete_marker_test,
 )
+from es_mysql_pipeline.resources.sinks.sql import refresh
 from es_mysql_pipeline.resources.sinks.sql.bulk_load import (
     BulkEncoder,
     NotClean,
@@ -37,7 +41,7 @@ from es_mysql_pipeline.resources.sinks.sql.errors import (
     is_retryable,
     record_reason,
 )
-from es_mysql_pipeline.resources.sinks.sql.values import column_kind, to_db_value
+from es_mysql_pipeline.resources.sinks.sql.values import column_kind, pack_overflow, to_db_value
 from es_mysql_pipeline.staging import scratch_dir
 
 if TYPE_CHECKING:
@@ -63,14 +67,44 @@ class SqlSession(SinkSession):
         self.table = table
         self.shape = shape
         self.report = report
+        #: How a row meets an existing one: a refresh loads a new table like ``skip`` (or
+        #: ``upsert`` when versions decide which of two records of an id is kept).
+        self.row_mode: str = sink.write_mode
+        if sink.write_mode == "refresh":
+            self.row_mode = "upsert" if sink.version_field else "skip"
+        #: Records carrying the delete marker delete their row (never bulk loaded).
+        self.is_marked = delete_marker_test(shape.delete_marker) if shape.delete_marker else None
         self.bulk = (
-            sink.bulk_load and sink.write_mode in ("skip", "append") and local_infile(engine)
+            sink.bulk_load
+            and self.row_mode in ("skip", "append")
+            and self.is_marked is None
+            and local_infile(engine)
         )
         # Only the data's columns: other columns of an existing table keep their defaults.
-        wanted = {name.lower() for name in shape.columns}
-        cols = [c for c in table.columns if c.name.lower() in wanted] or list(table.columns)
+        source_of = {
+            column: name for name, column in report.plan.items() if name not in report.discarded
+        }
+        cols = [c for c in table.columns if c.name in source_of]
         self.columns = [c.name for c in cols]
+        #: The staged field each column takes its values from.
+        self.sources = [source_of[c.name] for c in cols]
         self.kinds = [column_kind(c.type) for c in cols]
+        #: Fields beyond the column budget, moved into the overflow column per batch.
+        self.packed = tuple(report.overflowed)
+        by_lower = {c.name.lower(): c.name for c in table.columns}
+        #: The version column (newest wins), when the sink has a version field.
+        self.version_column = (
+            report.plan.get(sink.version_field, by_lower.get(sink.version_field.lower()))
+            if sink.version_field
+            else None
+        )
+        if sink.version_field and self.version_column not in self.columns:
+            raise ConfigError(
+                f"version_field={sink.version_field!r} is not a field of the data "
+                f"(fields: {', '.join(sorted(report.plan)[:20])})"
+            )
+        #: A soft-deleted row that comes back is live again.
+        self.deleted_at = DELETED_AT_COLUMN if DELETED_AT_COLUMN in table.columns else None
 
     def writer(self) -> SinkWriter:
         return SqlWriter(self)
@@ -81,13 +115,22 @@ class SqlSession(SinkSession):
     def encoder(self) -> BulkEncoder | None:
         if not self.bulk:
             return None
-        return BulkEncoder(tuple(self.columns), tuple(self.kinds), scratch_dir())
+        return BulkEncoder(tuple(self.sources), tuple(self.kinds), scratch_dir(), self.packed)
 
     def commit(self) -> None:
-        self.engine.dispose()
+        try:
+            if self.sink.write_mode == "refresh":
+                refresh.swap(self.engine, self.sink.table)
+        finally:
+            self.engine.dispose()
 
     def abort(self) -> None:
-        self.engine.dispose()
+        try:
+            if self.sink.write_mode == "refresh":
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    refresh.discard(self.engine, self.sink.table)
+        finally:
+            self.engine.dispose()
 
 
 class SqlWriter(SinkWriter):
@@ -98,6 +141,8 @@ class SqlWriter(SinkWriter):
         self.sink = session.sink
         engine = session.engine
         self.columns = session.columns
+        self.sources = session.sources
+        self.packed = session.packed
         self.kinds = session.kinds
         self.id_column = session.shape.id_column
         self.is_sqlite = engine.dialect.name == "sqlite"
@@ -119,24 +164,46 @@ class SqlWriter(SinkWriter):
         cols = ", ".join(q(c) for c in self.columns)
         values = ", ".join([mark] * len(self.columns))
         sql = f"INSERT INTO {table} ({cols}) VALUES ({values})"
-        pk = q(self.id_column or self.columns[0])
-        mode = self.sink.write_mode
-        others = [c for c in self.columns if c != self.id_column]
+        id_at = self.sources.index(self.id_column) if self.id_column in self.sources else 0
+        pk = q(self.columns[id_at])
+        mode = self.session.row_mode
+        version = self.session.version_column
+        others = [q(c) for i, c in enumerate(self.columns) if i != id_at and c != version]
+        if self.session.deleted_at is not None and mode == "upsert":
+            others.append(q(self.session.deleted_at))
+        if version is not None:
+            others.append(q(version))  # last: MySQL's later assignments see earlier ones
+        revived = q(self.session.deleted_at or "")
         if mode == "append":
             pass
         elif self.is_mysql:
             if mode == "skip" or not others:
                 sql += f" ON DUPLICATE KEY UPDATE {pk} = {pk}"
             else:
-                sets = ", ".join(f"{q(c)} = VALUES({q(c)})" for c in others)
+                new = {c: "NULL" if c == revived else f"VALUES({c})" for c in others}
+                if version is None:
+                    sets = ", ".join(f"{c} = {new[c]}" for c in others)
+                else:
+                    v = q(version)
+                    newer = f"({v} IS NULL OR VALUES({v}) > {v})"
+                    sets = ", ".join(f"{c} = IF({newer}, {new[c]}, {c})" for c in others)
                 sql += f" ON DUPLICATE KEY UPDATE {sets}"
         elif mode == "skip" or not others:
             sql += f" ON CONFLICT ({pk}) DO NOTHING"
         else:
-            sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in others)
+            new = {c: "NULL" if c == revived else f"excluded.{c}" for c in others}
+            sets = ", ".join(f"{c} = {new[c]}" for c in others)
             sql += f" ON CONFLICT ({pk}) DO UPDATE SET {sets}"
+            if version is not None:
+                v = q(version)
+                sql += f" WHERE {table}.{v} IS NULL OR excluded.{v} > {table}.{v}"
         select_sql = f"SELECT {pk} FROM {table} WHERE {pk} IN "
         self.mark = mark
+        self.delete_sql = f"DELETE FROM {table} WHERE {pk} IN "
+        self.stamp_sql = (
+            f"UPDATE {table} SET {revived} = {mark} WHERE {revived} IS NULL AND {pk} IN "
+        )
+        self.lock_clause = " FOR UPDATE" if self.is_mysql and version is not None else ""
         return sql, select_sql
 
     def _connection(self) -> Any:
@@ -166,13 +233,14 @@ class SqlWriter(SinkWriter):
             self._conn = None
 
     def _rows(self, batch: Batch) -> list[tuple[Any, ...]]:
-        cols, kinds = self.columns, self.kinds
+        cols, kinds = self.sources, self.kinds
         return [
             tuple(to_db_value(record.get(c), k) for c, k in zip(cols, kinds, strict=True))
             for record in batch
         ]
 
     def write(self, batch: Batch) -> WriteCounts:
+        batch = pack_overflow(batch, self.packed)
         return self._retrying(lambda counts: self._write_isolating(batch, counts))
 
     def write_encoded(self, path: str, rows: int, records: Callable[[], Batch]) -> WriteCounts:
@@ -184,7 +252,7 @@ class SqlWriter(SinkWriter):
                     raise
                 # Rolled back: the checked INSERT path finds and dead-letters the bad records.
                 self.bulk_fallbacks += 1
-                self._write_isolating(records(), counts, bulk=False)
+                self._write_isolating(pack_overflow(records(), self.packed), counts, bulk=False)
 
         return self._retrying(load)
 
@@ -249,6 +317,13 @@ class SqlWriter(SinkWriter):
         return size >= self._max_packet
 
     def _write_tx(self, batch: Batch, counts: WriteCounts, bulk: bool = True) -> None:
+        if self.session.is_marked is not None:
+            marked = [r for r in batch if self.session.is_marked(r)]
+            if marked:
+                self._delete_marked(marked, counts)
+                batch = [r for r in batch if not self.session.is_marked(r)]
+                if not batch:
+                    return
         if bulk and self.load_sql is not None and len(batch) > 1:
             try:
                 self._bulk_tx(batch, counts)
@@ -256,32 +331,71 @@ class SqlWriter(SinkWriter):
             except NotClean:  # rolled back: the checked INSERT path below finds the bad records
                 self.bulk_fallbacks += 1
         conn = self._connection()
+        mode = self.session.row_mode
+        versioned = self.session.version_column is not None
         with _transaction(conn) as cur:
             existing: set[str] = set()
-            if self.sink.write_mode == "upsert":
+            if mode == "upsert":
+                if versioned and self.is_sqlite:
+                    # The write lock first: the ids seen must still be the ids written over.
+                    cur.execute("BEGIN IMMEDIATE")
                 existing = self._existing_ids(cur, batch)
             before = self._total_changes(conn)
             cur.executemany(self.sql, self._rows(batch))
             after = self._total_changes(conn)
             affected = cur.rowcount if before is None or after is None else after - before
+        self._count(batch, mode, existing, affected, counts)
+
+    def _count(
+        self, batch: Batch, mode: str, existing: set[str], affected: int | None, counts: WriteCounts
+    ) -> None:
+        """What a batch's statement did, from the ids seen before it and the rows it changed."""
         n = len(batch)
-        mode = self.sink.write_mode
         if mode == "append":
             counts.inserted += n
-        elif mode == "skip":
+            return
+        if mode == "skip":
             inserted = max(0, min(affected, n)) if affected is not None and affected >= 0 else n
             counts.inserted += inserted
             counts.skipped += n - inserted
-        else:
-            seen = existing
-            ins = 0
-            for record in batch:
-                rid = str(record.get(self.id_column or ""))
-                if rid not in seen:
-                    ins += 1
-                    seen.add(rid)
-            counts.inserted += ins
+            return
+        seen = existing
+        ins = 0
+        for record in batch:
+            rid = str(record.get(self.id_column or ""))
+            if rid not in seen:
+                ins += 1
+                seen.add(rid)
+        counts.inserted += ins
+        if self.session.version_column is None or affected is None:
             counts.updated += n - ins
+            return
+        # MySQL counts an insert 1 and a changed row 2; SQLite counts each change 1.
+        upd = (affected - ins) // 2 if self.is_mysql else affected - ins
+        upd = max(0, min(upd, n - ins))
+        counts.updated += upd
+        counts.skipped += n - ins - upd  # an older (or same) version than the row's
+
+    def _delete_marked(self, marked: Batch, counts: WriteCounts) -> None:
+        """Delete (soft: stamp) the rows of records carrying the delete marker."""
+        ids = list({str(r.get(self.id_column or "")) for r in marked})
+        conn = self._connection()
+        soft = self.session.shape.soft_delete
+        if soft and self.session.deleted_at is None:
+            raise ConfigError(f"table {self.session.table.name!r} has no {DELETED_AT_COLUMN}")
+        done = 0
+        with _transaction(conn) as cur:
+            for i in range(0, len(ids), 1000):
+                chunk = ids[i : i + 1000]
+                marks = "(" + ", ".join([self.mark] * len(chunk)) + ")"
+                if soft:
+                    cur.execute(self.stamp_sql + marks, [utc_now(), *chunk])
+                else:
+                    cur.execute(self.delete_sql + marks, chunk)
+                done += max(cur.rowcount, 0)
+        counts.deleted += done
+        counts.skipped += len(marked) - done  # no row to delete: already gone
+        get_recorder().deleted("soft" if soft else "hard", done)
 
     def _bulk_tx(self, batch: Batch, counts: WriteCounts) -> None:
         assert self._encoder is not None
@@ -295,7 +409,7 @@ class SqlWriter(SinkWriter):
         assert self.load_sql is not None
         conn = self._connection()
         with _transaction(conn) as cur:
-            inserted = load_bulk_file(cur, self.load_sql, path, self.sink.write_mode)
+            inserted = load_bulk_file(cur, self.load_sql, path, self.session.row_mode)
         counts.inserted += inserted
         counts.skipped += rows - inserted
 
@@ -310,9 +424,15 @@ class SqlWriter(SinkWriter):
         found: set[str] = set()
         for i in range(0, len(ids), 1000):
             chunk = ids[i : i + 1000]
-            cur.execute(self.select_sql + "(" + ", ".join([self.mark] * len(chunk)) + ")", chunk)
+            marks = "(" + ", ".join([self.mark] * len(chunk)) + ")"
+            cur.execute(self.select_sql + marks + self.lock_clause, chunk)
             found.update(str(row[0]) for row in cur.fetchall())
         return found
+
+
+def utc_now() -> datetime:
+    """Now in UTC without a zone, as the DATETIME columns store it."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """The Elasticsearch source resource: settings, credentials, the client and the read.
 
-Paging lives in :mod:`.pit` (point in time + ``search_after``); what a failure means in
-:mod:`.errors`; the time field in :mod:`.time_field`.
+The reading is in :mod:`es_mysql_pipeline.readers.elasticsearch`: paging in its ``pit``
+(point in time + ``search_after``), what a failure means in its ``errors``; the time field
+in :mod:`.time_field`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -23,27 +24,29 @@ from elasticsearch import Elasticsearch
 from elasticsearch import __versionstr__ as CLIENT_VERSION
 from pydantic import PrivateAttr
 
-from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.errors import ConfigError, SourceError
+from es_mysql_pipeline.readers.elasticsearch import slice_parts
+from es_mysql_pipeline.readers.elasticsearch.connection import Connection
+from es_mysql_pipeline.readers.elasticsearch.errors import (
+    ErrorPolicy,
+    version_mismatch_message,
+)
+from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
+from es_mysql_pipeline.readers.elasticsearch.pit import close_pits, open_pit, pit_pages
+from es_mysql_pipeline.readers.elasticsearch.slice_parts import (
+    SliceRead,
+    pit_parts,
+)
 from es_mysql_pipeline.records import (
     Batch,
+    Record,
     TimeWindow,
     mask_secrets,
     rebatch,
     timestamp_setting,
+    unplaced_reason,
 )
 from es_mysql_pipeline.resources.sources.base import RecordSource
-from es_mysql_pipeline.resources.sources.elasticsearch import slice_parts
-from es_mysql_pipeline.resources.sources.elasticsearch.connection import Connection
-from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
-    ErrorPolicy,
-    version_mismatch_message,
-)
-from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
-from es_mysql_pipeline.resources.sources.elasticsearch.pit import pit_pages
-from es_mysql_pipeline.resources.sources.elasticsearch.slice_parts import (
-    SliceRead,
-    pit_parts,
-)
 from es_mysql_pipeline.resources.sources.elasticsearch.time_field import (
     TimeField,
     detect_time_field,
@@ -169,12 +172,72 @@ class ElasticsearchSource(RecordSource):
             finally:
                 pages.close()  # stops the slices and closes the PIT before the client goes
 
+    def read_unplaced(self, batch_size: int) -> Iterator[list[tuple[Record, str]]]:
+        """Only the documents without a time: asked for as such (``must_not exists``), not
+        found by reading the whole index. A value the index could not parse as a date is
+        not indexed either (``ignore_malformed``), so those come too."""
+        ts_key = self.timestamp_key()
+        if ts_key is None:
+            return
+        user = self._user_query()
+        query: dict[str, Any] = {"bool": {"must_not": [{"exists": {"field": ts_key}}]}}
+        if user is not None:
+            query["bool"]["filter"] = [user]
+        with self._reading(None, batch_size, 1, lambda: query) as paging:
+            pages = pit_pages(paging)
+            try:
+                for batch in rebatch(pages, batch_size):
+                    out = [(r, why) for r in batch if (why := unplaced_reason(r, ts_key))]
+                    if out:
+                        yield out
+            finally:
+                pages.close()
+
+    def read_ids(self, window: TimeWindow | None) -> set[str]:
+        """The ids of the window's documents only (``_source: false``): one point in time
+        paged by ``search_after``, the read's query and window. Any failed shard, expired
+        point in time or error raises: deletes act on a complete read or not at all."""
+        with self._reading(window, 1, 1) as paging:
+            stop = threading.Event()
+            pit_id = open_pit(paging, stop)[0]
+            size = min(MAX_PAGE_SIZE, self.page_size * 10)  # ids only: pages can be bigger
+            body: dict[str, Any] = {
+                "size": size,
+                "query": paging.query(),
+                "_source": False,
+                "sort": [{"_shard_doc": "asc"}],
+                "track_total_hits": False,
+            }
+            ids: set[str] = set()
+            try:
+                while True:
+                    body["pit"] = {"id": pit_id, "keep_alive": self.keep_alive}
+                    resp = paging.policy.call(
+                        "search ids",
+                        paging.policy.retry(stop),
+                        lambda: paging.client.search(body=body, allow_partial_search_results=False),
+                    )
+                    pit_id = str(resp.get("pit_id") or pit_id)
+                    if (resp.get("_shards") or {}).get("failed"):
+                        raise SourceError(
+                            f"{self._target()}: shards failed while reading ids; "
+                            "nothing was deleted"
+                        )
+                    hits = resp["hits"]["hits"]
+                    ids.update(str(h["_id"]) for h in hits)
+                    if len(hits) < size:
+                        return ids
+                    body["search_after"] = hits[-1]["sort"]
+            finally:
+                close_pits(paging, [pit_id])
+
     def read_parts(
         self, window: TimeWindow | None, batch_size: int, processes: int
     ) -> Generator[StagedPart, None, None] | None:
         """With more than one slice (by default one per worker process, capped at the
         primary shard count), each slice is read by a worker process (see
-        :mod:`.slice_parts`): parsing and staging pages is one core's work per process."""
+        :mod:`~es_mysql_pipeline.readers.elasticsearch.slice_parts`): parsing and staging
+        pages is one core's work per process."""
         workers = process_count(processes)
         if self.slices == 1 or workers < 2 or not may_spawn():
             return None
@@ -208,7 +271,13 @@ class ElasticsearchSource(RecordSource):
                 parts.close()
 
     @contextlib.contextmanager
-    def _reading(self, window: TimeWindow | None, batch_size: int, slices: int) -> Iterator[Paging]:
+    def _reading(
+        self,
+        window: TimeWindow | None,
+        batch_size: int,
+        slices: int,
+        query: Callable[[], dict[str, Any]] | None = None,
+    ) -> Iterator[Paging]:
         """A client checked against the server, and the paging of this read; the client is
         closed on the way out (the client refuses servers of another major, so the server
         is 8.0 or later and has point-in-time search)."""
@@ -232,7 +301,7 @@ class ElasticsearchSource(RecordSource):
                 client,
                 self._policy(),
                 slices,
-                lambda: self._build_query(window),
+                query or (lambda: self._build_query(window)),
             )
         finally:
             client.close()
@@ -250,19 +319,7 @@ class ElasticsearchSource(RecordSource):
         )
 
     def _validate(self) -> None:
-        if not self.hosts or not all(h.strip() for h in self.hosts):
-            raise ConfigError("es_url: give at least one Elasticsearch URL, e.g. localhost:9200")
-        for host in self.hosts:
-            parts = urlsplit(_with_scheme(host))
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigError(
-                    f"es_url: {self._redact(host)!r} is not an http(s) URL like "
-                    "https://es.example.com:9200"
-                )
-            try:
-                parts.port  # noqa: B018 - raises on a bad port
-            except ValueError:
-                raise ConfigError(f"es_url: {self._redact(host)!r} has an invalid port") from None
+        self._validate_hosts()
         if not self.index.strip():
             raise ConfigError("es_index: give an index name or pattern, e.g. logs-*")
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
@@ -283,6 +340,21 @@ class ElasticsearchSource(RecordSource):
         if self.api_key is None and _resolve(self.password) and not self._username():
             raise ConfigError("ES_PASSWORD is set but no username: set es_username as well")
         self._user_query()
+
+    def _validate_hosts(self) -> None:
+        if not self.hosts or not all(h.strip() for h in self.hosts):
+            raise ConfigError("es_url: give at least one Elasticsearch URL, e.g. localhost:9200")
+        for host in self.hosts:
+            parts = urlsplit(_with_scheme(host))
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(
+                    f"es_url: {self._redact(host)!r} is not an http(s) URL like "
+                    "https://es.example.com:9200"
+                )
+            try:
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError:
+                raise ConfigError(f"es_url: {self._redact(host)!r} has an invalid port") from None
 
     def _user_query(self) -> dict[str, Any] | None:
         if not self.query or not self.query.strip():

@@ -10,12 +10,12 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch
 
-from es_mysql_pipeline.records import TIMESTAMP_CANDIDATES, detect_timestamp_field
-from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
+from es_mysql_pipeline.readers.elasticsearch.errors import (
     ErrorPolicy,
     error_reason,
     error_type,
 )
+from es_mysql_pipeline.records import TIMESTAMP_CANDIDATES, detect_timestamp_field
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from es_mysql_pipeline.readers.elasticsearch.errors import ErrorPolicy
 from es_mysql_pipeline.records import Columns, Frame, Record
-from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Reading a CSV or JSON Lines file into record batches, whole or one byte range of it.
 
 Nothing here imports Dagster: the worker processes that read the parts of a big file
-(:mod:`~es_mysql_pipeline.resources.sources.file_parts`) import this module and nothing
+(:mod:`~es_mysql_pipeline.readers.file_parts`) import this module and nothing
 heavier. :class:`~es_mysql_pipeline.resources.sources.files.FileSource` is the resource
 around it.
 
@@ -30,6 +30,7 @@ from es_mysql_pipeline.records import (
     TimeWindow,
     parse_timestamp,
     rebatch,
+    time_at,
 )
 
 csv.field_size_limit(2**31 - 1)  # a 20 MB field is data, not an attack
@@ -79,7 +80,7 @@ class TextFile:
     encoding: str = "utf-8-sig"
 
     def splittable(self) -> bool:
-        """Whether :mod:`~es_mysql_pipeline.resources.sources.file_parts` may cut it."""
+        """Whether :mod:`~es_mysql_pipeline.readers.file_parts` may cut it."""
         try:
             name = codecs.lookup(self.encoding).name
         except LookupError:
@@ -183,15 +184,8 @@ class SpanReader:
             yield from batches
             return
         ts_key = self.ts_key or ""
-        pending: Batch = []
-        size = self.size
-        for batch in batches:
-            pending.extend(r for r in batch if in_window(r, ts_key, window))
-            while len(pending) >= size:
-                yield pending[:size]
-                del pending[:size]
-        if pending:
-            yield pending
+        kept = ([r for r in batch if in_window(r, ts_key, window)] for batch in batches)
+        yield from rebatch(kept, self.size)
 
     def frames(self) -> Iterator[Frame]:
         """The batches as a staged file keeps them: a CSV batch of well-formed rows read
@@ -359,6 +353,6 @@ def printable(text: str) -> str:
 def in_window(record: Record, ts_key: str, window: TimeWindow) -> bool:
     """Records whose timestamp is missing or unparsable belong to no day (docs/configuration.md)."""
     try:
-        return parse_timestamp(record.get(ts_key)) in window
+        return parse_timestamp(time_at(record, ts_key)) in window
     except ValueError:
         return False

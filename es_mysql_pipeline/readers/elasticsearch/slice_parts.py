@@ -27,17 +27,17 @@ from typing import Any, Literal
 from elasticsearch import Elasticsearch
 
 from es_mysql_pipeline.metrics.recorder import NullRecorder, get_recorder, set_recorder
-from es_mysql_pipeline.records import Frame, frame_length, rebatch
-from es_mysql_pipeline.resources.sources.elasticsearch import UNUSED_HTTP_STACKS
-from es_mysql_pipeline.resources.sources.elasticsearch.connection import Connection
-from es_mysql_pipeline.resources.sources.elasticsearch.errors import ErrorPolicy
-from es_mysql_pipeline.resources.sources.elasticsearch.paging import PageSettings, Paging
-from es_mysql_pipeline.resources.sources.elasticsearch.pit import (
+from es_mysql_pipeline.readers.elasticsearch import UNUSED_HTTP_STACKS
+from es_mysql_pipeline.readers.elasticsearch.connection import Connection
+from es_mysql_pipeline.readers.elasticsearch.errors import ErrorPolicy
+from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
+from es_mysql_pipeline.readers.elasticsearch.pit import (
     SliceCursor,
     close_pits,
     open_pit,
     prefetched,
 )
+from es_mysql_pipeline.records import Frame, frame_length, rebatch
 from es_mysql_pipeline.staging import StagedFileWriter, StagedPart
 from es_mysql_pipeline.worker_processes import discard_files, ordered_map, spawn_pool
 

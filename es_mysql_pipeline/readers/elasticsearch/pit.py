@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 
 from es_mysql_pipeline.errors import SourceError
 from es_mysql_pipeline.metrics.recorder import get_recorder
-from es_mysql_pipeline.records import Record
-from es_mysql_pipeline.resources.sources.elasticsearch.errors import (
+from es_mysql_pipeline.readers.elasticsearch.errors import (
     ContextMissing,
     Retry,
     Transient,
 )
-from es_mysql_pipeline.resources.sources.elasticsearch.paging import Paging
+from es_mysql_pipeline.readers.elasticsearch.paging import Paging
+from es_mysql_pipeline.records import Record
 
 log = logging.getLogger(__name__)
 

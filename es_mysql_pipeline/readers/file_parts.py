@@ -9,7 +9,7 @@ Where to cut: a JSON Lines record never spans lines, so after any line break. A 
 may (a quoted value holding newlines): the cut goes after a line break with an even number of
 quote characters before it, which lies between two records in any well-formed file, and the
 worker reading the part before the cut proves it (see
-:attr:`~es_mysql_pipeline.resources.sources.file_reading.Span.check_end`). Where the proof
+:attr:`~es_mysql_pipeline.readers.file_reading.Span.check_end`). Where the proof
 fails (a stray quote inside an unquoted value), the parts from there on are thrown away and
 the rest of the file is read in this process, from the last proven cut, as a serial read would.
 
@@ -26,8 +26,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from itertools import chain
 
+from es_mysql_pipeline.readers.file_reading import Span, TextFile
 from es_mysql_pipeline.records import TimeWindow
-from es_mysql_pipeline.resources.sources.file_reading import Span, TextFile
 from es_mysql_pipeline.staging import StagedFileWriter, StagedPart, scratch_dir
 from es_mysql_pipeline.worker_processes import (
     discard_files,

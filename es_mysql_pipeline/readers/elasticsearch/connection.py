@@ -55,7 +55,8 @@ class Connection:
             return Elasticsearch(
                 list(self.urls),
                 request_timeout=self.request_timeout,
-                # Retries are ours: they honour Retry-After, count in metrics and resume paging.
+                # Retries are ours (errors.Retry): elastic-transport 9.4 retries statuses
+                # at once, without backoff or Retry-After, and cannot count them in metrics.
                 max_retries=0,
                 retry_on_status=(),
                 retry_on_timeout=False,
