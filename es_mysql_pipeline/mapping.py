@@ -25,10 +25,12 @@ from es_mysql_pipeline.records import (
     Columns,
     Frame,
     Record,
+    at_path,
     columns_of,
     iso_utc,
     parse_timestamp,
     rows_of,
+    time_at,
     utc_text,
     utc_texts,
 )
@@ -189,9 +191,7 @@ class FieldMapping:
         ts_key = self.timestamp_key
         if ts_key is None:
             return None
-        value = raw.get(ts_key)
-        if value is None and "." in ts_key:  # a nested field, as a mapping names it
-            value = _at_path(raw, ts_key)
+        value = time_at(raw, ts_key)  # a nested field too, as a mapping names it
         if value is None or value == "":
             return None
         try:
@@ -424,22 +424,12 @@ def _utc_texts(values: Sequence[Any]) -> Sequence[str | None] | None:
 
 
 def _column_at_path(keys: tuple[str, ...], columns: list[Sequence[Any]], dotted: str) -> list[Any]:
-    """:func:`_at_path` for every record of a frame's columns."""
+    """``at_path`` for every record of a frame's columns."""
     head, _, rest = dotted.partition(".")
     if head not in keys:
         return [None] * len(columns[0])
     column = columns[keys.index(head)]
-    return [_at_path(value, rest) for value in column] if rest else list(column)
-
-
-def _at_path(raw: Any, dotted: str) -> Any:
-    """``raw["event"]["created"]`` for ``event.created``; ``None`` when a step is missing."""
-    value: Any = raw
-    for part in dotted.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
+    return [at_path(value, rest) for value in column] if rest else list(column)
 
 
 def _flatten_columns(

@@ -293,11 +293,17 @@ def time_at(record: Record, ts_key: str) -> Any:
     """The record's time: under ``ts_key``, else at that dotted path (``event.created``)."""
     value = record.get(ts_key)
     if value is None and "." in ts_key:
-        value = record
-        for part in ts_key.split("."):
-            if not isinstance(value, dict):
-                return None
-            value = value.get(part)
+        value = at_path(record, ts_key)
+    return value
+
+
+def at_path(raw: Any, dotted: str) -> Any:
+    """``raw["event"]["created"]`` for ``event.created``; ``None`` when a step is missing."""
+    value: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
     return value
 
 
