@@ -42,6 +42,8 @@ _RUN_ENDS = (
 )
 _STEP_ENDS = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
 DEFAULT_FETCH_LIMIT = 200
+_OFF = "nothing pushed: pushgateway.url is empty (set PUSHGATEWAY_URL); runs whose steps ran "
+_OFF += "without it are not counted"
 #: Page size when totals are recomputed from the event log.
 _REBUILD_PAGE = 1000
 #: Our assets: a finished run of any job that was to materialize one of them is counted.
@@ -257,39 +259,10 @@ def evaluate_metrics_sensor(
     sensor_name: str = "pipeline_metrics_sensor",
     asset_pipelines: Mapping[dg.AssetKey, str] | None = None,
 ) -> dg.SkipReason:
-    """One tick: fold newly finished runs into their pipelines' totals, push, say what.
-
-    The outcome is the skip reason (the tick's dialog) and one log line per sentence: the
-    UI's "View logs" of a tick otherwise shows "No logs to display".
-    """
-    said = [
-        "nothing pushed: pushgateway.url is empty (set PUSHGATEWAY_URL); runs whose "
-        "steps ran without it are not counted"
-    ]
-    if pushgateway.enabled:
-        said = _tick(
-            context,
-            pushgateway,
-            asset_keys,
-            fetch_limit,
-            pipeline_ids,
-            sensor_name,
-            dict(asset_pipelines or {}),
-        )
-    for sentence in said:
-        context.log.info(sentence)
-    return dg.SkipReason("; ".join(said))
-
-
-def _tick(
-    context: dg.SensorEvaluationContext,
-    pushgateway: PushgatewayResource,
-    asset_keys: AbstractSet[dg.AssetKey],
-    fetch_limit: int,
-    pipeline_ids: Collection[str] | None,
-    sensor_name: str,
-    tagged: dict[dg.AssetKey, str],
-) -> list[str]:
+    """One tick: fold newly finished runs into their pipelines' totals, push, say what."""
+    if not pushgateway.enabled:
+        return _said(context, [_OFF])
+    tagged = dict(asset_pipelines or {})
     if pipeline_ids is None:
         # the tagged assets' pipelines, and the resource's for assets without the tag
         pipeline_ids = set(tagged.values())
@@ -316,7 +289,15 @@ def _tick(
         said.append(f"{state.elsewhere} run(s) of other pipelines left to their sensors")
     cursor.after, cursor.runs_counted = dict(state.after), state.runs_counted
     context.update_cursor(cursor.to_json())
-    return said
+    return _said(context, said)
+
+
+def _said(context: dg.SensorEvaluationContext, said: list[str]) -> dg.SkipReason:
+    """The tick's outcome as its skip reason, and one log line per sentence: the UI's "View
+    logs" of a tick otherwise shows "No logs to display"."""
+    for sentence in said:
+        context.log.info(sentence)
+    return dg.SkipReason("; ".join(said))
 
 
 def _push(
