@@ -40,8 +40,6 @@ CURSOR_VERSION = 2
 RECORD_MARKER = "es_mysql_pipeline step record v1: "
 #: Families (family name -> sample key -> value), as a step record and a push carry them.
 Families = dict[str, dict[str, float]]
-_TYPES = {"counter": "counter", "histogram": "histogram", "gauge": "gauge"}
-_TYPES |= {"enum": "stateset", "info": "info"}
 
 
 @dataclass(frozen=True)
@@ -231,7 +229,7 @@ class FamiliesCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         for family, samples in sorted(self.families.items()):
             spec = SPECS[family]
-            metric = Metric(family, spec.help, _TYPES[spec.kind])
+            metric = Metric(family, spec.help, "stateset" if spec.kind == "enum" else spec.kind)
             parsed = [(*parse_sample_key(key), value) for key, value in samples.items()]
             for name, labels, value in sorted(parsed, key=_exposition_order):
                 metric.add_sample(name, labels | {"pipeline_id": self.pipeline_id}, value)
