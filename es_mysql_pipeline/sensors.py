@@ -177,7 +177,7 @@ def _fold_events(
                     event_type=event_type,  # type: ignore[arg-type]
                     after_storage_id=after,
                 ),
-                limit=limit if upto is None else _REBUILD_PAGE,
+                limit=limit,
                 ascending=True,
             ).records
             past = [r for r in records if upto is None or r.storage_id <= upto.get(name, -1)]
