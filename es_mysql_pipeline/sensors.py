@@ -1,43 +1,18 @@
-"""The sensor that turns finished Dagster runs into monotonic Prometheus totals and pushes them.
+"""The sensor that folds finished Dagster runs into monotonic Prometheus totals and pushes them.
 
-Why a plain ``@sensor`` and not ``@run_status_sensor``: a run-status sensor's cursor
-belongs to Dagster (it refuses a user cursor), and one such sensor watches one status.
-This sensor reads the same run-status events (success, failure, cancel: a run whose
-process crashed before any hook ran still gets its failure event) with
-``fetch_run_status_changes``.
-
-It counts every finished run, of any job, that was to materialize one of our assets
-(:data:`WATCHED_ASSETS`, or the assets it is built for): our jobs, Dagster's implicit asset
-job (asset-graph launches, backfills), a celery executor job or a user's job. Each run is
-folded into the totals of its own pipeline, exactly once. The pipeline of an asset is its
-asset tag :data:`PIPELINE_ID_TAG` (``asset_pipelines``; a YAML pipeline's assets carry it),
-else the run's tag of that name, else the Pushgateway resource's ``pipeline_id``: so a run
-launched from the asset graph or as a backfill, which carries no pipeline run tag, is
-attributed by what it materializes. A run spanning several pipelines (the implicit
-all-assets job) counts once for each, and each step's records go to the pipeline of the
-asset that step materializes (:func:`split_run`). A sensor pushes the pipelines it is given
-(``pipeline_ids``; by default every tagged pipeline) and leaves runs of other pipelines to
-their own sensor. Per run it adds ``pipeline_runs_total{result}``, the run's duration to
-``pipeline_run_duration_seconds`` and the increments each step hook left in the event log
-to the ``_total`` counters and histograms; per pipeline it pushes them as the group
-``{job, pipeline_id}`` with ``pipeline_last_success_timestamp_seconds``,
-``pipeline_last_run_duration_seconds`` and ``pipeline_last_run_success`` (of the run that
-ended last), and each step's last-run values as ``{job, pipeline_id, step}``.
-
-**Where the totals live.** They are a function of the event log up to the sensor's
-watermarks, so the cursor holds only the watermarks and two counts (a few hundred
-characters in the UI). The totals stay in this process between ticks, and a process that
-has none for the cursor it is given (a restart, another code server) recomputes them
-from the event log before it pushes: each run counted once, the totals survive restarts
-and a Pushgateway that lost its state, and a failed push is redone by the next tick.
-
-**Runs that were not measured.** A run some of whose steps ended without leaving a step
-record ran with pushing off (before ``PUSHGATEWAY_URL`` was set): it is not counted, and
-the tick says so. A run that ended before any step did (a crash) counts with no records.
+A plain ``@sensor``, not a ``@run_status_sensor``: the latter's cursor belongs to Dagster
+and it watches one status. This one reads the run-end events (success, failure, canceled)
+of every job whose run was to materialize one of our assets (a user's job, a backfill, the
+asset graph) and folds each run once into the totals of the pipeline of each asset it
+materializes (its asset tag :data:`PIPELINE_ID_TAG`, else the run tag, else the resource's
+``pipeline_id``). The totals are a function of the event log up to the cursor's
+watermarks: kept in this process between ticks, recomputed after a restart. A run whose
+steps ended without a step record ran with pushing off: not counted, and the tick says so.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -47,50 +22,46 @@ import dagster as dg
 
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource, Warn
 from es_mysql_pipeline.metrics.run_totals import (
+    RESULTS,
+    FamiliesCollector,
     MetricsCursor,
     PipelineTotals,
     StepRecord,
     fold_run,
-    step_registry_of,
-    totals_registry,
+    totals_families,
     zero_totals,
 )
 from es_mysql_pipeline.targets import PIPELINE_TAG
 
 #: The run tag naming the pipeline a run belongs to (several pipelines in one location).
 PIPELINE_ID_TAG = PIPELINE_TAG
-
-RUN_END_EVENTS: tuple[dg.DagsterEventType, ...] = (
+_RUN_ENDS = (
     dg.DagsterEventType.RUN_SUCCESS,
     dg.DagsterEventType.RUN_FAILURE,
     dg.DagsterEventType.RUN_CANCELED,
 )
-RESULT_OF_EVENT = {
-    dg.DagsterEventType.RUN_SUCCESS.value: "success",
-    dg.DagsterEventType.RUN_FAILURE.value: "failure",
-    dg.DagsterEventType.RUN_CANCELED.value: "canceled",
-}
 _STEP_ENDS = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
 DEFAULT_FETCH_LIMIT = 200
+_OFF = "nothing pushed: pushgateway.url is empty (set PUSHGATEWAY_URL); runs whose steps ran "
+_OFF += "without it are not counted"
 #: Page size when totals are recomputed from the event log.
 _REBUILD_PAGE = 1000
+#: Our assets: a finished run of any job that was to materialize one of them is counted.
+WATCHED_ASSETS: frozenset[dg.AssetKey] = frozenset(
+    dg.AssetKey(name) for name in ("raw_records", "clean_records", "loaded_records")
+)
 
 
 def step_records(
     instance: dg.DagsterInstance, run_id: str
 ) -> tuple[list[tuple[str | None, StepRecord]], int]:
-    """The records the step hooks of ``run_id`` left in its log, each with its step key,
-    and how many steps ended."""
+    """The step records in the log of ``run_id``, each with its step key; how many steps ended."""
     records: list[tuple[str | None, StepRecord]] = []
     ended = 0
-    events = instance.get_records_for_run(
-        run_id, of_type={dg.DagsterEventType.ENGINE_EVENT, *_STEP_ENDS}
-    ).records
-    for event in events:
+    of_type = {dg.DagsterEventType.ENGINE_EVENT, *_STEP_ENDS}
+    for event in instance.get_records_for_run(run_id, of_type=of_type).records:
         entry = event.event_log_entry
-        if entry.dagster_event_type in _STEP_ENDS:
-            ended += 1
-            continue
+        ended += entry.dagster_event_type in _STEP_ENDS
         record = StepRecord.from_message(entry.message)
         if record is not None:
             records.append((entry.step_key, record))
@@ -100,9 +71,8 @@ def step_records(
 def planned_assets(
     instance: dg.DagsterInstance, run: dg.DagsterRun
 ) -> dict[dg.AssetKey, str | None]:
-    """The assets ``run`` was to materialize, each with the step that materializes it
-    (``None`` when known only from the run's asset selection). Written when the run is
-    created, so a run that crashed before its first step has them too."""
+    """The assets ``run`` was to materialize, each with its step (``None``: known from the
+    run's asset selection only). Written when the run is created: a crash has them too."""
     planned: dict[dg.AssetKey, str | None] = dict.fromkeys(run.asset_selection or ())
     for entry in instance.all_logs(
         run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
@@ -116,20 +86,13 @@ def planned_assets(
 def is_run_of(
     instance: dg.DagsterInstance, run: dg.DagsterRun, asset_keys: AbstractSet[dg.AssetKey]
 ) -> bool:
-    """Whether ``run`` (of any job: ours, a user's, a celery job, a backfill) was to
-    materialize one of ``asset_keys``."""
+    """Whether ``run``, of any job, was to materialize one of ``asset_keys``."""
     return not planned_assets(instance, run).keys().isdisjoint(asset_keys)
 
 
-def run_pipeline_id(run: dg.DagsterRun, default: str) -> str:
-    """The pipeline a run was launched for: its :data:`PIPELINE_ID_TAG`, else ``default``."""
-    return run.tags.get(PIPELINE_ID_TAG) or default
-
-
 def asset_pipeline_ids(defs: dg.Definitions) -> dict[dg.AssetKey, str]:
-    """Each asset of ``defs`` that carries the asset tag :data:`PIPELINE_ID_TAG`, with its
-    pipeline: what attributes a run launched from the asset graph or as a backfill (which
-    carries no pipeline run tag) and each step of a run spanning several pipelines."""
+    """Each asset of ``defs`` with its :data:`PIPELINE_ID_TAG` asset tag: what attributes a
+    run without the run tag (asset graph, backfill) and each step of a run of several."""
     return {
         spec.key: spec.tags[PIPELINE_ID_TAG]
         for spec in defs.resolve_all_asset_specs()
@@ -137,27 +100,17 @@ def asset_pipeline_ids(defs: dg.Definitions) -> dict[dg.AssetKey, str]:
     }
 
 
-@dataclass(frozen=True)
-class RunShare:
-    """What one pipeline gets of a run: the run itself, and the records of its steps."""
-
-    pipeline_id: str
-    records: list[StepRecord]
-
-
 def split_run(
     planned: Mapping[dg.AssetKey, str | None],
     records: Iterable[tuple[str | None, StepRecord]],
     pipeline_of_asset: Mapping[dg.AssetKey, str],
     fallback: str,
-) -> list[RunShare]:
+) -> dict[str, list[StepRecord]]:
     """The pipelines a run belongs to, each with its steps' records (pure).
 
-    ``planned``: the watched assets the run was to materialize, with their steps. An asset's
-    pipeline is its :data:`PIPELINE_ID_TAG` asset tag (``pipeline_of_asset``), else
-    ``fallback`` (the run tag, else the resource's ``pipeline_id``). A step record goes to
-    the pipeline of the asset its step materializes; a step with no planned asset goes to
-    the run's one pipeline, or to ``fallback`` when the run spans several.
+    An asset's pipeline is its asset tag (``pipeline_of_asset``), else ``fallback``; a step
+    record goes to the pipeline of the asset its step materializes, else to the run's one
+    pipeline, or to ``fallback`` when the run spans several.
     """
     pipeline_of_step: dict[str, str] = {}
     shares: dict[str, list[StepRecord]] = {}
@@ -168,9 +121,8 @@ def split_run(
             pipeline_of_step.setdefault(step, pid)
     only = next(iter(shares)) if len(shares) == 1 else fallback
     for step, record in records:
-        pid = pipeline_of_step.get(step or "", only)
-        shares.setdefault(pid, []).append(record)
-    return [RunShare(pid, shares[pid]) for pid in sorted(shares)]
+        shares.setdefault(pipeline_of_step.get(step or "", only), []).append(record)
+    return dict(sorted(shares.items()))
 
 
 @dataclass
@@ -206,13 +158,6 @@ def forget_kept_totals() -> None:
     _KEPT.clear()
 
 
-def _instance_key(instance: dg.DagsterInstance) -> str:
-    try:
-        return str(instance.root_directory)
-    except Exception:  # an instance without a directory
-        return f"object:{id(instance)}"
-
-
 def _fold_events(
     state: _Totals,
     instance: dg.DagsterInstance,
@@ -221,7 +166,7 @@ def _fold_events(
     limit: int,
 ) -> None:
     """Fold run-end events after ``state.after``: up to ``upto`` (all pages), or one page."""
-    for event_type in RUN_END_EVENTS:
+    for event_type, result in zip(_RUN_ENDS, RESULTS, strict=True):
         name = event_type.value
         while True:
             after = state.after.get(name, -1)
@@ -232,13 +177,13 @@ def _fold_events(
                     event_type=event_type,  # type: ignore[arg-type]
                     after_storage_id=after,
                 ),
-                limit=limit if upto is None else _REBUILD_PAGE,
+                limit=limit,
                 ascending=True,
             ).records
             past = [r for r in records if upto is None or r.storage_id <= upto.get(name, -1)]
             for record in past:
                 state.after[name] = record.storage_id
-                _fold_one(state, instance, scope, RESULT_OF_EVENT[name], record)
+                _fold_one(state, instance, scope, result, record)
             if upto is None or len(past) < len(records) or not records:
                 break
 
@@ -254,19 +199,13 @@ def _fold_one(
     if run_record is None:
         return
     run = run_record.dagster_run
-    planned = {
-        key: step for key, step in planned_assets(instance, run).items() if key in scope.asset_keys
-    }
+    planned = {k: s for k, s in planned_assets(instance, run).items() if k in scope.asset_keys}
     if not planned:
         return
     records, steps_ended = step_records(instance, run.run_id)
-    shares = split_run(
-        planned,
-        records,
-        dict(scope.asset_pipelines),
-        run_pipeline_id(run, scope.default_pipeline_id),
-    )
-    mine = [share for share in shares if share.pipeline_id in scope.pipeline_ids]
+    fallback = run.tags.get(PIPELINE_ID_TAG) or scope.default_pipeline_id
+    shares = split_run(planned, records, dict(scope.asset_pipelines), fallback)
+    mine = {pid: share for pid, share in shares.items() if pid in scope.pipeline_ids}
     if not mine:
         state.elsewhere += 1
         return
@@ -274,17 +213,17 @@ def _fold_one(
         state.unmeasured += 1
         return
     start, end = run_record.start_time, run_record.end_time or record.timestamp
-    for share in mine:
+    for pid, share in mine.items():
         fold_run(
-            state.pipelines.setdefault(share.pipeline_id, PipelineTotals()),
-            share.pipeline_id,
+            state.pipelines.setdefault(pid, PipelineTotals()),
+            pid,
             result,
             (end - start) if start is not None and end is not None else None,
             end,
-            [r.delta for r in share.records],
-            [r.snapshot for r in share.records],
+            [r.delta for r in share],
+            [r.snapshot for r in share],
         )
-        state.new[share.pipeline_id] += 1
+        state.new[pid] += 1
     state.runs_counted += 1
 
 
@@ -292,7 +231,11 @@ def _totals_for(
     instance: dg.DagsterInstance, cursor: MetricsCursor, scope: _Scope, sensor_name: str
 ) -> _Totals:
     """The kept totals if they are those of ``cursor``, else recomputed up to it."""
-    key = (_instance_key(instance), sensor_name, scope)
+    try:
+        where = str(instance.root_directory)
+    except Exception:  # an instance without a directory
+        where = f"object:{id(instance)}"
+    key = (where, sensor_name, scope)
     state = _KEPT.pop(key, None)
     if state is None or state.after != cursor.after:
         state = _Totals()
@@ -318,13 +261,7 @@ def evaluate_metrics_sensor(
 ) -> dg.SkipReason:
     """One tick: fold newly finished runs into their pipelines' totals, push, say what."""
     if not pushgateway.enabled:
-        return _said(
-            context,
-            [
-                "nothing pushed: pushgateway.url is empty (set PUSHGATEWAY_URL); runs whose "
-                "steps ran without it are not counted"
-            ],
-        )
+        return _said(context, [_OFF])
     tagged = dict(asset_pipelines or {})
     if pipeline_ids is None:
         # the tagged assets' pipelines, and the resource's for assets without the tag
@@ -341,8 +278,7 @@ def evaluate_metrics_sensor(
     state = _totals_for(context.instance, cursor, scope, sensor_name)
     _fold_events(state, context.instance, scope, None, fetch_limit)
     said = [
-        _push_pipeline(pushgateway, state, cursor, pid, context.log.warning)
-        for pid in scope.pipeline_ids
+        _push(pushgateway, state, cursor, pid, context.log.warning) for pid in scope.pipeline_ids
     ]
     if state.unmeasured:
         said.append(
@@ -351,33 +287,43 @@ def evaluate_metrics_sensor(
         )
     if state.elsewhere:
         said.append(f"{state.elsewhere} run(s) of other pipelines left to their sensors")
-    cursor.after = dict(state.after)
-    cursor.runs_counted = state.runs_counted
+    cursor.after, cursor.runs_counted = dict(state.after), state.runs_counted
     context.update_cursor(cursor.to_json())
     return _said(context, said)
 
 
 def _said(context: dg.SensorEvaluationContext, said: list[str]) -> dg.SkipReason:
-    """The tick's outcome as its skip reason (the tick's dialog), and one log line per
-    sentence: the UI's "View logs" of a tick otherwise shows "No logs to display"."""
+    """The tick's outcome as its skip reason, and one log line per sentence: the UI's "View
+    logs" of a tick otherwise shows "No logs to display"."""
     for sentence in said:
         context.log.info(sentence)
     return dg.SkipReason("; ".join(said))
 
 
-def _push_pipeline(
-    pushgateway: PushgatewayResource,
-    state: _Totals,
-    cursor: MetricsCursor,
-    pid: str,
-    warn: Warn,
+def _push(
+    pushgateway: PushgatewayResource, state: _Totals, cursor: MetricsCursor, pid: str, warn: Warn
 ) -> str:
-    """Push one pipeline's groups; one sentence saying what was pushed or why not."""
+    """Push one pipeline's totals group, then (if that worked) every step group: a down
+    Pushgateway holds a tick up for one timeout, and the next tick pushes everything again
+    (a Pushgateway that lost its state is refilled). One sentence saying what happened."""
     totals = state.pipelines[pid]
-    problems: list[str] = []
-    failed = push_groups(pushgateway, totals, pid, cursor.push_failures.get(pid, 0), problems)
-    for problem in problems:
-        warn(problem)
+    push = functools.partial(
+        pushgateway.push, warn=warn, then="the sensor's next tick pushes them again"
+    )
+    families = totals_families(totals, pid, cursor.push_failures.get(pid, 0))
+    failed = (
+        0
+        if push(FamiliesCollector(families, pid), pushgateway.grouping_key(pipeline_id=pid))
+        else 1
+    )
+    if not failed:  # else the step groups wait for the next tick
+        failed = sum(
+            not push(
+                FamiliesCollector(snapshot.shown(), pid),
+                pushgateway.grouping_key(pipeline_id=pid, step=step),
+            )
+            for step, snapshot in sorted(totals.steps.items())
+        )
     counted = f"totals of {totals.runs_counted} run(s) ({state.new[pid]} new this tick)"
     if failed:
         cursor.push_failures[pid] = cursor.push_failures.get(pid, 0) + failed
@@ -391,49 +337,6 @@ def _push_pipeline(
     )
 
 
-def push_groups(
-    pushgateway: PushgatewayResource,
-    totals: PipelineTotals,
-    pid: str,
-    push_failures: int,
-    problems: list[str],
-) -> int:
-    """Push the totals group, then every step group; how many pushes failed.
-
-    Every tick pushes every group, so a Pushgateway that lost its state is refilled. When
-    the totals push fails the step groups wait for the next tick: a down Pushgateway
-    holds a tick up for one timeout, not one per group.
-    """
-    then = "the sensor's next tick pushes them again"
-    if not pushgateway.push(
-        totals_registry(totals, pid, push_failures),
-        pushgateway.grouping_key(pipeline_id=pid),
-        warn=problems.append,
-        then=then,
-    ):
-        return 1
-    failures = 0
-    for step, snapshot in sorted(totals.steps.items()):
-        if not pushgateway.push(
-            step_registry_of(snapshot, pid),
-            pushgateway.grouping_key(pipeline_id=pid, step=step),
-            warn=problems.append,
-            then=then,
-        ):
-            failures += 1
-    return failures
-
-
-#: Our assets: a finished run of any job that was to materialize one of them is counted.
-WATCHED_ASSETS: frozenset[dg.AssetKey] = frozenset(
-    dg.AssetKey(name) for name in ("raw_records", "clean_records", "loaded_records")
-)
-
-
-def _names(asset_keys: AbstractSet[dg.AssetKey]) -> str:
-    return ", ".join(sorted(key.to_user_string() for key in asset_keys))
-
-
 def build_pipeline_metrics_sensor(
     asset_keys: Iterable[dg.AssetKey] = WATCHED_ASSETS,
     name: str = "pipeline_metrics_sensor",
@@ -444,15 +347,14 @@ def build_pipeline_metrics_sensor(
 ) -> dg.SensorDefinition:
     """The sensor for runs of ``asset_keys`` (whatever their job); needs ``pushgateway``.
 
-    ``asset_pipelines``: the pipeline of each asset (:func:`asset_pipeline_ids`), which
-    attributes every run and step whatever launched it. ``pipeline_ids``: the pipelines it
-    counts and pushes (default: those of ``asset_pipelines``, plus the resource's
-    ``pipeline_id`` for untagged assets); give one sensor every pipeline, or each pipeline
-    its own sensor.
+    ``asset_pipelines``: each asset's pipeline (:func:`asset_pipeline_ids`). ``pipeline_ids``:
+    the pipelines it counts and pushes (default: those of ``asset_pipelines``, plus the
+    resource's ``pipeline_id`` for untagged assets): one sensor for all, or one each.
     """
     keys = frozenset(asset_keys)
     pids = tuple(pipeline_ids) if pipeline_ids else None
     tagged = {key: pid for key, pid in (asset_pipelines or {}).items() if key in keys}
+    names = ", ".join(sorted(key.to_user_string() for key in keys))
 
     @dg.sensor(
         name=name,
@@ -460,19 +362,14 @@ def build_pipeline_metrics_sensor(
         default_status=default_status,
         description=(
             "Pushes run outcomes, durations and monotonic record totals of every run of "
-            f"{_names(keys)} to the Pushgateway, per pipeline; each tick says what it pushed."
+            f"{names} to the Pushgateway, per pipeline; each tick says what it pushed."
         ),
     )
     def _sensor(
         context: dg.SensorEvaluationContext, pushgateway: PushgatewayResource
     ) -> dg.SkipReason:
         return evaluate_metrics_sensor(
-            context,
-            pushgateway,
-            keys,
-            pipeline_ids=pids,
-            sensor_name=name,
-            asset_pipelines=tagged,
+            context, pushgateway, keys, pipeline_ids=pids, sensor_name=name, asset_pipelines=tagged
         )
 
     return _sensor

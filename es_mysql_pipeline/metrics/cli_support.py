@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from es_mysql_pipeline import __version__
@@ -17,24 +18,21 @@ def _describe(resource: Any) -> dict[str, str]:
     return dict(describe()) if callable(describe) else {"type": type(resource).__name__}
 
 
+@dataclass
 class CliMetrics:
     """The CLI's recorder and endpoint: it calls succeeded() or failed(), then stop()."""
 
-    def __init__(self, recorder: PrometheusRecorder, server: MetricsServer) -> None:
-        self.recorder = recorder
-        self.server = server
-        self._started = time.perf_counter()
-
-    def _finish(self) -> None:
-        self.recorder.duration("run", time.perf_counter() - self._started)
+    recorder: PrometheusRecorder
+    server: MetricsServer
+    _started: float = field(default_factory=time.perf_counter)
 
     def succeeded(self) -> None:
-        self._finish()
+        self.recorder.duration("run", time.perf_counter() - self._started)
         self.recorder.success()
         self.recorder.state("stopped")
 
     def failed(self) -> None:
-        self._finish()
+        self.recorder.duration("run", time.perf_counter() - self._started)
         self.recorder.state("error")
 
     def stop(self) -> None:
@@ -44,11 +42,8 @@ class CliMetrics:
 
 
 def start_cli_metrics(args: argparse.Namespace, resources: dict[str, Any]) -> CliMetrics:
-    """Install the process recorder and start ``/metrics`` on ``--metrics-host:--metrics-port``.
-
-    Raises:
-        PipelineError: the port is in use (one line naming ``--metrics-port``).
-    """
+    """Install the process recorder and start ``/metrics`` on ``--metrics-host:--metrics-port``
+    (a port in use raises a one-line :class:`PipelineError` naming ``--metrics-port``)."""
     info = {
         "version": __version__,
         "pipeline_id": args.pipeline_id,

@@ -1,7 +1,7 @@
-"""The CLI's ``/metrics``, ``/health`` and ``/info``, served by wsgiref on a daemon thread.
+"""The CLI's ``/metrics``, ``/health`` and ``/info``, served on a daemon thread.
 
-As prometheus_client's ``start_http_server``: its WSGI app renders ``/metrics`` (text, or
-OpenMetrics when ``Accept`` asks), once per scrape; Prometheus scrapes every 15-60 s.
+``/metrics`` is prometheus_client's WSGI app on its threading server (what its
+``start_http_server`` serves): rendered once per scrape, text or OpenMetrics as asked.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, active_prometheus_recorder
@@ -32,11 +32,8 @@ _SECRET_KEY_RE = re.compile(r"pass|secret|token|api_?key|credential|auth", re.IG
 
 
 def strip_credentials(value: Any) -> Any:
-    """Drop secret-looking keys and ``user:password@`` from URLs, recursively.
-
-    Sources and sinks promise a ``describe()`` without credentials; this is the second
-    line of defence because ``/info`` may be reachable from a whole network.
-    """
+    """Drop secret-looking keys and ``user:password@`` from URLs, recursively: a second
+    line of defence after ``describe()``, as ``/info`` may be reachable from a network."""
     if isinstance(value, Mapping):
         return {
             str(k): strip_credentials(v)
@@ -71,10 +68,8 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes every few seconds would flood stderr; stay quiet."""
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    """One thread per request (a slow client holds up nobody), IPv6 when the host says so."""
-
-    daemon_threads = True
+class _Server(ThreadingWSGIServer):
+    """A daemon thread per request (a slow client holds up nobody), IPv6 if the host is."""
 
     def __init__(self, address: tuple[str, int], handler: type[WSGIRequestHandler]) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -128,18 +123,18 @@ class MetricsServer:
         path = environ.get("PATH_INFO", "").rstrip("/") or "/"
         if path == "/metrics":
             return self._metrics_app(environ, start_response)
+        if path == "/":
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"/metrics /health /info\n"]
         status, body = "200 OK", self.info
         if path == "/health":
             healthy, state = self.health()
             status = "200 OK" if healthy else "503 Service Unavailable"
             body = {"status": "healthy" if healthy else "unhealthy", **state}
             body["uptime_seconds"] = round(time.time() - self.started_at, 3)
-        elif path == "/":
-            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"/metrics /health /info\n"]
         elif path != "/info":
-            body = {"error": f"no such path {path}; try /metrics /health /info"}
             status = "404 Not Found"
+            body = {"error": f"no such path {path}; try /metrics /health /info"}
         payload = json.dumps(body).encode()
         start_response(
             status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
@@ -176,9 +171,8 @@ def start_metrics_server(
 ) -> MetricsServer:
     """Serve ``registry`` (default ``recorder.registry``) on ``host:port`` from a daemon thread.
 
-    ``0.0.0.0`` is for scrapes from outside a container; a port in use raises
-    :class:`PipelineError` naming the flag. The recorder's state drives ``/health`` (503
-    once the pipeline entered ``error``).
+    A port in use raises :class:`PipelineError` naming the flag. The recorder's state drives
+    ``/health`` (503 once the pipeline entered ``error``).
     """
     info = dict(info or {})
     if registry is None:

@@ -1,12 +1,9 @@
 """Pushing to a Prometheus Pushgateway, for Dagster runs that end before a scrape.
 
-The run-status sensor pushes (the step hooks only leave their values in the event log).
-A push must never fail or stall its caller: every push runs in a helper thread that the
-caller waits on for at most ``timeout_seconds``; an error or a timeout becomes a warning
-and one more ``pipeline_pushgateway_failures_total``, and the caller goes on.
-
-A pipeline that no longer exists keeps its last groups in the Pushgateway (they never
-expire); :meth:`PushgatewayResource.retire` deletes them, or from a shell::
+Only the metrics sensor pushes. A push never fails or stalls its caller: it runs in a
+helper thread waited on for at most ``timeout_seconds``; an error or a timeout is a warning
+and one more ``pipeline_pushgateway_failures_total``. A retired pipeline's groups stay in
+the Pushgateway until deleted: :meth:`PushgatewayResource.retire`, or from a shell::
 
     python -m es_mysql_pipeline.metrics.pushgateway http://pushgateway:9091 retire OLD_ID
 """
@@ -14,6 +11,7 @@ expire); :meth:`PushgatewayResource.retire` deletes them, or from a shell::
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import sys
@@ -23,13 +21,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import (
     basic_auth_handler,
     default_handler,
     delete_from_gateway,
     push_to_gateway,
 )
+from prometheus_client.registry import Collector
 from pydantic import Field, PrivateAttr
 
 from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, active_prometheus_recorder
@@ -41,14 +39,11 @@ Warn = Callable[[str], Any]
 
 
 class PushgatewayResource(dg.ConfigurableResource):
-    """Where and how the run-status sensor pushes metrics; whether steps record them.
+    """Where and how the metrics sensor pushes; whether steps record metrics at all.
 
-    An empty ``url`` turns pushing off, and then no recorder is installed either, so
-    metrics cost nothing. Credentials come from ``dg.EnvVar`` so the UI never shows them.
-
-    Initialising this resource in a step process (every step needs it because the step
-    hooks require it) installs a :class:`PrometheusRecorder` there, which the assets
-    reach through ``get_recorder()`` and the hooks read when the step ends.
+    An empty ``url`` turns pushing off, and then no recorder is installed either. Set up in
+    a step process (the step hooks require it), it installs a :class:`PrometheusRecorder`
+    that the assets record through and the hooks read when the step ends.
     """
 
     url: str = Field(default="", description="Pushgateway base URL; empty disables pushing.")
@@ -75,7 +70,6 @@ class PushgatewayResource(dg.ConfigurableResource):
     def enabled(self) -> bool:
         return bool(self.url.strip())
 
-    # -- recorder per process ------------------------------------------------------------
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Install a recorder in this (step) process unless one is already there (the CLI's)."""
         if self.enabled and active_prometheus_recorder() is None:
@@ -87,29 +81,32 @@ class PushgatewayResource(dg.ConfigurableResource):
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._installed is not None:
             set_recorder(self._previous)
-            self._installed = None
-            self._previous = None
+            self._installed = self._previous = None
 
-    # -- pushing -------------------------------------------------------------------------
     def grouping_key(self, **extra: str) -> dict[str, str]:
         """``pipeline_id`` + the configured labels + ``extra`` (e.g. ``step``); never run ids."""
         return {**self.grouping_labels, "pipeline_id": self.pipeline_id, **extra}
 
-    def _handler(self) -> Callable[..., Callable[[], None]]:
-        if self.username is None and self.password is None:
-            return default_handler
-        username, password = self.username or "", self.password or ""
+    def _auth(self) -> bool:
+        return self.username is not None or self.password is not None
 
-        def handler(
-            url: str, method: str, timeout: float | None, headers: Any, data: bytes
-        ) -> Callable[[], None]:
-            return basic_auth_handler(url, method, timeout, headers, data, username, password)
-
-        return handler
+    def _gateway(self, call: Callable[..., None], key: Mapping[str, str], **kw: Any) -> None:
+        handler = default_handler
+        if self._auth():
+            user, password = self.username or "", self.password or ""
+            handler = functools.partial(basic_auth_handler, username=user, password=password)
+        call(
+            self.url,
+            job=self.job_name,
+            grouping_key=dict(key),
+            timeout=self.timeout_seconds,
+            handler=handler,
+            **kw,
+        )
 
     def push(
         self,
-        registry: CollectorRegistry,
+        registry: Collector,
         grouping_key: Mapping[str, str],
         *,
         recorder: PrometheusRecorder | None = None,
@@ -118,22 +115,12 @@ class PushgatewayResource(dg.ConfigurableResource):
     ) -> bool:
         """PUT ``registry`` as the group ``grouping_key``; ``False`` (and a warning) on failure.
 
-        ``recorder`` (if given) counts the failure in ``pipeline_pushgateway_failures_total``;
-        ``then`` ends the warning: what happens to the values that were not pushed.
+        ``recorder`` (if given) counts a failure; ``then`` ends the warning: what happens to
+        the values that were not pushed.
         """
-        if not self.enabled:
-            return True
-        key = dict(grouping_key)
-        return self._bounded(
-            lambda: push_to_gateway(
-                self.url,
-                job=self.job_name,
-                registry=registry,
-                grouping_key=key,
-                timeout=self.timeout_seconds,
-                handler=self._handler(),
-            ),
-            f"push of {key}",
+        return not self.enabled or self._bounded(
+            lambda: self._gateway(push_to_gateway, grouping_key, registry=registry),
+            f"push of {dict(grouping_key)}",
             recorder,
             warn,
             then,
@@ -141,18 +128,9 @@ class PushgatewayResource(dg.ConfigurableResource):
 
     def delete(self, grouping_key: Mapping[str, str], *, warn: Warn | None = None) -> bool:
         """Remove one group (e.g. a step that no longer exists)."""
-        if not self.enabled:
-            return True
-        key = dict(grouping_key)
-        return self._bounded(
-            lambda: delete_from_gateway(
-                self.url,
-                job=self.job_name,
-                grouping_key=key,
-                timeout=self.timeout_seconds,
-                handler=self._handler(),
-            ),
-            f"delete of {key}",
+        return not self.enabled or self._bounded(
+            lambda: self._gateway(delete_from_gateway, grouping_key),
+            f"delete of {dict(grouping_key)}",
             None,
             warn,
             "the group stays",
@@ -161,7 +139,7 @@ class PushgatewayResource(dg.ConfigurableResource):
     def groups(self) -> list[dict[str, str]]:
         """The grouping labels of every group of this ``job_name`` (the Pushgateway's API)."""
         request = urllib.request.Request(self.url.rstrip("/") + "/api/v1/metrics")
-        if self.username is not None or self.password is not None:
+        if self._auth():
             token = f"{self.username or ''}:{self.password or ''}".encode()
             request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
         with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
@@ -173,18 +151,14 @@ class PushgatewayResource(dg.ConfigurableResource):
         ]
 
     def retire(self, pipeline_id: str, *, warn: Warn | None = None) -> int:
-        """Delete every group of ``pipeline_id`` (its totals and its steps); how many.
-
-        For a pipeline that no longer exists: remove it (or its sensor) first, or the
-        sensor pushes its groups again on its next tick.
-        """
+        """Delete every group of ``pipeline_id`` (totals and steps); how many. Remove the
+        pipeline (or its sensor) first, or its next tick pushes the groups again."""
         wanted = {**self.grouping_labels, "pipeline_id": pipeline_id}
-        deleted = 0
-        for labels in self.groups():
-            if all(labels.get(k) == v for k, v in wanted.items()):
-                key = {k: v for k, v in labels.items() if k != "job"}
-                deleted += self.delete(key, warn=warn)
-        return deleted
+        return sum(
+            self.delete({k: v for k, v in labels.items() if k != "job"}, warn=warn)
+            for labels in self.groups()
+            if all(labels.get(k) == v for k, v in wanted.items())
+        )
 
     def _bounded(
         self,
@@ -212,8 +186,7 @@ class PushgatewayResource(dg.ConfigurableResource):
             problem = f"{type(errors[0]).__name__}: {errors[0]}"
         else:
             return True
-        message = f"Pushgateway {self.url}: {what} failed ({problem}); {then}"
-        (warn or logger.warning)(message)
+        (warn or logger.warning)(f"Pushgateway {self.url}: {what} failed ({problem}); {then}")
         if recorder is not None:
             recorder.push_failed()
         return False

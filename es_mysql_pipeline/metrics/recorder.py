@@ -1,8 +1,6 @@
-"""The one small API the fetch, transform and load code records metrics through.
+"""The one small API the pipeline records metrics through, per batch (never per record).
 
-The pipeline calls :func:`get_recorder` once per step and then the methods below per batch
-(never per record). With metrics off the recorder is the :class:`Recorder` base, whose
-methods do nothing, so the cost is a method call per batch.
+With metrics off the recorder is the :class:`Recorder` base, whose methods do nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +15,8 @@ DeleteMode = Literal["hard", "soft"]
 
 
 class Recorder:
-    """What the pipeline records through. This base records nothing: it is the recorder
-    until :func:`set_recorder` installs a real one (``PrometheusRecorder`` overrides each
-    method)."""
+    """What the pipeline records through; this base records nothing (``PrometheusRecorder``
+    overrides every method)."""
 
     def records(self, outcome: RecordOutcome, n: int, stage: Stage = "load") -> None:
         """Count ``n`` records with ``outcome``."""
@@ -51,10 +48,10 @@ class Recorder:
     def schema_change(
         self, change: Literal["added", "widened", "discarded", "renamed", "overflowed"], n: int
     ) -> None:
-        """Table columns added or widened, or data fields discarded, by the schema contract."""
+        """Table columns added or widened, fields discarded, renamed or overflowed."""
 
     def deleted(self, mode: DeleteMode, n: int) -> None:
-        """Sink rows deleted or stamped deleted (``pipeline_records_deleted_total``)."""
+        """Sink rows deleted or stamped deleted."""
 
     def last_record_timestamp(self, epoch_seconds: float) -> None:
         """Event time of the newest record loaded (data freshness)."""
@@ -65,8 +62,6 @@ class Recorder:
 
 #: The recorder while metrics are off.
 NullRecorder = Recorder
-
-
 _recorder: Recorder = NullRecorder()
 
 
@@ -77,6 +72,5 @@ def get_recorder() -> Recorder:
 def set_recorder(recorder: Recorder | None) -> Recorder:
     """Install ``recorder`` (``None`` turns metrics off); returns the previous one."""
     global _recorder
-    previous = _recorder
-    _recorder = recorder if recorder is not None else NullRecorder()
+    previous, _recorder = _recorder, recorder if recorder is not None else NullRecorder()
     return previous

@@ -1,97 +1,58 @@
-"""Run totals: what the metrics sensor folds finished runs into, and how it exposes them.
+"""Run totals: what the metrics sensor folds finished runs into, and how it pushes them.
 
-A step hook leaves one :class:`StepRecord` per step in its run's event log (increments and
-last-run values). The sensor folds each finished run into the :class:`PipelineTotals` of
-the run's pipeline: flat sample keys, plus, per step, the last-run values
-(:class:`StepSnapshot`) of the execution that *ended* last. Picking by end time, not by
-arrival, keeps concurrent runs of a step from overwriting each other with older values.
-
-The totals are a pure function of the event log up to the sensor's watermarks, so the
-sensor's cursor (:class:`MetricsCursor`) holds only those watermarks and a few counts:
-the totals are recomputed from the event log when a process has none for that cursor.
-:func:`totals_registry` and :func:`step_registry_of` turn them into prometheus_client
-metric families with the catalog's HELP/TYPE, for the push. Pure: tested without Dagster.
+A step hook leaves one :class:`StepRecord` per step in its run's event log: increments and
+last-run values. The sensor folds each finished run into its pipeline's
+:class:`PipelineTotals`; per step it keeps the values of the execution that *ended* last
+(not the last to arrive), so concurrent runs of a step never overwrite each other with older
+values. The totals are a function of the event log up to the sensor's watermarks, so its
+cursor (:class:`MetricsCursor`) holds only those. Pure: tested without Dagster.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from es_mysql_pipeline.metrics.catalog import (
-    ACTIVE_WORKERS,
-    AI_ANALYSIS,
     CUMULATIVE_FAMILIES,
     DURATION_SPECS,
-    LAST_RUN_DURATION,
-    LAST_RUN_SUCCESS,
-    LAST_SUCCESS,
     OUTCOMES,
-    PUSH_FAILURES,
-    QUEUE_DEPTH,
-    RECORD_SPECS,
     RUN_DURATION,
-    RUNS,
     SPECS,
     STAGES,
-    MetricSpec,
+    STEP_FAMILIES,
     parse_sample_key,
     sample_key,
 )
 
 #: The results a finished run can have (the run-end events the sensor reads).
 RESULTS = ("success", "failure", "canceled")
-
 #: Version 2 cursors hold watermarks and counts only; a version 1 cursor (which carried
 #: the totals themselves) gives its watermarks, and the totals are recomputed.
 CURSOR_VERSION = 2
-
-#: How each kind of last-run family is exposed (the type prometheus_client gives it).
-_SNAPSHOT_TYPES = {"gauge": "gauge", "enum": "stateset", "info": "info"}
-
-#: Gauges that mean something only while a run is in progress (the CLI's live /metrics):
-#: at the end of a step they are always 0, so step groups never carry them.
-LIVE_ONLY_FAMILIES: frozenset[str] = frozenset({ACTIVE_WORKERS.family, QUEUE_DEPTH.family})
-
 #: Where a step record starts in its engine event's message (after a line for people).
 RECORD_MARKER = "es_mysql_pipeline step record v1: "
+#: Families (family name -> sample key -> value), as a step record and a push carry them.
+Families = dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True)
 class StepSnapshot:
-    """The last-run values of one step execution: what its step group shows.
-
-    ``families`` maps a family name of :data:`SPECS` to its samples (sample key -> value).
-    The step hook writes it into the run's event log; the sensor keeps the newest per step.
-    """
+    """The last-run values of one step execution (families of :data:`STEP_FAMILIES`)."""
 
     step: str
     end: float
-    families: dict[str, dict[str, float]]
+    families: Families
 
-    @classmethod
-    def of_registry(cls, step: str, end: float, registry: CollectorRegistry) -> StepSnapshot:
-        """The last-run families of ``registry`` (gauges, state, info; never counters)."""
-        families: dict[str, dict[str, float]] = {}
-        for family in registry.collect():
-            if not _is_step_family(family.name):
-                continue
-            families[family.name] = {
-                sample_key(s.name, s.labels): float(s.value) for s in family.samples
-            }
-        return cls(step, end, families)
-
-    def to_data(self) -> dict[str, Any]:
-        return {"step": self.step, "end": self.end, "families": self.families}
+    def shown(self) -> Families:
+        """The families its step group shows (a record of an older version may hold more)."""
+        return {f: samples for f, samples in self.families.items() if f in STEP_FAMILIES}
 
     @classmethod
     def from_data(cls, data: Any) -> StepSnapshot | None:
@@ -106,11 +67,6 @@ class StepSnapshot:
             return None
 
 
-def _is_step_family(name: str) -> bool:
-    spec = SPECS.get(name)
-    return spec is not None and spec.kind in _SNAPSHOT_TYPES and name not in LIVE_ONLY_FAMILIES
-
-
 @dataclass(frozen=True)
 class StepRecord:
     """What a step hook leaves in its run's event log: its increments and last-run values."""
@@ -121,18 +77,17 @@ class StepRecord:
 
     def to_message(self, summary: str) -> str:
         """``summary`` for people, then the marker and the record as one JSON line."""
-        data = {**self.snapshot.to_data(), "delta": self.delta}
+        s = self.snapshot
+        data = {"step": s.step, "end": s.end, "families": s.families, "delta": self.delta}
         return f"{summary}\n{RECORD_MARKER}{json.dumps(data, separators=(',', ':'))}"
 
     @classmethod
     def from_message(cls, message: str | None) -> StepRecord | None:
         """``None`` for any message that does not carry a record (every other event)."""
-        at = (message or "").rfind(RECORD_MARKER)
-        if at < 0:
-            return None
+        _, marker, text = (message or "").rpartition(RECORD_MARKER)
         try:
-            data = json.loads(message[at + len(RECORD_MARKER) :])  # type: ignore[index]
-            delta = {str(k): float(v) for k, v in data["delta"].items()}
+            data = json.loads(text) if marker else None
+            delta = {str(k): float(v) for k, v in data["delta"].items()}  # type: ignore[index]
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
         snapshot = StepSnapshot.from_data(data)
@@ -156,10 +111,8 @@ class PipelineTotals:
 
 @dataclass
 class MetricsCursor:
-    """What the sensor's cursor holds: event watermarks and counts, a few hundred bytes.
-
-    ``push_failures`` (per pipeline) is the one count the event log cannot give back.
-    """
+    """The sensor's cursor: event watermarks and counts, a few hundred bytes; the push
+    failures per pipeline are the one count the event log cannot give back."""
 
     after: dict[str, int] = field(default_factory=dict)
     runs_counted: int = 0
@@ -171,43 +124,17 @@ class MetricsCursor:
 
     @classmethod
     def from_json(cls, text: str | None, pipeline_id: str = "default") -> MetricsCursor:
-        """A fresh cursor for ``None`` or an unknown version; a version 1 cursor's
-        watermarks and counts (its failures counted for ``pipeline_id``)."""
-        if not text:
+        """Fresh for ``None`` or an unknown version; a version 1 cursor's failures are
+        counted for ``pipeline_id``."""
+        data = json.loads(text) if text else {}
+        if data.get("v") not in (1, CURSOR_VERSION):
             return cls()
-        data = json.loads(text)
-        version = data.get("v")
         after = {str(k): int(v) for k, v in (data.get("after") or {}).items()}
-        runs = int(data.get("runs_counted") or 0)
-        if version == 1:
-            failures = int(data.get("push_failures") or 0)
-            return cls(after, runs, {pipeline_id: failures} if failures else {})
-        if version != CURSOR_VERSION:
-            return cls()
-        failures_by = {str(k): int(v) for k, v in (data.get("push_failures") or {}).items()}
-        return cls(after, runs, failures_by)
-
-
-def zero_totals(pipeline_id: str) -> dict[str, float]:
-    """Known series at zero, so the first run's increase is visible to ``rate()``."""
-    zeros: dict[str, float] = {}
-    for outcome in OUTCOMES:
-        for stage in STAGES:
-            zeros[
-                sample_key(RECORD_SPECS[outcome].name, {"pipeline_id": pipeline_id, "stage": stage})
-            ] = 0.0
-    for spec in DURATION_SPECS.values():
-        for le in (*spec.buckets, math.inf):
-            zeros[
-                sample_key(f"{spec.name}_bucket", {"pipeline_id": pipeline_id, "le": _le(le)})
-            ] = 0.0
-        zeros[sample_key(f"{spec.name}_count", {"pipeline_id": pipeline_id})] = 0.0
-        zeros[sample_key(f"{spec.name}_sum", {"pipeline_id": pipeline_id})] = 0.0
-    for result in RESULTS:
-        zeros[sample_key(RUNS.name, {"pipeline_id": pipeline_id, "result": result})] = 0.0
-    for result in ("success", "failure"):
-        zeros[sample_key(AI_ANALYSIS.name, {"pipeline_id": pipeline_id, "result": result})] = 0.0
-    return zeros
+        failures = data.get("push_failures") or {}
+        if data["v"] == 1:
+            failures = {pipeline_id: failures} if failures else {}
+        by = {str(k): int(v) for k, v in failures.items()}
+        return cls(after, int(data.get("runs_counted") or 0), by)
 
 
 def _le(bound: float) -> str:
@@ -215,24 +142,35 @@ def _le(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
-def _add(totals: dict[str, float], key: str, value: float) -> None:
+def _add(totals: dict[str, float], value: float, name: str, **labels: str) -> None:
+    key = sample_key(name, labels)
     totals[key] = totals.get(key, 0.0) + value
 
 
-def _observe_run_duration(totals: dict[str, float], pipeline_id: str, seconds: float) -> None:
-    base = {"pipeline_id": pipeline_id}
-    for le in (*RUN_DURATION.buckets, math.inf):
-        if seconds <= le:
-            _add(totals, sample_key(f"{RUN_DURATION.name}_bucket", {**base, "le": _le(le)}), 1.0)
-    _add(totals, sample_key(f"{RUN_DURATION.name}_count", base), 1.0)
-    _add(totals, sample_key(f"{RUN_DURATION.name}_sum", base), seconds)
+def zero_totals(pipeline_id: str) -> dict[str, float]:
+    """Known series at zero, so the first run's increase is visible to ``rate()``."""
+    zeros: dict[str, float] = {}
+    pid = {"pipeline_id": pipeline_id}
+    for outcome in OUTCOMES:
+        for stage in STAGES:
+            _add(zeros, 0, f"pipeline_records_{outcome}_total", **pid, stage=stage)
+    for spec in DURATION_SPECS.values():
+        for le in (*spec.buckets, math.inf):
+            _add(zeros, 0, f"{spec.name}_bucket", **pid, le=_le(le))
+        _add(zeros, 0, f"{spec.name}_count", **pid)
+        _add(zeros, 0, f"{spec.name}_sum", **pid)
+    for result in RESULTS:
+        _add(zeros, 0, "pipeline_runs_total", **pid, result=result)
+    for result in ("success", "failure"):
+        _add(zeros, 0, "pipeline_ai_analysis_total", **pid, result=result)
+    return zeros
 
 
 def family_of(sample_name: str) -> str | None:
-    for suffix in ("_bucket", "_count", "_sum", "_total"):
+    for suffix in ("_bucket", "_count", "_sum", "_total", ""):
         if sample_name.endswith(suffix) and sample_name.removesuffix(suffix) in SPECS:
             return sample_name.removesuffix(suffix)
-    return sample_name if sample_name in SPECS else None
+    return None
 
 
 def fold_run(
@@ -244,26 +182,26 @@ def fold_run(
     deltas: Iterable[Mapping[str, float]],
     steps: Iterable[StepSnapshot] = (),
 ) -> None:
-    """Add one finished run to the totals (pure: tested without Dagster).
+    """Add one finished run to the totals.
 
-    Runs are folded in the order the sensor reads their end events (all successes of a tick
-    before its failures), not the order they ended: the ``last_run_*`` values and each
-    step's snapshot change only for a run or step that ended later than the one they show.
+    Runs arrive in the order the sensor reads their end events (a tick's successes before
+    its failures), not the order they ended: ``last_run_*`` and each step's snapshot change
+    only for a run or step that ended later than the one they show.
     """
-    _add(totals.totals, sample_key(RUNS.name, {"pipeline_id": pipeline_id, "result": result}), 1.0)
+    t, pid = totals.totals, {"pipeline_id": pipeline_id}  # the push's grouping key
+    _add(t, 1, "pipeline_runs_total", **pid, result=result)
     for delta in deltas:
         for key, value in delta.items():
             name, labels = parse_sample_key(key)
-            family = family_of(name)
-            if family not in CUMULATIVE_FAMILIES or family == RUN_DURATION.family or value <= 0:
-                continue
-            labels["pipeline_id"] = pipeline_id  # must match the push's grouping key
-            _add(totals.totals, sample_key(name, labels), value)
+            if family_of(name) in CUMULATIVE_FAMILIES and value > 0:
+                _add(t, value, name, **labels | pid)
     if duration_seconds is not None:
-        _observe_run_duration(totals.totals, pipeline_id, duration_seconds)
+        for le in (*RUN_DURATION.buckets, math.inf):
+            _add(t, float(duration_seconds <= le), f"{RUN_DURATION.name}_bucket", **pid, le=_le(le))
+        _add(t, 1, f"{RUN_DURATION.name}_count", **pid)
+        _add(t, duration_seconds, f"{RUN_DURATION.name}_sum", **pid)
     if _not_older(end_time, totals.last_run_end):
-        if end_time is not None:
-            totals.last_run_end = end_time
+        totals.last_run_end = end_time if end_time is not None else totals.last_run_end
         totals.last_run_success = 1 if result == "success" else 0
         if duration_seconds is not None:
             totals.last_run_duration = duration_seconds
@@ -281,104 +219,43 @@ def _not_older(end: float | None, shown: float | None) -> bool:
     return shown is None or end is None or end >= shown
 
 
-class _TotalsCollector(Collector):
-    """Exposes a pipeline's totals as prometheus_client metric families (HELP/TYPE from SPECS)."""
+class FamiliesCollector(Collector):
+    """Flat samples as metric families (HELP and TYPE from :data:`SPECS`), each sample's
+    ``pipeline_id`` set to the group's: what :func:`push_to_gateway` renders."""
 
-    def __init__(self, totals: PipelineTotals, pipeline_id: str, push_failures: int) -> None:
-        self._totals = totals
-        self._pipeline_id = pipeline_id
-        self._push_failures = push_failures
-
-    def collect(self) -> Iterator[Metric]:
-        by_family: dict[str, list[tuple[str, dict[str, str], float]]] = defaultdict(list)
-        for key, value in self._totals.totals.items():
-            name, labels = parse_sample_key(key)
-            family = family_of(name)
-            if family is not None:
-                by_family[family].append((name, labels, value))
-        for family, samples in sorted(by_family.items()):
-            spec = SPECS[family]
-            if spec.kind == "histogram":
-                yield _histogram(spec, samples)
-            else:
-                yield _counter(spec, samples)
-        pid = {"pipeline_id": self._pipeline_id}
-        gauges: Sequence[tuple[MetricSpec, float | int | None]] = (
-            (LAST_SUCCESS, self._totals.last_success),
-            (LAST_RUN_DURATION, self._totals.last_run_duration),
-            (LAST_RUN_SUCCESS, self._totals.last_run_success),
-        )
-        for spec, gauge_value in gauges:
-            if gauge_value is not None:
-                gauge = GaugeMetricFamily(spec.name, spec.help, labels=list(pid))
-                gauge.add_metric(list(pid.values()), float(gauge_value))
-                yield gauge
-        failures = CounterMetricFamily(PUSH_FAILURES.family, PUSH_FAILURES.help, labels=list(pid))
-        failures.add_metric(list(pid.values()), float(self._push_failures))
-        yield failures
-
-
-def _label_names(samples: Iterable[tuple[str, dict[str, str], float]]) -> list[str]:
-    return sorted({k for _, labels, _ in samples for k in labels if k != "le"})
-
-
-def _counter(spec: MetricSpec, samples: list[tuple[str, dict[str, str], float]]) -> Metric:
-    names = _label_names(samples)
-    metric = CounterMetricFamily(spec.family, spec.help, labels=names)
-    for _, labels, value in sorted(samples, key=lambda s: sorted(s[1].items())):
-        metric.add_metric([labels.get(n, "") for n in names], value)
-    return metric
-
-
-def _histogram(spec: MetricSpec, samples: list[tuple[str, dict[str, str], float]]) -> Metric:
-    """One HistogramMetricFamily; buckets, sum (and count = the +Inf bucket) per label set."""
-    names = _label_names(samples)
-    series: dict[tuple[str, ...], dict[str, Any]] = defaultdict(lambda: {"buckets": {}, "sum": 0.0})
-    for name, labels, value in samples:
-        one = series[tuple(labels.get(n, "") for n in names)]
-        if name.endswith("_bucket"):
-            one["buckets"][labels["le"]] = value
-        elif name.endswith("_sum"):
-            one["sum"] = value
-    metric = HistogramMetricFamily(spec.family, spec.help, labels=names)
-    for values, one in sorted(series.items()):
-        buckets = sorted(one["buckets"].items(), key=lambda b: float(b[0]))
-        if buckets:
-            metric.add_metric(list(values), buckets, one["sum"])
-    return metric
-
-
-class _StepCollector(Collector):
-    """One step snapshot as metric families, ``pipeline_id`` set to the sensor's."""
-
-    def __init__(self, snapshot: StepSnapshot, pipeline_id: str) -> None:
-        self._snapshot = snapshot
-        self._pipeline_id = pipeline_id
+    def __init__(self, families: Families, pipeline_id: str) -> None:
+        self.families, self.pipeline_id = families, pipeline_id
 
     def collect(self) -> Iterator[Metric]:
-        for family, samples in sorted(self._snapshot.families.items()):
-            if not _is_step_family(family):
-                continue
+        for family, samples in sorted(self.families.items()):
             spec = SPECS[family]
-            metric = Metric(family, spec.help, _SNAPSHOT_TYPES[spec.kind])
-            for key, value in sorted(samples.items()):
-                name, labels = parse_sample_key(key)
-                labels["pipeline_id"] = self._pipeline_id  # must match the grouping key
-                metric.add_sample(name, labels, value)
+            metric = Metric(family, spec.help, "stateset" if spec.kind == "enum" else spec.kind)
+            parsed = [(*parse_sample_key(key), value) for key, value in samples.items()]
+            for name, labels, value in sorted(parsed, key=_exposition_order):
+                metric.add_sample(name, labels | {"pipeline_id": self.pipeline_id}, value)
             yield metric
 
 
-def step_registry_of(snapshot: StepSnapshot, pipeline_id: str) -> CollectorRegistry:
-    """A registry exposing one step's last-run values, ready to push as its group."""
-    registry = CollectorRegistry()
-    registry.register(_StepCollector(snapshot, pipeline_id))
-    return registry
+def _exposition_order(sample: tuple[str, dict[str, str], float]) -> Any:
+    """Per label set: buckets by bound, then ``_count`` and ``_sum``."""
+    name, labels, _ = sample
+    rest = sorted((k, v) for k, v in labels.items() if k != "le")
+    return rest, name, float(labels.get("le", 0))
 
 
-def totals_registry(
-    totals: PipelineTotals, pipeline_id: str, push_failures: int = 0
-) -> CollectorRegistry:
-    """A registry exposing one pipeline's totals, ready to push as its group."""
-    registry = CollectorRegistry()
-    registry.register(_TotalsCollector(totals, pipeline_id, push_failures))
-    return registry
+def totals_families(totals: PipelineTotals, pipeline_id: str, push_failures: int) -> Families:
+    """One pipeline's totals group: the totals, last-run gauges and push failures."""
+    families: Families = {}
+    pid = {"pipeline_id": pipeline_id}
+    gauges = {
+        "pipeline_last_success_timestamp_seconds": totals.last_success,
+        "pipeline_last_run_duration_seconds": totals.last_run_duration,
+        "pipeline_last_run_success": totals.last_run_success,
+        "pipeline_pushgateway_failures_total": push_failures,
+    }
+    samples = {sample_key(n, pid): float(v) for n, v in gauges.items() if v is not None}
+    for key, value in (totals.totals | samples).items():
+        family = family_of(parse_sample_key(key)[0])
+        if family is not None:
+            families.setdefault(family, {})[key] = value
+    return families

@@ -321,6 +321,9 @@ def test_fold_run_is_pure_and_ignores_foreign_families() -> None:
         == 7
     )
     assert not any("active_workers" in k for k in cursor.totals)
+    # A step record written before issue 28 holds always-zero live gauges: never pushed.
+    old = {"pipeline_active_workers": {"w": 0.0}, "pipeline_step_success": {"s": 1.0}}
+    assert StepSnapshot("loaded", 1.0, old).shown() == {"pipeline_step_success": {"s": 1.0}}
     assert cursor.last_success == 1000.0 and cursor.last_run_duration == 12.0
     assert MetricsCursor.from_json('{"v": 0}') == MetricsCursor()
 
