@@ -8,6 +8,7 @@ nothing is read twice or skipped (Logstash's scroll-based input re-reads on retr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -24,23 +25,31 @@ from es_mysql_pipeline.readers.elasticsearch.errors import (
     Transient,
 )
 from es_mysql_pipeline.readers.elasticsearch.paging import Paging
-from es_mysql_pipeline.records import Record
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-def pit_pages(paging: Paging) -> Generator[list[Record], None, None]:
-    """Pages of records, the index read as one slice in this process."""
+@contextlib.contextmanager
+def point_in_time(paging: Paging) -> Iterator[tuple[list[SliceCursor], threading.Event]]:
+    """A point in time on the index and a cursor per slice (``paging.slices``, capped at the
+    primary shard count). Leaving stops the read (a retry waiting gives up) and closes the
+    PITs the cursors hold: the first (its newest id) and each one reopened after an expiry.
+    """
     stop = threading.Event()
-    cursor = SliceCursor(0, 1, open_pit(paging, stop)[0])
+    pit_id, shards = open_pit(paging, paging.policy.retry(stop))
+    n = paging.slices
+    if shards and n > shards:
+        log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, paging.index)
+        n = shards
+    cursors = [SliceCursor(i, n, pit_id) for i in range(n)]
     try:
-        pages = cursor.pages(paging, paging.query(), stop)
-        yield from prefetched(map(paging.records, pages), stop)
+        yield cursors, stop
     finally:
         stop.set()
-        close_pits(paging, [cursor.pit_id])  # the newest id, of the PIT reopened if expired
+        first = [c.pit_id for c in cursors if c.generation == 0][-1:]
+        close_pits(paging, [*first, *(c.pit_id for c in cursors if c.generation)])
 
 
 def prefetched(items: Iterator[T], stop: threading.Event) -> Generator[T, None, None]:
@@ -60,17 +69,6 @@ def prefetched(items: Iterator[T], stop: threading.Event) -> Generator[T, None, 
 _END: Any = object()
 
 
-def open_pit(paging: Paging, stop: threading.Event) -> tuple[str, int]:
-    """A point in time on the index, and the slices to read it in (``paging.slices``, capped
-    at the primary shard count)."""
-    pit_id, shards = _open_pit(paging, paging.policy.retry(stop))
-    n = paging.slices
-    if shards and n > shards:
-        log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, paging.index)
-        n = shards
-    return pit_id, n
-
-
 def close_pits(paging: Paging, ids: Iterable[str]) -> None:
     for pit_id in dict.fromkeys(ids):
         try:
@@ -82,11 +80,11 @@ def close_pits(paging: Paging, ids: Iterable[str]) -> None:
             )
 
 
-def _open_pit(paging: Paging, retry: Retry) -> tuple[str, int]:
-    def open_pit() -> Any:
+def open_pit(paging: Paging, retry: Retry) -> tuple[str, int]:
+    def request() -> Any:
         return paging.client.open_point_in_time(index=paging.index, keep_alive=paging.keep_alive)
 
-    resp = paging.policy.call("open point in time", retry, open_pit)
+    resp = paging.policy.call("open point in time", retry, request)
     shards = int(((resp.get("_shards") or {}).get("total")) or 0)
     return str(resp["id"]), shards
 
@@ -144,7 +142,7 @@ class SliceCursor:
                     ) from None
                 log.warning("Elasticsearch point in time expired; reopening and resuming")
                 get_recorder().retry("fetch")
-                self.pit_id, _ = _open_pit(paging, policy.retry(stop))
+                self.pit_id, _ = open_pit(paging, policy.retry(stop))
                 self.generation += 1
                 continue
             self.pit_id = str(resp.get("pit_id") or self.pit_id)  # the newest id for the next

@@ -32,11 +32,13 @@ from es_mysql_pipeline.readers.elasticsearch.errors import (
     version_mismatch_message,
 )
 from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
-from es_mysql_pipeline.readers.elasticsearch.pit import close_pits, open_pit, pit_pages
-from es_mysql_pipeline.readers.elasticsearch.slice_parts import (
-    SliceRead,
-    pit_parts,
+from es_mysql_pipeline.readers.elasticsearch.pit import (
+    close_pits,
+    open_pit,
+    point_in_time,
+    prefetched,
 )
+from es_mysql_pipeline.readers.elasticsearch.slice_parts import SliceRead
 from es_mysql_pipeline.records import (
     Batch,
     Record,
@@ -51,7 +53,7 @@ from es_mysql_pipeline.resources.sources.elasticsearch.time_field import (
     TimeField,
     detect_time_field,
 )
-from es_mysql_pipeline.staging import StagedPart, scratch_dir
+from es_mysql_pipeline.staging import StagedPart
 from es_mysql_pipeline.worker_processes import may_spawn, process_count
 
 log = logging.getLogger(__name__)
@@ -165,12 +167,7 @@ class ElasticsearchSource(RecordSource):
             client.close()
 
     def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
-        with self._reading(window, batch_size, 1) as paging:
-            pages = pit_pages(paging)
-            try:
-                yield from rebatch(pages, batch_size)
-            finally:
-                pages.close()  # stops the slices and closes the PIT before the client goes
+        return self._batches(window, batch_size)
 
     def read_unplaced(self, batch_size: int) -> Iterator[list[tuple[Record, str]]]:
         """Only the documents without a time: asked for as such (``must_not exists``), not
@@ -183,15 +180,29 @@ class ElasticsearchSource(RecordSource):
         query: dict[str, Any] = {"bool": {"must_not": [{"exists": {"field": ts_key}}]}}
         if user is not None:
             query["bool"]["filter"] = [user]
-        with self._reading(None, batch_size, 1, lambda: query) as paging:
-            pages = pit_pages(paging)
-            try:
-                for batch in rebatch(pages, batch_size):
-                    out = [(r, why) for r in batch if (why := unplaced_reason(r, ts_key))]
-                    if out:
-                        yield out
-            finally:
-                pages.close()
+        for batch in self._batches(None, batch_size, lambda: query):
+            out = [(r, why) for r in batch if (why := unplaced_reason(r, ts_key))]
+            if out:
+                yield out
+
+    def _batches(
+        self,
+        window: TimeWindow | None,
+        batch_size: int,
+        query: Callable[[], dict[str, Any]] | None = None,
+    ) -> Generator[Batch, None, None]:
+        """The index read as one slice in this process, the next page asked for while this
+        one is worked on; leaving stops the read and closes the PIT before the client goes."""
+        with (
+            self._reading(window, batch_size, 1, query) as paging,
+            point_in_time(paging) as (cursors, stop),
+            contextlib.closing(
+                prefetched(
+                    map(paging.records, cursors[0].pages(paging, paging.query(), stop)), stop
+                )
+            ) as pages,
+        ):
+            yield from rebatch(pages, batch_size)
 
     def read_ids(self, window: TimeWindow | None) -> set[str]:
         """The ids of the window's documents only (``_source: false``): one point in time
@@ -199,7 +210,7 @@ class ElasticsearchSource(RecordSource):
         point in time or error raises: deletes act on a complete read or not at all."""
         with self._reading(window, 1, 1) as paging:
             stop = threading.Event()
-            pit_id = open_pit(paging, stop)[0]
+            pit_id = open_pit(paging, paging.policy.retry(stop))[0]
             size = min(MAX_PAGE_SIZE, self.page_size * 10)  # ids only: pages can be bigger
             body: dict[str, Any] = {
                 "size": size,
@@ -248,27 +259,16 @@ class ElasticsearchSource(RecordSource):
     ) -> Generator[StagedPart, None, None]:
         ts_key = self.timestamp_key()
         with self._reading(window, batch_size, self.slices or workers) as paging:
-            scratch = scratch_dir()
-
-            def read_for(query: dict[str, Any]) -> SliceRead:
-                connection = self._connection()
-                return SliceRead(
-                    connection=connection,
-                    # plain values only: the resource itself does not cross to a process
-                    policy=dataclasses.replace(self._policy(), redact=connection.redact),
-                    settings=self._page_settings(),
-                    query=query,
-                    batch_size=batch_size,
-                    timestamp_key=ts_key,
-                    scratch=scratch,
-                    pages_per_job=max(1, slice_parts.RECORDS_PER_JOB // self.page_size),
-                )
-
-            parts = pit_parts(paging, read_for, workers, batch_size, ts_key)
-            try:
-                yield from parts
-            finally:
-                parts.close()
+            connection = self._connection()
+            read = SliceRead(
+                connection=connection,
+                # plain values only: the resource itself does not cross to a process
+                policy=dataclasses.replace(self._policy(), redact=connection.redact),
+                settings=self._page_settings(),
+                batch_size=batch_size,
+                pages_per_job=max(1, slice_parts.RECORDS_PER_JOB // self.page_size),
+            )
+            yield from slice_parts.pit_parts(paging, read, workers, ts_key)
 
     @contextlib.contextmanager
     def _reading(
