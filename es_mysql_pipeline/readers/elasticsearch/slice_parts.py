@@ -1,31 +1,199 @@
-"""A point-in-time read: its slices read by worker processes, or one slice in this process.
+"""Every matching document exactly once, through a point in time + ``search_after``; its
+slices read by worker processes, or one slice in this process.
+
+A point in time (PIT) freezes the index for the read, and paging with ``search_after`` on
+``_shard_doc`` is a full, stable scan that can resume from the last page's sort values. That
+is what makes retries exact: a failed page is asked for again with the same sort values, so
+nothing is read twice or skipped (Logstash's scroll-based input re-reads on retry).
 
 Each slice is a read unit of :mod:`es_mysql_pipeline.readers.engine`: a worker reads up to
 :data:`RECORDS_PER_JOB` records of it from where the slice stands (the PIT id and the last
-page's sort values, a :class:`~.pit.SliceCursor`), stages them, and hands the slice back for
-its next pages. Retries, PIT expiry and shard failures are handled in the worker exactly as
-in one process (the same cursor). An index of one shard is read as one slice here, the next
-page asked for while this one is staged.
+page's sort values, a :class:`SliceCursor`), stages them, and hands the slice back for its
+next pages. Retries, PIT expiry and shard failures are handled in the worker exactly as in
+one process (the same cursor). One slice (one shard, or a read in one process) is read here,
+the next page asked for while this one is staged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from elasticsearch import Elasticsearch
 
+from es_mysql_pipeline.errors import SourceError
+from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.readers.elasticsearch import UNUSED_HTTP_STACKS
 from es_mysql_pipeline.readers.elasticsearch.connection import Connection
-from es_mysql_pipeline.readers.elasticsearch.errors import ErrorPolicy
+from es_mysql_pipeline.readers.elasticsearch.errors import (
+    ContextMissing,
+    ErrorPolicy,
+    Retry,
+    Transient,
+)
 from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
-from es_mysql_pipeline.readers.elasticsearch.pit import SliceCursor, point_in_time, prefetched
 from es_mysql_pipeline.readers.engine import Unit, read_units, staged_here
 from es_mysql_pipeline.records import Frame, rebatch
 from es_mysql_pipeline.staging import StagedPart
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def point_in_time(paging: Paging) -> Iterator[tuple[list[SliceCursor], threading.Event]]:
+    """A point in time on the index and a cursor per slice (``paging.slices``, capped at the
+    primary shard count). Leaving stops the read (a retry waiting gives up) and closes the
+    PITs the cursors hold: the first (its newest id) and each one reopened after an expiry.
+    """
+    stop = threading.Event()
+    pit_id, shards = open_pit(paging, paging.policy.retry(stop))
+    n = paging.slices
+    if shards and n > shards:
+        log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, paging.index)
+        n = shards
+    cursors = [SliceCursor(i, n, pit_id) for i in range(n)]
+    try:
+        yield cursors, stop
+    finally:
+        stop.set()
+        first = [c.pit_id for c in cursors if c.generation == 0][-1:]
+        close_pits(paging, [*first, *(c.pit_id for c in cursors if c.generation)])
+
+
+def prefetched(items: Iterator[T], stop: threading.Event) -> Generator[T, None, None]:
+    """``items``, each next one asked for in a thread while the caller works on this one: a
+    page's request waits on the server (without the GIL) while the page before is staged.
+    Leaving sets ``stop`` (a retry waiting gives up) and waits for the request in flight."""
+    with ThreadPoolExecutor(1, thread_name_prefix="es-page") as ahead:
+        try:
+            upcoming = ahead.submit(next, items, _END)
+            while (item := upcoming.result()) is not _END:
+                upcoming = ahead.submit(next, items, _END)
+                yield item
+        finally:
+            stop.set()
+
+
+_END: Any = object()
+
+
+def close_pits(paging: Paging, ids: Iterable[str]) -> None:
+    for pit_id in dict.fromkeys(ids):
+        try:
+            paging.client.close_point_in_time(id=pit_id)
+        except Exception as exc:  # expired already, or the cluster went away: it times out
+            log.info(
+                "closing the point in time failed (%s); it expires on its own",
+                type(exc).__name__,
+            )
+
+
+def open_pit(paging: Paging, retry: Retry) -> tuple[str, int]:
+    def request() -> Any:
+        return paging.client.open_point_in_time(index=paging.index, keep_alive=paging.keep_alive)
+
+    resp = paging.policy.call("open point in time", retry, request)
+    shards = int(((resp.get("_shards") or {}).get("total")) or 0)
+    return str(resp["id"]), shards
+
+
+@dataclass
+class SliceCursor:
+    """Where the read of one slice stands: it can stop after any page and go on from there,
+    in this process or another (the PIT id and the last page's sort values are all it needs).
+    """
+
+    slice_id: int
+    nslices: int
+    pit_id: str
+    generation: int = 0
+    #: the last page's sort values; ``None`` before the first page
+    search_after: list[Any] | None = None
+    done: bool = False
+    expiries: int = 0
+
+    def pages(
+        self,
+        paging: Paging,
+        query: dict[str, Any],
+        stop: threading.Event,
+        max_pages: int | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The slice's next pages (at most ``max_pages``), each as its search hits."""
+        policy = paging.policy
+        retry = policy.retry(stop)
+        base = paging.search_body(query)
+        base["sort"] = [{"_shard_doc": "asc"}]
+        if self.nslices > 1:
+            base["slice"] = {"id": self.slice_id, "max": self.nslices}
+        pages = 0
+        while not self.done and not stop.is_set():
+            if max_pages is not None and pages >= max_pages:
+                return
+            body = {**base, "pit": {"id": self.pit_id, "keep_alive": paging.keep_alive}}
+            if self.search_after is not None:
+                body["search_after"] = self.search_after
+            try:
+                resp = policy.call(
+                    "search",
+                    retry,
+                    functools.partial(
+                        paging.client.search, body=body, allow_partial_search_results=False
+                    ),
+                )
+            except ContextMissing:
+                self.expiries += 1
+                if self.expiries > policy.max_retries:
+                    raise SourceError(
+                        f"Elasticsearch point in time keeps expiring on {policy.target}; "
+                        f"raise keep_alive (now {paging.keep_alive})"
+                    ) from None
+                log.warning("Elasticsearch point in time expired; reopening and resuming")
+                get_recorder().retry("fetch")
+                self.pit_id, _ = open_pit(paging, policy.retry(stop))
+                self.generation += 1
+                continue
+            self.pit_id = str(resp.get("pit_id") or self.pit_id)  # the newest id for the next
+            shards = resp.get("_shards") or {}
+            if shards.get("failed"):
+                _shard_failure(shards, retry)
+                continue
+            hits = resp["hits"]["hits"]
+            if not hits:
+                self.done = True
+                return
+            pages += 1
+            self.search_after = hits[-1]["sort"]
+            self.done = len(hits) < paging.page_size
+            # The rest of the parsed response goes before the page is staged, not when the
+            # next one has arrived: otherwise two pages are alive at the peak. Nor does this
+            # frame keep the page while the consumer works: once taken into columns it is
+            # freed, so each value has one reference and marshal stages it without tracking
+            # it for back-references, which is several times faster (docs/benchmarks.md).
+            del resp, shards
+            handed: list[list[dict[str, Any]]] = [hits]
+            del hits
+            yield handed.pop()
+
+
+def _shard_failure(shards: dict[str, Any], retry: Retry) -> None:
+    """A page with failed shards is incomplete: ask for it again rather than skip data."""
+    reason = ""
+    failures = shards.get("failures") or []
+    if failures:
+        reason = str((failures[0].get("reason") or {}).get("type", ""))
+    retry.wait_or_raise(
+        Transient(f"{shards.get('failed')} shard(s) failed {reason}".strip()), "search"
+    )
+
 
 #: Records one job reads before handing its part back: enough that a job's start costs
 #: nothing beside it, few enough for steady progress and a prompt stop.
@@ -68,13 +236,12 @@ def pit_parts(
     as they finish; in this process where there is one slice (one shard). The cursors are
     updated as slices come back: the PITs to close are theirs."""
     with point_in_time(paging) as (cursors, stop):
-        query = paging.query()
         if len(cursors) < 2:
-            frames = prefetched(map(paging.frame, cursors[0].pages(paging, query, stop)), stop)
-            with contextlib.closing(frames):
+            with contextlib.closing(one_slice(paging, cursors[0], stop, paging.frame)) as frames:
                 batches = rebatch(frames, read.batch_size)
                 yield from staged_here(batches, timestamp_key, RECORDS_PER_JOB)
             return
+        query = paging.query()
         units = [SliceUnit(read, query, cursor) for cursor in cursors]
         yield from read_units(
             units,
@@ -85,6 +252,17 @@ def pit_parts(
             unused=UNUSED_HTTP_STACKS,
             seen=lambda unit: cursors.__setitem__(unit.cursor.slice_id, unit.cursor),
         )
+
+
+def one_slice(
+    paging: Paging,
+    cursor: SliceCursor,
+    stop: threading.Event,
+    page: Callable[[list[dict[str, Any]]], T],
+) -> Generator[T, None, None]:
+    """The slice read in this process, each page as ``page`` makes it (records or a frame),
+    the next one asked for while this one is worked on."""
+    return prefetched(map(page, cursor.pages(paging, paging.query(), stop)), stop)
 
 
 _clients: dict[Connection, Elasticsearch] = {}

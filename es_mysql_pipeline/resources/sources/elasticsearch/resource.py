@@ -32,13 +32,11 @@ from es_mysql_pipeline.readers.elasticsearch.errors import (
     version_mismatch_message,
 )
 from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
-from es_mysql_pipeline.readers.elasticsearch.pit import (
-    close_pits,
-    open_pit,
+from es_mysql_pipeline.readers.elasticsearch.slice_parts import (
+    SliceRead,
+    one_slice,
     point_in_time,
-    prefetched,
 )
-from es_mysql_pipeline.readers.elasticsearch.slice_parts import SliceRead
 from es_mysql_pipeline.records import (
     Batch,
     Record,
@@ -160,11 +158,8 @@ class ElasticsearchSource(RecordSource):
     def check(self) -> None:
         """Validate settings, connect (``GET /``) and insist on a matching client major."""
         self._validate()
-        client = self._client()
-        try:
+        with self._client() as client:
             self._server_version(client)
-        finally:
-            client.close()
 
     def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
         return self._batches(window, batch_size)
@@ -196,11 +191,7 @@ class ElasticsearchSource(RecordSource):
         with (
             self._reading(window, batch_size, 1, query) as paging,
             point_in_time(paging) as (cursors, stop),
-            contextlib.closing(
-                prefetched(
-                    map(paging.records, cursors[0].pages(paging, paging.query(), stop)), stop
-                )
-            ) as pages,
+            contextlib.closing(one_slice(paging, cursors[0], stop, paging.records)) as pages,
         ):
             yield from rebatch(pages, batch_size)
 
@@ -208,9 +199,8 @@ class ElasticsearchSource(RecordSource):
         """The ids of the window's documents only (``_source: false``): one point in time
         paged by ``search_after``, the read's query and window. Any failed shard, expired
         point in time or error raises: deletes act on a complete read or not at all."""
-        with self._reading(window, 1, 1) as paging:
-            stop = threading.Event()
-            pit_id = open_pit(paging, paging.policy.retry(stop))[0]
+        with self._reading(window, 1, 1) as paging, point_in_time(paging) as (cursors, stop):
+            cursor = cursors[0]  # its pit_id: the newest, to close
             size = min(MAX_PAGE_SIZE, self.page_size * 10)  # ids only: pages can be bigger
             body: dict[str, Any] = {
                 "size": size,
@@ -220,27 +210,23 @@ class ElasticsearchSource(RecordSource):
                 "track_total_hits": False,
             }
             ids: set[str] = set()
-            try:
-                while True:
-                    body["pit"] = {"id": pit_id, "keep_alive": self.keep_alive}
-                    resp = paging.policy.call(
-                        "search ids",
-                        paging.policy.retry(stop),
-                        lambda: paging.client.search(body=body, allow_partial_search_results=False),
+            while True:
+                body["pit"] = {"id": cursor.pit_id, "keep_alive": self.keep_alive}
+                resp = paging.policy.call(
+                    "search ids",
+                    paging.policy.retry(stop),
+                    lambda: paging.client.search(body=body, allow_partial_search_results=False),
+                )
+                cursor.pit_id = str(resp.get("pit_id") or cursor.pit_id)
+                if (resp.get("_shards") or {}).get("failed"):
+                    raise SourceError(
+                        f"{self._target()}: shards failed while reading ids; nothing was deleted"
                     )
-                    pit_id = str(resp.get("pit_id") or pit_id)
-                    if (resp.get("_shards") or {}).get("failed"):
-                        raise SourceError(
-                            f"{self._target()}: shards failed while reading ids; "
-                            "nothing was deleted"
-                        )
-                    hits = resp["hits"]["hits"]
-                    ids.update(str(h["_id"]) for h in hits)
-                    if len(hits) < size:
-                        return ids
-                    body["search_after"] = hits[-1]["sort"]
-            finally:
-                close_pits(paging, [pit_id])
+                hits = resp["hits"]["hits"]
+                ids.update(str(h["_id"]) for h in hits)
+                if len(hits) < size:
+                    return ids
+                body["search_after"] = hits[-1]["sort"]
 
     def read_parts(
         self, window: TimeWindow | None, batch_size: int, processes: int
@@ -284,8 +270,7 @@ class ElasticsearchSource(RecordSource):
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1")
         self._validate()
-        client = self._client()
-        try:
+        with self._client() as client:
             self._server_version(client)
             if window is not None:
                 self._resolve_time_field(client)
@@ -303,8 +288,6 @@ class ElasticsearchSource(RecordSource):
                 slices,
                 query or (lambda: self._build_query(window)),
             )
-        finally:
-            client.close()
 
     # -- settings --------------------------------------------------------------------------
 
@@ -489,15 +472,12 @@ class ElasticsearchSource(RecordSource):
         detect, name = timestamp_setting(self.timestamp_field)
         if not detect:
             choice = TimeField(name, "configured")
-        elif client is not None:
-            choice = detect_time_field(client, self._policy(), self.timestamp_setting_names)
-        else:
+        elif client is None:
             self._validate()
-            own = self._client()
-            try:
-                choice = detect_time_field(own, self._policy(), self.timestamp_setting_names)
-            finally:
-                own.close()
+            with self._client() as own:
+                return self._resolve_time_field(own)
+        else:
+            choice = detect_time_field(client, self._policy(), self.timestamp_setting_names)
         if choice.how != "missing":
             self._time_field = choice
         return choice
