@@ -30,10 +30,10 @@ from es_mysql_pipeline.worker_processes import discard_files, ordered_map, spawn
 class Unit:
     """A piece of a source's read that a worker process can take: plain, picklable values."""
 
-    #: Set while reading when what was read proves not to be the unit's records (a file
-    #: part whose end fell inside a quoted value): its part and the parts after it are
+    #: Whether what was read is the unit's records: a unit may find out it is not (a file
+    #: part whose end fell inside a quoted value); its part and the parts after it are then
     #: dropped, and :meth:`rest` is read in this process instead, to the end.
-    wrong: bool = False
+    end_ok: bool = True
 
     def batches(self) -> Iterator[Frame]:
         """The unit's records; reading may move the unit on (a slice's cursor)."""
@@ -73,11 +73,11 @@ def read_units(
     ):
         for done in results:
             seen(done.job.unit)
-            if done.job.unit.wrong:
+            if not done.job.unit.end_ok:
                 done.discard()
                 results.close()  # the parts after it are dropped
                 done = _read(replace(done.job, unit=done.job.unit.rest()))
-                if done.job.unit.wrong:
+                if not done.job.unit.end_ok:
                     done.discard()
                     return
             if done.retries:

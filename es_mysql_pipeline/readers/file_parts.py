@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import chain
 
-from es_mysql_pipeline.readers.engine import Unit, read_units, timed
+from es_mysql_pipeline.readers.engine import read_units
 from es_mysql_pipeline.readers.file_reading import Span, TextFile
-from es_mysql_pipeline.records import Frame, TimeWindow
+from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.staging import StagedPart
 from es_mysql_pipeline.worker_processes import may_spawn, process_count
 
@@ -66,7 +66,7 @@ def read_parts(
         return None
     parts = workers * _PARTS_PER_WORKER
     spans = plan_spans(file, size, parts, header)
-    units = (FileSpan(file, span, batch_size, window, ts_key) for span in spans)
+    units = (file.reader(batch_size, window, ts_key, span) for span in spans)
     return read_units(units, ts_key, workers, parts)
 
 
@@ -109,27 +109,6 @@ def _line_breaks(block: bytes, n: int, after_cr: bool) -> int:
     ``\\r\\n``)."""
     breaks = block.count(b"\n", 0, n) + block.count(b"\r", 0, n) - block.count(b"\r\n", 0, n)
     return breaks - 1 if after_cr and block[:1] == b"\n" else breaks
-
-
-@dataclass
-class FileSpan(Unit):
-    """A span of the file, a read unit of :mod:`~es_mysql_pipeline.readers.engine`."""
-
-    file: TextFile
-    span: Span
-    batch_size: int
-    window: TimeWindow | None
-    ts_key: str | None
-
-    def batches(self) -> Iterator[Frame]:
-        reader = self.file.reader(self.batch_size, self.window, self.ts_key, self.span)
-        yield from timed(reader.frames())
-        self.wrong = not reader.end_ok
-
-    def rest(self) -> FileSpan:
-        """From the span's start to the end of the file, unchecked."""
-        span = self.span
-        return replace(self, span=Span(span.start, None, span.lines_before, 0, span.header))
 
 
 def plan_spans(

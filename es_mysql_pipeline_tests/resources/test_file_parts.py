@@ -17,7 +17,7 @@ import pytest
 
 from es_mysql_pipeline.readers import engine
 from es_mysql_pipeline.readers import file_parts as fp
-from es_mysql_pipeline.readers.file_reading import WHOLE_FILE, TextFile
+from es_mysql_pipeline.readers.file_reading import SpanReader, TextFile
 from es_mysql_pipeline.records import Batch, TimeWindow
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.staging import StagedPart
@@ -52,7 +52,7 @@ def run_now(workers: int, unused: Any = ()) -> Iterator[Executor]:
 
 
 def read_units_now(
-    units: Iterable[fp.FileSpan], ts_key: str | None, ahead: int
+    units: Iterable[SpanReader], ts_key: str | None, ahead: int
 ) -> Iterator[StagedPart]:
     """The engine's join (in order, checked ends, fallback) with the jobs run in-process."""
     with mock.patch.object(engine, "spawn_pool", run_now):
@@ -64,7 +64,7 @@ def read_in_spans(file: TextFile, parts: int, size: int = 3, window: Any = None)
     header = file.header() if file.kind == "csv" else None
     spans = fp.plan_spans(file, os.path.getsize(file.path), parts, header)
     ts_key = "ts" if window else None
-    units = (fp.FileSpan(file, span, size, window, ts_key) for span in spans)
+    units = (file.reader(size, window, ts_key, span) for span in spans)
     return joined(read_units_now(units, ts_key, parts))
 
 
@@ -152,7 +152,7 @@ def test_well_formed_parts_are_used_as_read(tmp_path: Path) -> None:
     size = p.stat().st_size
     spans = list(fp.plan_spans(file, size, 10, file.header()))
     assert len(spans) == 10
-    units = (fp.FileSpan(file, span, 3, None, None) for span in spans)
+    units = (file.reader(3, None, None, span) for span in spans)
     parts = list(read_units_now(units, None, 10))
     assert len(parts) == 10
     assert joined(iter(parts)) == serial(FileSource(path=str(p)))
@@ -164,7 +164,7 @@ def test_parts_keep_clean_csv_batches_as_columns(tmp_path: Path) -> None:
     p = tmp_path / "in.csv"
     p.write_bytes(b"id,ts,text\n1,a,x\n2,b,y\n3,c\n4,d,z\n5,e,w\n6,f,v\n")
     file = TextFile(str(p), "csv")
-    job = engine._Job(fp.FileSpan(file, WHOLE_FILE, 2, None, None), None, str(tmp_path))
+    job = engine._Job(file.reader(2), None, str(tmp_path))
     part = engine._read(job).part
     frames = list(part.staged.raw_frames())
     assert frames[0] == {"id": ("1", "2"), "ts": ("a", "b"), "text": ("x", "y")}
