@@ -8,13 +8,13 @@ in :mod:`.time_field`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
 import re
 import threading
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -32,11 +32,6 @@ from es_mysql_pipeline.readers.elasticsearch.errors import (
     version_mismatch_message,
 )
 from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
-from es_mysql_pipeline.readers.elasticsearch.slice_parts import (
-    SliceRead,
-    one_slice,
-    point_in_time,
-)
 from es_mysql_pipeline.records import (
     Batch,
     Record,
@@ -190,8 +185,10 @@ class ElasticsearchSource(RecordSource):
         one is worked on; leaving stops the read and closes the PIT before the client goes."""
         with (
             self._reading(window, batch_size, 1, query) as paging,
-            point_in_time(paging) as (cursors, stop),
-            contextlib.closing(one_slice(paging, cursors[0], stop, paging.records)) as pages,
+            slice_parts.point_in_time(paging) as (cursors, stop),
+            contextlib.closing(
+                slice_parts.one_slice(paging, cursors[0], stop, paging.records)
+            ) as pages,
         ):
             yield from rebatch(pages, batch_size)
 
@@ -199,7 +196,10 @@ class ElasticsearchSource(RecordSource):
         """The ids of the window's documents only (``_source: false``): one point in time
         paged by ``search_after``, the read's query and window. Any failed shard, expired
         point in time or error raises: deletes act on a complete read or not at all."""
-        with self._reading(window, 1, 1) as paging, point_in_time(paging) as (cursors, stop):
+        with (
+            self._reading(window, 1, 1) as paging,
+            slice_parts.point_in_time(paging) as (cursors, stop),
+        ):
             cursor = cursors[0]  # its pit_id: the newest, to close
             size = min(MAX_PAGE_SIZE, self.page_size * 10)  # ids only: pages can be bigger
             body: dict[str, Any] = {
@@ -246,10 +246,10 @@ class ElasticsearchSource(RecordSource):
         ts_key = self.timestamp_key()
         with self._reading(window, batch_size, self.slices or workers) as paging:
             connection = self._connection()
-            read = SliceRead(
+            read = slice_parts.SliceRead(
                 connection=connection,
                 # plain values only: the resource itself does not cross to a process
-                policy=dataclasses.replace(self._policy(), redact=connection.redact),
+                policy=replace(self._policy(), redact=connection.redact),
                 settings=self._page_settings(),
                 batch_size=batch_size,
                 pages_per_job=max(1, slice_parts.RECORDS_PER_JOB // self.page_size),
@@ -292,14 +292,7 @@ class ElasticsearchSource(RecordSource):
     # -- settings --------------------------------------------------------------------------
 
     def _page_settings(self) -> PageSettings:
-        return PageSettings(
-            index=self.index,
-            keep_alive=self.keep_alive,
-            page_size=self.page_size,
-            include_index=self.include_index,
-            source_includes=self.source_includes,
-            source_excludes=self.source_excludes,
-        )
+        return PageSettings(**{f.name: getattr(self, f.name) for f in fields(PageSettings)})
 
     def _validate(self) -> None:
         self._validate_hosts()
