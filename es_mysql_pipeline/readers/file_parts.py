@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from itertools import chain
 
 from es_mysql_pipeline.readers.engine import read_units
-from es_mysql_pipeline.readers.file_reading import Span, TextFile
+from es_mysql_pipeline.readers.file_reading import Span, SpanReader, TextFile
 from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.staging import StagedPart
 from es_mysql_pipeline.worker_processes import may_spawn, process_count
@@ -66,7 +66,7 @@ def read_parts(
         return None
     parts = workers * _PARTS_PER_WORKER
     spans = plan_spans(file, size, parts, header)
-    units = (file.reader(batch_size, window, ts_key, span) for span in spans)
+    units = (SpanReader(file, batch_size, window, ts_key, span) for span in spans)
     return read_units(units, ts_key, workers, parts)
 
 

@@ -141,15 +141,6 @@ class TextFile:
         except (OSError, UnicodeDecodeError):
             return []  # reading the records reports the file's problem with its own message
 
-    def reader(
-        self,
-        size: int,
-        window: TimeWindow | None = None,
-        ts_key: str | None = None,
-        span: Span = WHOLE_FILE,
-    ) -> SpanReader:
-        return SpanReader(self, size, window, ts_key, span)
-
 
 @dataclass
 class SpanReader(Unit):
@@ -163,9 +154,9 @@ class SpanReader(Unit):
 
     file: TextFile
     size: int
-    window: TimeWindow | None
-    ts_key: str | None
-    span: Span
+    window: TimeWindow | None = None
+    ts_key: str | None = None
+    span: Span = WHOLE_FILE
 
     def __post_init__(self) -> None:
         self.end_ok = not (self.span.check_end and self.file.kind == "csv")

@@ -64,7 +64,7 @@ def read_in_spans(file: TextFile, parts: int, size: int = 3, window: Any = None)
     header = file.header() if file.kind == "csv" else None
     spans = fp.plan_spans(file, os.path.getsize(file.path), parts, header)
     ts_key = "ts" if window else None
-    units = (file.reader(size, window, ts_key, span) for span in spans)
+    units = (SpanReader(file, size, window, ts_key, span) for span in spans)
     return joined(read_units_now(units, ts_key, parts))
 
 
@@ -152,7 +152,7 @@ def test_well_formed_parts_are_used_as_read(tmp_path: Path) -> None:
     size = p.stat().st_size
     spans = list(fp.plan_spans(file, size, 10, file.header()))
     assert len(spans) == 10
-    units = (file.reader(3, None, None, span) for span in spans)
+    units = (SpanReader(file, 3, None, None, span) for span in spans)
     parts = list(read_units_now(units, None, 10))
     assert len(parts) == 10
     assert joined(iter(parts)) == serial(FileSource(path=str(p)))
@@ -164,7 +164,7 @@ def test_parts_keep_clean_csv_batches_as_columns(tmp_path: Path) -> None:
     p = tmp_path / "in.csv"
     p.write_bytes(b"id,ts,text\n1,a,x\n2,b,y\n3,c\n4,d,z\n5,e,w\n6,f,v\n")
     file = TextFile(str(p), "csv")
-    job = engine._Job(file.reader(2), None, str(tmp_path))
+    job = engine._Job(SpanReader(file, 2), None, str(tmp_path))
     part = engine._read(job).part
     frames = list(part.staged.raw_frames())
     assert frames[0] == {"id": ("1", "2"), "ts": ("a", "b"), "text": ("x", "y")}

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
 from es_mysql_pipeline.readers import file_parts
-from es_mysql_pipeline.readers.file_reading import TextFile
+from es_mysql_pipeline.readers.file_reading import SpanReader, TextFile
 from es_mysql_pipeline.records import (
     Batch,
     TimeWindow,
@@ -68,7 +68,7 @@ class FileSource(RecordSource):
     def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
         ts_key = self._checked(window)
         try:
-            yield from self.text_file().reader(batch_size, window, ts_key)
+            yield from SpanReader(self.text_file(), batch_size, window, ts_key)
         except UnicodeDecodeError as exc:
             raise SourceError(
                 f"{self.path}: bytes at offset {exc.start} are not valid {self.encoding}; "
