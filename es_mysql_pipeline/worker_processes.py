@@ -109,12 +109,18 @@ def ordered_map(
             fill()
             yield result
     finally:
-        for future in pending:
-            future.cancel()
-        for future in pending:
-            if not future.cancelled():
-                with contextlib.suppress(BaseException):
-                    discard(future.result())
+        _cancel(pending, discard)
+
+
+def _cancel(futures: Iterable[Future[R]], discard: Callable[[R], object]) -> None:
+    """Cancel the jobs not started, wait for the others, and hand their results to
+    ``discard``."""
+    for future in futures:
+        future.cancel()
+    for future in futures:
+        if not future.cancelled():
+            with contextlib.suppress(BaseException):
+                discard(future.result())
 
 
 def discard_files(*paths: str | None) -> None:
@@ -206,12 +212,7 @@ class _Lease(Executor):
         return future
 
     def release(self) -> None:
-        for future in self._futures:
-            future.cancel()
-        for future in self._futures:
-            if not future.cancelled():
-                with contextlib.suppress(BaseException):
-                    future.exception()
+        _cancel(self._futures, lambda result: None)
         self._futures = []
 
 

@@ -13,29 +13,21 @@ worker reading the part before the cut proves it (see
 fails (a stray quote inside an unquoted value), the parts from there on are thrown away and
 the rest of the file is read in this process, from the last proven cut, as a serial read would.
 
-Workers come from :mod:`es_mysql_pipeline.worker_processes` and import nothing of Dagster.
+Each span is a read unit of :mod:`es_mysql_pipeline.readers.engine`, which runs the workers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
-from collections.abc import Generator, Iterable, Iterator
-from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from itertools import chain
 
-from es_mysql_pipeline.readers.file_reading import Span, TextFile
+from es_mysql_pipeline.readers.engine import read_units
+from es_mysql_pipeline.readers.file_reading import Span, SpanReader, TextFile
 from es_mysql_pipeline.records import TimeWindow
-from es_mysql_pipeline.staging import StagedFileWriter, StagedPart, scratch_dir
-from es_mysql_pipeline.worker_processes import (
-    discard_files,
-    may_spawn,
-    ordered_map,
-    process_count,
-    spawn_pool,
-)
+from es_mysql_pipeline.staging import StagedPart
+from es_mysql_pipeline.worker_processes import may_spawn, process_count
 
 #: Files smaller than this are read in the step's own process: starting workers costs more.
 PARALLEL_MIN_BYTES = 16 << 20
@@ -72,7 +64,10 @@ def read_parts(
     header = file.header() if file.kind == "csv" else None
     if file.kind == "csv" and header is None:
         return None
-    return _staged_parts(file, size, batch_size, window, ts_key, workers, header)
+    parts = workers * _PARTS_PER_WORKER
+    spans = plan_spans(file, size, parts, header)
+    units = (SpanReader(file, batch_size, window, ts_key, span) for span in spans)
+    return read_units(units, ts_key, workers, parts)
 
 
 def find_cuts(file: TextFile, size: int, parts: int) -> Iterator[Cut]:
@@ -116,63 +111,6 @@ def _line_breaks(block: bytes, n: int, after_cr: bool) -> int:
     return breaks - 1 if after_cr and block[:1] == b"\n" else breaks
 
 
-@dataclass(frozen=True)
-class _Job:
-    file: TextFile
-    span: Span
-    batch_size: int
-    window: TimeWindow | None
-    ts_key: str | None
-    scratch: str
-
-
-@dataclass(frozen=True)
-class _Done:
-    #: ``None`` when the part's end proved not to be a record boundary.
-    part: StagedPart | None
-    job: _Job
-
-    def discard(self) -> None:
-        discard_files(self.part.staged.path if self.part is not None else None)
-
-
-def _read_part(job: _Job) -> _Done:
-    """Worker side (also the fallback in the step's process): stage one span."""
-    os.environ["ES_MYSQL_PIPELINE_SCRATCH"] = job.scratch
-    reader = job.file.reader(job.batch_size, job.window, job.ts_key, job.span)
-    seconds: list[float] = []
-    with StagedFileWriter("", job.ts_key) as out:
-        batches = reader.frames()
-        while True:
-            started = time.perf_counter()
-            batch = next(batches, None)
-            if batch is None:
-                break
-            seconds.append(time.perf_counter() - started)
-            out.write(batch)
-        staged = out.finish()
-    if not reader.end_ok:
-        os.unlink(staged.path)
-        return _Done(None, job)
-    return _Done(StagedPart(staged, seconds), job)
-
-
-def _staged_parts(
-    file: TextFile,
-    size: int,
-    batch_size: int,
-    window: TimeWindow | None,
-    ts_key: str | None,
-    workers: int,
-    header: tuple[str, ...] | None,
-) -> Generator[StagedPart, None, None]:
-    scratch = scratch_dir()
-    spans = plan_spans(file, size, workers * _PARTS_PER_WORKER, header)
-    jobs = (_Job(file, span, batch_size, window, ts_key, scratch) for span in spans)
-    with spawn_pool(workers) as pool:
-        yield from join_in_order(jobs, pool, workers * _PARTS_PER_WORKER)
-
-
 def plan_spans(
     file: TextFile, size: int, parts: int, header: tuple[str, ...] | None
 ) -> Iterator[Span]:
@@ -190,27 +128,3 @@ def plan_spans(
         )
         if cut is not None:
             start = cut
-
-
-def join_in_order(
-    jobs: Iterable[_Job], pool: Executor, ahead: int
-) -> Generator[StagedPart, None, None]:
-    """The jobs' parts in order, ``ahead`` jobs submitted at a time.
-
-    A part whose end proves not to be a record boundary ends the parallel read: the parts
-    after it are dropped and the rest of the file, from that part's start, is read here."""
-    results = ordered_map(pool, _read_part, jobs, ahead, discard=_Done.discard)
-    with contextlib.closing(results):
-        for done in results:
-            if done.part is None:
-                results.close()  # the parts after it are dropped
-                span = done.job.span
-                rest = Span(span.start, None, span.lines_before, 0, span.header)
-                done = _read_part(replace(done.job, span=rest))
-                if done.part is None:
-                    return
-            try:
-                yield done.part
-            except BaseException:  # a stop or a failure while the part is in the caller's hands
-                done.discard()
-                raise

@@ -17,11 +17,12 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain, islice, repeat
 from typing import IO, Literal, cast
 
 from es_mysql_pipeline import json_codec
+from es_mysql_pipeline.readers.engine import Unit, timed
 from es_mysql_pipeline.records import (
     ERROR_KEY,
     Batch,
@@ -140,38 +141,33 @@ class TextFile:
         except (OSError, UnicodeDecodeError):
             return []  # reading the records reports the file's problem with its own message
 
-    def reader(
-        self,
-        size: int,
-        window: TimeWindow | None = None,
-        ts_key: str | None = None,
-        span: Span = WHOLE_FILE,
-    ) -> SpanReader:
-        return SpanReader(self, size, window, ts_key, span)
 
-
-class SpanReader:
-    """Batches of the span's records (those in ``window`` when one is given).
+@dataclass
+class SpanReader(Unit):
+    """Batches of the span's records (those in ``window`` when one is given); a read unit
+    of :mod:`~es_mysql_pipeline.readers.engine` (see :mod:`.file_parts`).
 
     After iterating, :attr:`end_ok` tells whether the span's end was proven to fall
     between two records (always ``True`` without :attr:`Span.check_end`); when it is
     ``False`` the batches are not the span's records and must be thrown away.
     """
 
-    def __init__(
-        self,
-        file: TextFile,
-        size: int,
-        window: TimeWindow | None,
-        ts_key: str | None,
-        span: Span,
-    ) -> None:
-        self.file = file
-        self.size = size
-        self.window = window
-        self.ts_key = ts_key
-        self.span = span
-        self.end_ok = not (span.check_end and file.kind == "csv")
+    file: TextFile
+    size: int
+    window: TimeWindow | None = None
+    ts_key: str | None = None
+    span: Span = WHOLE_FILE
+
+    def __post_init__(self) -> None:
+        self.end_ok = not (self.span.check_end and self.file.kind == "csv")
+
+    def batches(self) -> Iterator[Frame]:
+        return timed(self.frames())
+
+    def rest(self) -> SpanReader:
+        """From the span's start to the end of the file, unchecked."""
+        span = self.span
+        return replace(self, span=Span(span.start, None, span.lines_before, 0, span.header))
 
     def __iter__(self) -> Iterator[Batch]:
         batches = (

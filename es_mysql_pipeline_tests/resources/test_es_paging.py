@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from es_mysql_pipeline.readers.elasticsearch.errors import ErrorPolicy
 from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
-from es_mysql_pipeline.readers.elasticsearch.pit import SliceCursor
+from es_mysql_pipeline.readers.elasticsearch.slice_parts import SliceCursor
 from es_mysql_pipeline.records import as_rows
 from es_mysql_pipeline_tests.es_server import EsTestServer
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import hypothesis
 import hypothesis.strategies as st
 import pytest
 
+from es_mysql_pipeline.readers import engine
 from es_mysql_pipeline.readers import file_parts as fp
-from es_mysql_pipeline.readers.file_reading import WHOLE_FILE, TextFile
+from es_mysql_pipeline.readers.file_reading import SpanReader, TextFile
 from es_mysql_pipeline.records import Batch, TimeWindow
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.staging import StagedPart
@@ -43,15 +46,26 @@ class RunNow(Executor):
         return future
 
 
+@contextlib.contextmanager
+def run_now(workers: int, unused: Any = ()) -> Iterator[Executor]:
+    yield RunNow()
+
+
+def read_units_now(
+    units: Iterable[SpanReader], ts_key: str | None, ahead: int
+) -> Iterator[StagedPart]:
+    """The engine's join (in order, checked ends, fallback) with the jobs run in-process."""
+    with mock.patch.object(engine, "spawn_pool", run_now):
+        yield from engine.read_units(units, ts_key, 1, ahead)
+
+
 def read_in_spans(file: TextFile, parts: int, size: int = 3, window: Any = None) -> Rows:
     """The parallel algorithm (cuts, spans, checked ends, in-order join, fallback) in-process."""
     header = file.header() if file.kind == "csv" else None
     spans = fp.plan_spans(file, os.path.getsize(file.path), parts, header)
     ts_key = "ts" if window else None
-    jobs = (
-        fp._Job(file, span, size, window, ts_key, str(Path(file.path).parent)) for span in spans
-    )
-    return joined(fp.join_in_order(jobs, RunNow(), parts))
+    units = (SpanReader(file, size, window, ts_key, span) for span in spans)
+    return joined(read_units_now(units, ts_key, parts))
 
 
 def text_lines(data: bytes, encoding: str = "utf-8") -> int:
@@ -138,8 +152,8 @@ def test_well_formed_parts_are_used_as_read(tmp_path: Path) -> None:
     size = p.stat().st_size
     spans = list(fp.plan_spans(file, size, 10, file.header()))
     assert len(spans) == 10
-    jobs = (fp._Job(file, span, 3, None, None, str(tmp_path)) for span in spans)
-    parts = list(fp.join_in_order(jobs, RunNow(), 10))
+    units = (SpanReader(file, 3, None, None, span) for span in spans)
+    parts = list(read_units_now(units, None, 10))
     assert len(parts) == 10
     assert joined(iter(parts)) == serial(FileSource(path=str(p)))
 
@@ -150,9 +164,8 @@ def test_parts_keep_clean_csv_batches_as_columns(tmp_path: Path) -> None:
     p = tmp_path / "in.csv"
     p.write_bytes(b"id,ts,text\n1,a,x\n2,b,y\n3,c\n4,d,z\n5,e,w\n6,f,v\n")
     file = TextFile(str(p), "csv")
-    job = fp._Job(file, WHOLE_FILE, 2, None, None, str(tmp_path))
-    part = fp._read_part(job).part
-    assert part is not None
+    job = engine._Job(SpanReader(file, 2), None, str(tmp_path))
+    part = engine._read(job).part
     frames = list(part.staged.raw_frames())
     assert frames[0] == {"id": ("1", "2"), "ts": ("a", "b"), "text": ("x", "y")}
     assert isinstance(frames[1], list) and "line 4" in frames[1][0]["__error__"]

@@ -9,6 +9,7 @@ import hypothesis.strategies as st
 import pytest
 
 from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.readers.file_reading import SpanReader
 from es_mysql_pipeline.records import ERROR_KEY, TimeWindow
 from es_mysql_pipeline.resources.sources import FileSource
 
@@ -167,7 +168,7 @@ def test_jsonl_batches_read_what_line_by_line_reads(
     reasons and line numbers of reading each line on its own."""
     p = tmp_path_factory.mktemp("j") / "in.jsonl"
     p.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
-    reader = FileSource(path=str(p)).text_file().reader(size)
+    reader = SpanReader(FileSource(path=str(p)).text_file(), size)
     with reader.file.open() as fh:
         one_by_one = list(reader._jsonl_records(list(fh), 1))
     got = [r for batch in reader for r in batch]

@@ -1,47 +1,199 @@
-"""A sliced point-in-time read spread over worker processes, each staging what it reads.
+"""Every matching document exactly once, through a point in time + ``search_after``; its
+slices read by worker processes, or one slice in this process.
 
-Parsing the responses and staging the records is pure Python, one core per process: one
-process is bound to one core however many slices the cluster serves. So each slice is read
-by a worker process, a few pages at a time: a job reads up to :data:`RECORDS_PER_JOB`
-records of one slice from where the slice stands (the PIT id and the last page's sort
-values, a :class:`~.pit.SliceCursor`), stages them, and returns the part and the cursor; the
-next job of that slice goes on from there. Parts come back as jobs finish, so the step shows
-progress and a stop waits for one job at most.
+A point in time (PIT) freezes the index for the read, and paging with ``search_after`` on
+``_shard_doc`` is a full, stable scan that can resume from the last page's sort values. That
+is what makes retries exact: a failed page is asked for again with the same sort values, so
+nothing is read twice or skipped (Logstash's scroll-based input re-reads on retry).
 
-Retries, PIT expiry and shard failures are handled in the worker exactly as in one process
-(the same :class:`~.pit.SliceCursor`); its metrics (request durations, retries) travel back
-with the part. Workers come from :mod:`es_mysql_pipeline.worker_processes` and import
-nothing of Dagster.
+Each slice is a read unit of :mod:`es_mysql_pipeline.readers.engine`: a worker reads up to
+:data:`RECORDS_PER_JOB` records of it from where the slice stands (the PIT id and the last
+page's sort values, a :class:`SliceCursor`), stages them, and hands the slice back for its
+next pages. Retries, PIT expiry and shard failures are handled in the worker exactly as in
+one process (the same cursor). One slice (one shard, or a read in one process) is read here,
+the next page asked for while this one is staged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import os
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from elasticsearch import Elasticsearch
 
-from es_mysql_pipeline.metrics.recorder import NullRecorder, get_recorder, set_recorder
+from es_mysql_pipeline.errors import SourceError
+from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.readers.elasticsearch import UNUSED_HTTP_STACKS
 from es_mysql_pipeline.readers.elasticsearch.connection import Connection
-from es_mysql_pipeline.readers.elasticsearch.errors import ErrorPolicy
-from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
-from es_mysql_pipeline.readers.elasticsearch.pit import (
-    SliceCursor,
-    close_pits,
-    open_pit,
-    prefetched,
+from es_mysql_pipeline.readers.elasticsearch.errors import (
+    ContextMissing,
+    ErrorPolicy,
+    Retry,
+    Transient,
 )
-from es_mysql_pipeline.records import Frame, frame_length, rebatch
-from es_mysql_pipeline.staging import StagedFileWriter, StagedPart
-from es_mysql_pipeline.worker_processes import discard_files, ordered_map, spawn_pool
+from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
+from es_mysql_pipeline.readers.engine import Unit, read_units, staged_here
+from es_mysql_pipeline.records import Frame, rebatch
+from es_mysql_pipeline.staging import StagedPart
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def point_in_time(paging: Paging) -> Iterator[tuple[list[SliceCursor], threading.Event]]:
+    """A point in time on the index and a cursor per slice (``paging.slices``, capped at the
+    primary shard count). Leaving stops the read (a retry waiting gives up) and closes the
+    PITs the cursors hold: the first (its newest id) and each one reopened after an expiry.
+    """
+    stop = threading.Event()
+    pit_id, shards = open_pit(paging, paging.policy.retry(stop))
+    n = paging.slices
+    if shards and n > shards:
+        log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, paging.index)
+        n = shards
+    cursors = [SliceCursor(i, n, pit_id) for i in range(n)]
+    try:
+        yield cursors, stop
+    finally:
+        stop.set()
+        first = [c.pit_id for c in cursors if c.generation == 0][-1:]
+        close_pits(paging, [*first, *(c.pit_id for c in cursors if c.generation)])
+
+
+def prefetched(items: Iterator[T], stop: threading.Event) -> Generator[T, None, None]:
+    """``items``, each next one asked for in a thread while the caller works on this one: a
+    page's request waits on the server (without the GIL) while the page before is staged.
+    Leaving sets ``stop`` (a retry waiting gives up) and waits for the request in flight."""
+    with ThreadPoolExecutor(1, thread_name_prefix="es-page") as ahead:
+        try:
+            upcoming = ahead.submit(next, items, _END)
+            while (item := upcoming.result()) is not _END:
+                upcoming = ahead.submit(next, items, _END)
+                yield item
+        finally:
+            stop.set()
+
+
+_END: Any = object()
+
+
+def close_pits(paging: Paging, ids: Iterable[str]) -> None:
+    for pit_id in dict.fromkeys(ids):
+        try:
+            paging.client.close_point_in_time(id=pit_id)
+        except Exception as exc:  # expired already, or the cluster went away: it times out
+            log.info(
+                "closing the point in time failed (%s); it expires on its own",
+                type(exc).__name__,
+            )
+
+
+def open_pit(paging: Paging, retry: Retry) -> tuple[str, int]:
+    def request() -> Any:
+        return paging.client.open_point_in_time(index=paging.index, keep_alive=paging.keep_alive)
+
+    resp = paging.policy.call("open point in time", retry, request)
+    shards = int(((resp.get("_shards") or {}).get("total")) or 0)
+    return str(resp["id"]), shards
+
+
+@dataclass
+class SliceCursor:
+    """Where the read of one slice stands: it can stop after any page and go on from there,
+    in this process or another (the PIT id and the last page's sort values are all it needs).
+    """
+
+    slice_id: int
+    nslices: int
+    pit_id: str
+    generation: int = 0
+    #: the last page's sort values; ``None`` before the first page
+    search_after: list[Any] | None = None
+    done: bool = False
+    expiries: int = 0
+
+    def pages(
+        self,
+        paging: Paging,
+        query: dict[str, Any],
+        stop: threading.Event,
+        max_pages: int | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The slice's next pages (at most ``max_pages``), each as its search hits."""
+        policy = paging.policy
+        retry = policy.retry(stop)
+        base = paging.search_body(query)
+        base["sort"] = [{"_shard_doc": "asc"}]
+        if self.nslices > 1:
+            base["slice"] = {"id": self.slice_id, "max": self.nslices}
+        pages = 0
+        while not self.done and not stop.is_set():
+            if max_pages is not None and pages >= max_pages:
+                return
+            body = {**base, "pit": {"id": self.pit_id, "keep_alive": paging.keep_alive}}
+            if self.search_after is not None:
+                body["search_after"] = self.search_after
+            try:
+                resp = policy.call(
+                    "search",
+                    retry,
+                    functools.partial(
+                        paging.client.search, body=body, allow_partial_search_results=False
+                    ),
+                )
+            except ContextMissing:
+                self.expiries += 1
+                if self.expiries > policy.max_retries:
+                    raise SourceError(
+                        f"Elasticsearch point in time keeps expiring on {policy.target}; "
+                        f"raise keep_alive (now {paging.keep_alive})"
+                    ) from None
+                log.warning("Elasticsearch point in time expired; reopening and resuming")
+                get_recorder().retry("fetch")
+                self.pit_id, _ = open_pit(paging, policy.retry(stop))
+                self.generation += 1
+                continue
+            self.pit_id = str(resp.get("pit_id") or self.pit_id)  # the newest id for the next
+            shards = resp.get("_shards") or {}
+            if shards.get("failed"):
+                _shard_failure(shards, retry)
+                continue
+            hits = resp["hits"]["hits"]
+            if not hits:
+                self.done = True
+                return
+            pages += 1
+            self.search_after = hits[-1]["sort"]
+            self.done = len(hits) < paging.page_size
+            # The rest of the parsed response goes before the page is staged, not when the
+            # next one has arrived: otherwise two pages are alive at the peak. Nor does this
+            # frame keep the page while the consumer works: once taken into columns it is
+            # freed, so each value has one reference and marshal stages it without tracking
+            # it for back-references, which is several times faster (docs/benchmarks.md).
+            del resp, shards
+            handed: list[list[dict[str, Any]]] = [hits]
+            del hits
+            yield handed.pop()
+
+
+def _shard_failure(shards: dict[str, Any], retry: Retry) -> None:
+    """A page with failed shards is incomplete: ask for it again rather than skip data."""
+    reason = ""
+    failures = shards.get("failures") or []
+    if failures:
+        reason = str((failures[0].get("reason") or {}).get("type", ""))
+    retry.wait_or_raise(
+        Transient(f"{shards.get('failed')} shard(s) failed {reason}".strip()), "search"
+    )
+
 
 #: Records one job reads before handing its part back: enough that a job's start costs
 #: nothing beside it, few enough for steady progress and a prompt stop.
@@ -55,108 +207,62 @@ class SliceRead:
     connection: Connection
     policy: ErrorPolicy
     settings: PageSettings
-    query: dict[str, Any]
     batch_size: int
-    timestamp_key: str | None
-    scratch: str
     #: pages a job reads before handing its part back
     pages_per_job: int
 
-    def paging(self, client: Elasticsearch, slices: int) -> Paging:
-        return Paging.of(self.settings, client, self.policy, slices, lambda: self.query)
 
-
-@dataclass(frozen=True)
-class _Job:
+@dataclass
+class SliceUnit(Unit):
     read: SliceRead
+    query: dict[str, Any]
     cursor: SliceCursor
 
+    def batches(self) -> Iterator[Frame]:
+        read, query = self.read, self.query
+        client = _client(read.connection)
+        paging = Paging.of(read.settings, client, read.policy, self.cursor.nslices, lambda: query)
+        hits = self.cursor.pages(paging, query, threading.Event(), read.pages_per_job)
+        return rebatch(map(paging.frame, hits), read.batch_size)
 
-@dataclass(frozen=True)
-class _Done:
-    part: StagedPart
-    #: where the slice stands after this job
-    cursor: SliceCursor
-    retries: int
+    def follow(self) -> SliceUnit | None:
+        return None if self.cursor.done else self
 
 
-def slice_parts(
-    read: SliceRead, cursors: list[SliceCursor], workers: int
+def pit_parts(
+    paging: Paging, read: SliceRead, workers: int, timestamp_key: str | None
 ) -> Generator[StagedPart, None, None]:
-    """Every slice read to its end by ``workers`` processes; parts in the order jobs finish.
-
-    Closing the generator (a stop, a failure downstream) cancels the jobs not started, waits
-    for those running and deletes their parts. The cursors are updated as jobs finish: their
-    ``pit_id``\\ s are the ones to close when the read is over."""
-    by_slice = {c.slice_id: i for i, c in enumerate(cursors)}
-
-    def follow(done: _Done) -> _Job | None:
-        cursors[by_slice[done.cursor.slice_id]] = done.cursor
-        return None if done.cursor.done else _Job(read, done.cursor)
-
-    jobs = [_Job(read, cursor) for cursor in cursors]
-    with (
-        spawn_pool(workers, unused=UNUSED_HTTP_STACKS) as pool,
-        contextlib.closing(
-            ordered_map(pool, read_job, jobs, len(jobs), discard=_discard, follow=follow)
-        ) as done_jobs,
-    ):
-        for done in done_jobs:
-            if done.retries:
-                get_recorder().retry("fetch", done.retries)
-            try:
-                yield done.part
-            except BaseException:  # a stop or a failure while the part is in the caller's hands
-                _discard(done)
-                raise
-
-
-def read_job(job: _Job) -> _Done:
-    """Worker side: read up to ``pages_per_job`` pages of one slice and stage them."""
-    read = job.read
-    os.environ["ES_MYSQL_PIPELINE_SCRATCH"] = read.scratch
-    cursor = replace(job.cursor)
-    collected = _Collected()
-    previous = set_recorder(collected)
-    try:
-        paging = read.paging(_client(read.connection), cursor.nslices)
-        hits = cursor.pages(paging, read.query, threading.Event(), read.pages_per_job)
-        pages = map(paging.frame, hits)
-        part = stage(rebatch(pages, read.batch_size), read.timestamp_key)
-    finally:
-        set_recorder(previous)
-    return _Done(StagedPart(part.staged, collected.seconds), cursor, collected.retries)
-
-
-def stage(batches: Iterable[Frame], timestamp_key: str | None) -> StagedPart:
-    """``batches`` staged as one part (the step's writer holds the id key)."""
-    with StagedFileWriter("", timestamp_key) as out:
-        for batch in batches:
-            out.write(batch)
-        return StagedPart(out.finish())
-
-
-def staged_in_parts(
-    batches: Iterator[Frame], timestamp_key: str | None
-) -> Generator[StagedPart, None, None]:
-    """``batches`` staged in this process, a part every :data:`RECORDS_PER_JOB` records (a read
-    that cannot be spread: one shard), so the step still shows progress."""
-    while True:
-        part = stage(_up_to(batches, RECORDS_PER_JOB), timestamp_key)
-        if not part.staged.rows:
-            os.unlink(part.staged.path)
+    """The index read through a point in time, its slices in ``workers`` processes, parts
+    as they finish; in this process where there is one slice (one shard). The cursors are
+    updated as slices come back: the PITs to close are theirs."""
+    with point_in_time(paging) as (cursors, stop):
+        if len(cursors) < 2:
+            with contextlib.closing(one_slice(paging, cursors[0], stop, paging.frame)) as frames:
+                batches = rebatch(frames, read.batch_size)
+                yield from staged_here(batches, timestamp_key, RECORDS_PER_JOB)
             return
-        yield part
+        query = paging.query()
+        units = [SliceUnit(read, query, cursor) for cursor in cursors]
+        yield from read_units(
+            units,
+            timestamp_key,
+            min(workers, len(units)),
+            len(units),
+            goes_on=True,
+            unused=UNUSED_HTTP_STACKS,
+            seen=lambda unit: cursors.__setitem__(unit.cursor.slice_id, unit.cursor),
+        )
 
 
-def _up_to(batches: Iterator[Frame], rows: int) -> Iterator[Frame]:
-    seen = 0
-    while seen < rows:
-        batch = next(batches, None)
-        if batch is None:
-            return
-        seen += frame_length(batch)
-        yield batch
+def one_slice(
+    paging: Paging,
+    cursor: SliceCursor,
+    stop: threading.Event,
+    page: Callable[[list[dict[str, Any]]], T],
+) -> Generator[T, None, None]:
+    """The slice read in this process, each page as ``page`` makes it (records or a frame),
+    the next one asked for while this one is worked on."""
+    return prefetched(map(page, cursor.pages(paging, paging.query(), stop)), stop)
 
 
 _clients: dict[Connection, Elasticsearch] = {}
@@ -168,50 +274,3 @@ def _client(connection: Connection) -> Elasticsearch:
     if client is None:
         client = _clients[connection] = connection.client(warn=False)
     return client
-
-
-@dataclass
-class _Collected(NullRecorder):
-    """The fetch metrics of one job, to be recorded by the step's process."""
-
-    seconds: list[float] = field(default_factory=list)
-    retries: int = 0
-
-    def duration(self, kind: Literal["fetch", "insert", "batch", "run"], seconds: float) -> None:
-        if kind == "fetch":
-            self.seconds.append(seconds)
-
-    def retry(self, stage: Any, n: int = 1) -> None:
-        self.retries += n
-
-
-def _discard(done: _Done) -> None:
-    discard_files(done.part.staged.path)
-
-
-def pit_parts(
-    paging: Paging,
-    read_for: Callable[[dict[str, Any]], SliceRead],
-    workers: int,
-    batch_size: int,
-    timestamp_key: str | None,
-) -> Generator[StagedPart, None, None]:
-    """The index read through a point in time, its slices in ``workers`` processes; in this
-    process where there is one slice (one shard)."""
-    stop = threading.Event()
-    pit_id, n = open_pit(paging, stop)
-    cursors = [SliceCursor(i, n, pit_id) for i in range(n)]
-    try:
-        query = paging.query()
-        if n < 2:  # one shard: read here, the next page asked for while this one is staged
-            pages = cursors[0].pages(paging, query, stop)
-            frames = prefetched(map(paging.frame, pages), stop)
-            with contextlib.closing(frames):
-                yield from staged_in_parts(rebatch(frames, batch_size), timestamp_key)
-        else:
-            yield from slice_parts(read_for(query), cursors, min(workers, n))
-    finally:
-        stop.set()
-        # The first PIT (its newest id), and each one a worker reopened after an expiry.
-        first = [c.pit_id for c in cursors if c.generation == 0][-1:] or [pit_id]
-        close_pits(paging, [*first, *(c.pit_id for c in cursors if c.generation)])

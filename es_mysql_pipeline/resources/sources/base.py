@@ -40,8 +40,9 @@ class RecordSource(dg.ConfigurableResource, ABC):
     ) -> Generator[StagedPart, None, None] | None:
         """The same records as :meth:`read_batches`, staged in parts by ``processes`` worker
         processes (0: one per core), in order; ``None`` (the default) where the source
-        reads in one process. Closing the generator stops the workers and deletes their
-        parts."""
+        reads in one process. A source cuts its read into read units and hands them to
+        :func:`es_mysql_pipeline.readers.engine.read_units`; closing the generator stops the
+        workers and deletes their parts."""
         return None
 
     def read_unplaced(self, batch_size: int) -> Iterator[list[tuple[Record, str]]]:

@@ -8,7 +8,8 @@ from collections.abc import Generator, Iterator
 from typing import ClassVar, Literal
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
-from es_mysql_pipeline.readers.file_reading import TextFile
+from es_mysql_pipeline.readers import file_parts
+from es_mysql_pipeline.readers.file_reading import SpanReader, TextFile
 from es_mysql_pipeline.records import (
     Batch,
     TimeWindow,
@@ -65,12 +66,9 @@ class FileSource(RecordSource):
             raise ConfigError(f"encoding={self.encoding!r} is not a known text encoding") from None
 
     def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
-        self.check()
-        ts_key = self.timestamp_key()
-        if window is not None and ts_key is None:
-            raise self.no_time_field(window)
+        ts_key = self._checked(window)
         try:
-            yield from self.text_file().reader(batch_size, window, ts_key)
+            yield from SpanReader(self.text_file(), batch_size, window, ts_key)
         except UnicodeDecodeError as exc:
             raise SourceError(
                 f"{self.path}: bytes at offset {exc.start} are not valid {self.encoding}; "
@@ -82,13 +80,16 @@ class FileSource(RecordSource):
     ) -> Generator[StagedPart, None, None] | None:
         """A big file is read by worker processes, a part each (see
         :mod:`~es_mysql_pipeline.readers.file_parts`)."""
+        ts_key = self._checked(window)
+        return file_parts.read_parts(self.text_file(), batch_size, window, ts_key, processes)
+
+    def _checked(self, window: TimeWindow | None) -> str | None:
+        """The time field, after the settings and the window's need of it are checked."""
         self.check()
         ts_key = self.timestamp_key()
         if window is not None and ts_key is None:
             raise self.no_time_field(window)
-        from es_mysql_pipeline.readers import file_parts
-
-        return file_parts.read_parts(self.text_file(), batch_size, window, ts_key, processes)
+        return ts_key
 
     def text_file(self) -> TextFile:
         return TextFile(self.path, self._file_format(), self.delimiter, self.encoding)

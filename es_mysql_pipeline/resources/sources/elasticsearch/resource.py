@@ -8,13 +8,13 @@ in :mod:`.time_field`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
 import re
 import threading
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -32,11 +32,6 @@ from es_mysql_pipeline.readers.elasticsearch.errors import (
     version_mismatch_message,
 )
 from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
-from es_mysql_pipeline.readers.elasticsearch.pit import close_pits, open_pit, pit_pages
-from es_mysql_pipeline.readers.elasticsearch.slice_parts import (
-    SliceRead,
-    pit_parts,
-)
 from es_mysql_pipeline.records import (
     Batch,
     Record,
@@ -51,7 +46,7 @@ from es_mysql_pipeline.resources.sources.elasticsearch.time_field import (
     TimeField,
     detect_time_field,
 )
-from es_mysql_pipeline.staging import StagedPart, scratch_dir
+from es_mysql_pipeline.staging import StagedPart
 from es_mysql_pipeline.worker_processes import may_spawn, process_count
 
 log = logging.getLogger(__name__)
@@ -158,19 +153,11 @@ class ElasticsearchSource(RecordSource):
     def check(self) -> None:
         """Validate settings, connect (``GET /``) and insist on a matching client major."""
         self._validate()
-        client = self._client()
-        try:
+        with self._client() as client:
             self._server_version(client)
-        finally:
-            client.close()
 
     def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
-        with self._reading(window, batch_size, 1) as paging:
-            pages = pit_pages(paging)
-            try:
-                yield from rebatch(pages, batch_size)
-            finally:
-                pages.close()  # stops the slices and closes the PIT before the client goes
+        return self._batches(window, batch_size)
 
     def read_unplaced(self, batch_size: int) -> Iterator[list[tuple[Record, str]]]:
         """Only the documents without a time: asked for as such (``must_not exists``), not
@@ -183,23 +170,37 @@ class ElasticsearchSource(RecordSource):
         query: dict[str, Any] = {"bool": {"must_not": [{"exists": {"field": ts_key}}]}}
         if user is not None:
             query["bool"]["filter"] = [user]
-        with self._reading(None, batch_size, 1, lambda: query) as paging:
-            pages = pit_pages(paging)
-            try:
-                for batch in rebatch(pages, batch_size):
-                    out = [(r, why) for r in batch if (why := unplaced_reason(r, ts_key))]
-                    if out:
-                        yield out
-            finally:
-                pages.close()
+        for batch in self._batches(None, batch_size, lambda: query):
+            out = [(r, why) for r in batch if (why := unplaced_reason(r, ts_key))]
+            if out:
+                yield out
+
+    def _batches(
+        self,
+        window: TimeWindow | None,
+        batch_size: int,
+        query: Callable[[], dict[str, Any]] | None = None,
+    ) -> Generator[Batch, None, None]:
+        """The index read as one slice in this process, the next page asked for while this
+        one is worked on; leaving stops the read and closes the PIT before the client goes."""
+        with (
+            self._reading(window, batch_size, 1, query) as paging,
+            slice_parts.point_in_time(paging) as (cursors, stop),
+            contextlib.closing(
+                slice_parts.one_slice(paging, cursors[0], stop, paging.records)
+            ) as pages,
+        ):
+            yield from rebatch(pages, batch_size)
 
     def read_ids(self, window: TimeWindow | None) -> set[str]:
         """The ids of the window's documents only (``_source: false``): one point in time
         paged by ``search_after``, the read's query and window. Any failed shard, expired
         point in time or error raises: deletes act on a complete read or not at all."""
-        with self._reading(window, 1, 1) as paging:
-            stop = threading.Event()
-            pit_id = open_pit(paging, stop)[0]
+        with (
+            self._reading(window, 1, 1) as paging,
+            slice_parts.point_in_time(paging) as (cursors, stop),
+        ):
+            cursor = cursors[0]  # its pit_id: the newest, to close
             size = min(MAX_PAGE_SIZE, self.page_size * 10)  # ids only: pages can be bigger
             body: dict[str, Any] = {
                 "size": size,
@@ -209,27 +210,23 @@ class ElasticsearchSource(RecordSource):
                 "track_total_hits": False,
             }
             ids: set[str] = set()
-            try:
-                while True:
-                    body["pit"] = {"id": pit_id, "keep_alive": self.keep_alive}
-                    resp = paging.policy.call(
-                        "search ids",
-                        paging.policy.retry(stop),
-                        lambda: paging.client.search(body=body, allow_partial_search_results=False),
+            while True:
+                body["pit"] = {"id": cursor.pit_id, "keep_alive": self.keep_alive}
+                resp = paging.policy.call(
+                    "search ids",
+                    paging.policy.retry(stop),
+                    lambda: paging.client.search(body=body, allow_partial_search_results=False),
+                )
+                cursor.pit_id = str(resp.get("pit_id") or cursor.pit_id)
+                if (resp.get("_shards") or {}).get("failed"):
+                    raise SourceError(
+                        f"{self._target()}: shards failed while reading ids; nothing was deleted"
                     )
-                    pit_id = str(resp.get("pit_id") or pit_id)
-                    if (resp.get("_shards") or {}).get("failed"):
-                        raise SourceError(
-                            f"{self._target()}: shards failed while reading ids; "
-                            "nothing was deleted"
-                        )
-                    hits = resp["hits"]["hits"]
-                    ids.update(str(h["_id"]) for h in hits)
-                    if len(hits) < size:
-                        return ids
-                    body["search_after"] = hits[-1]["sort"]
-            finally:
-                close_pits(paging, [pit_id])
+                hits = resp["hits"]["hits"]
+                ids.update(str(h["_id"]) for h in hits)
+                if len(hits) < size:
+                    return ids
+                body["search_after"] = hits[-1]["sort"]
 
     def read_parts(
         self, window: TimeWindow | None, batch_size: int, processes: int
@@ -248,27 +245,16 @@ class ElasticsearchSource(RecordSource):
     ) -> Generator[StagedPart, None, None]:
         ts_key = self.timestamp_key()
         with self._reading(window, batch_size, self.slices or workers) as paging:
-            scratch = scratch_dir()
-
-            def read_for(query: dict[str, Any]) -> SliceRead:
-                connection = self._connection()
-                return SliceRead(
-                    connection=connection,
-                    # plain values only: the resource itself does not cross to a process
-                    policy=dataclasses.replace(self._policy(), redact=connection.redact),
-                    settings=self._page_settings(),
-                    query=query,
-                    batch_size=batch_size,
-                    timestamp_key=ts_key,
-                    scratch=scratch,
-                    pages_per_job=max(1, slice_parts.RECORDS_PER_JOB // self.page_size),
-                )
-
-            parts = pit_parts(paging, read_for, workers, batch_size, ts_key)
-            try:
-                yield from parts
-            finally:
-                parts.close()
+            connection = self._connection()
+            read = slice_parts.SliceRead(
+                connection=connection,
+                # plain values only: the resource itself does not cross to a process
+                policy=replace(self._policy(), redact=connection.redact),
+                settings=self._page_settings(),
+                batch_size=batch_size,
+                pages_per_job=max(1, slice_parts.RECORDS_PER_JOB // self.page_size),
+            )
+            yield from slice_parts.pit_parts(paging, read, workers, ts_key)
 
     @contextlib.contextmanager
     def _reading(
@@ -284,8 +270,7 @@ class ElasticsearchSource(RecordSource):
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1")
         self._validate()
-        client = self._client()
-        try:
+        with self._client() as client:
             self._server_version(client)
             if window is not None:
                 self._resolve_time_field(client)
@@ -303,20 +288,11 @@ class ElasticsearchSource(RecordSource):
                 slices,
                 query or (lambda: self._build_query(window)),
             )
-        finally:
-            client.close()
 
     # -- settings --------------------------------------------------------------------------
 
     def _page_settings(self) -> PageSettings:
-        return PageSettings(
-            index=self.index,
-            keep_alive=self.keep_alive,
-            page_size=self.page_size,
-            include_index=self.include_index,
-            source_includes=self.source_includes,
-            source_excludes=self.source_excludes,
-        )
+        return PageSettings(**{f.name: getattr(self, f.name) for f in fields(PageSettings)})
 
     def _validate(self) -> None:
         self._validate_hosts()
@@ -489,15 +465,12 @@ class ElasticsearchSource(RecordSource):
         detect, name = timestamp_setting(self.timestamp_field)
         if not detect:
             choice = TimeField(name, "configured")
-        elif client is not None:
-            choice = detect_time_field(client, self._policy(), self.timestamp_setting_names)
-        else:
+        elif client is None:
             self._validate()
-            own = self._client()
-            try:
-                choice = detect_time_field(own, self._policy(), self.timestamp_setting_names)
-            finally:
-                own.close()
+            with self._client() as own:
+                return self._resolve_time_field(own)
+        else:
+            choice = detect_time_field(client, self._policy(), self.timestamp_setting_names)
         if choice.how != "missing":
             self._time_field = choice
         return choice

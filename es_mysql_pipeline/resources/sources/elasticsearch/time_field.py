@@ -39,13 +39,6 @@ class TimeField:
     why: str = ""
 
 
-@dataclass(frozen=True)
-class _Unreadable:
-    """A mapping request refused for a reason a full run can live with."""
-
-    exc: ApiError
-
-
 def detect_time_field(client: Elasticsearch, policy: ErrorPolicy, setting_names: str) -> TimeField:
     """The time field from ``GET /<index>/_mapping``: the first common name among the
     ``date`` fields (of every index a pattern matches), else the only date field."""
@@ -59,25 +52,25 @@ def detect_time_field(client: Elasticsearch, policy: ErrorPolicy, setting_names:
                 exc.meta.status in _MAPPING_UNREADABLE
                 and error_type(exc) != "media_type_header_exception"
             ):
-                return _Unreadable(exc)
+                return exc  # refused for a reason a full run can live with
             raise  # bad credentials, a server of another major: the read fails alike
 
     resp = policy.call("mapping request", policy.retry(threading.Event()), get_mapping, timed=False)
     if (
-        isinstance(resp, _Unreadable)
-        and error_type(resp.exc) == "index_not_found_exception"
+        isinstance(resp, ApiError)
+        and error_type(resp) == "index_not_found_exception"
         and ":" not in index  # a remote (cross-cluster) index has no local mapping
     ):
         # Not a time-field question: the read reports a missing index in its own words.
         return TimeField(None, "missing", f"Elasticsearch index not found ({index!r})")
-    if isinstance(resp, _Unreadable):
-        status, etype = resp.exc.meta.status, error_type(resp.exc)
+    if isinstance(resp, ApiError):
+        status, etype = resp.meta.status, error_type(resp)
         log.warning(
             "Elasticsearch refused the mapping of %s (%s %s), so no time field is "
             "detected; a full read goes on, a windowed one needs %s",
             index,
             status,
-            policy.redact(error_reason(resp.exc)),
+            policy.redact(error_reason(resp)),
             setting_names,
         )
         return TimeField(

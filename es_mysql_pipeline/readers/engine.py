@@ -1,0 +1,175 @@
+"""A source's read spread over worker processes: read units in, staged parts out.
+
+Parsing records and staging them is pure Python, one core per process. So a source that can
+spread its read cuts it into *read units*, plain picklable values (a byte span of a file,
+:mod:`.file_parts`; pages of a point-in-time slice, :mod:`.elasticsearch.slice_parts`); a
+worker process reads a unit and stages its records as one part, and the parts come back in
+order, or as they finish where units go on (a slice read a few pages at a time), so the step
+shows progress and a stop waits for one unit at most. A part's fetch metrics (durations,
+retries) travel back with it. Closing the read (a stop, a failure downstream) cancels the
+units not started and deletes the parts not handed over.
+
+Workers come from :mod:`es_mysql_pipeline.worker_processes` and import nothing of Dagster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from es_mysql_pipeline.metrics.recorder import NullRecorder, get_recorder, set_recorder
+from es_mysql_pipeline.records import Frame
+from es_mysql_pipeline.staging import StagedFileWriter, StagedPart, scratch_dir
+from es_mysql_pipeline.worker_processes import discard_files, ordered_map, spawn_pool
+
+
+class Unit:
+    """A piece of a source's read that a worker process can take: plain, picklable values."""
+
+    #: Whether what was read is the unit's records: a unit may find out it is not (a file
+    #: part whose end fell inside a quoted value); its part and the parts after it are then
+    #: dropped, and :meth:`rest` is read in this process instead, to the end.
+    end_ok: bool = True
+
+    def batches(self) -> Iterator[Frame]:
+        """The unit's records; reading may move the unit on (a slice's cursor)."""
+        raise NotImplementedError
+
+    def follow(self) -> Unit | None:
+        """After reading: the next unit of its kind (a slice's next pages), or ``None``."""
+        return None
+
+    def rest(self) -> Unit:
+        raise NotImplementedError
+
+
+def read_units(
+    units: Iterable[Unit],
+    timestamp_key: str | None,
+    workers: int,
+    ahead: int,
+    *,
+    goes_on: bool = False,
+    unused: Sequence[str] = (),
+    seen: Callable[[Any], object] = lambda unit: None,
+) -> Generator[StagedPart, None, None]:
+    """``units`` read by ``workers`` processes, at most ``ahead`` submitted at a time, each
+    staged as a part; parts in the units' order, or with ``goes_on`` as they finish (each
+    unit's :meth:`~Unit.follow` submitted at once). ``seen`` gets each unit as it stands
+    after its read."""
+    scratch = scratch_dir()
+    jobs = (_Job(unit, timestamp_key, scratch) for unit in units)
+    with (
+        spawn_pool(workers, unused) as pool,
+        contextlib.closing(
+            ordered_map(
+                pool, _read, jobs, ahead, discard=_Done.discard, follow=_follow if goes_on else None
+            )
+        ) as results,
+    ):
+        for done in results:
+            seen(done.job.unit)
+            if not done.job.unit.end_ok:
+                done.discard()
+                results.close()  # the parts after it are dropped
+                done = _read(replace(done.job, unit=done.job.unit.rest()))
+                if not done.job.unit.end_ok:
+                    done.discard()
+                    return
+            if done.retries:
+                get_recorder().retry("fetch", done.retries)
+            yield from _handed(done.part)
+
+
+def staged_here(
+    batches: Iterator[Frame], timestamp_key: str | None, rows: int
+) -> Generator[StagedPart, None, None]:
+    """``batches`` staged in this process, a part every ``rows`` records (a read that cannot
+    be spread), so the step still shows progress."""
+    while True:
+        with StagedFileWriter("", timestamp_key) as out:
+            while out.rows < rows and (batch := next(batches, None)) is not None:
+                out.write(batch)
+            staged = out.finish()
+        if not staged.rows:
+            discard_files(staged.path)
+            return
+        yield from _handed(StagedPart(staged))
+
+
+def timed(batches: Iterator[Frame]) -> Iterator[Frame]:
+    """``batches``, each one's read time recorded as a fetch duration."""
+    recorder = get_recorder()
+    while True:
+        started = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            return
+        recorder.duration("fetch", time.perf_counter() - started)
+        yield batch
+
+
+@dataclass(frozen=True)
+class _Job:
+    unit: Unit
+    timestamp_key: str | None
+    scratch: str
+
+
+@dataclass(frozen=True)
+class _Done:
+    part: StagedPart
+    #: with the unit as it stands after the read
+    job: _Job
+    retries: int
+
+    def discard(self) -> None:
+        discard_files(self.part.staged.path)
+
+
+def _read(job: _Job) -> _Done:
+    """Worker side (this process's for :meth:`Unit.rest`): stage one unit, its metrics
+    collected to travel back with the part."""
+    os.environ["ES_MYSQL_PIPELINE_SCRATCH"] = job.scratch
+    collected = _Collected()
+    previous = set_recorder(collected)
+    try:
+        with StagedFileWriter("", job.timestamp_key) as out:
+            for batch in job.unit.batches():
+                out.write(batch)
+            staged = out.finish()
+    finally:
+        set_recorder(previous)
+    return _Done(StagedPart(staged, collected.seconds), job, collected.retries)
+
+
+def _follow(done: _Done) -> _Job | None:
+    unit = done.job.unit.follow()
+    return None if unit is None else replace(done.job, unit=unit)
+
+
+def _handed(part: StagedPart) -> Generator[StagedPart, None, None]:
+    try:
+        yield part
+    except BaseException:  # a stop or a failure while the part is in the caller's hands
+        discard_files(part.staged.path)
+        raise
+
+
+@dataclass
+class _Collected(NullRecorder):
+    """The fetch metrics of one unit, to be recorded by the step's process."""
+
+    seconds: list[float] = field(default_factory=list)
+    retries: int = 0
+
+    def duration(self, kind: Literal["fetch", "insert", "batch", "run"], seconds: float) -> None:
+        if kind == "fetch":
+            self.seconds.append(seconds)
+
+    def retry(self, stage: Any, n: int = 1) -> None:
+        self.retries += n
