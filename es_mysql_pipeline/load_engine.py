@@ -28,15 +28,15 @@ from es_mysql_pipeline.load_encoding import (
 )
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import Batch
-from es_mysql_pipeline.resources.sinks.base import (
-    RecordSink,
+from es_mysql_pipeline.staging import StagedRecords
+from es_mysql_pipeline.writers.base import (
     SchemaReport,
+    Sink,
     SinkSession,
     SinkWriter,
     TableShape,
     WriteCounts,
 )
-from es_mysql_pipeline.staging import StagedRecords
 
 _DONE = object()
 
@@ -51,7 +51,7 @@ class LoadOutcome:
 
 
 def load_staged(
-    staged: StagedRecords, sink: RecordSink, shape: TableShape, label: str, dead_letter_dir: str
+    staged: StagedRecords, sink: Sink, shape: TableShape, label: str, dead_letter_dir: str
 ) -> LoadOutcome:
     """Stream ``staged`` into ``sink``; the counts, the dead letter and what the table became."""
     started = time.perf_counter()

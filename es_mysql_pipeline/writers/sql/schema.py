@@ -26,14 +26,14 @@ from sqlalchemy.engine import Engine
 from es_mysql_pipeline.errors import ConfigError, SinkError
 from es_mysql_pipeline.identifiers import suffixed
 from es_mysql_pipeline.records import OVERFLOW_COLUMN
-from es_mysql_pipeline.resources.sinks.base import (
+from es_mysql_pipeline.staging import ColumnStats
+from es_mysql_pipeline.writers.base import (
     SchemaContract,
     SchemaReport,
     TableShape,
     WriteMode,
 )
-from es_mysql_pipeline.resources.sinks.sql.errors import DDL_RACE_CODES, error_code
-from es_mysql_pipeline.staging import ColumnStats
+from es_mysql_pipeline.writers.sql.errors import DDL_RACE_CODES, error_code
 
 _DDL_ATTEMPTS = 8
 #: Seconds a DDL statement waits for the loads holding the table (then it is retried).

@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 from es_mysql_pipeline.errors import ConfigError, SinkError
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import Batch
-from es_mysql_pipeline.resources.sinks.base import (
+from es_mysql_pipeline.staging import scratch_dir
+from es_mysql_pipeline.writers.base import (
     DELETED_AT_COLUMN,
     SchemaReport,
     SinkSession,
@@ -26,26 +27,24 @@ from es_mysql_pipeline.resources.sinks.base import (
     WriteCounts,
     delete_marker_test,
 )
-from es_mysql_pipeline.resources.sinks.sql import refresh
-from es_mysql_pipeline.resources.sinks.sql.bulk_load import (
+from es_mysql_pipeline.writers.sql import deletes, refresh
+from es_mysql_pipeline.writers.sql.bulk_load import (
     BulkEncoder,
     NotClean,
     load_bulk_file,
     load_data_statement,
     local_infile,
 )
-from es_mysql_pipeline.resources.sinks.sql.errors import (
+from es_mysql_pipeline.writers.sql.errors import (
     PacketTooLarge,
     error_code,
     is_data_error,
     is_retryable,
     record_reason,
 )
-from es_mysql_pipeline.resources.sinks.sql.values import column_kind, pack_overflow, to_db_value
-from es_mysql_pipeline.staging import scratch_dir
-
-if TYPE_CHECKING:
-    from es_mysql_pipeline.resources.sinks.sql.resource import SqlSink
+from es_mysql_pipeline.writers.sql.schema import TableSpec, prepare_table
+from es_mysql_pipeline.writers.sql.sink import SqlSettings, clean_error, engine, session_error
+from es_mysql_pipeline.writers.sql.values import column_kind, pack_overflow, to_db_value
 
 #: Error numbers after which the server has hung up on a too-large packet.
 _PACKET_CODES = (1153, 2006, 2013)
@@ -56,7 +55,7 @@ class SqlSession(SinkSession):
 
     def __init__(
         self,
-        sink: SqlSink,
+        sink: SqlSettings,
         engine: Engine,
         table: sa.Table,
         shape: TableShape,
@@ -267,13 +266,13 @@ class SqlWriter(SinkWriter):
                 return counts
             except Exception as exc:
                 if not (is_retryable(exc) or self._connection_lost()):
-                    raise self.sink.session_error(exc, len(self.session.shape.columns)) from None
+                    raise session_error(self.sink, exc, len(self.session.shape.columns)) from None
                 self._drop_connection()
                 attempt += 1
                 if attempt > self.sink.max_retries:
                     raise SinkError(
                         f"gave up after {self.sink.max_retries} retries: "
-                        f"{self.sink.clean_error(exc)}"
+                        f"{clean_error(self.sink, exc)}"
                     ) from None
                 counts = WriteCounts(retries=attempt)
                 get_recorder().retry("load")
@@ -448,3 +447,23 @@ def _transaction(conn: Any) -> Iterator[Any]:
         raise
     finally:
         cur.close()
+
+
+def open_session(s: SqlSettings, shape: TableShape) -> SqlSession:
+    """Create the table or fit it to the data, and start a load of it."""
+    made = engine(s)
+    name = s.table
+    try:
+        if s.write_mode == "refresh":
+            name = refresh.start(made, s.table)
+        spec = TableSpec(name, s.schema_contract, s.write_mode, s.max_columns)
+        table, report = prepare_table(made, spec, shape)
+        if shape.soft_delete and deletes.ensure_deleted_at(made, name):
+            table = sa.Table(name, sa.MetaData(), autoload_with=made)
+    except (ConfigError, SinkError):
+        made.dispose()
+        raise
+    except sa.exc.SQLAlchemyError as exc:
+        made.dispose()
+        raise session_error(s, exc, len(shape.columns)) from None
+    return SqlSession(s, made, table, shape, report)

@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.records import TimeWindow
-from es_mysql_pipeline.resources.sinks.base import DELETED_AT_COLUMN
-from es_mysql_pipeline.resources.sinks.sql.schema import DATETIME
+from es_mysql_pipeline.writers.base import DELETED_AT_COLUMN, TableShape
+from es_mysql_pipeline.writers.sql.schema import DATETIME
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +57,24 @@ def _column(table: sa.Table, name: str) -> sa.Column[object]:
 def delete_missing(
     engine: Engine,
     table_name: str,
-    id_column: str,
-    timestamp_column: str | None,
+    shape: TableShape,
     window: TimeWindow | None,
     source_ids: set[str],
-    soft: bool,
 ) -> int:
-    """Delete (``soft``: stamp) the live rows of ``window`` whose id is not in
-    ``source_ids``; the number of rows touched."""
+    """Delete (soft: stamp) the live rows of ``window`` whose id is not in ``source_ids``;
+    the number of rows touched."""
+    soft = shape.soft_delete
     if not sa.inspect(engine).has_table(table_name):
         return 0
     if soft:
         ensure_deleted_at(engine, table_name)
     table = sa.Table(table_name, sa.MetaData(), autoload_with=engine)
-    ids = _column(table, id_column)
+    ids = _column(table, shape.id_column)
     where: list[sa.ColumnElement[bool]] = []
     if window is not None:
-        if timestamp_column is None:
+        if shape.timestamp_column is None:
             raise ConfigError("deleting the rows of a time window needs a time column")
-        ts = _column(table, timestamp_column)
+        ts = _column(table, shape.timestamp_column)
         where += [ts >= window.start.replace(tzinfo=None), ts < window.end.replace(tzinfo=None)]
     stamped = table.c.get(DELETED_AT_COLUMN)
     if stamped is not None:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from es_mysql_pipeline.records import Frame, column_values
-from es_mysql_pipeline.resources.sinks.sql.values import pack_overflow, sql_datetime
+from es_mysql_pipeline.writers.sql.values import pack_overflow, sql_datetime
 
 
 @dataclass(frozen=True)

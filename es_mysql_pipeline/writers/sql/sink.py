@@ -1,0 +1,180 @@
+"""The SQL sink's settings made into an engine, a load session, counts and deletes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+from es_mysql_pipeline.errors import ConfigError, PipelineError, SinkError
+from es_mysql_pipeline.identifiers import validate_identifier
+from es_mysql_pipeline.records import TimeWindow, mask_secrets
+from es_mysql_pipeline.writers.base import DELETED_AT_COLUMN, SchemaContract, TableShape, WriteMode
+from es_mysql_pipeline.writers.sql import deletes, refresh
+from es_mysql_pipeline.writers.sql.errors import (
+    CONNECT_CODES,
+    GRANTS_HINT,
+    RETRYABLE_CODES,
+    error_code,
+    hint_for,
+)
+
+
+class SqlSettings(Protocol):
+    """The settings (``resources.sinks.sql.SqlSink`` documents each)."""
+
+    url: str
+    password: str | None
+    table: str
+    ssl_ca: str | None
+    max_retries: int
+    retry_backoff_seconds: float
+    bulk_load: bool
+    schema_contract: SchemaContract
+    max_columns: int
+    version_field: str | None
+    write_mode: WriteMode
+    batch_size: int
+    workers: int
+
+
+def describe(s: SqlSettings) -> dict[str, str]:
+    try:
+        shown = make_url(s.url).render_as_string(hide_password=True)
+    except Exception:
+        shown = "<invalid url>"
+    kind = "sqlite" if s.url.startswith("sqlite") else "mysql"
+    return {"type": kind, "target": f"{shown}#{s.table}", "mode": s.write_mode}
+
+
+def check(s: SqlSettings) -> None:
+    validate_identifier(s.table, "db_table")
+    _url(s)
+    if s.write_mode not in ("skip", "upsert", "append", "refresh"):
+        raise ConfigError(f"write_mode={s.write_mode!r}: use skip, upsert, append or refresh")
+    if s.write_mode == "refresh":
+        refresh.names(s.table)
+    if s.version_field and s.write_mode not in ("upsert", "refresh"):
+        raise ConfigError(
+            f"version_field={s.version_field!r} decides which record replaces a row: "
+            "it needs write_mode upsert (or refresh)"
+        )
+    if s.batch_size < 1 or s.workers < 1:
+        raise ConfigError("batch_size and workers must be at least 1")
+    if s.ssl_ca and not os.path.isfile(s.ssl_ca):
+        raise ConfigError(f"--db_ssl_ca/ssl_ca: {s.ssl_ca!r} does not exist or is not a file")
+
+
+def _url(s: SqlSettings) -> URL:
+    try:
+        url = make_url(s.url)
+    except Exception:
+        raise ConfigError(
+            f"db url {s.url!r} is not a SQLAlchemy URL "
+            "(expected mysql+pymysql://user@host:3306/db or sqlite:///file.db)"
+        ) from None
+    if s.password:
+        url = url.set(password=s.password)
+    if url.get_backend_name() == "mysql":
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    return url
+
+
+def engine(s: SqlSettings) -> Engine:
+    """An engine for this process; each load thread takes its own pooled connection."""
+    check(s)
+    url = _url(s)
+    connect_args: dict[str, Any] = {}
+    if url.get_backend_name() == "mysql":
+        connect_args["init_command"] = (
+            "SET SESSION sql_mode = CONCAT_WS(',', @@sql_mode, 'STRICT_ALL_TABLES'), "
+            "time_zone = '+00:00', max_error_count = 65535"
+        )
+        connect_args["connect_timeout"] = 10
+        connect_args["local_infile"] = s.bulk_load
+        if s.ssl_ca:
+            connect_args["ssl"] = {"ca": s.ssl_ca, "check_hostname": True}
+    elif url.get_backend_name() == "sqlite":
+        connect_args["timeout"] = 30
+        if url.database and url.database != ":memory:":  # like MySQL's database: must exist
+            os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
+    try:
+        made = sa.create_engine(
+            url,
+            connect_args=connect_args,
+            pool_size=max(s.workers, 1) + 1,
+            pool_pre_ping=True,
+            hide_parameters=True,
+        )
+    except Exception as exc:
+        raise ConfigError(f"db url: {clean_error(s, exc)}") from None
+    if url.get_backend_name() == "mysql":
+        sa.event.listen(made, "do_connect", _affected_not_found_rows)
+    return made
+
+
+def _affected_not_found_rows(
+    dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]
+) -> None:
+    """SQLAlchemy asks MySQL for *found* rows; we need *affected* rows, in which a duplicate
+    kept by ``ON DUPLICATE KEY UPDATE id = id`` counts 0, so skipped counts are exact."""
+    from pymysql.constants import CLIENT
+
+    cparams["client_flag"] = cparams.get("client_flag", 0) & ~CLIENT.FOUND_ROWS
+
+
+def clean_error(s: SqlSettings, exc: BaseException) -> str:
+    """The first line of the driver's message, with the password blanked out."""
+    text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else repr(exc)
+    return mask_secrets(text, [s.password])
+
+
+def session_error(s: SqlSettings, exc: BaseException, n_columns: int) -> PipelineError:
+    """A database error as the pipeline reports it, with the fix when a user can act."""
+    code = error_code(exc)
+    where = describe(s)["target"]
+    hint = hint_for(exc)
+    if code == 1117:
+        return ConfigError(f"{where}: too many columns: the data has {n_columns} columns, {hint}")
+    if code in (1044, 1142, 1143):
+        return ConfigError(f"{where}: {clean_error(s, exc)}; {GRANTS_HINT}")
+    text = f"{where}: {clean_error(s, exc)}" + (f"; {hint}" if hint else "")
+    if code in CONNECT_CODES and code not in RETRYABLE_CODES:
+        return ConfigError(text)  # wrong settings: retrying cannot help
+    return SinkError(text)
+
+
+def delete_missing(
+    s: SqlSettings, shape: TableShape, window: TimeWindow | None, source_ids: set[str]
+) -> int:
+    made = engine(s)
+    try:
+        return deletes.delete_missing(made, s.table, shape, window, source_ids)
+    except sa.exc.SQLAlchemyError as exc:
+        raise session_error(s, exc, len(shape.columns)) from None
+    finally:
+        made.dispose()
+
+
+def count_rows(s: SqlSettings, shape: TableShape, window: TimeWindow | None) -> int:
+    made = engine(s)
+    try:
+        if not sa.inspect(made).has_table(s.table):
+            return 0  # nothing loaded yet: an empty first day creates no table
+        table = sa.Table(s.table, sa.MetaData(), autoload_with=made)
+        query = sa.select(sa.func.count()).select_from(table)
+        if DELETED_AT_COLUMN in table.c:  # soft-deleted rows are not the source's
+            query = query.where(table.c[DELETED_AT_COLUMN].is_(None))
+        if window is not None:
+            if shape.timestamp_column is None:
+                raise ConfigError("counting the rows of a time window needs a time column")
+            ts = table.c[shape.timestamp_column]
+            query = query.where(
+                ts >= window.start.replace(tzinfo=None), ts < window.end.replace(tzinfo=None)
+            )
+        with made.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+    finally:
+        made.dispose()
