@@ -19,7 +19,8 @@ from typing import IO, Any
 from upath import UPath
 
 from es_mysql_pipeline.records import ERROR_KEY, Record
-from es_mysql_pipeline.staging import JSON_ENCODER, scratch_dir
+from es_mysql_pipeline.staging import scratch_dir
+from es_mysql_pipeline.value_types import JSON_ENCODER
 
 
 def _is_url(path: str) -> bool:

@@ -23,7 +23,7 @@ LAYERS = [
     (
         "shared vocabulary",
         ("records", "errors", "identifiers", "lifecycle", "metadata_keys", "json_codec",
-         "sample_data"),
+         "value_types", "sample_data"),
     ),
 ]  # fmt: skip
 ENGINES = LAYERS[3][1]

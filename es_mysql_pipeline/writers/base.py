@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from es_mysql_pipeline.records import Batch, Frame, Record
-from es_mysql_pipeline.staging import ColumnStats
+from es_mysql_pipeline.value_types import ColumnStats
 
 #: ``refresh`` loads into a new table (file) and swaps it in whole when the load succeeds.
 WriteMode = Literal["skip", "upsert", "append", "refresh"]

@@ -8,7 +8,7 @@ import threading
 from typing import IO
 
 from es_mysql_pipeline.records import Batch
-from es_mysql_pipeline.staging import JSON_ENCODER
+from es_mysql_pipeline.value_types import JSON_ENCODER
 from es_mysql_pipeline.writers.base import (
     SinkSession,
     SinkWriter,

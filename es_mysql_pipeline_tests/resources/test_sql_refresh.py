@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from es_mysql_pipeline.resources.sinks import SqlSink, TableShape
-from es_mysql_pipeline.staging import ColumnStats
+from es_mysql_pipeline.value_types import ColumnStats
 from es_mysql_pipeline_tests.conftest import split_target
 
 pytestmark = pytest.mark.integration

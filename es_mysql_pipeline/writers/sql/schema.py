@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from es_mysql_pipeline.errors import ConfigError, SinkError
 from es_mysql_pipeline.identifiers import suffixed
 from es_mysql_pipeline.records import OVERFLOW_COLUMN
-from es_mysql_pipeline.staging import ColumnStats
+from es_mysql_pipeline.value_types import ColumnStats
 from es_mysql_pipeline.writers.base import (
     SchemaContract,
     SchemaReport,
