@@ -83,7 +83,7 @@ def delete_missing(
         in_sink = [str(row[0]) for row in conn.execute(sa.select(ids).where(*where))]
     gone = [i for i in in_sink if i not in source_ids]
     touched = 0
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     for start in range(0, len(gone), CHUNK):
         chunk = gone[start : start + CHUNK]
         # The window's condition again: a row a concurrent load moved out of it stays.
@@ -97,3 +97,8 @@ def delete_missing(
         with engine.begin() as conn:
             touched += conn.execute(statement).rowcount or 0
     return touched
+
+
+def utc_now() -> datetime:
+    """Now in UTC without a zone, as the DATETIME columns store it."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
