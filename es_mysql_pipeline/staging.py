@@ -1,20 +1,15 @@
-"""Staged record files: how records travel between assets without living in memory.
+"""Staged record files: how records travel between steps without living in memory.
 
-A staged file is a data file of frames, one per written batch (a 9-byte header: the
-payload's length and its codec, then the batch, so a range of frames can be handed to
-another process), plus a ``.meta.json`` sidecar written last; one without its sidecar (a
-killed run) is never taken as complete. A batch of records of one shape (every CSV batch,
-most JSON Lines and Elasticsearch ones) is stored as columns, name → values: a
-frame of columns encodes and decodes faster than a list of dicts (docs/benchmarks.md), and
-the steps that read it work column by column anyway (the transform's batch path, the
-schema tracking, the load files), so no dict per record is built only to be taken apart.
-Other batches are stored as records. Frames are ``marshal``: records are JSON-shaped (str,
-int, float, bool, None, lists, dicts), which marshal encodes and decodes faster than
-pickle. A batch holding anything else (a user's analyzer may return
-any object) is pickled instead, frame by frame, so every value keeps its type. The files
-are the pipeline's own scratch data, written and read by the same Python release, never
-input from elsewhere. The handle :class:`StagedRecords` is what the IO manager stores and
-loads: a path, a row count and the column schema, never the rows.
+A staged file is frames, one per written batch, each a 9-byte header (the payload's length
+and codec, so a range of frames can go to another process) and the batch; its ``.meta.json``
+sidecar is written last, so a file without one (a killed run) is never taken as complete.
+A batch of records of one shape is stored as columns (name → values), which encode and
+decode faster than a list of dicts and are what the later steps work on anyway
+(docs/benchmarks.md); other batches as records. Frames are ``marshal`` (faster than pickle
+for JSON-shaped values); a batch holding anything else (a user's analyzer may return any
+object) is pickled, so every value keeps its type. The files are the pipeline's own
+scratch data, written and read by the same Python release. :class:`StagedRecords` is what
+the IO manager stores: a path, a row count and the column schema, never the rows.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ from es_mysql_pipeline.writers.base import (
 )
 
 
-class JsonlSession(SinkSession):
+class JsonlSession(SinkSession, SinkWriter):
+    """Its own writer for every load thread: lines are joined per batch, written under a lock."""
+
     def __init__(self, target: str, delete_marker: str | None = None) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         self.target = target
@@ -27,11 +29,17 @@ class JsonlSession(SinkSession):
         self._lock = threading.Lock()
 
     def writer(self) -> SinkWriter:
-        return JsonlWriter(self)
+        return self
 
-    def write_lines(self, text: str) -> None:
-        with self._lock:
-            self._fh.write(text)
+    def write(self, batch: Batch) -> WriteCounts:
+        marked = self.is_marked
+        kept = batch if marked is None else [r for r in batch if not marked(r)]
+        if kept:
+            text = "\n".join(map(JSON_ENCODER.encode, kept)) + "\n"
+            with self._lock:
+                self._fh.write(text)
+        # a delete-marked record is left out of the new file: its row is gone
+        return WriteCounts(inserted=len(kept), deleted=len(batch) - len(kept))
 
     def commit(self) -> None:
         self._fh.flush()
@@ -43,17 +51,3 @@ class JsonlSession(SinkSession):
         self._fh.close()
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
-
-
-class JsonlWriter(SinkWriter):
-    def __init__(self, session: JsonlSession) -> None:
-        self.session = session
-
-    def write(self, batch: Batch) -> WriteCounts:
-        encode = JSON_ENCODER.encode
-        marked = self.session.is_marked
-        kept = batch if marked is None else [r for r in batch if not marked(r)]
-        if kept:
-            self.session.write_lines("\n".join(encode(r) for r in kept) + "\n")
-        # a delete-marked record is left out of the new file: its row is gone
-        return WriteCounts(inserted=len(kept), deleted=len(batch) - len(kept))

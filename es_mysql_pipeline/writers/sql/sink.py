@@ -1,8 +1,13 @@
-"""The SQL sink's settings made into an engine, a load session, counts and deletes."""
+"""The SQL sink's settings checked and made into an engine; its rows counted, and deleted
+(or stamped in ``_deleted_at``) when their record is gone from the source: the load asset
+calls :func:`delete_missing` after a window loaded and the source's ids for that window
+were read completely, so a row outside the window, or whose id the read saw, stays."""
 
 from __future__ import annotations
 
+import logging
 import os
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -12,7 +17,7 @@ from es_mysql_pipeline.errors import ConfigError, PipelineError, SinkError
 from es_mysql_pipeline.identifiers import validate_identifier
 from es_mysql_pipeline.records import TimeWindow, mask_secrets
 from es_mysql_pipeline.writers.base import DELETED_AT_COLUMN, SchemaContract, TableShape, WriteMode
-from es_mysql_pipeline.writers.sql import deletes, refresh
+from es_mysql_pipeline.writers.sql import refresh
 from es_mysql_pipeline.writers.sql.errors import (
     CONNECT_CODES,
     GRANTS_HINT,
@@ -20,6 +25,12 @@ from es_mysql_pipeline.writers.sql.errors import (
     error_code,
     hint_for,
 )
+from es_mysql_pipeline.writers.sql.schema import DATETIME
+
+log = logging.getLogger(__name__)
+
+#: Ids per ``DELETE ... WHERE id IN (...)`` statement (and per transaction).
+CHUNK = 1000
 
 
 class SqlSettings(Protocol):
@@ -146,18 +157,6 @@ def session_error(s: SqlSettings, exc: BaseException, n_columns: int) -> Pipelin
     return SinkError(text)
 
 
-def delete_missing(
-    s: SqlSettings, shape: TableShape, window: TimeWindow | None, source_ids: set[str]
-) -> int:
-    made = engine(s)
-    try:
-        return deletes.delete_missing(made, s.table, shape, window, source_ids)
-    except sa.exc.SQLAlchemyError as exc:
-        raise session_error(s, exc, len(shape.columns)) from None
-    finally:
-        made.dispose()
-
-
 def count_rows(s: SqlSettings, shape: TableShape, window: TimeWindow | None) -> int:
     made = engine(s)
     try:
@@ -165,16 +164,92 @@ def count_rows(s: SqlSettings, shape: TableShape, window: TimeWindow | None) -> 
             return 0  # nothing loaded yet: an empty first day creates no table
         table = sa.Table(s.table, sa.MetaData(), autoload_with=made)
         query = sa.select(sa.func.count()).select_from(table)
-        if DELETED_AT_COLUMN in table.c:  # soft-deleted rows are not the source's
-            query = query.where(table.c[DELETED_AT_COLUMN].is_(None))
-        if window is not None:
-            if shape.timestamp_column is None:
-                raise ConfigError("counting the rows of a time window needs a time column")
-            ts = table.c[shape.timestamp_column]
-            query = query.where(
-                ts >= window.start.replace(tzinfo=None), ts < window.end.replace(tzinfo=None)
-            )
         with made.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            return int(conn.execute(query.where(*_live(table, shape, window))).scalar_one())
     finally:
         made.dispose()
+
+
+def delete_missing(
+    s: SqlSettings, shape: TableShape, window: TimeWindow | None, source_ids: set[str]
+) -> int:
+    """Delete (soft: stamp) the live rows of ``window`` whose id is not in ``source_ids``,
+    a complete read of the source's ids for that window; the number of rows touched."""
+    made = engine(s)
+    try:
+        if not sa.inspect(made).has_table(s.table):
+            return 0
+        if shape.soft_delete:
+            ensure_deleted_at(made, s.table)
+        table = sa.Table(s.table, sa.MetaData(), autoload_with=made)
+        ids = _column(table, shape.id_column)
+        where = _live(table, shape, window)
+        with made.connect() as conn:
+            in_sink = [str(row[0]) for row in conn.execute(sa.select(ids).where(*where))]
+        gone = [i for i in in_sink if i not in source_ids]
+        touched = 0
+        now = utc_now()
+        for start in range(0, len(gone), CHUNK):
+            chunk = gone[start : start + CHUNK]
+            # The window's condition again: a row a concurrent load moved out of it stays.
+            statement: sa.Delete | sa.Update = sa.delete(table)
+            if shape.soft_delete:
+                statement = sa.update(table).values({DELETED_AT_COLUMN: now})
+            with made.begin() as conn:
+                touched += conn.execute(statement.where(ids.in_(chunk), *where)).rowcount or 0
+        return touched
+    except sa.exc.SQLAlchemyError as exc:
+        raise session_error(s, exc, len(shape.columns)) from None
+    finally:
+        made.dispose()
+
+
+def _live(
+    table: sa.Table, shape: TableShape, window: TimeWindow | None
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions on the rows of ``window`` (all rows when ``None``) not soft-deleted."""
+    where: list[sa.ColumnElement[bool]] = []
+    if window is not None:
+        if shape.timestamp_column is None:
+            raise ConfigError("the rows of a time window need a time column to find them")
+        ts = _column(table, shape.timestamp_column)
+        where += [ts >= window.start.replace(tzinfo=None), ts < window.end.replace(tzinfo=None)]
+    if DELETED_AT_COLUMN in table.c:
+        where.append(table.c[DELETED_AT_COLUMN].is_(None))
+    return where
+
+
+def _column(table: sa.Table, name: str) -> sa.Column[object]:
+    """``name``'s column; MySQL and SQLite compare column names without case."""
+    for column in table.columns:
+        if column.name.lower() == name.lower():
+            return column
+    raise ConfigError(f"table {table.name!r} has no column {name!r}")
+
+
+def ensure_deleted_at(engine: Engine, table: str) -> bool:
+    """Add the nullable ``_deleted_at`` column to ``table`` unless it has it; whether the
+    column was added. A concurrent load adding it first is not an error."""
+    insp = sa.inspect(engine)
+    if not insp.has_table(table):
+        return False
+    if any(c["name"] == DELETED_AT_COLUMN for c in insp.get_columns(table)):
+        return False
+    q = engine.dialect.identifier_preparer.quote_identifier
+    ddl = str(DATETIME.compile(dialect=engine.dialect))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"ALTER TABLE {q(table)} ADD COLUMN {q(DELETED_AT_COLUMN)} {ddl} NULL"
+            )
+    except sa.exc.DBAPIError as exc:
+        if "duplicate column" not in str(exc).lower():
+            raise
+        return False
+    log.info("added column %s to %s for soft deletes", DELETED_AT_COLUMN, table)
+    return True
+
+
+def utc_now() -> datetime:
+    """Now in UTC without a zone, as the DATETIME columns store it."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)

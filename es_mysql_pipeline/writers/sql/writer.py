@@ -26,7 +26,7 @@ from es_mysql_pipeline.writers.base import (
     WriteCounts,
     delete_marker_test,
 )
-from es_mysql_pipeline.writers.sql import deletes, refresh
+from es_mysql_pipeline.writers.sql import refresh
 from es_mysql_pipeline.writers.sql.bulk_load import (
     BulkEncoder,
     NotClean,
@@ -42,7 +42,15 @@ from es_mysql_pipeline.writers.sql.errors import (
     record_reason,
 )
 from es_mysql_pipeline.writers.sql.schema import TableSpec, prepare_table
-from es_mysql_pipeline.writers.sql.sink import SqlSettings, clean_error, engine, session_error
+from es_mysql_pipeline.writers.sql.sink import (
+    CHUNK,
+    SqlSettings,
+    clean_error,
+    engine,
+    ensure_deleted_at,
+    session_error,
+    utc_now,
+)
 from es_mysql_pipeline.writers.sql.values import column_kind, pack_overflow, to_db_value
 
 #: Error numbers after which the server has hung up on a too-large packet.
@@ -380,7 +388,7 @@ class SqlWriter(SinkWriter):
         with _transaction(self._connection()) as cur:
             for marks, chunk in self._id_chunks(marked):
                 if soft:
-                    cur.execute(self.stamp_sql + marks, [deletes.utc_now(), *chunk])
+                    cur.execute(self.stamp_sql + marks, [utc_now(), *chunk])
                 else:
                     cur.execute(self.delete_sql + marks, chunk)
                 done += max(cur.rowcount, 0)
@@ -420,8 +428,8 @@ class SqlWriter(SinkWriter):
     def _id_chunks(self, batch: Batch) -> Iterator[tuple[str, list[str]]]:
         """The batch's distinct ids, a thousand at a time, with their ``(%s, ...)``."""
         ids = list({str(r.get(self.id_column or "")) for r in batch})
-        for i in range(0, len(ids), deletes.CHUNK):
-            chunk = ids[i : i + deletes.CHUNK]
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i : i + CHUNK]
             yield "(" + ", ".join([self.mark] * len(chunk)) + ")", chunk
 
 
@@ -449,7 +457,7 @@ def open_session(s: SqlSettings, shape: TableShape) -> SqlSession:
             name = refresh.start(made, s.table)
         spec = TableSpec(name, s.schema_contract, s.write_mode, s.max_columns)
         table, report = prepare_table(made, spec, shape)
-        if shape.soft_delete and deletes.ensure_deleted_at(made, name):
+        if shape.soft_delete and ensure_deleted_at(made, name):
             table = sa.Table(name, sa.MetaData(), autoload_with=made)
     except (ConfigError, SinkError):
         made.dispose()
