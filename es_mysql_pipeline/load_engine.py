@@ -183,11 +183,8 @@ def _discard(item: Any) -> None:
 
 def _count_schema(schema: SchemaReport) -> None:
     metrics = get_recorder()
-    metrics.schema_change("added", len(schema.added))
-    metrics.schema_change("widened", len(schema.widened))
-    metrics.schema_change("discarded", len(schema.discarded))
-    metrics.schema_change("renamed", len(schema.renamed))
-    metrics.schema_change("overflowed", len(schema.overflowed))
+    for change in ("added", "widened", "discarded", "renamed", "overflowed"):
+        metrics.schema_change(change, len(getattr(schema, change)))
 
 
 def _count(counts: WriteCounts) -> None:

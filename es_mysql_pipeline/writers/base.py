@@ -34,12 +34,8 @@ class WriteCounts:
     failures: list[tuple[Record, str]] = field(default_factory=list)
 
     def add(self, other: WriteCounts) -> None:
-        self.inserted += other.inserted
-        self.updated += other.updated
-        self.skipped += other.skipped
-        self.failed += other.failed
-        self.retries += other.retries
-        self.deleted += other.deleted
+        for name in ("inserted", "updated", "skipped", "failed", "retries", "deleted"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property
     def processed(self) -> int:

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.resources.sinks import SqlSink, TableShape
-from es_mysql_pipeline.resources.sinks.base import SchemaReport
 from es_mysql_pipeline.value_types import ColumnStats
+from es_mysql_pipeline.writers.base import SchemaReport
 from es_mysql_pipeline_tests.conftest import split_target
 from es_mysql_pipeline_tests.helpers import table_columns as columns
 
