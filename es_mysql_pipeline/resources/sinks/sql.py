@@ -1,18 +1,14 @@
-"""The SQL sink resource: its settings; the work is in ``writers/sql/``."""
+"""The SQL sink resource: its settings; what it does is :class:`SqlTarget` (``writers/sql/``)."""
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Engine
-
-from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.sinks.base import RecordSink
-from es_mysql_pipeline.writers.base import SchemaContract, SinkSession, TableShape
-from es_mysql_pipeline.writers.sql import sink
+from es_mysql_pipeline.writers.base import SchemaContract
 from es_mysql_pipeline.writers.sql.schema import MAX_COLUMNS
-from es_mysql_pipeline.writers.sql.writer import open_session
+from es_mysql_pipeline.writers.sql.sink import SqlTarget
 
 
-class SqlSink(RecordSink):
+class SqlSink(SqlTarget, RecordSink):
     """Writes rows to a table, creating it when missing and fitting it to the data (by the
     schema contract) when present."""
 
@@ -37,28 +33,3 @@ class SqlSink(RecordSink):
     #: Newest wins (``upsert``, ``refresh``): a row is replaced only by a record whose value
     #: of this field (``updated_at``, a version number) is greater; older ones are skipped.
     version_field: str | None = None
-
-    def describe(self) -> dict[str, str]:
-        return sink.describe(self)
-
-    def check(self) -> None:
-        sink.check(self)
-
-    def engine(self) -> Engine:
-        return sink.engine(self)
-
-    def clean_error(self, exc: BaseException) -> str:
-        return sink.clean_error(self, exc)
-
-    def open_session(self, shape: TableShape, partition: str | None) -> SinkSession:
-        return open_session(self, shape)
-
-    def count_rows(
-        self, shape: TableShape, window: TimeWindow | None, partition: str | None
-    ) -> int:
-        return sink.count_rows(self, shape, window)
-
-    def delete_missing(
-        self, shape: TableShape, window: TimeWindow | None, source_ids: set[str]
-    ) -> int:
-        return sink.delete_missing(self, shape, window, source_ids)

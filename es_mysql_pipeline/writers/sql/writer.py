@@ -8,7 +8,8 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -41,18 +42,13 @@ from es_mysql_pipeline.writers.sql.errors import (
     is_retryable,
     record_reason,
 )
-from es_mysql_pipeline.writers.sql.schema import TableSpec, prepare_table
-from es_mysql_pipeline.writers.sql.sink import (
-    CHUNK,
-    SqlSettings,
-    clean_error,
-    engine,
-    ensure_deleted_at,
-    session_error,
-    utc_now,
-)
 from es_mysql_pipeline.writers.sql.values import column_kind, pack_overflow, to_db_value
 
+if TYPE_CHECKING:
+    from es_mysql_pipeline.writers.sql.sink import SqlTarget
+
+#: Ids per ``IN (...)`` list of a statement.
+CHUNK = 1000
 #: Error numbers after which the server has hung up on a too-large packet.
 _PACKET_CODES = (1153, 2006, 2013)
 
@@ -62,7 +58,7 @@ class SqlSession(SinkSession):
 
     def __init__(
         self,
-        sink: SqlSettings,
+        sink: SqlTarget,
         engine: Engine,
         table: sa.Table,
         shape: TableShape,
@@ -272,13 +268,13 @@ class SqlWriter(SinkWriter):
                 return counts
             except Exception as exc:
                 if not (is_retryable(exc) or self._connection_lost()):
-                    raise session_error(self.sink, exc, len(self.session.shape.columns)) from None
+                    raise self.sink.session_error(exc, len(self.session.shape.columns)) from None
                 self._drop_connection()
                 attempt += 1
                 if attempt > self.sink.max_retries:
                     raise SinkError(
                         f"gave up after {self.sink.max_retries} retries: "
-                        f"{clean_error(self.sink, exc)}"
+                        f"{self.sink.clean_error(exc)}"
                     ) from None
                 counts = WriteCounts(retries=attempt)
                 get_recorder().retry("load")
@@ -448,21 +444,6 @@ def _transaction(conn: Any) -> Iterator[Any]:
         cur.close()
 
 
-def open_session(s: SqlSettings, shape: TableShape) -> SqlSession:
-    """Create the table or fit it to the data, and start a load of it."""
-    made = engine(s)
-    name = s.table
-    try:
-        if s.write_mode == "refresh":
-            name = refresh.start(made, s.table)
-        spec = TableSpec(name, s.schema_contract, s.write_mode, s.max_columns)
-        table, report = prepare_table(made, spec, shape)
-        if shape.soft_delete and ensure_deleted_at(made, name):
-            table = sa.Table(name, sa.MetaData(), autoload_with=made)
-    except (ConfigError, SinkError):
-        made.dispose()
-        raise
-    except sa.exc.SQLAlchemyError as exc:
-        made.dispose()
-        raise session_error(s, exc, len(shape.columns)) from None
-    return SqlSession(s, made, table, shape, report)
+def utc_now() -> datetime:
+    """Now in UTC without a zone, as the DATETIME columns store it."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
