@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from es_mysql_pipeline.errors import ConfigError
-from es_mysql_pipeline.resources.sinks import SqlSink, TableShape
+from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.value_types import ColumnStats
+from es_mysql_pipeline.writers.base import TableShape
 from es_mysql_pipeline.writers.sql.errors import (
     DATA_CODES,
     MYSQL_ERRORS,

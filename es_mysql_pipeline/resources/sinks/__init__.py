@@ -3,6 +3,5 @@
 from es_mysql_pipeline.resources.sinks.base import RecordSink
 from es_mysql_pipeline.resources.sinks.jsonl import JsonlSink
 from es_mysql_pipeline.resources.sinks.sql import SqlSink
-from es_mysql_pipeline.writers.base import TableShape, WriteCounts
 
-__all__ = ["JsonlSink", "RecordSink", "SqlSink", "TableShape", "WriteCounts"]
+__all__ = ["JsonlSink", "RecordSink", "SqlSink"]

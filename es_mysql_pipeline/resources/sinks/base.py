@@ -7,16 +7,7 @@ from abc import ABC, abstractmethod
 import dagster as dg
 
 from es_mysql_pipeline.records import TimeWindow
-from es_mysql_pipeline.writers.base import (
-    SchemaReport,
-    SinkSession,
-    SinkWriter,
-    TableShape,
-    WriteCounts,
-    WriteMode,
-)
-
-__all__ = ["RecordSink", "SchemaReport", "SinkSession", "SinkWriter", "TableShape", "WriteCounts"]
+from es_mysql_pipeline.writers.base import SinkSession, TableShape, WriteMode
 
 
 class RecordSink(dg.ConfigurableResource, ABC):
