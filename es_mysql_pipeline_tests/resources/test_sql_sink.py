@@ -269,8 +269,7 @@ _ODD_TIMES = st.one_of(
 def test_a_datetime_column_converts_as_each_value_would(staged: list[str], odd: list[Any]) -> None:
     """The joined-string conversion of a datetime column gives what sql_datetime gives
     value by value, whatever odd values (a second ``+``, the separator) are mixed in."""
-    from es_mysql_pipeline.writers.sql.bulk_load import _sql_datetimes
-    from es_mysql_pipeline.writers.sql.values import sql_datetime
+    from es_mysql_pipeline.writers.sql.bulk_load import _sql_datetimes, sql_datetime
 
     for values in (staged, [*staged, *odd], [*odd, *staged]):
         want = [None if v is None else sql_datetime(v) for v in values]

@@ -31,9 +31,12 @@ from es_mysql_pipeline.writers.sql import refresh
 from es_mysql_pipeline.writers.sql.bulk_load import (
     BulkEncoder,
     NotClean,
+    column_kind,
     load_bulk_file,
     load_data_statement,
     local_infile,
+    pack_overflow,
+    to_db_value,
 )
 from es_mysql_pipeline.writers.sql.errors import (
     PacketTooLarge,
@@ -42,7 +45,6 @@ from es_mysql_pipeline.writers.sql.errors import (
     is_retryable,
     record_reason,
 )
-from es_mysql_pipeline.writers.sql.values import column_kind, pack_overflow, to_db_value
 
 if TYPE_CHECKING:
     from es_mysql_pipeline.writers.sql.sink import SqlTarget
