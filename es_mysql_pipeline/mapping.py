@@ -495,14 +495,6 @@ def cast_value(value: Any, cast: str) -> Any:
     return caster(value)
 
 
-def _to_string(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def _to_json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
         return int(value)
@@ -528,8 +520,8 @@ def _to_bool(value: Any) -> bool:
 
 
 _CASTERS: dict[str, Callable[[Any], Any]] = {
-    "string": _to_string,
-    "json": _to_json,
+    "string": lambda v: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False),
+    "json": lambda v: json.loads(v) if isinstance(v, str) else v,
     "int": _to_int,
     "float": float,
     "bool": _to_bool,
