@@ -19,11 +19,8 @@ from typing import IO, Any
 from upath import UPath
 
 from es_mysql_pipeline.records import ERROR_KEY, Record
-from es_mysql_pipeline.staging import JSON_ENCODER, scratch_dir
-
-
-def _is_url(path: str) -> bool:
-    return "://" in path
+from es_mysql_pipeline.staging import scratch_dir
+from es_mysql_pipeline.value_types import JSON_ENCODER
 
 
 class DeadLetterWriter:
@@ -35,11 +32,11 @@ class DeadLetterWriter:
 
     def __init__(self, directory: str, step: str, partition: str | None) -> None:
         name = f"{partition or 'all'}.jsonl"
-        if _is_url(directory):
+        self._remote = "://" in directory
+        if self._remote:
             self.path = str(UPath(directory) / step / name)
         else:
             self.path = os.path.join(directory, step, name)
-        self._remote = _is_url(directory)
         self._tmp = self.path + ".tmp"
         self.step = step
         self.count = 0
@@ -49,13 +46,9 @@ class DeadLetterWriter:
 
     def write(self, record: Record, reason: str) -> None:
         clean = {k: v for k, v in record.items() if k != ERROR_KEY}
+        at = datetime.now(timezone.utc).isoformat()
         line = JSON_ENCODER.encode(
-            {
-                "stage": self.step,
-                "reason": reason,
-                "record": clean,
-                "at": datetime.now(timezone.utc).isoformat(),
-            }
+            {"stage": self.step, "reason": reason, "record": clean, "at": at}
         )
         with self._lock:
             self._open().write(line + "\n")
@@ -85,12 +78,10 @@ class DeadLetterWriter:
             if self._closed:
                 return self.path if self.count else None
             self._closed = True
-            if self._fh is None:
-                final = UPath(self.path) if self._remote else None
-                if final is not None and final.exists():
+            if self._fh is None:  # nothing failed: an older run's failures are gone too
+                final = UPath(self.path)
+                if final.exists():
                     final.unlink()
-                elif final is None and os.path.exists(self.path):
-                    os.unlink(self.path)
                 return None
             self._fh.close()
             self._fh = None

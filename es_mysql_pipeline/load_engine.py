@@ -28,15 +28,15 @@ from es_mysql_pipeline.load_encoding import (
 )
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import Batch
-from es_mysql_pipeline.resources.sinks.base import (
-    RecordSink,
+from es_mysql_pipeline.staging import StagedRecords
+from es_mysql_pipeline.writers.base import (
     SchemaReport,
+    Sink,
     SinkSession,
     SinkWriter,
     TableShape,
     WriteCounts,
 )
-from es_mysql_pipeline.staging import StagedRecords
 
 _DONE = object()
 
@@ -51,7 +51,7 @@ class LoadOutcome:
 
 
 def load_staged(
-    staged: StagedRecords, sink: RecordSink, shape: TableShape, label: str, dead_letter_dir: str
+    staged: StagedRecords, sink: Sink, shape: TableShape, label: str, dead_letter_dir: str
 ) -> LoadOutcome:
     """Stream ``staged`` into ``sink``; the counts, the dead letter and what the table became."""
     started = time.perf_counter()
@@ -183,11 +183,8 @@ def _discard(item: Any) -> None:
 
 def _count_schema(schema: SchemaReport) -> None:
     metrics = get_recorder()
-    metrics.schema_change("added", len(schema.added))
-    metrics.schema_change("widened", len(schema.widened))
-    metrics.schema_change("discarded", len(schema.discarded))
-    metrics.schema_change("renamed", len(schema.renamed))
-    metrics.schema_change("overflowed", len(schema.overflowed))
+    for change in ("added", "widened", "discarded", "renamed", "overflowed"):
+        metrics.schema_change(change, len(getattr(schema, change)))
 
 
 def _count(counts: WriteCounts) -> None:

@@ -186,8 +186,7 @@ class FieldMapping:
         return str(rid)
 
     def _record_time(self, raw: Record) -> str | None:
-        """The time as UTC text; ``None`` without one (windowed and partitioned runs never
-        see such a record: the source only yields records inside the window)."""
+        """``None`` without a time (only a run without a window sees such a record)."""
         ts_key = self.timestamp_key
         if ts_key is None:
             return None
@@ -213,18 +212,16 @@ class FieldMapping:
                 row[name] = value
 
     def apply_batch(self, batch: Batch) -> list[Record] | None:
-        """The rows :meth:`apply` gives for each record, computed column by column.
-
-        Only for the common batch (every CSV batch, most JSON Lines and Elasticsearch ones):
-        records of one shape, their objects too, every id and time valid, no casts.
-        Otherwise ``None``: the caller maps the records one by one, and the bad ones get
-        their exact reasons."""
+        """:meth:`apply_columns` as records."""
         columns = self.apply_columns(batch)
         return None if columns is None else rows_of(columns)
 
     def apply_columns(self, frame: Frame) -> Columns | None:
-        """:meth:`apply_batch`'s rows as columns (name → the rows' values, in row order),
-        from records or from columns (a staged frame), which need not become records."""
+        """The rows :meth:`apply` gives, computed column by column from records or columns
+        (a staged frame). Only for the common batch (every CSV batch, most JSON Lines and
+        Elasticsearch ones): records of one shape, their objects too, every id and time
+        valid, no casts. Otherwise ``None``: the caller maps the records one by one, and the
+        bad ones get their exact reasons."""
         if not frame or self.casts:
             return None
         given = frame if isinstance(frame, dict) else columns_of(frame)
@@ -234,7 +231,7 @@ class FieldMapping:
         columns = list(given.values())
         if ERROR_KEY in keys or self.id_key not in keys:
             return None
-        if self.keep_whole and not _whole_heads_of(self).isdisjoint(keys):
+        if self.keep_whole and any(p[0] in keys for p in _whole_paths(self.keep_whole)):
             return None  # objects kept whole: the record path builds the overflow column
         ids = _valid_ids(columns[keys.index(self.id_key)])
         if ids is None:
@@ -259,7 +256,6 @@ class FieldMapping:
     def _time_column(
         self, keys: tuple[str, ...], columns: list[Sequence[Any]]
     ) -> Sequence[str | None] | None:
-        """The frame's times as UTC text, or ``None`` when one needs the record path."""
         ts_key = str(self.timestamp_key)
         if ts_key in keys:
             values = columns[keys.index(ts_key)]
@@ -303,7 +299,6 @@ class FieldMapping:
         return out
 
     def _name(self, key: str) -> str:
-        """The column of a top-level data field."""
         name = self._names.get(key)
         if name is None:
             name = self.rename.get(key) or column_name(key)
@@ -338,7 +333,7 @@ class FieldMapping:
         skip: set[tuple[str, ...]] = {(self.id_key,)}
         if ts_key is not None:
             skip.add((ts_key,) if ts_key in raw else tuple(ts_key.split(".")))
-        whole = _whole_paths_of(self)
+        whole = _whole_paths(self.keep_whole)
         row: Record = {}
         overflow: dict[str, Any] = {}
         for joined, path, value in _leaves(raw, self.flatten, whole):
@@ -359,14 +354,6 @@ class FieldMapping:
         if overflow:
             row[OVERFLOW_COLUMN] = overflow
         return row
-
-
-def _whole_paths_of(mapping: FieldMapping) -> frozenset[tuple[str, ...]]:
-    return _whole_paths(mapping.keep_whole)
-
-
-def _whole_heads_of(mapping: FieldMapping) -> frozenset[str]:
-    return frozenset(path[0] for path in _whole_paths(mapping.keep_whole))
 
 
 @functools.lru_cache(maxsize=64)
@@ -424,7 +411,6 @@ def _utc_texts(values: Sequence[Any]) -> Sequence[str | None] | None:
 
 
 def _column_at_path(keys: tuple[str, ...], columns: list[Sequence[Any]], dotted: str) -> list[Any]:
-    """``at_path`` for every record of a frame's columns."""
     head, _, rest = dotted.partition(".")
     if head not in keys:
         return [None] * len(columns[0])
@@ -502,19 +488,11 @@ _JSON_TEXT = _JsonText()
 
 
 def cast_value(value: Any, cast: str) -> Any:
-    """Cast one value; raises ``ValueError`` with a short reason."""
+    """Raises ``ValueError`` with a short reason."""
     caster = _CASTERS.get(cast)
     if caster is None:
         raise ValueError(f"unknown cast {cast!r}")
     return caster(value)
-
-
-def _to_string(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def _to_json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def _to_int(value: Any) -> int:
@@ -542,8 +520,8 @@ def _to_bool(value: Any) -> bool:
 
 
 _CASTERS: dict[str, Callable[[Any], Any]] = {
-    "string": _to_string,
-    "json": _to_json,
+    "string": lambda v: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False),
+    "json": lambda v: json.loads(v) if isinstance(v, str) else v,
     "int": _to_int,
     "float": float,
     "bool": _to_bool,

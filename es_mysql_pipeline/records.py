@@ -32,21 +32,9 @@ NO_TIMESTAMP = "none"
 
 #: Field names taken as the event time when none is configured, most specific first.
 TIMESTAMP_CANDIDATES = (
-    "@timestamp",
-    "timestamp",
-    "ts",
-    "time",
-    "event_time",
-    "event_timestamp",
-    "eventtime",
-    "datetime",
-    "created_at",
-    "createdat",
-    "created",
-    "logged_at",
-    "occurred_at",
-    "date",
-)
+    "@timestamp", "timestamp", "ts", "time", "event_time", "event_timestamp", "eventtime",
+    "datetime", "created_at", "createdat", "created", "logged_at", "occurred_at", "date",
+)  # fmt: skip
 
 _EPOCH_RE = re.compile(r"^-?\d{9,13}(\.\d+)?$")
 
@@ -242,7 +230,6 @@ def as_rows(frame: Frame) -> Batch:
 
 
 def frame_length(frame: Frame) -> int:
-    """The number of records in ``frame``."""
     if isinstance(frame, dict):
         return len(next(iter(frame.values()), ()))
     return len(frame)
@@ -279,9 +266,7 @@ def rebatch(batches: Iterable[Frame], size: int) -> Iterator[Frame]:
 
 
 def mask_secrets(text: str, secrets: Mapping[str, str | None] | list[str | None]) -> str:
-    """Replace each known secret value in ``text`` by ``***``: errors from drivers may echo
-    URLs with passwords in them. Compare :func:`~es_mysql_pipeline.metrics.endpoint.
-    strip_credentials`, which drops secret-looking keys when the values are not known."""
+    """Each known secret in ``text`` as ``***``: drivers' errors may echo URLs with passwords."""
     values = secrets.values() if isinstance(secrets, Mapping) else secrets
     for secret in values:
         if secret and len(secret) >= 3:

@@ -1,39 +1,29 @@
-"""Staged record files: how records travel between assets without living in memory.
+"""Staged record files: how records travel between steps without living in memory.
 
-A staged file is a data file of frames, one per written batch (a 9-byte header: the
-payload's length and its codec, then the batch, so a range of frames can be handed to
-another process), plus a ``.meta.json`` sidecar written last; one without its sidecar (a
-killed run) is never taken as complete. A batch of records of one shape (every CSV batch,
-most JSON Lines and Elasticsearch ones) is stored as columns, name → values: a
-frame of columns encodes and decodes faster than a list of dicts (docs/benchmarks.md), and
-the steps that read it work column by column anyway (the transform's batch path, the
-schema tracking, the load files), so no dict per record is built only to be taken apart.
-Other batches are stored as records. Frames are ``marshal``: records are JSON-shaped (str,
-int, float, bool, None, lists, dicts), which marshal encodes and decodes faster than
-pickle. A batch holding anything else (a user's analyzer may return
-any object) is pickled instead, frame by frame, so every value keeps its type. The files
-are the pipeline's own scratch data, written and read by the same Python release, never
-input from elsewhere. The handle :class:`StagedRecords` is what the IO manager stores and
-loads: a path, a row count and the column schema, never the rows.
+A staged file is frames, one per written batch, each a 9-byte header (the payload's length
+and codec, so a range of frames can go to another process) and the batch; its ``.meta.json``
+sidecar is written last, so a file without one (a killed run) is never taken as complete.
+A batch of records of one shape is stored as columns (name → values), which encode and
+decode faster than a list of dicts and are what the later steps work on anyway
+(docs/benchmarks.md); other batches as records. Frames are ``marshal`` (faster than pickle
+for JSON-shaped values); a batch holding anything else (a user's analyzer may return any
+object) is pickled, so every value keeps its type. The files are the pipeline's own
+scratch data, written and read by the same Python release. :class:`StagedRecords` is what
+the IO manager stores: a path, a row count and the column schema, never the rows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import marshal
-import operator
 import os
 import pickle
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from functools import partial
-from itertools import repeat
 from typing import IO, Any
 
 from upath import UPath
@@ -41,17 +31,16 @@ from upath import UPath
 from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.records import (
     Batch,
-    Columns,
     Frame,
     as_rows,
     columns_of,
     frame_length,
     rebatch,
 )
+from es_mysql_pipeline.value_types import ColumnStats, merge_types, observe
 
 META_SUFFIX = ".meta.json"
 STAGED_FILE_SUFFIX = ".stage"
-_INT64 = (-(2**63), 2**63 - 1)
 
 #: Write errors that mean "the staging disk is full" (no space, quota, file size limit).
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -59,97 +48,6 @@ _FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 class StagingError(PipelineError):
     """Staged data could not be written (disk full, quota, file size limit)."""
-
-
-#: Column types a staged file can declare, from narrowest to widest.
-#: ``int`` holds integers a double keeps exactly (|n| <= 2**53), ``bigint`` the rest of int64:
-#: beside decimals (``float``) they need text, or a DOUBLE would round them.
-TYPES = ("bool", "int", "bigint", "float", "datetime", "string", "json")
-_EXACT_IN_DOUBLE = 2**53
-
-
-def value_type(value: Any) -> str | None:
-    """The column type a single value needs; ``None`` for SQL NULL."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        if -_EXACT_IN_DOUBLE <= value <= _EXACT_IN_DOUBLE:
-            return "int"
-        return "bigint" if _INT64[0] <= value <= _INT64[1] else "string"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, datetime):
-        return "datetime"
-    if isinstance(value, (dict, list)):
-        return "json"
-    return "string"
-
-
-def _plain_type(kinds: set[type], values: Sequence[Any]) -> str | None:
-    """:func:`value_type` of every value of a column of one numeric or boolean type (no
-    NULLs), found without a Python step per value; ``None`` for any other column."""
-    if kinds == {int}:
-        low, high = min(values), max(values)
-        if low >= -_EXACT_IN_DOUBLE and high <= _EXACT_IN_DOUBLE:
-            return "int"
-        return "bigint" if _INT64[0] <= low and high <= _INT64[1] else None
-    if kinds == {float}:
-        return "float"
-    if kinds == {bool}:
-        return "bool"
-    return None
-
-
-def _observe_text(st: ColumnStats, values: Sequence[str]) -> None:
-    """A column of text: its type, and its widest value in UTF-8 bytes, encoding only when
-    the width could have grown (chars <= bytes <= 4 * chars; ASCII is one byte a char)."""
-    if st.type != "string":
-        st.type = merge_types(st.type, "string")
-    longest = max(map(len, values))
-    if longest <= st.max_bytes:
-        if longest * 4 <= st.max_bytes or "".join(values).isascii():
-            return
-        widest = max(map(len, map(str.encode, values)))
-    elif "".join(values).isascii():
-        widest = longest
-    else:
-        widest = max(map(len, map(str.encode, values)))
-    st.max_bytes = max(st.max_bytes, widest)
-
-
-def _observe_values(st: ColumnStats, values: Sequence[Any]) -> None:
-    """A column of mixed types, value by value."""
-    for value in values:
-        t = value_type(value)
-        if t != st.type:
-            st.type = merge_types(st.type, t)
-        if t == "string":
-            size = len(value.encode("utf-8")) if isinstance(value, str) else len(str(value))
-            st.max_bytes = max(st.max_bytes, size)
-
-
-def merge_types(a: str | None, b: str | None) -> str | None:
-    """The narrowest type that holds values of both types (``int`` + ``float`` → ``float``)."""
-    if a is None or a == b:
-        return b
-    if b is None:
-        return a
-    if {a, b} == {"int", "float"}:
-        return "float"
-    if {a, b} == {"int", "bigint"}:
-        return "bigint"
-    if "json" in (a, b):
-        return "json"
-    return "string"
-
-
-@dataclass
-class ColumnStats:
-    type: str | None = None
-    #: Longest value in UTF-8 bytes, as text (sizes the SQL text type).
-    max_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -263,7 +161,7 @@ class StagedFileWriter:
             frame.clear()
         stored: Frame = frame if columns is None else columns
         if self._track:
-            self._observe(stored)
+            observe(self.columns, stored, self._declared)
         try:
             payload, codec = marshal.dumps(stored, _MARSHAL_VERSION), _MARSHAL
         except ValueError:  # a type marshal does not know (a user's analyzer's object)
@@ -274,42 +172,6 @@ class StagedFileWriter:
         except OSError as exc:
             raise self._failed(exc) from None
         self.rows += n
-
-    def _observe(self, frame: Frame) -> None:
-        """Widen column types and text sizes, column by column.
-
-        Each column is gathered with ``map(dict.get, ...)`` (or taken as given) and typed
-        with ``set(map(type))``: loops in C, so tracking the schema costs little beside the
-        per-record work.
-        """
-        columns: Columns | None = frame if isinstance(frame, dict) else None
-        batch: Batch = frame if isinstance(frame, list) else []
-        keys: dict[str, None] = {}
-        for key_set in dict.fromkeys(map(tuple, batch)):  # first-seen order, one per shape
-            keys.update(dict.fromkeys(key_set))
-        for key in keys if columns is None else columns:
-            if key in self._declared:
-                continue
-            st = self.columns.get(key)
-            if st is None:
-                st = self.columns[key] = ColumnStats()
-            column = list(map(dict.get, batch, repeat(key))) if columns is None else columns[key]
-            kinds = set(map(type, column))
-            values: Sequence[Any] = column
-            if _NONE_TYPE in kinds:  # NULLs say nothing of the type or width
-                kinds.discard(_NONE_TYPE)
-                if not kinds:
-                    continue
-                values = list(filter(_not_none, column))
-            if kinds == {str}:
-                _observe_text(st, values)
-                continue
-            plain = _plain_type(kinds, values)
-            if plain is not None:  # numbers or booleans alone: one type, no width
-                if st.type != plain:
-                    st.type = merge_types(st.type, plain)
-                continue
-            _observe_values(st, values)
 
     def append(self, part: StagedRecords) -> None:
         """Add a whole staged file written elsewhere (a worker process's part), then delete it."""
@@ -357,30 +219,9 @@ class StagedFileWriter:
             self.discard()
 
 
-def _json_default(value: Any) -> Any:
-    """Datetimes as ISO 8601 text (the schema says which columns to parse back)."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_json_default, check_circular=False)
-"""One shared encoder: ``json.dumps`` with options builds a new encoder on every call."""
-
-
-def as_json_values(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with every value as JSON would carry it (a ``Decimal`` or ``set`` from a
-    user's analyzer becomes text), so what the staged file keeps is what any sink can write."""
-    return json.loads(JSON_ENCODER.encode(record))  # type: ignore[no-any-return,unused-ignore]
-
-
 _MARSHAL_VERSION = 4
 _PICKLE_PROTOCOL = 5
 #: Frame header: payload length in bytes, then its codec.
 _HEADER = struct.Struct("<QB")
 #: A frame's codec; either holds a list of records or columns (told apart by their type).
 _MARSHAL, _PICKLE = 1, 2
-_not_none = partial(operator.is_not, None)
-_NONE_TYPE = type(None)

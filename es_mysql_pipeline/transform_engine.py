@@ -29,7 +29,8 @@ from es_mysql_pipeline.mapping import (
     load_analyzer,
 )
 from es_mysql_pipeline.records import Frame, Record, as_rows
-from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords, as_json_values, scratch_dir
+from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords, scratch_dir
+from es_mysql_pipeline.value_types import as_json_values
 from es_mysql_pipeline.worker_processes import (
     discard_files,
     may_spawn,

@@ -18,14 +18,14 @@ from es_mysql_pipeline.errors import SinkError
 from es_mysql_pipeline.load_engine import load_staged
 from es_mysql_pipeline.metrics.recorder import NullRecorder, set_recorder
 from es_mysql_pipeline.records import Batch, Record, TimeWindow
-from es_mysql_pipeline.resources.sinks.base import (
-    RecordSink,
+from es_mysql_pipeline.resources.sinks.base import RecordSink
+from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords
+from es_mysql_pipeline.writers.base import (
     SinkSession,
     SinkWriter,
     TableShape,
     WriteCounts,
 )
-from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords
 from es_mysql_pipeline_tests.support.encoders import JsonEncoder
 
 #: name -> the rows a MemorySink of that name holds, and what its sessions did

@@ -9,7 +9,8 @@ import hypothesis
 import hypothesis.strategies as st
 import pytest
 
-from es_mysql_pipeline.staging import StagedFileWriter, as_json_values, merge_types, value_type
+from es_mysql_pipeline.staging import StagedFileWriter
+from es_mysql_pipeline.value_types import as_json_values, merge_types, value_type
 
 
 @pytest.fixture(autouse=True)

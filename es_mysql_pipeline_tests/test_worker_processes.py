@@ -65,7 +65,7 @@ WORKER_MODULES = (
     "es_mysql_pipeline.readers.elasticsearch.slice_parts",
     "es_mysql_pipeline.transform_engine",
     "es_mysql_pipeline.load_encoding",
-    "es_mysql_pipeline.resources.sinks.sql.bulk_load",
+    "es_mysql_pipeline.writers.sql.bulk_load",
 )
 
 

@@ -24,16 +24,12 @@ from es_mysql_pipeline.load_engine import load_staged
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.settings import PipelineSettings
-from es_mysql_pipeline.resources.sinks.base import (
-    RecordSink,
-    SchemaReport,
-    TableShape,
-    WriteCounts,
-)
+from es_mysql_pipeline.resources.sinks.base import RecordSink
 from es_mysql_pipeline.resources.sources.base import RecordSource
 from es_mysql_pipeline.staging import StagedRecords
 from es_mysql_pipeline.targets import SINK_TAG, verify_target
 from es_mysql_pipeline.worker_processes import tune_gc
+from es_mysql_pipeline.writers.base import SchemaReport, TableShape, WriteCounts
 
 RECONCILE_CHECK = "rows_reconciled"
 

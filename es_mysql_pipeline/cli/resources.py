@@ -173,7 +173,7 @@ def preflight(resources: dict[str, Any]) -> None:
             with engine.connect():
                 pass
         except Exception as exc:
-            from es_mysql_pipeline.resources.sinks.sql.errors import connect_hint
+            from es_mysql_pipeline.writers.sql.errors import connect_hint
 
             raise ConfigError(
                 f"cannot connect to {sink.describe()['target']}: {sink.clean_error(exc)}"

@@ -23,10 +23,10 @@ from es_mysql_pipeline.dead_letter import read_dead_letters
 from es_mysql_pipeline.definitions import resources_for
 from es_mysql_pipeline.records import TimeWindow, parse_timestamp
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
-from es_mysql_pipeline.resources.sinks.sql.errors import GRANTS_HINT, MYSQL_ERRORS
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
 from es_mysql_pipeline.transform_engine import reject_hint
+from es_mysql_pipeline.writers.sql.errors import GRANTS_HINT, MYSQL_ERRORS
 from es_mysql_pipeline_tests.conftest import split_target
 from es_mysql_pipeline_tests.helpers import (
     event_rows,

@@ -3,7 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from es_mysql_pipeline.resources.sinks import JsonlSink, TableShape
+from es_mysql_pipeline.resources.sinks import JsonlSink
+from es_mysql_pipeline.writers.base import TableShape
 
 SHAPE = TableShape("id", "timestamp", {})
 

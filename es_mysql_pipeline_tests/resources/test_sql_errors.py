@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from es_mysql_pipeline.errors import ConfigError
-from es_mysql_pipeline.resources.sinks import SqlSink, TableShape
-from es_mysql_pipeline.resources.sinks.sql.errors import (
+from es_mysql_pipeline.resources.sinks import SqlSink
+from es_mysql_pipeline.value_types import ColumnStats
+from es_mysql_pipeline.writers.base import TableShape
+from es_mysql_pipeline.writers.sql.errors import (
     DATA_CODES,
     MYSQL_ERRORS,
     RETRYABLE_CODES,
@@ -16,7 +18,6 @@ from es_mysql_pipeline.resources.sinks.sql.errors import (
     is_data_error,
     is_retryable,
 )
-from es_mysql_pipeline.staging import ColumnStats
 
 
 class FakeDriverError(Exception):

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from es_mysql_pipeline.resources.sinks import SqlSink, TableShape
-from es_mysql_pipeline.staging import ColumnStats
+from es_mysql_pipeline.resources.sinks import SqlSink
+from es_mysql_pipeline.value_types import ColumnStats
+from es_mysql_pipeline.writers.base import TableShape
 from es_mysql_pipeline_tests.conftest import split_target
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from es_mysql_pipeline.errors import ConfigError
-from es_mysql_pipeline.resources.sinks import SqlSink, TableShape
-from es_mysql_pipeline.resources.sinks.base import SchemaReport
-from es_mysql_pipeline.staging import ColumnStats
+from es_mysql_pipeline.resources.sinks import SqlSink
+from es_mysql_pipeline.value_types import ColumnStats
+from es_mysql_pipeline.writers.base import SchemaReport, TableShape
 from es_mysql_pipeline_tests.conftest import split_target
 from es_mysql_pipeline_tests.helpers import table_columns as columns
 

@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from es_mysql_pipeline.errors import ConfigError
-from es_mysql_pipeline.resources.sinks import SqlSink, TableShape, WriteCounts
-from es_mysql_pipeline.resources.sinks.sql.writer import SqlSession, SqlWriter
-from es_mysql_pipeline.staging import ColumnStats
+from es_mysql_pipeline.resources.sinks import SqlSink
+from es_mysql_pipeline.value_types import ColumnStats
+from es_mysql_pipeline.writers.base import TableShape, WriteCounts
+from es_mysql_pipeline.writers.sql.writer import SqlSession, SqlWriter
 from es_mysql_pipeline_tests.conftest import split_target
 
 SHAPE = TableShape(
@@ -209,7 +210,7 @@ def test_awkward_text_and_mixed_values_arrive_exact(
 def test_bulk_escaping_is_the_same_whatever_the_column_holds() -> None:
     """A column is escaped as one joined string, with a separator it does not hold; one
     holding every candidate separator is escaped value by value, with the same result."""
-    from es_mysql_pipeline.resources.sinks.sql import bulk_load
+    from es_mysql_pipeline.writers.sql import bulk_load
 
     def by_value(values: list[str | None]) -> list[str]:
         return ["\\N" if v is None else v.translate(bulk_load._TRANSLATION) for v in values]
@@ -226,7 +227,7 @@ def test_a_load_file_from_columns_is_the_file_from_records(tmp_path: Path) -> No
     """Staged frames of one shape reach the encoder as columns: same bytes as the records,
     a column the frame lacks written as NULLs."""
     from es_mysql_pipeline.records import columns_of
-    from es_mysql_pipeline.resources.sinks.sql.bulk_load import write_bulk_file
+    from es_mysql_pipeline.writers.sql.bulk_load import write_bulk_file
 
     rows: list[dict[str, object]] = [
         {"id": f"t{i}", "ts": "2024-01-01T00:00:00.000000+00:00", "v": v, "n": i, "o": [i]}
@@ -268,8 +269,7 @@ _ODD_TIMES = st.one_of(
 def test_a_datetime_column_converts_as_each_value_would(staged: list[str], odd: list[Any]) -> None:
     """The joined-string conversion of a datetime column gives what sql_datetime gives
     value by value, whatever odd values (a second ``+``, the separator) are mixed in."""
-    from es_mysql_pipeline.resources.sinks.sql.bulk_load import _sql_datetimes
-    from es_mysql_pipeline.resources.sinks.sql.values import sql_datetime
+    from es_mysql_pipeline.writers.sql.bulk_load import _sql_datetimes, sql_datetime
 
     for values in (staged, [*staged, *odd], [*odd, *staged]):
         want = [None if v is None else sql_datetime(v) for v in values]

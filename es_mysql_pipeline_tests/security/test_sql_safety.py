@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.resources.sinks import SqlSink
-from es_mysql_pipeline.resources.sinks.base import WriteMode
 from es_mysql_pipeline.resources.sources import FileSource
+from es_mysql_pipeline.writers.base import WriteMode
 from es_mysql_pipeline_tests.badinput.support import (
     assert_clear_failure,
     assert_invariant,

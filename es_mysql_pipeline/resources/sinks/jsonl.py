@@ -1,22 +1,14 @@
-"""JSON Lines files: one per partition, published by rename so a crash leaves no half file."""
+"""The JSON Lines sink: a file per partition (writing it: ``writers/jsonl.py``)."""
 
 from __future__ import annotations
 
 import os
-import threading
-from typing import IO
 
 from es_mysql_pipeline.errors import ConfigError
-from es_mysql_pipeline.records import Batch, TimeWindow
-from es_mysql_pipeline.resources.sinks.base import (
-    RecordSink,
-    SinkSession,
-    SinkWriter,
-    TableShape,
-    WriteCounts,
-    delete_marker_test,
-)
-from es_mysql_pipeline.staging import JSON_ENCODER
+from es_mysql_pipeline.records import TimeWindow
+from es_mysql_pipeline.resources.sinks.base import RecordSink
+from es_mysql_pipeline.writers.base import SinkSession, TableShape
+from es_mysql_pipeline.writers.jsonl import JsonlSession
 
 
 class JsonlSink(RecordSink):
@@ -45,7 +37,7 @@ class JsonlSink(RecordSink):
 
     def open_session(self, shape: TableShape, partition: str | None) -> SinkSession:
         self.check()
-        return _JsonlSession(self.target(partition), shape.delete_marker)
+        return JsonlSession(self.target(partition), shape.delete_marker)
 
     def count_rows(
         self, shape: TableShape, window: TimeWindow | None, partition: str | None
@@ -61,45 +53,3 @@ class JsonlSink(RecordSink):
     ) -> int:
         """Nothing to do: the file was just written whole from the source's records."""
         return 0
-
-
-class _JsonlSession(SinkSession):
-    def __init__(self, target: str, delete_marker: str | None = None) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        self.target = target
-        self.is_marked = delete_marker_test(delete_marker) if delete_marker else None
-        self.tmp = f"{target}.tmp-{os.getpid()}"
-        self._fh: IO[str] = open(self.tmp, "w", encoding="utf-8")
-        self._lock = threading.Lock()
-
-    def writer(self) -> SinkWriter:
-        return _JsonlWriter(self)
-
-    def write_lines(self, text: str) -> None:
-        with self._lock:
-            self._fh.write(text)
-
-    def commit(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self.tmp, self.target)
-
-    def abort(self) -> None:
-        self._fh.close()
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
-
-
-class _JsonlWriter(SinkWriter):
-    def __init__(self, session: _JsonlSession) -> None:
-        self.session = session
-
-    def write(self, batch: Batch) -> WriteCounts:
-        encode = JSON_ENCODER.encode
-        marked = self.session.is_marked
-        kept = batch if marked is None else [r for r in batch if not marked(r)]
-        if kept:
-            self.session.write_lines("\n".join(encode(r) for r in kept) + "\n")
-        # a delete-marked record is left out of the new file: its row is gone
-        return WriteCounts(inserted=len(kept), deleted=len(batch) - len(kept))

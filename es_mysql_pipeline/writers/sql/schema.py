@@ -26,14 +26,14 @@ from sqlalchemy.engine import Engine
 from es_mysql_pipeline.errors import ConfigError, SinkError
 from es_mysql_pipeline.identifiers import suffixed
 from es_mysql_pipeline.records import OVERFLOW_COLUMN
-from es_mysql_pipeline.resources.sinks.base import (
+from es_mysql_pipeline.value_types import ColumnStats
+from es_mysql_pipeline.writers.base import (
     SchemaContract,
     SchemaReport,
     TableShape,
     WriteMode,
 )
-from es_mysql_pipeline.resources.sinks.sql.errors import DDL_RACE_CODES, error_code
-from es_mysql_pipeline.staging import ColumnStats
+from es_mysql_pipeline.writers.sql.errors import DDL_RACE_CODES, error_code
 
 _DDL_ATTEMPTS = 8
 #: Seconds a DDL statement waits for the loads holding the table (then it is retried).
@@ -156,7 +156,8 @@ def _fit_table(
             elif spec.contract == "evolve":
                 adds.append((column_name_, _type_for(name, stats, shape)))
             elif spec.contract == "freeze":
-                problems.append(_missing(column_name_, stats))
+                needed = column_type(stats).compile(dialect=mysql.dialect())
+                problems.append(f"column {column_name_!r} is missing ({needed} needed)")
             else:
                 report.discarded.append(name)
             continue
@@ -177,10 +178,6 @@ def _fit_table(
     if lost:  # someone else's DDL replaced ours (a peer outside the lock): look again
         raise _SchemaMoved(f"table {spec.name!r} lacks {', '.join(lost)} after its DDL")
     return table
-
-
-def _missing(column: str, stats: ColumnStats) -> str:
-    return f"column {column!r} is missing ({sql_type_name(stats)} needed)"
 
 
 def _widenable(
@@ -357,10 +354,6 @@ def column_type(stats: ColumnStats) -> sa.types.TypeEngine[Any]:
     else:
         big = mysql.TEXT()
     return sa.Text().with_variant(big, "mysql", "mariadb")
-
-
-def sql_type_name(stats: ColumnStats) -> str:
-    return str(column_type(stats).compile(dialect=mysql.dialect()))
 
 
 def type_problem(actual: sa.types.TypeEngine[Any], stats: ColumnStats, dialect: str) -> str | None:

@@ -85,11 +85,15 @@ DATA_CODES = frozenset(code for code, e in MYSQL_ERRORS.items() if e.data)
 CONNECT_CODES = frozenset({1044, 1045, 1049, 1698, 2002, 2003, 2005, 2026})
 
 
+def _driver_error(exc: BaseException) -> BaseException:
+    """The driver's exception inside SQLAlchemy's wrapper (``.orig``), or ``exc``."""
+    orig = getattr(exc, "orig", None)
+    return orig if isinstance(orig, BaseException) else exc
+
+
 def error_code(exc: BaseException) -> int | None:
     """The MySQL error number of a driver exception (or SQLAlchemy's wrapper), if any."""
-    orig = getattr(exc, "orig", None)
-    if isinstance(orig, BaseException) and orig is not exc:
-        exc = orig
+    exc = _driver_error(exc)
     return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
 
 
@@ -117,9 +121,7 @@ def is_retryable(exc: BaseException) -> bool:
     SQLAlchemy wraps DBAPI errors raised while (re)connecting a pooled connection (for
     example a pre-ping reconnect cut mid-handshake); the driver's error is in ``.orig``.
     """
-    orig = getattr(exc, "orig", None)
-    if isinstance(orig, BaseException) and orig is not exc:
-        exc = orig
+    exc = _driver_error(exc)
     if error_code(exc) in RETRYABLE_CODES:
         return True
     if "database is locked" in str(exc).lower():  # SQLite's busy writer

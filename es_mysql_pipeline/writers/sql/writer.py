@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 from es_mysql_pipeline.errors import ConfigError, SinkError
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import Batch
-from es_mysql_pipeline.resources.sinks.base import (
+from es_mysql_pipeline.staging import scratch_dir
+from es_mysql_pipeline.writers.base import (
     DELETED_AT_COLUMN,
     SchemaReport,
     SinkSession,
@@ -26,27 +27,30 @@ from es_mysql_pipeline.resources.sinks.base import (
     WriteCounts,
     delete_marker_test,
 )
-from es_mysql_pipeline.resources.sinks.sql import refresh
-from es_mysql_pipeline.resources.sinks.sql.bulk_load import (
+from es_mysql_pipeline.writers.sql import refresh
+from es_mysql_pipeline.writers.sql.bulk_load import (
     BulkEncoder,
     NotClean,
+    column_kind,
     load_bulk_file,
     load_data_statement,
     local_infile,
+    pack_overflow,
+    to_db_value,
 )
-from es_mysql_pipeline.resources.sinks.sql.errors import (
+from es_mysql_pipeline.writers.sql.errors import (
     PacketTooLarge,
     error_code,
     is_data_error,
     is_retryable,
     record_reason,
 )
-from es_mysql_pipeline.resources.sinks.sql.values import column_kind, pack_overflow, to_db_value
-from es_mysql_pipeline.staging import scratch_dir
 
 if TYPE_CHECKING:
-    from es_mysql_pipeline.resources.sinks.sql.resource import SqlSink
+    from es_mysql_pipeline.writers.sql.sink import SqlTarget
 
+#: Ids per ``IN (...)`` list of a statement.
+CHUNK = 1000
 #: Error numbers after which the server has hung up on a too-large packet.
 _PACKET_CODES = (1153, 2006, 2013)
 
@@ -56,7 +60,7 @@ class SqlSession(SinkSession):
 
     def __init__(
         self,
-        sink: SqlSink,
+        sink: SqlTarget,
         engine: Engine,
         table: sa.Table,
         shape: TableShape,
@@ -141,9 +145,7 @@ class SqlWriter(SinkWriter):
         self.sink = session.sink
         engine = session.engine
         self.columns = session.columns
-        self.sources = session.sources
         self.packed = session.packed
-        self.kinds = session.kinds
         self.id_column = session.shape.id_column
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.is_mysql = engine.dialect.name in ("mysql", "mariadb")
@@ -164,7 +166,8 @@ class SqlWriter(SinkWriter):
         cols = ", ".join(q(c) for c in self.columns)
         values = ", ".join([mark] * len(self.columns))
         sql = f"INSERT INTO {table} ({cols}) VALUES ({values})"
-        id_at = self.sources.index(self.id_column) if self.id_column in self.sources else 0
+        sources = self.session.sources
+        id_at = sources.index(self.id_column) if self.id_column in sources else 0
         pk = q(self.columns[id_at])
         mode = self.session.row_mode
         version = self.session.version_column
@@ -233,7 +236,7 @@ class SqlWriter(SinkWriter):
             self._conn = None
 
     def _rows(self, batch: Batch) -> list[tuple[Any, ...]]:
-        cols, kinds = self.sources, self.kinds
+        cols, kinds = self.session.sources, self.session.kinds
         return [
             tuple(to_db_value(record.get(c), k) for c, k in zip(cols, kinds, strict=True))
             for record in batch
@@ -257,8 +260,8 @@ class SqlWriter(SinkWriter):
         return self._retrying(load)
 
     def _retrying(self, attempt_write: Callable[[WriteCounts], None]) -> WriteCounts:
-        """Run ``attempt_write`` until it succeeds; connection-class errors are retried
-        with backoff (fresh counts each time: the failed attempt was rolled back)."""
+        """Connection-class errors retried with backoff, with fresh counts each time (the
+        failed attempt was rolled back)."""
         counts = WriteCounts()
         attempt = 0
         while True:
@@ -281,7 +284,7 @@ class SqlWriter(SinkWriter):
                 time.sleep(min(delay, 30.0) * (0.5 + random.random()))
 
     def _write_isolating(self, batch: Batch, counts: WriteCounts, bulk: bool = True) -> None:
-        """Write ``batch`` in one transaction; on a data error, split it to find the culprits."""
+        """One transaction; on a data error, bisect the batch down to the bad records."""
         try:
             self._write_tx(batch, counts, bulk)
         except Exception as exc:
@@ -349,7 +352,6 @@ class SqlWriter(SinkWriter):
     def _count(
         self, batch: Batch, mode: str, existing: set[str], affected: int | None, counts: WriteCounts
     ) -> None:
-        """What a batch's statement did, from the ids seen before it and the rows it changed."""
         n = len(batch)
         if mode == "append":
             counts.inserted += n
@@ -359,13 +361,12 @@ class SqlWriter(SinkWriter):
             counts.inserted += inserted
             counts.skipped += n - inserted
             return
-        seen = existing
         ins = 0
         for record in batch:
             rid = str(record.get(self.id_column or ""))
-            if rid not in seen:
+            if rid not in existing:
                 ins += 1
-                seen.add(rid)
+                existing.add(rid)
         counts.inserted += ins
         if self.session.version_column is None or affected is None:
             counts.updated += n - ins
@@ -378,16 +379,12 @@ class SqlWriter(SinkWriter):
 
     def _delete_marked(self, marked: Batch, counts: WriteCounts) -> None:
         """Delete (soft: stamp) the rows of records carrying the delete marker."""
-        ids = list({str(r.get(self.id_column or "")) for r in marked})
-        conn = self._connection()
         soft = self.session.shape.soft_delete
         if soft and self.session.deleted_at is None:
             raise ConfigError(f"table {self.session.table.name!r} has no {DELETED_AT_COLUMN}")
         done = 0
-        with _transaction(conn) as cur:
-            for i in range(0, len(ids), 1000):
-                chunk = ids[i : i + 1000]
-                marks = "(" + ", ".join([self.mark] * len(chunk)) + ")"
+        with _transaction(self._connection()) as cur:
+            for marks, chunk in self._id_chunks(marked):
                 if soft:
                     cur.execute(self.stamp_sql + marks, [utc_now(), *chunk])
                 else:
@@ -420,19 +417,18 @@ class SqlWriter(SinkWriter):
         return int(conn.driver_connection.total_changes)
 
     def _existing_ids(self, cur: Any, batch: Batch) -> set[str]:
-        ids = list({str(r.get(self.id_column or "")) for r in batch})
         found: set[str] = set()
-        for i in range(0, len(ids), 1000):
-            chunk = ids[i : i + 1000]
-            marks = "(" + ", ".join([self.mark] * len(chunk)) + ")"
+        for marks, chunk in self._id_chunks(batch):
             cur.execute(self.select_sql + marks + self.lock_clause, chunk)
             found.update(str(row[0]) for row in cur.fetchall())
         return found
 
-
-def utc_now() -> datetime:
-    """Now in UTC without a zone, as the DATETIME columns store it."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    def _id_chunks(self, batch: Batch) -> Iterator[tuple[str, list[str]]]:
+        """The batch's distinct ids, a thousand at a time, with their ``(%s, ...)``."""
+        ids = list({str(r.get(self.id_column or "")) for r in batch})
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i : i + CHUNK]
+            yield "(" + ", ".join([self.mark] * len(chunk)) + ")", chunk
 
 
 @contextlib.contextmanager
@@ -448,3 +444,8 @@ def _transaction(conn: Any) -> Iterator[Any]:
         raise
     finally:
         cur.close()
+
+
+def utc_now() -> datetime:
+    """Now in UTC without a zone, as the DATETIME columns store it."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
