@@ -45,8 +45,13 @@ def sample_csv_path() -> str:
     return str(pkg_resources.files("es_mysql_pipeline") / "data" / "sample_events.csv")
 
 
-def _env(name: str, default: str) -> str:
+def _env(name: str, default: str | None = None) -> Any:
     return os.environ.get(name) or default
+
+
+def _secret(name: str) -> Any:
+    """An ``EnvVar`` (resolved at launch, hidden in the UI) when the variable is set."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
 
 
 def resources_for(env: str) -> dict[str, object]:
@@ -54,44 +59,39 @@ def resources_for(env: str) -> dict[str, object]:
     home = _env("ES_MYSQL_PIPELINE_DATA", ".")
     if "://" not in home:  # a local folder: absolute, so paths in the UI say where
         home = os.path.abspath(home)
-    ratio = os.environ.get("MAX_FAILED_RATIO")
     settings = PipelineSettings(
         pipeline_id=_env("PIPELINE_ID", "default"),
         dead_letter_dir=os.path.join(home, "dead_letter"),
-        max_failed_ratio=float(ratio) if ratio else 0.05,  # the CLI's default
+        max_failed_ratio=float(_env("MAX_FAILED_RATIO", "0.05")),  # the CLI's default
     )
-    source: object = FileSource(
+    source: Any = FileSource(
         path=_env("CSV_FILE", sample_csv_path()),
-        timestamp_column=os.environ.get("CSV_TIMESTAMP_COLUMN") or None,
-    )
-    contract = _env("SCHEMA_CONTRACT", "evolve")
-    staging = StagingIOManagerResource(
-        base_path=_env("STAGING_PATH", os.path.join(home, "staging"))
+        timestamp_column=_env("CSV_TIMESTAMP_COLUMN"),
     )
     if env == "elasticsearch":
         source = ElasticsearchSource(
             hosts=_env("ES_URL", "http://127.0.0.1:9200").split(","),
             index=_env("ES_INDEX", "logs-*"),
-            query=os.environ.get("ES_QUERY") or None,
-            timestamp_field=os.environ.get("ES_TIMESTAMP_FIELD") or None,
+            query=_env("ES_QUERY"),
+            timestamp_field=_env("ES_TIMESTAMP_FIELD"),
             api_key=_secret("ES_API_KEY"),
-            username=os.environ.get("ES_USERNAME") or None,
+            username=_env("ES_USERNAME"),
             password=_secret("ES_PASSWORD"),
-            ca_certs=os.environ.get("ES_CA_CERTS") or None,
+            ca_certs=_env("ES_CA_CERTS"),
         )
     if env == "local":
-        sink: object = SqlSink(
+        sink: Any = SqlSink(
             url=_env("DB_URL", f"sqlite:///{os.path.join(home, 'es_mysql_pipeline.sqlite')}"),
             table=_env("DB_TABLE", "records"),
-            schema_contract=contract,  # type: ignore[arg-type]
+            schema_contract=_env("SCHEMA_CONTRACT", "evolve"),
         )
     elif env in ("mysql", "elasticsearch"):
         sink = SqlSink(
             url=_env("DB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
             password=_secret("DB_PASSWORD"),
             table=_env("DB_TABLE", "records"),
-            write_mode=_env("WRITE_MODE", "skip"),  # type: ignore[arg-type]
-            schema_contract=contract,  # type: ignore[arg-type]
+            write_mode=_env("WRITE_MODE", "skip"),
+            schema_contract=_env("SCHEMA_CONTRACT", "evolve"),
         )
     elif env == "file":
         sink = JsonlSink(directory=_env("OUTPUT_DIR", os.path.join(home, "out")))
@@ -101,16 +101,18 @@ def resources_for(env: str) -> dict[str, object]:
         url=os.environ.get("PUSHGATEWAY_URL", ""),
         pipeline_id=settings.pipeline_id,
         grouping_labels={"env": env},
-        username=os.environ.get("PUSHGATEWAY_USERNAME") or None,
+        username=_env("PUSHGATEWAY_USERNAME"),
         password=_secret("PUSHGATEWAY_PASSWORD"),
-        source_type=source.describe()["type"],  # type: ignore[attr-defined]
-        sink_type=sink.describe()["type"],  # type: ignore[attr-defined]
+        source_type=source.describe()["type"],
+        sink_type=sink.describe()["type"],
     )
     return {
         "source": source,
         "sink": sink,
         "settings": settings,
-        "io_manager": staging,
+        "io_manager": StagingIOManagerResource(
+            base_path=_env("STAGING_PATH", os.path.join(home, "staging"))
+        ),
         "pushgateway": pushgateway,
     }
 
@@ -126,11 +128,6 @@ def backfill_policy(per_run: str | None) -> dg.BackfillPolicy:
     if n < 0:
         raise ValueError(f"BACKFILL_PARTITIONS_PER_RUN must be 0 or more, not {n}")
     return dg.BackfillPolicy.multi_run(n) if n else dg.BackfillPolicy.single_run()
-
-
-def _secret(name: str) -> Any:
-    """An ``EnvVar`` (resolved at launch, hidden in the UI) when the variable is set."""
-    return dg.EnvVar(name) if os.environ.get(name) else None
 
 
 DAILY = daily_partitions()

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 
 from es_mysql_pipeline import metadata_keys as keys
-from es_mysql_pipeline.assets.failures import step_failed
+from es_mysql_pipeline.assets.failures import step
 from es_mysql_pipeline.assets.metadata import path_value
 from es_mysql_pipeline.assets.partitions import (
     WindowConfig,
@@ -19,7 +19,7 @@ from es_mysql_pipeline.assets.partitions import (
     run_label,
     run_window,
 )
-from es_mysql_pipeline.errors import ConfigError, PipelineError
+from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.load_engine import load_staged
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import TimeWindow
@@ -38,6 +38,7 @@ from es_mysql_pipeline.worker_processes import tune_gc
 RECONCILE_CHECK = "rows_reconciled"
 
 
+@step("load")
 def load_records(
     context: dg.AssetExecutionContext,
     config: WindowConfig,
@@ -58,20 +59,17 @@ def load_records(
         soft_delete=settings.deletes == "soft",
     )
     missing = 0
-    try:
-        sink.check()
-        if sink.write_mode == "refresh" and partition_keys(context):
-            raise ConfigError(
-                "write_mode refresh replaces the whole table: run it unpartitioned "
-                "(the CLI, or a pipeline with partitions: none), not per partition"
-            )
-        outcome = load_staged(clean_records, sink, shape, label, settings.dead_letter_dir)
-        if settings.deletes != "ignore" and sink.write_mode != "refresh":
-            if source is None:
-                raise ConfigError(f"deletes={settings.deletes} needs the source to re-read ids")
-            missing = delete_missing(source, sink, shape, run_window(context, config))
-    except PipelineError as exc:
-        raise step_failed(exc, "load", context) from None
+    sink.check()
+    if sink.write_mode == "refresh" and partition_keys(context):
+        raise ConfigError(
+            "write_mode refresh replaces the whole table: run it unpartitioned "
+            "(the CLI, or a pipeline with partitions: none), not per partition"
+        )
+    outcome = load_staged(clean_records, sink, shape, label, settings.dead_letter_dir)
+    if settings.deletes != "ignore" and sink.write_mode != "refresh":
+        if source is None:
+            raise ConfigError(f"deletes={settings.deletes} needs the source to re-read ids")
+        missing = delete_missing(source, sink, shape, run_window(context, config))
     counts = outcome.counts
     processed = clean_records.source_rows
     failed = counts.failed + clean_records.rejected

@@ -11,7 +11,7 @@ import dagster as dg
 
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline import metadata_keys as keys
-from es_mysql_pipeline.assets.failures import step_failed
+from es_mysql_pipeline.assets.failures import step
 from es_mysql_pipeline.assets.metadata import path_value
 from es_mysql_pipeline.assets.partitions import (
     WindowConfig,
@@ -20,7 +20,7 @@ from es_mysql_pipeline.assets.partitions import (
     run_label,
 )
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
-from es_mysql_pipeline.errors import ConfigError, PipelineError, RejectedRecordsError
+from es_mysql_pipeline.errors import ConfigError, RejectedRecordsError
 from es_mysql_pipeline.mapping import Analyzer, FieldMapping, load_analyzer
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.resources.settings import PipelineSettings
@@ -36,6 +36,7 @@ from es_mysql_pipeline.transform_engine import (
 from es_mysql_pipeline.worker_processes import tune_gc
 
 
+@step("transform")
 def transform_records(
     context: dg.AssetExecutionContext,
     config: WindowConfig,
@@ -47,14 +48,11 @@ def transform_records(
     metrics = get_recorder()
     started = time.perf_counter()
     dead = DeadLetterWriter(settings.dead_letter_dir, "transform", run_label(context, config))
-    try:
-        mapping = settings.mapping(raw_records.id_key, raw_records.timestamp_key)
-        analyzer = load_analyzer(settings.analyzer) if settings.analyzer else None
-        rejects = RejectTally()
-        staged, analysis = _transform(raw_records, mapping, analyzer, dead, rejects, settings)
-        _check_ratio(staged, rejects, settings.max_failed_ratio)
-    except PipelineError as exc:
-        raise step_failed(exc, "transform", context) from None
+    mapping = settings.mapping(raw_records.id_key, raw_records.timestamp_key)
+    analyzer = load_analyzer(settings.analyzer) if settings.analyzer else None
+    rejects = RejectTally()
+    staged, analysis = _transform(raw_records, mapping, analyzer, dead, rejects, settings)
+    _check_ratio(staged, rejects, settings.max_failed_ratio)
     if analyzer is not None:
         metrics.analysis("success", analysis[0])
         metrics.analysis("failure", analysis[1])

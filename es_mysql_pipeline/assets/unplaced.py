@@ -12,9 +12,8 @@ so the partitions' records plus these add up to the source.
 import dagster as dg
 
 from es_mysql_pipeline import metadata_keys as keys
-from es_mysql_pipeline.assets.failures import step_failed
+from es_mysql_pipeline.assets.failures import step
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
-from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sources.base import RecordSource
 
@@ -25,20 +24,18 @@ PLACED_DESCRIPTION = (
 )
 
 
+@step("fetch")
 def unplaced_records(
     context: dg.AssetExecutionContext, source: RecordSource, settings: PipelineSettings
 ) -> dg.MaterializeResult:
     """Source records whose time is missing or unreadable: they belong to no partition."""
     dead = DeadLetterWriter(settings.dead_letter_dir, "fetch", "unplaced")
-    try:
-        source.check()
-        with dead:
-            for batch in source.read_unplaced(settings.fetch_batch_size):
-                for record, reason in batch:
-                    dead.write(record, reason)
-            path = dead.close()
-    except PipelineError as exc:
-        raise step_failed(exc, "fetch") from None
+    source.check()
+    with dead:
+        for batch in source.read_unplaced(settings.fetch_batch_size):
+            for record, reason in batch:
+                dead.write(record, reason)
+        path = dead.close()
     n = dead.count
     if n:
         context.log.warning(f"{n} records belong to no partition; see {path}")

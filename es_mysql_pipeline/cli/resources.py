@@ -110,14 +110,11 @@ def declared_resources(args: argparse.Namespace) -> dict[str, Any]:
     plan = find_pipeline(path, args.pipeline)
     if args.pipeline_id == "default":
         args.pipeline_id = plan.name  # the metrics' pipeline_id
-    own = plan.resources()
-    keys = plan.resource_keys
-    staging = StagingIOManagerResource(base_path=args.staging_dir or "")
     return {
-        "source": _with_secrets(own[keys.source]),
-        "sink": _with_secrets(own[keys.sink]),
-        "settings": own[keys.settings],
-        "io_manager": staging,
+        "source": _with_secrets(plan.source),
+        "sink": _with_secrets(plan.sink),
+        "settings": plan.settings,
+        "io_manager": StagingIOManagerResource(base_path=args.staging_dir or ""),
     }
 
 
