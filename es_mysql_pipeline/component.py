@@ -726,9 +726,14 @@ def _executor(name: ExecutorName) -> dg.ExecutorDefinition:
         else:
             from dagster_celery import celery_executor
 
-            broker = os.environ.get("DAGSTER_CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0"
-            backend = os.environ.get("DAGSTER_CELERY_BACKEND_URL") or "redis://127.0.0.1:6379/1"
-            _EXECUTORS[name] = celery_executor.configured(
-                {"broker": broker, "backend": backend}, name="celery"
-            )
+            _EXECUTORS[name] = celery_executor.configured(celery_config(), name="celery")
     return _EXECUTORS[name]
+
+
+def celery_config() -> dict[str, str]:
+    """The celery broker and result backend (``DAGSTER_CELERY_BROKER_URL`` / ``_BACKEND_URL``)."""
+    env = os.environ.get
+    return {
+        "broker": env("DAGSTER_CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0",
+        "backend": env("DAGSTER_CELERY_BACKEND_URL") or "redis://127.0.0.1:6379/1",
+    }

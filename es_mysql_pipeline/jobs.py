@@ -15,7 +15,6 @@ checks its own resolved targets against them (see ``es_mysql_pipeline.targets``)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,9 +25,7 @@ import dagster as dg
 from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, RetryMode
 
 from es_mysql_pipeline import definitions as base
-
-BROKER_ENV = "DAGSTER_CELERY_BROKER_URL"
-BACKEND_ENV = "DAGSTER_CELERY_BACKEND_URL"
+from es_mysql_pipeline.component import celery_config
 
 
 class CeleryRecordingTargets(CeleryExecutor):
@@ -56,12 +53,6 @@ def celery_checked_targets(init_context: dg.InitExecutorContext) -> dg.Executor:
         include=config.get("include"),
         retries=RetryMode.from_config(config["retries"]),  # type: ignore[arg-type]
     )
-
-
-def celery_config() -> dict[str, Any]:
-    broker = os.environ.get(BROKER_ENV) or "redis://127.0.0.1:6379/0"
-    backend = os.environ.get(BACKEND_ENV) or "redis://127.0.0.1:6379/1"
-    return {"broker": broker, "backend": backend}
 
 
 EXECUTOR = celery_checked_targets.configured(celery_config(), name="celery")
