@@ -1,12 +1,10 @@
 """The source and sink a run was launched for, recorded as run tags and checked by each step.
 
-A celery worker or a pod resolves the resources from its own environment. Without this
-check, a worker missing ``ES_MYSQL_PIPELINE_ENV`` would read the bundled sample and write a
-local SQLite file, and the run would show SUCCESS. The launching process (the code server:
-UI launches, schedules, job backfills) puts the targets in the run tags; a run without them
-(the implicit asset job, a backfill of the assets) gets them from its run worker before the
-first step (see ``es_mysql_pipeline.jobs``). Each step compares its own resolved targets.
-Only non-secret descriptions: a URL is rendered without its password.
+A celery worker resolves the resources from its own environment: without this check, a
+worker missing ``ES_MYSQL_PIPELINE_ENV`` would load the bundled sample into a local SQLite
+file and the run would show SUCCESS. The launching code server (or, for an untagged run,
+the run worker: ``es_mysql_pipeline.jobs``) tags the run; each step compares its own
+targets. Only non-secret descriptions: a URL is rendered without its password.
 """
 
 from __future__ import annotations
