@@ -1,7 +1,6 @@
 """Fetch: read the run's window from the source into a staged file."""
 
-# No `from __future__ import annotations` here: Dagster reads these signatures' types at
-# definition time to inject config and resources.
+from __future__ import annotations
 
 import contextlib
 import time
@@ -12,9 +11,9 @@ import dagster as dg
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline import metadata_keys as keys
 from es_mysql_pipeline.assets.failures import step
+from es_mysql_pipeline.assets.metadata import timing
 from es_mysql_pipeline.assets.partitions import (
     WindowConfig,
-    partition_keys,
     put_counts,
     run_window,
 )
@@ -57,13 +56,9 @@ def fetch_records(
         "source": described["type"],
         "source_target": described["target"],
         keys.TIMESTAMP_FIELD: time_field,
-        keys.DURATION_SECONDS: round(elapsed, 3),
-        "rows_per_second": round(staged.rows / elapsed, 1) if elapsed > 0 else 0.0,
+        **timing(staged.rows, elapsed),
     }
-    counts: dict[str, object] = {"records": staged.rows}
-    if len(partition_keys(context)) <= 1:  # a range's total is no partition's row count
-        counts["dagster/row_count"] = staged.rows
-    put_counts(context, metadata, counts)
+    put_counts(context, metadata, {"records": staged.rows}, row_count=staged.rows)
     return dg.MaterializeResult(value=staged, metadata=metadata)
 
 

@@ -1,7 +1,6 @@
 """Load: write clean rows to the sink with N workers, then reconcile the partition."""
 
-# No `from __future__ import annotations` here: Dagster reads these signatures' types at
-# definition time to inject config and resources.
+from __future__ import annotations
 
 from typing import Any
 
@@ -9,7 +8,7 @@ import dagster as dg
 
 from es_mysql_pipeline import metadata_keys as keys
 from es_mysql_pipeline.assets.failures import step
-from es_mysql_pipeline.assets.metadata import path_value
+from es_mysql_pipeline.assets.metadata import path_value, timing
 from es_mysql_pipeline.assets.partitions import (
     WindowConfig,
     days_label,
@@ -74,10 +73,7 @@ def load_records(
     processed = clean_records.source_rows
     failed = counts.failed + clean_records.rejected
     metadata: dict[str, Any] = {
-        keys.DURATION_SECONDS: round(outcome.elapsed, 3),
-        "rows_per_second": round(clean_records.rows / outcome.elapsed, 1)
-        if outcome.elapsed > 0
-        else 0.0,
+        **timing(clean_records.rows, outcome.elapsed),
         keys.DEAD_LETTER_PATH: path_value(outcome.dead_letter),
         keys.TRANSFORM_DEAD_LETTER_PATH: path_value(clean_records.dead_letter),
         "sink": sink.describe()["type"],

@@ -77,7 +77,10 @@ def days_label(keys: list[str]) -> str:
 
 
 def put_counts(
-    context: dg.AssetExecutionContext, metadata: dict[str, Any], counts: dict[str, Any]
+    context: dg.AssetExecutionContext,
+    metadata: dict[str, Any],
+    counts: dict[str, Any],
+    row_count: int | None = None,
 ) -> None:
     """Add a step's counts so that adding up partitions never counts a record twice: a
     single-run backfill's counts are the range's, so they go on its first partition only,
@@ -86,6 +89,8 @@ def put_counts(
     keys = partition_keys(context)
     if len(keys) <= 1:
         metadata.update(counts)
+        if row_count is not None:  # a range's total is no partition's row count
+            metadata["dagster/row_count"] = row_count
         return
     span = days_label(keys)
     metadata["run_covers"] = span

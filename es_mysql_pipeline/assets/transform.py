@@ -1,7 +1,6 @@
 """Transform: map raw records to rows; records that cannot be loaded go to the dead letter."""
 
-# No `from __future__ import annotations` here: Dagster reads these signatures' types at
-# definition time to inject config and resources.
+from __future__ import annotations
 
 import contextlib
 import os
@@ -12,10 +11,9 @@ import dagster as dg
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline import metadata_keys as keys
 from es_mysql_pipeline.assets.failures import step
-from es_mysql_pipeline.assets.metadata import path_value
+from es_mysql_pipeline.assets.metadata import path_value, timing
 from es_mysql_pipeline.assets.partitions import (
     WindowConfig,
-    partition_keys,
     put_counts,
     run_label,
 )
@@ -63,18 +61,15 @@ def transform_records(
     metadata: dict[str, object] = {
         keys.DEAD_LETTER_PATH: path_value(dead_path),
         "columns": ", ".join(staged.columns),
-        keys.DURATION_SECONDS: round(elapsed, 3),
-        "rows_per_second": round(raw_records.rows / elapsed, 1) if elapsed > 0 else 0.0,
+        **timing(raw_records.rows, elapsed),
     }
     counts: dict[str, object] = {"clean_records": staged.rows, "rejected_records": dead.count}
-    if len(partition_keys(context)) <= 1:  # a range's total is no partition's row count
-        counts["dagster/row_count"] = staged.rows
     top = rejects.top()
     if top is not None:
         counts[keys.TOP_REJECT_REASON] = f"{top[1]} records: {top[0]}"
     if analyzer is not None:
         counts.update({"analysis_succeeded": analysis[0], "analysis_failed": analysis[1]})
-    put_counts(context, metadata, counts)
+    put_counts(context, metadata, counts, row_count=staged.rows)
     return dg.MaterializeResult(value=staged, metadata=metadata)  # type: ignore[arg-type]
 
 

@@ -6,8 +6,7 @@ every materialization, so each record is there exactly once) and says how many t
 so the partitions' records plus these add up to the source.
 """
 
-# No `from __future__ import annotations` here: Dagster reads these signatures' types at
-# definition time to inject resources.
+from __future__ import annotations
 
 import dagster as dg
 
