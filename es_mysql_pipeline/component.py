@@ -444,49 +444,42 @@ class _Where:
     def __init__(self, yaml_file: Path | None) -> None:
         self.file = yaml_file
         self._root: Any = None
-        if yaml_file is not None:
-            try:
-                for node in yaml.compose_all(yaml_file.read_text(encoding="utf-8")):
-                    if isinstance(node, yaml.MappingNode) and "EsMysqlPipelines" in str(
-                        _child(node, "type").value if _child(node, "type") else ""
-                    ):
-                        self._root = _child(node, "attributes")
-                        break
-            except (OSError, yaml.YAMLError):
-                self._root = None
+        try:
+            for node in (
+                yaml.compose_all(yaml_file.read_text(encoding="utf-8")) if yaml_file else ()
+            ):
+                if "EsMysqlPipelines" in str(getattr(_child(node, "type"), "value", "")):
+                    self._root = _child(node, "attributes")
+                    break
+        except (OSError, yaml.YAMLError):
+            self._root = None
 
     def line(self, path: Sequence[Any]) -> int | None:
-        node = self._root
-        line = node.start_mark.line + 1 if node is not None else None
-        for part in path:
+        """The line of the deepest node of ``path`` that the YAML has."""
+        node, line = self._root, None
+        for part in (None, *path):
+            if part is not None and isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                node = node.value[part] if part < len(node.value) else None
+            elif part is not None:
+                node = _child(node, str(part))
             if node is None:
                 break
-            if isinstance(part, int) and isinstance(node, yaml.SequenceNode):
-                node = node.value[part] if part < len(node.value) else None
-            elif isinstance(node, yaml.MappingNode):
-                node = _child(node, str(part))
-            else:
-                node = None
-            if node is not None:
-                line = node.start_mark.line + 1
+            line = node.start_mark.line + 1
         return line
 
     def message(self, path: Sequence[Any], what: str) -> str:
-        place = _dotted(path)
         line = self.line(path)
         prefix = f"{self.file}:{line}: " if self.file and line else ""
-        return f"{prefix}{place}: {what}"
+        return f"{prefix}{_dotted(path)}: {what}"
 
     def fail(self, path: Sequence[Any], what: str) -> NoReturn:
         raise PipelinesConfigError(self.message(path, what))
 
 
 def _child(node: Any, key: str) -> Any:
-    if not isinstance(node, yaml.MappingNode):
-        return None
-    for k, v in node.value:
-        if getattr(k, "value", None) == key:
-            return v
+    """The value of ``key`` in a YAML mapping node; None for anything else."""
+    if isinstance(node, yaml.MappingNode):
+        return next((v for k, v in node.value if getattr(k, "value", None) == key), None)
     return None
 
 

@@ -1,16 +1,10 @@
-"""A code location whose runs execute their steps on celery workers (Redis broker).
+"""A code location whose runs execute their steps on celery workers (the ``distributed``
+extra; serve it with ``dagster api grpc -m es_mysql_pipeline.jobs``).
 
-Needs the ``distributed`` extra (dagster-celery); the default code location,
-``es_mysql_pipeline.definitions``, loads without it. Serve this one instead::
-
-    dagster api grpc -m es_mysql_pipeline.jobs   # or dagster dev -m es_mysql_pipeline.jobs
-
-Every run of the assets (``records_job``, the asset graph's launches, asset backfills and
-the schedule) uses the celery executor: broker ``DAGSTER_CELERY_BROKER_URL`` (default
-``redis://127.0.0.1:6379/0``), results ``DAGSTER_CELERY_BACKEND_URL`` (default ``.../1``).
-Before the first step, the run worker records the targets it resolved in the run's tags
-when the launch did not (a run of the implicit asset job); each step on a worker then
-checks its own resolved targets against them (see ``es_mysql_pipeline.targets``).
+Every run of the assets uses the celery executor (broker ``DAGSTER_CELERY_BROKER_URL``,
+results ``DAGSTER_CELERY_BACKEND_URL``). A run launched without the targets in its tags
+(the implicit asset job) gets the run worker's before the first step, and each step on a
+worker checks its own against them (``es_mysql_pipeline.targets``).
 """
 
 from __future__ import annotations

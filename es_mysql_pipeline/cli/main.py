@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from typing import Any
 
 from es_mysql_pipeline import lifecycle
@@ -127,21 +128,11 @@ def _in_background(fn: Callable[[], Any]) -> Any:
     step mid-batch; from another thread it leaves signals alone, and the assets stop cleanly
     after the batch in flight when :func:`lifecycle.request_stop` is called.
     """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # handed back to the main thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=target, name="pipeline-run")
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.2)  # short joins keep the main thread responsive to signals
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+    with futures.ThreadPoolExecutor(1, thread_name_prefix="pipeline-run") as pool:
+        future = pool.submit(fn)
+        while not future.done():
+            futures.wait([future], timeout=0.2)  # short waits keep the main thread responsive
+        return future.result()
 
 
 def _start_metrics(args: argparse.Namespace, resources: dict[str, Any]) -> Any:
