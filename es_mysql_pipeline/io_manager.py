@@ -35,13 +35,11 @@ class StagingIOManager(dg.UPathIOManager):
         meta_path = path.with_name(path.name + META_SUFFIX)
         if self.path_exists(meta_path):
             meta_path.unlink()  # the old staged file stops being "complete" before it is replaced
-        if getattr(path, "protocol", "") in ("", "file", "local"):
-            os.makedirs(str(path.parent.path), exist_ok=True)
+        if getattr(path, "protocol", "") in ("", "file", "local"):  # a rename, if it can
             shutil.move(obj.path, str(tmp.path))
             os.replace(str(tmp.path), str(path.path))
         else:
-            with open(obj.path, "rb") as src, tmp.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            tmp.fs.put_file(obj.path, tmp.path)
             tmp.rename(path)
             os.unlink(obj.path)
         handle = dataclasses.replace(obj, path=str(path))
