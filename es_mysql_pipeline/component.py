@@ -725,8 +725,7 @@ def _executor(name: ExecutorName) -> dg.ExecutorDefinition:
 
 def celery_config() -> dict[str, str]:
     """The celery broker and result backend (``DAGSTER_CELERY_BROKER_URL`` / ``_BACKEND_URL``)."""
-    env = os.environ.get
     return {
-        "broker": env("DAGSTER_CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0",
-        "backend": env("DAGSTER_CELERY_BACKEND_URL") or "redis://127.0.0.1:6379/1",
+        "broker": os.environ.get("DAGSTER_CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0",
+        "backend": os.environ.get("DAGSTER_CELERY_BACKEND_URL") or "redis://127.0.0.1:6379/1",
     }

@@ -16,14 +16,22 @@ from typing import Any
 
 import dagster as dg
 
-from es_mysql_pipeline.assets.failures import RETRY
+from es_mysql_pipeline import metadata_keys as keys
+from es_mysql_pipeline.assets.failures import RETRY, step
 from es_mysql_pipeline.assets.fetch import fetch_records
 from es_mysql_pipeline.assets.load import RECONCILE_CHECK, RECONCILE_DESCRIPTION, load_records
 from es_mysql_pipeline.assets.partitions import WindowConfig
 from es_mysql_pipeline.assets.transform import transform_records
-from es_mysql_pipeline.assets.unplaced import PLACED_CHECK, PLACED_DESCRIPTION, unplaced_records
+from es_mysql_pipeline.dead_letter import DeadLetterWriter
+from es_mysql_pipeline.resources.settings import PipelineSettings
+from es_mysql_pipeline.resources.sources.base import RecordSource
 from es_mysql_pipeline.staging import StagedRecords
 
+PLACED_CHECK = "all_records_placed"
+PLACED_DESCRIPTION = (
+    "Every source record has a time that puts it in a partition; records without one are "
+    "counted here and kept in the dead letter, not silently left out."
+)
 GROUP = "records_pipeline"
 OWNERS = ("team:data-engineering",)
 __all__ = ["GROUP", "OWNERS", "RETRY", "Chain", "build_assets", "build_unplaced_asset"]
@@ -138,14 +146,17 @@ def build_assets(
 
 
 def build_unplaced_asset(chain: Chain = Chain()) -> dg.AssetsDefinition:
-    """The records of a partitioned pipeline that no partition holds (no readable time):
-    unpartitioned, materialized on demand, beside the chain."""
+    """The records of a partitioned pipeline that no partition holds (their time is missing
+    or unreadable), so in no partition's counts: read once, each dead-lettered with its
+    reason (the file is replaced on every materialization) and counted, so that the
+    partitions' records plus these add up to the source. Unpartitioned, on demand."""
     source, settings = chain.resource("source"), chain.resource("settings")
 
+    @step("fetch")
     def unplaced(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """Records whose time is missing or unreadable: they belong to no partition."""
         r = context.resources
-        return unplaced_records(context, getattr(r, source), getattr(r, settings))
+        return _unplaced(context, getattr(r, source), getattr(r, settings))
 
     key = chain.key("unplaced")
     return dg.asset(
@@ -155,3 +166,39 @@ def build_unplaced_asset(chain: Chain = Chain()) -> dg.AssetsDefinition:
         check_specs=[dg.AssetCheckSpec(PLACED_CHECK, asset=key, description=PLACED_DESCRIPTION)],
         **chain.attributes(),
     )(unplaced)
+
+
+def _unplaced(
+    context: dg.AssetExecutionContext, source: RecordSource, settings: PipelineSettings
+) -> dg.MaterializeResult:
+    dead = DeadLetterWriter(settings.dead_letter_dir, "fetch", "unplaced")
+    source.check()
+    with dead:
+        for batch in source.read_unplaced(settings.fetch_batch_size):
+            for record, reason in batch:
+                dead.write(record, reason)
+        path = dead.close()
+    n = dead.count
+    if n:
+        context.log.warning(f"{n} records belong to no partition; see {path}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n,
+            "unplaced_records": n,
+            keys.DEAD_LETTER_PATH: dg.MetadataValue.path(path)
+            if path
+            else dg.MetadataValue.text("none: every record has a time"),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=PLACED_CHECK,
+                passed=n == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"unplaced_records": n},
+                description=None
+                if n == 0
+                else f"{n} records have no readable time and are in no partition's counts; "
+                f"they are in {path}",
+            )
+        ],
+    )

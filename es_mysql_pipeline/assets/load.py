@@ -21,7 +21,6 @@ from es_mysql_pipeline.assets.partitions import (
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.load_engine import load_staged
 from es_mysql_pipeline.metrics.recorder import get_recorder
-from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks.base import (
     RecordSink,
@@ -68,7 +67,10 @@ def load_records(
     if settings.deletes != "ignore" and sink.write_mode != "refresh":
         if source is None:
             raise ConfigError(f"deletes={settings.deletes} needs the source to re-read ids")
-        missing = delete_missing(source, sink, shape, run_window(context, config))
+        # the source's ids of the window, read completely (or it raises: nothing is deleted)
+        window = run_window(context, config)
+        missing = sink.delete_missing(shape, window, source.read_ids(window))
+        get_recorder().deleted("soft" if shape.soft_delete else "hard", missing)
     counts = outcome.counts
     processed = clean_records.source_rows
     failed = counts.failed + clean_records.rejected
@@ -130,17 +132,6 @@ RECONCILE_DESCRIPTION = (
     "inserted, updated, skipped as already loaded, refused by the sink, deleted its row "
     "(delete marker) or rejected by the transform."
 )
-
-
-def delete_missing(
-    source: RecordSource, sink: RecordSink, shape: TableShape, window: TimeWindow | None
-) -> int:
-    """Read the source's ids for ``window`` (completely, or raise: then nothing is
-    deleted) and delete or stamp the sink's rows of the window that are not among them."""
-    ids = source.read_ids(window)
-    n = sink.delete_missing(shape, window, ids)
-    get_recorder().deleted("soft" if shape.soft_delete else "hard", n)
-    return n
 
 
 def _reconcile(
