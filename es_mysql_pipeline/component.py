@@ -35,11 +35,7 @@ from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
 from es_mysql_pipeline.targets import PIPELINE_TAG, target_tags
 
-__all__ = [
-    "EsMysqlPipelines",
-    "PipelinesConfigError",
-    "load_pipelines_file",
-]
+__all__ = ["EsMysqlPipelines", "PipelinesConfigError", "find_pipeline", "load_pipelines_file"]
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 LAG = re.compile(r"^\s*(\d+)\s*([hd])\s*$")

@@ -161,10 +161,8 @@ records_daily_schedule = dg.build_schedule_from_partitioned_job(
 
 
 def env_defs() -> dg.Definitions:
-    """The environment-variable deployment (``ES_MYSQL_PIPELINE_ENV``): one pipeline.
-
-    A function: Dagster takes the one ``Definitions`` at module scope as the code location.
-    """
+    """The environment-variable deployment (``ES_MYSQL_PIPELINE_ENV``): one pipeline. A
+    function: Dagster takes the one ``Definitions`` at module scope as the code location."""
     return dg.Definitions(
         assets=[*ASSETS, build_unplaced_asset()],
         jobs=[records_job],

@@ -84,15 +84,17 @@ def _transform(
     """Map every raw record; the clean staged file and the analyzer's (ok, failed) counts."""
     total = raw_records.rows
     workers = worker_count(settings.transform_processes, total)
+
+    def after_run(done: int, rejected: int) -> None:
+        if rejected:
+            get_recorder().records("failed", rejected, "transform")
+            get_recorder().dead_letter("transform", rejected)
+        lifecycle.progress("transform", done, total)
+        rejects.check(done, settings.max_failed_ratio)
+        lifecycle.raise_if_stopped("transform")
+
     with dead, new_staged_file(mapping) as out:
         if workers > 1:
-
-            def after_run(done: int, rejected: int) -> None:
-                _count_rejects(rejected)
-                lifecycle.progress("transform", done, total)
-                rejects.check(done, settings.max_failed_ratio)
-                lifecycle.raise_if_stopped("transform")
-
             ok, failed, unseen = map_parallel(
                 raw_records, mapping, settings.analyzer, workers, out, dead, after_run, rejects
             )
@@ -101,10 +103,7 @@ def _transform(
             for frame in raw_records.raw_frames():
                 rejected_before = dead.count
                 out.write(mapper.map(frame))
-                _count_rejects(dead.count - rejected_before)
-                lifecycle.progress("transform", out.rows + dead.count, total)
-                rejects.check(out.rows + dead.count, settings.max_failed_ratio)
-                lifecycle.raise_if_stopped("transform")
+                after_run(out.rows + dead.count, dead.count - rejected_before)
             ok, failed, unseen = mapper.analysis_ok, mapper.analysis_failed, mapper.unseen
         if unseen and out.rows:
             # Nothing is published: a typo in the mapping fails the same way on every retry.
@@ -144,10 +143,3 @@ def _check_ratio(staged: StagedRecords, rejects: RejectTally, max_ratio: float |
         f"(more than --max-failed-ratio {max_ratio}){most_often}; "
         f"the rejected records are in {staged.dead_letter}"
     )
-
-
-def _count_rejects(n: int) -> None:
-    if n:
-        metrics = get_recorder()
-        metrics.records("failed", n, "transform")
-        metrics.dead_letter("transform", n)
