@@ -615,11 +615,10 @@ def _sink(
         return sink, f"jsonl:{os.path.abspath(model.jsonl_dir)}"
     if not model.table:
         where.fail(at, "a database sink needs table")
+    password, extra = None, {}
     if model.sqlite is not None:
         url = f"sqlite:///{model.sqlite}"
         key = f"sqlite:{os.path.abspath(model.sqlite)}#{model.table}"
-        password = None
-        extra: dict[str, Any] = {}
     else:
         conn = _connection(where, (*at, "connection"), str(model.connection), connections)
         if conn.type == "elasticsearch":
@@ -652,10 +651,7 @@ def _settings(
     if "pipeline_id" in fields:
         where.fail((*at, "settings"), "pipeline_id is the pipeline's name")
     fields.setdefault("dead_letter_dir", os.path.join(data_dir, "dead_letter", name))
-    settings: PipelineSettings = _construct(
-        where, (*at, "settings"), PipelineSettings, pipeline_id=name, **fields
-    )
-    return settings
+    return _construct(where, (*at, "settings"), PipelineSettings, pipeline_id=name, **fields)
 
 
 def _partitions(
