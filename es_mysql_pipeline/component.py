@@ -698,21 +698,16 @@ def _lag(where: _Where, at: tuple[Any, ...], text: str) -> timedelta:
     return timedelta(days=n) if match.group(2) == "d" else timedelta(hours=n)
 
 
-_EXECUTORS: dict[str, dg.ExecutorDefinition] = {}
-
-
+@functools.cache
 def _executor(name: ExecutorName) -> dg.ExecutorDefinition:
     """One executor object per kind, so that several components' definitions merge."""
-    if name not in _EXECUTORS:
-        if name == "in_process":
-            _EXECUTORS[name] = dg.in_process_executor
-        elif name == "multiprocess":
-            _EXECUTORS[name] = dg.multiprocess_executor
-        else:
-            from dagster_celery import celery_executor
+    if name == "in_process":
+        return dg.in_process_executor
+    if name == "multiprocess":
+        return dg.multiprocess_executor
+    from dagster_celery import celery_executor
 
-            _EXECUTORS[name] = celery_executor.configured(celery_config(), name="celery")
-    return _EXECUTORS[name]
+    return celery_executor.configured(celery_config(), name="celery")
 
 
 def celery_config() -> dict[str, str]:
