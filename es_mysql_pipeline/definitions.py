@@ -1,10 +1,6 @@
-"""Composes the project: the pipelines of a defs.yaml, or the one pipeline of the environment.
-
-``ES_MYSQL_PIPELINE_DEFS`` names a ``defs.yaml`` (or a folder of them) declaring pipelines
-(:class:`es_mysql_pipeline.EsMysqlPipelines`); unset, the bundled defs folder
-(``es_mysql_pipeline/defs/``: the sample CSV into SQLite) loads. Setting
-``ES_MYSQL_PIPELINE_ENV`` instead keeps the environment-variable deployment: one pipeline,
-assets ``raw_records`` → ``clean_records`` → ``loaded_records``, job ``records_job``.
+"""Composes the project: the pipelines of a defs.yaml (``ES_MYSQL_PIPELINE_DEFS``, else the
+bundled sample CSV into SQLite), or with ``ES_MYSQL_PIPELINE_ENV`` the one pipeline of the
+environment: ``raw_records`` → ``clean_records`` → ``loaded_records``, job ``records_job``.
 """
 
 from __future__ import annotations

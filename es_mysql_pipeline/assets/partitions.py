@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import timezone
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 
@@ -62,9 +62,7 @@ def partition_keys(context: dg.AssetExecutionContext) -> list[str]:
 
 def partition_window(context: dg.AssetExecutionContext, key: str) -> TimeWindow:
     """The ``[start, end)`` window of one partition of this run."""
-    partitions_def = context.assets_def.partitions_def
-    if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
-        raise TypeError(f"{partitions_def!r} is not a time-window partitions definition")
+    partitions_def = cast(dg.TimeWindowPartitionsDefinition, context.assets_def.partitions_def)
     tw = partitions_def.time_window_for_partition_key(key)
     return TimeWindow(tw.start.astimezone(timezone.utc), tw.end.astimezone(timezone.utc))
 
