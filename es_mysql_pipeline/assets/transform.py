@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from dataclasses import replace
 
 import dagster as dg
 
@@ -110,17 +111,10 @@ def _transform(
             raise ConfigError(mapping.unknown_columns_message(unseen, sorted(out.columns)))
         staged = out.finish()
         dead_path = dead.close()
-    staged = StagedRecords(
-        staged.path,
-        staged.rows,
-        staged.id_key,
-        staged.timestamp_key,
-        staged.columns,
-        source_rows=raw_records.rows,
-        rejected=dead.count,
-        dead_letter=dead_path,
+    counted = replace(
+        staged, source_rows=raw_records.rows, rejected=dead.count, dead_letter=dead_path
     )
-    return staged, (ok, failed)
+    return counted, (ok, failed)
 
 
 def _check_ratio(staged: StagedRecords, rejects: RejectTally, max_ratio: float | None) -> None:
