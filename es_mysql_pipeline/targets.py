@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from es_mysql_pipeline import metadata_keys as keys
+from es_mysql_pipeline.errors import ConfigError
 
 SOURCE_TAG = "es_mysql_pipeline/source"
 SINK_TAG = "es_mysql_pipeline/sink"
@@ -61,15 +61,11 @@ def mismatch(tags: Mapping[str, str], key: str, resolved: str) -> str | None:
 
 
 def verify_target(context: dg.AssetExecutionContext, key: str, resource: Any) -> None:
-    """Fail the step at once (no retry) when its ``key`` target differs from the launch's."""
+    """Fail the step (a setting: no retry) when its ``key`` target differs from the launch's."""
     try:
         tags = context.run.tags
     except Exception:  # dagster's DagsterInvalidPropertyError, not exported: invoked directly
         return  # (a test, a script): no launch to compare with
     line = mismatch(tags, key, describe_target(resource))
     if line is not None:
-        raise dg.Failure(
-            description=line,
-            allow_retries=False,
-            metadata={keys.ERROR_KIND: keys.CONFIG_ERROR_KIND},
-        )
+        raise ConfigError(line)
