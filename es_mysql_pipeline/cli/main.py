@@ -61,7 +61,11 @@ def _run(args: argparse.Namespace) -> int:
         staging_tmp = tempfile.TemporaryDirectory(prefix="es-mysql-pipeline-")
     staging = args.staging_dir or staging_tmp.name  # type: ignore[union-attr]
     resources["io_manager"] = StagingIOManagerResource(base_path=staging)
-    metrics = _start_metrics(args, resources)
+    metrics = None
+    if args.metrics_port is not None:  # nothing listens otherwise
+        from es_mysql_pipeline.metrics.cli_support import start_cli_metrics
+
+        metrics = start_cli_metrics(args, resources)
     window = {"start": args.start, "end": args.end}
     if bool(args.start) != bool(args.end):
         raise ConfigError("give both --start and --end (YYYY-MM-DD), or neither")
@@ -133,15 +137,6 @@ def _in_background(fn: Callable[[], Any]) -> Any:
         while not future.done():
             futures.wait([future], timeout=0.2)  # short waits keep the main thread responsive
         return future.result()
-
-
-def _start_metrics(args: argparse.Namespace, resources: dict[str, Any]) -> Any:
-    """The metrics endpoint, only when ``--metrics-port`` is given (nothing listens otherwise)."""
-    if args.metrics_port is None:
-        return None
-    from es_mysql_pipeline.metrics.cli_support import start_cli_metrics
-
-    return start_cli_metrics(args, resources)
 
 
 def _stop_metrics(metrics: Any, linger: float, succeeded: bool) -> None:
