@@ -93,15 +93,6 @@ def resources_for(env: str) -> dict[str, object]:
         sink = JsonlSink(directory=_env("OUTPUT_DIR", os.path.join(home, "out")))
     else:
         raise ValueError(f"{ENV_VAR}={env!r}: use local, mysql, file or elasticsearch")
-    pushgateway = PushgatewayResource(
-        url=os.environ.get("PUSHGATEWAY_URL", ""),
-        pipeline_id=settings.pipeline_id,
-        grouping_labels={"env": env},
-        username=_env("PUSHGATEWAY_USERNAME"),
-        password=_secret("PUSHGATEWAY_PASSWORD"),
-        source_type=source.describe()["type"],
-        sink_type=sink.describe()["type"],
-    )
     return {
         "source": source,
         "sink": sink,
@@ -109,7 +100,15 @@ def resources_for(env: str) -> dict[str, object]:
         "io_manager": StagingIOManagerResource(
             base_path=_env("STAGING_PATH", os.path.join(home, "staging"))
         ),
-        "pushgateway": pushgateway,
+        "pushgateway": PushgatewayResource(
+            url=os.environ.get("PUSHGATEWAY_URL", ""),
+            pipeline_id=settings.pipeline_id,
+            grouping_labels={"env": env},
+            username=_env("PUSHGATEWAY_USERNAME"),
+            password=_secret("PUSHGATEWAY_PASSWORD"),
+            source_type=source.describe()["type"],
+            sink_type=sink.describe()["type"],
+        ),
     }
 
 

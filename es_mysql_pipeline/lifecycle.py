@@ -18,10 +18,7 @@ _progress: ProgressFn | None = None
 
 class Interrupted(Exception):
     """A stop was requested; the batch in flight finished and nothing partial was published.
-
-    The assets turn it into a ``dagster.Failure`` without retries (see ``assets/failures.py``),
-    so the ``RetryPolicy`` does not start the step again while the process is shutting down.
-    """
+    The step fails without retries (``assets/failures.py``): the process is shutting down."""
 
 
 def request_stop() -> None:

@@ -1,9 +1,7 @@
 """How a step fails: one line for a user, and retried only when a retry can help.
 
-A step retry repeats the whole fetch or load, so the assets' ``RetryPolicy`` sees only
-connection-class faults (a dropped connection, a timeout, a server that was restarting).
-Anything else (a wrong setting, a schema-contract refusal, a missing index or file, a bug
-such as ``AssertionError``) fails the same way again, so it fails at once with its message.
+A step retry repeats the whole fetch or load, so the ``RetryPolicy`` sees only connection
+faults; anything else (a wrong setting, a missing index, a bug) would fail the same way again.
 """
 
 from __future__ import annotations
