@@ -40,13 +40,9 @@ class CeleryRecordingTargets(CeleryExecutor):
 )
 def celery_checked_targets(init_context: dg.InitExecutorContext) -> dg.Executor:
     config = init_context.executor_config
-    return CeleryRecordingTargets(
-        broker=config.get("broker"),
-        backend=config.get("backend"),
-        config_source=config.get("config_source"),
-        include=config.get("include"),
-        retries=RetryMode.from_config(config["retries"]),  # type: ignore[arg-type]
-    )
+    given = {k: config.get(k) for k in ("broker", "backend", "config_source", "include")}
+    retries = RetryMode.from_config(config["retries"])  # type: ignore[arg-type]
+    return CeleryRecordingTargets(**given, retries=retries)
 
 
 EXECUTOR = celery_checked_targets.configured(celery_config(), name="celery")
