@@ -1,26 +1,11 @@
 """Many pipelines in one code location, declared in a ``defs.yaml`` (a Dagster component).
 
-```yaml
-type: es_mysql_pipeline.EsMysqlPipelines
-attributes:
-  connections:
-    prod_es: {type: elasticsearch, hosts: ["https://es:9200"], api_key_env: ES_API_KEY}
-    app_db: {type: sql, url: "mysql+pymysql://loader@db:3306/app", password_env: DB_PASSWORD}
-  defaults: {partitions: {type: daily, start: "2026-01-01"}, schedule: "15 0 * * *"}
-  pipelines:
-    - {name: orders, source: {connection: prod_es, index: "orders-*"},
-       sink: {connection: app_db, table: orders}, write_mode: upsert, lag: 2d}
-```
-
 Each pipeline becomes its own asset chain (``orders/raw`` → ``orders/clean`` →
-``orders/loaded``) in its own group, with its own resource keys (``orders__source``,
-``orders__sink``, ``orders__settings``, ``orders__io_manager``), job, schedule or automation
-condition, and ``pipeline_id`` (run tag and asset tag ``es_mysql_pipeline/pipeline_id``).
+``orders/loaded``) in its own group, with its own resource keys (``orders__source`` …), job,
+schedule or automation condition, and run and asset tag ``es_mysql_pipeline/pipeline_id``.
 Secrets are environment-variable *names* (``password_env``), turned into ``dg.EnvVar``:
-``{{ env.X }}`` would put the value itself in the definitions the UI shows.
-
-Mistakes fail when the code location loads, one line naming the place in the YAML
-(:class:`PipelinesConfigError`), never as a run failing later.
+``{{ env.X }}`` would put the value itself in the definitions the UI shows. Mistakes fail
+when the code location loads, one line naming the place in the YAML.
 """
 
 from __future__ import annotations
@@ -39,12 +24,7 @@ import dagster as dg
 import yaml
 from pydantic import Field
 
-from es_mysql_pipeline.assets import (
-    AssetNames,
-    ResourceKeys,
-    build_assets,
-    build_unplaced_asset,
-)
+from es_mysql_pipeline.assets import OWNERS, Chain, build_assets, build_unplaced_asset
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS, PUSHGATEWAY_KEY
 from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
@@ -55,11 +35,7 @@ from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
 from es_mysql_pipeline.targets import PIPELINE_TAG, target_tags
 
-__all__ = [
-    "EsMysqlPipelines",
-    "PipelinesConfigError",
-    "load_pipelines_file",
-]
+__all__ = ["EsMysqlPipelines", "PipelinesConfigError", "find_pipeline", "load_pipelines_file"]
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 LAG = re.compile(r"^\s*(\d+)\s*([hd])\s*$")
@@ -168,34 +144,23 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
     @classmethod
     def get_additional_scope(cls) -> Mapping[str, Any]:
         """``{{ sample_csv }}`` (the bundled CSV) and ``{{ data_dir }}`` in a defs.yaml."""
-        return {**super().get_additional_scope(), **template_scope()}
+        return {
+            **super().get_additional_scope(),
+            "sample_csv": str(importlib.resources.files(__package__) / "data/sample_events.csv"),
+            "data_dir": os.environ.get("ES_MYSQL_PIPELINE_DATA") or ".",
+        }
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return self.definitions(_yaml_file(context.path))
+        path = context.path if context.path.is_file() else context.path / "defs.yaml"
+        return self.definitions(path if path.exists() else None)
 
     def definitions(self, yaml_file: Path | None = None) -> dg.Definitions:
         """Every pipeline's assets, resources, job and schedule or automation."""
-        plans = self.plans(yaml_file)
-        assets: list[dg.AssetsDefinition] = []
-        resources: dict[str, Any] = {}
-        jobs: list[Any] = []
-        schedules: list[Any] = []
-        sensors: list[dg.SensorDefinition] = []
-        for plan in plans:
-            built = plan.build()
-            assets += built.assets
-            resources.update(built.resources)
-            jobs.append(built.job)
-            schedules += built.schedules
-            sensors += built.sensors
-        return dg.Definitions(
-            assets=assets,
-            jobs=jobs,
-            schedules=schedules,
-            sensors=sensors,
-            resources={**resources, PUSHGATEWAY_KEY: shared_pushgateway()},
+        shared = dg.Definitions(
+            resources={PUSHGATEWAY_KEY: shared_pushgateway()},
             executor=_executor(self.defaults.executor or "in_process"),
         )
+        return dg.Definitions.merge(shared, *(plan.definitions() for plan in self.plans(yaml_file)))
 
     def plans(self, yaml_file: Path | None = None) -> list[PipelinePlan]:
         """Check the whole file, then one plan per pipeline (raises PipelinesConfigError)."""
@@ -227,36 +192,16 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
             )
             # the id's column: the setting, else the source's id field under its own name
             id_column = plan.settings.id_column or column_name(plan.source.id_key())
-            previous = tables.get(plan.table_key)
-            if previous is not None and previous[1] != id_column:
+            previous = tables.setdefault(plan.table_key, (i, id_column))
+            if previous[1] != id_column:
                 where.fail(
                     (*at, "sink"),
                     f"pipelines {self.pipelines[previous[0]].name!r} and {pipeline.name!r} load "
                     f"{plan.table_key} with different id columns ({previous[1]!r}, "
                     f"{id_column!r})",
                 )
-            tables.setdefault(plan.table_key, (i, id_column))
             plans.append(plan)
         return plans
-
-    def pipeline(self, name: str, yaml_file: Path | None = None) -> PipelinePlan:
-        """The plan of one declared pipeline (the CLI's ``--pipeline``)."""
-        plans = {p.name: p for p in self.plans(yaml_file)}
-        if name not in plans:
-            known = ", ".join(sorted(plans)) or "none"
-            raise PipelinesConfigError(
-                f"{yaml_file or 'defs.yaml'}: no pipeline named {name!r} (declared: {known})"
-            )
-        return plans[name]
-
-
-@dataclass(frozen=True)
-class BuiltPipeline:
-    assets: list[dg.AssetsDefinition]
-    resources: dict[str, Any]
-    job: Any
-    schedules: list[Any]
-    sensors: list[dg.SensorDefinition]
 
 
 @dataclass(frozen=True)
@@ -275,9 +220,7 @@ class PipelinePlan:
     lag: timedelta | None
     executor: ExecutorName
     pool: str
-    group: str
-    owners: tuple[str, ...]
-    tags: Mapping[str, str]
+    chain: Chain
 
     @classmethod
     def of(
@@ -315,8 +258,7 @@ class PipelinePlan:
             if options.backfill.max_partitions_per_run < 1:
                 where.fail((*at, "backfill"), "max_partitions_per_run must be 1 or more")
             backfill = dg.BackfillPolicy.multi_run(options.backfill.max_partitions_per_run)
-        tags = dict(options.tags)
-        for key, value in tags.items():
+        for key, value in options.tags.items():
             if not re.match(r"^[A-Za-z0-9_.-]{0,63}$", value):
                 where.fail((*at, "tags", key), f"tag value {value!r}: use letters, digits, _ . -")
         return cls(
@@ -331,49 +273,44 @@ class PipelinePlan:
             schedule=schedule,
             lag=lag,
             executor=options.executor or "in_process",
-            pool=options.pool or _pool_name(table_key),
-            group=options.group or name,
-            owners=tuple(options.owners or ["team:data-engineering"]),
-            tags=tags,
+            pool=options.pool or re.sub(r"[^A-Za-z0-9_.-]", "_", table_key.replace("#", ".")),
+            chain=Chain(
+                name,
+                options.group or name,
+                tuple(options.owners or OWNERS),
+                {PIPELINE_TAG: name, **options.tags},
+            ),
         )
-
-    @property
-    def resource_keys(self) -> ResourceKeys:
-        return ResourceKeys.of_pipeline(self.name)
 
     def resources(self) -> dict[str, Any]:
         """The pipeline's resources under its own keys."""
-        keys = self.resource_keys
+        res = self.chain.resource
         return {
-            keys.source: self.source,
-            keys.sink: self.sink,
-            keys.settings: self.settings,
-            keys.io_manager: StagingIOManagerResource(base_path=self.staging_path, run_scoped=True),
+            res("source"): self.source,
+            res("sink"): self.sink,
+            res("settings"): self.settings,
+            res("io_manager"): StagingIOManagerResource(
+                base_path=self.staging_path, run_scoped=True
+            ),
         }
 
     def run_tags(self) -> dict[str, str]:
         """What every run of this pipeline's job carries: its id and its targets."""
         return {PIPELINE_TAG: self.name, **target_tags(self.source, self.sink)}
 
-    def automation_condition(self) -> dg.AutomationCondition | None:
-        if self.lag is None or self.schedule is None:
-            return None
-        recent: Any = dg.AutomationCondition.in_latest_time_window(lookback_delta=self.lag)
-        tick: Any = dg.AutomationCondition.cron_tick_passed(self.schedule, cron_timezone="UTC")
-        return recent & tick.since_last_handled() & ~dg.AutomationCondition.in_progress()
-
     def assets(self) -> list[dg.AssetsDefinition]:
-        names = AssetNames.of_pipeline(
-            self.name, self.group, self.owners, {PIPELINE_TAG: self.name, **self.tags}
-        )
+        automation = None
+        if self.lag is not None and self.schedule is not None:
+            recent: Any = dg.AutomationCondition.in_latest_time_window(lookback_delta=self.lag)
+            tick: Any = dg.AutomationCondition.cron_tick_passed(self.schedule, cron_timezone="UTC")
+            automation = recent & tick.since_last_handled() & ~dg.AutomationCondition.in_progress()
         return build_assets(
             self.partitions_def,
             hooks=PIPELINE_METRICS_HOOKS,
             backfill_policy=self.backfill_policy,
-            names=names,
-            resource_keys=self.resource_keys,
+            chain=self.chain,
             pool=self.pool,
-            automation_condition=self.automation_condition(),
+            automation_condition=automation,
         )
 
     def _schedule(self, job: Any) -> dg.ScheduleDefinition:
@@ -399,7 +336,7 @@ class PipelinePlan:
 
         return _tick
 
-    def build(self) -> BuiltPipeline:
+    def definitions(self) -> dg.Definitions:
         assets = self.assets()
         job = dg.define_asset_job(
             f"{self.name}_job",
@@ -409,34 +346,20 @@ class PipelinePlan:
             description=f"Fetch, transform and load pipeline {self.name}.",
             run_tags=self.run_tags(),
         )
-        schedules: list[Any] = []
-        sensors: list[dg.SensorDefinition] = []
-        if self.lag is not None:
-            sensors.append(
-                dg.AutomationConditionSensorDefinition(
-                    f"{self.name}_automation",
-                    target=dg.AssetSelection.assets(*assets),
-                    run_tags=self.run_tags(),
-                    description=f"Re-loads the last {self.lag} of {self.name} on {self.schedule}.",
-                )
-            )
-        elif self.schedule is not None:
-            schedules.append(self._schedule(job))
-        if self.partitions_def is not None:
-            names = AssetNames.of_pipeline(
-                self.name, self.group, self.owners, {PIPELINE_TAG: self.name, **self.tags}
-            )
-            assets = [*assets, build_unplaced_asset(names, self.resource_keys)]
-        return BuiltPipeline(assets, self.resources(), job, schedules, sensors)
-
-
-def template_scope() -> dict[str, str]:
-    """What a defs.yaml may write as ``{{ name }}`` besides Dagster's ``env``."""
-    sample = str(importlib.resources.files("es_mysql_pipeline") / "data" / "sample_events.csv")
-    return {
-        "sample_csv": sample,
-        "data_dir": os.environ.get("ES_MYSQL_PIPELINE_DATA") or ".",
-    }
+        automation = dg.AutomationConditionSensorDefinition(
+            f"{self.name}_automation",
+            target=dg.AssetSelection.assets(*assets),
+            run_tags=self.run_tags(),
+            description=f"Re-loads the last {self.lag} of {self.name} on {self.schedule}.",
+        )
+        unplaced = [build_unplaced_asset(self.chain)] if self.partitions_def else []
+        return dg.Definitions(
+            assets=[*assets, *unplaced],
+            jobs=[job],
+            schedules=[self._schedule(job)] if self.schedule and self.lag is None else [],
+            sensors=[automation] if self.lag is not None else [],
+            resources=self.resources(),
+        )
 
 
 @functools.cache
@@ -476,14 +399,11 @@ def load_pipelines_file(path: str | os.PathLike[str]) -> list[tuple[EsMysqlPipel
     found = []
     for file in files:
         try:
-            text = file.read_text(encoding="utf-8")
-            docs = list(yaml.safe_load_all(text))
+            docs = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
         except (OSError, yaml.YAMLError) as exc:
             raise PipelinesConfigError(f"{file}: {_one_line(exc)}") from None
         for doc in docs:
-            if not isinstance(doc, dict):
-                continue
-            kind = str(doc.get("type", ""))
+            kind = str(doc.get("type", "")) if isinstance(doc, dict) else ""
             if kind.rsplit(".", 1)[-1] != EsMysqlPipelines.__name__:
                 continue
             try:
@@ -502,16 +422,13 @@ def load_pipelines_file(path: str | os.PathLike[str]) -> list[tuple[EsMysqlPipel
 
 
 def find_pipeline(path: str | os.PathLike[str], name: str) -> PipelinePlan:
-    """One pipeline of a ``defs.yaml`` file or folder, by name."""
-    known: list[str] = []
-    for component, file in load_pipelines_file(path):
-        plans = {p.name: p for p in component.plans(file)}
-        if name in plans:
-            return plans[name]
-        known += plans
-    raise PipelinesConfigError(
-        f"{path}: no pipeline named {name!r} (declared: {', '.join(sorted(known)) or 'none'})"
-    )
+    """One pipeline of a ``defs.yaml`` file or folder, by name (the CLI's ``--pipeline``)."""
+    plans = {p.name: p for c, file in load_pipelines_file(path) for p in c.plans(file)}
+    if name not in plans:
+        raise PipelinesConfigError(
+            f"{path}: no pipeline named {name!r} (declared: {', '.join(sorted(plans)) or 'none'})"
+        )
+    return plans[name]
 
 
 # ---- checks, each failing with the YAML place ------------------------------------------
@@ -523,49 +440,42 @@ class _Where:
     def __init__(self, yaml_file: Path | None) -> None:
         self.file = yaml_file
         self._root: Any = None
-        if yaml_file is not None:
-            try:
-                for node in yaml.compose_all(yaml_file.read_text(encoding="utf-8")):
-                    if isinstance(node, yaml.MappingNode) and "EsMysqlPipelines" in str(
-                        _child(node, "type").value if _child(node, "type") else ""
-                    ):
-                        self._root = _child(node, "attributes")
-                        break
-            except (OSError, yaml.YAMLError):
-                self._root = None
+        try:
+            for node in (
+                yaml.compose_all(yaml_file.read_text(encoding="utf-8")) if yaml_file else ()
+            ):
+                if "EsMysqlPipelines" in str(getattr(_child(node, "type"), "value", "")):
+                    self._root = _child(node, "attributes")
+                    break
+        except (OSError, yaml.YAMLError):
+            self._root = None
 
     def line(self, path: Sequence[Any]) -> int | None:
-        node = self._root
-        line = node.start_mark.line + 1 if node is not None else None
-        for part in path:
+        """The line of the deepest node of ``path`` that the YAML has."""
+        node, line = self._root, None
+        for part in (None, *path):
+            if part is not None and isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                node = node.value[part] if part < len(node.value) else None
+            elif part is not None:
+                node = _child(node, str(part))
             if node is None:
                 break
-            if isinstance(part, int) and isinstance(node, yaml.SequenceNode):
-                node = node.value[part] if part < len(node.value) else None
-            elif isinstance(node, yaml.MappingNode):
-                node = _child(node, str(part))
-            else:
-                node = None
-            if node is not None:
-                line = node.start_mark.line + 1
+            line = node.start_mark.line + 1
         return line
 
     def message(self, path: Sequence[Any], what: str) -> str:
-        place = _dotted(path)
         line = self.line(path)
         prefix = f"{self.file}:{line}: " if self.file and line else ""
-        return f"{prefix}{place}: {what}"
+        return f"{prefix}{_dotted(path)}: {what}"
 
     def fail(self, path: Sequence[Any], what: str) -> NoReturn:
         raise PipelinesConfigError(self.message(path, what))
 
 
 def _child(node: Any, key: str) -> Any:
-    if not isinstance(node, yaml.MappingNode):
-        return None
-    for k, v in node.value:
-        if getattr(k, "value", None) == key:
-            return v
+    """The value of ``key`` in a YAML mapping node; None for anything else."""
+    if isinstance(node, yaml.MappingNode):
+        return next((v for k, v in node.value if getattr(k, "value", None) == key), None)
     return None
 
 
@@ -600,13 +510,6 @@ def _validation_line(exc: BaseException, where: _Where) -> str:
                 continue
             path.append(int(token) if token.isdigit() else token)
     return where.message(path, first["msg"])
-
-
-def _yaml_file(path: Path) -> Path | None:
-    if path.is_file():
-        return path
-    candidate = path / "defs.yaml"
-    return candidate if candidate.exists() else None
 
 
 def _merged(defaults: PipelineOptions, pipeline: PipelineModel) -> PipelineOptions:
@@ -712,11 +615,10 @@ def _sink(
         return sink, f"jsonl:{os.path.abspath(model.jsonl_dir)}"
     if not model.table:
         where.fail(at, "a database sink needs table")
+    password, extra = None, {}
     if model.sqlite is not None:
         url = f"sqlite:///{model.sqlite}"
         key = f"sqlite:{os.path.abspath(model.sqlite)}#{model.table}"
-        password = None
-        extra: dict[str, Any] = {}
     else:
         conn = _connection(where, (*at, "connection"), str(model.connection), connections)
         if conn.type == "elasticsearch":
@@ -749,10 +651,7 @@ def _settings(
     if "pipeline_id" in fields:
         where.fail((*at, "settings"), "pipeline_id is the pipeline's name")
     fields.setdefault("dead_letter_dir", os.path.join(data_dir, "dead_letter", name))
-    settings: PipelineSettings = _construct(
-        where, (*at, "settings"), PipelineSettings, pipeline_id=name, **fields
-    )
-    return settings
+    return _construct(where, (*at, "settings"), PipelineSettings, pipeline_id=name, **fields)
 
 
 def _partitions(
@@ -799,27 +698,21 @@ def _lag(where: _Where, at: tuple[Any, ...], text: str) -> timedelta:
     return timedelta(days=n) if match.group(2) == "d" else timedelta(hours=n)
 
 
-def _pool_name(table_key: str) -> str:
-    """A Dagster pool per sink table: loads into one table queue behind its limit."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", table_key.replace("#", "."))
-
-
-_EXECUTORS: dict[str, dg.ExecutorDefinition] = {}
-
-
+@functools.cache
 def _executor(name: ExecutorName) -> dg.ExecutorDefinition:
     """One executor object per kind, so that several components' definitions merge."""
-    if name not in _EXECUTORS:
-        if name == "in_process":
-            _EXECUTORS[name] = dg.in_process_executor
-        elif name == "multiprocess":
-            _EXECUTORS[name] = dg.multiprocess_executor
-        else:
-            from dagster_celery import celery_executor
+    if name == "in_process":
+        return dg.in_process_executor
+    if name == "multiprocess":
+        return dg.multiprocess_executor
+    from dagster_celery import celery_executor
 
-            broker = os.environ.get("DAGSTER_CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0"
-            backend = os.environ.get("DAGSTER_CELERY_BACKEND_URL") or "redis://127.0.0.1:6379/1"
-            _EXECUTORS[name] = celery_executor.configured(
-                {"broker": broker, "backend": backend}, name="celery"
-            )
-    return _EXECUTORS[name]
+    return celery_executor.configured(celery_config(), name="celery")
+
+
+def celery_config() -> dict[str, str]:
+    """The celery broker and result backend (``DAGSTER_CELERY_BROKER_URL`` / ``_BACKEND_URL``)."""
+    return {
+        "broker": os.environ.get("DAGSTER_CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0",
+        "backend": os.environ.get("DAGSTER_CELERY_BACKEND_URL") or "redis://127.0.0.1:6379/1",
+    }

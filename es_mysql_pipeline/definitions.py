@@ -1,10 +1,6 @@
-"""Composes the project: the pipelines of a defs.yaml, or the one pipeline of the environment.
-
-``ES_MYSQL_PIPELINE_DEFS`` names a ``defs.yaml`` (or a folder of them) declaring pipelines
-(:class:`es_mysql_pipeline.EsMysqlPipelines`); unset, the bundled defs folder
-(``es_mysql_pipeline/defs/``: the sample CSV into SQLite) loads. Setting
-``ES_MYSQL_PIPELINE_ENV`` instead keeps the environment-variable deployment: one pipeline,
-assets ``raw_records`` → ``clean_records`` → ``loaded_records``, job ``records_job``.
+"""Composes the project: the pipelines of a defs.yaml (``ES_MYSQL_PIPELINE_DEFS``, else the
+bundled sample CSV into SQLite), or with ``ES_MYSQL_PIPELINE_ENV`` the one pipeline of the
+environment: ``raw_records`` → ``clean_records`` → ``loaded_records``, job ``records_job``.
 """
 
 from __future__ import annotations
@@ -45,8 +41,13 @@ def sample_csv_path() -> str:
     return str(pkg_resources.files("es_mysql_pipeline") / "data" / "sample_events.csv")
 
 
-def _env(name: str, default: str) -> str:
+def _env(name: str, default: str | None = None) -> Any:
     return os.environ.get(name) or default
+
+
+def _secret(name: str) -> Any:
+    """An ``EnvVar`` (resolved at launch, hidden in the UI) when the variable is set."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
 
 
 def resources_for(env: str) -> dict[str, object]:
@@ -54,64 +55,60 @@ def resources_for(env: str) -> dict[str, object]:
     home = _env("ES_MYSQL_PIPELINE_DATA", ".")
     if "://" not in home:  # a local folder: absolute, so paths in the UI say where
         home = os.path.abspath(home)
-    ratio = os.environ.get("MAX_FAILED_RATIO")
     settings = PipelineSettings(
         pipeline_id=_env("PIPELINE_ID", "default"),
         dead_letter_dir=os.path.join(home, "dead_letter"),
-        max_failed_ratio=float(ratio) if ratio else 0.05,  # the CLI's default
+        max_failed_ratio=float(_env("MAX_FAILED_RATIO", "0.05")),  # the CLI's default
     )
-    source: object = FileSource(
+    source: Any = FileSource(
         path=_env("CSV_FILE", sample_csv_path()),
-        timestamp_column=os.environ.get("CSV_TIMESTAMP_COLUMN") or None,
-    )
-    contract = _env("SCHEMA_CONTRACT", "evolve")
-    staging = StagingIOManagerResource(
-        base_path=_env("STAGING_PATH", os.path.join(home, "staging"))
+        timestamp_column=_env("CSV_TIMESTAMP_COLUMN"),
     )
     if env == "elasticsearch":
         source = ElasticsearchSource(
             hosts=_env("ES_URL", "http://127.0.0.1:9200").split(","),
             index=_env("ES_INDEX", "logs-*"),
-            query=os.environ.get("ES_QUERY") or None,
-            timestamp_field=os.environ.get("ES_TIMESTAMP_FIELD") or None,
+            query=_env("ES_QUERY"),
+            timestamp_field=_env("ES_TIMESTAMP_FIELD"),
             api_key=_secret("ES_API_KEY"),
-            username=os.environ.get("ES_USERNAME") or None,
+            username=_env("ES_USERNAME"),
             password=_secret("ES_PASSWORD"),
-            ca_certs=os.environ.get("ES_CA_CERTS") or None,
+            ca_certs=_env("ES_CA_CERTS"),
         )
     if env == "local":
-        sink: object = SqlSink(
+        sink: Any = SqlSink(
             url=_env("DB_URL", f"sqlite:///{os.path.join(home, 'es_mysql_pipeline.sqlite')}"),
             table=_env("DB_TABLE", "records"),
-            schema_contract=contract,  # type: ignore[arg-type]
+            schema_contract=_env("SCHEMA_CONTRACT", "evolve"),
         )
     elif env in ("mysql", "elasticsearch"):
         sink = SqlSink(
             url=_env("DB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
             password=_secret("DB_PASSWORD"),
             table=_env("DB_TABLE", "records"),
-            write_mode=_env("WRITE_MODE", "skip"),  # type: ignore[arg-type]
-            schema_contract=contract,  # type: ignore[arg-type]
+            write_mode=_env("WRITE_MODE", "skip"),
+            schema_contract=_env("SCHEMA_CONTRACT", "evolve"),
         )
     elif env == "file":
         sink = JsonlSink(directory=_env("OUTPUT_DIR", os.path.join(home, "out")))
     else:
         raise ValueError(f"{ENV_VAR}={env!r}: use local, mysql, file or elasticsearch")
-    pushgateway = PushgatewayResource(
-        url=os.environ.get("PUSHGATEWAY_URL", ""),
-        pipeline_id=settings.pipeline_id,
-        grouping_labels={"env": env},
-        username=os.environ.get("PUSHGATEWAY_USERNAME") or None,
-        password=_secret("PUSHGATEWAY_PASSWORD"),
-        source_type=source.describe()["type"],  # type: ignore[attr-defined]
-        sink_type=sink.describe()["type"],  # type: ignore[attr-defined]
-    )
     return {
         "source": source,
         "sink": sink,
         "settings": settings,
-        "io_manager": staging,
-        "pushgateway": pushgateway,
+        "io_manager": StagingIOManagerResource(
+            base_path=_env("STAGING_PATH", os.path.join(home, "staging"))
+        ),
+        "pushgateway": PushgatewayResource(
+            url=os.environ.get("PUSHGATEWAY_URL", ""),
+            pipeline_id=settings.pipeline_id,
+            grouping_labels={"env": env},
+            username=_env("PUSHGATEWAY_USERNAME"),
+            password=_secret("PUSHGATEWAY_PASSWORD"),
+            source_type=source.describe()["type"],
+            sink_type=sink.describe()["type"],
+        ),
     }
 
 
@@ -126,11 +123,6 @@ def backfill_policy(per_run: str | None) -> dg.BackfillPolicy:
     if n < 0:
         raise ValueError(f"BACKFILL_PARTITIONS_PER_RUN must be 0 or more, not {n}")
     return dg.BackfillPolicy.multi_run(n) if n else dg.BackfillPolicy.single_run()
-
-
-def _secret(name: str) -> Any:
-    """An ``EnvVar`` (resolved at launch, hidden in the UI) when the variable is set."""
-    return dg.EnvVar(name) if os.environ.get(name) else None
 
 
 DAILY = daily_partitions()
@@ -164,10 +156,8 @@ records_daily_schedule = dg.build_schedule_from_partitioned_job(
 
 
 def env_defs() -> dg.Definitions:
-    """The environment-variable deployment (``ES_MYSQL_PIPELINE_ENV``): one pipeline.
-
-    A function: Dagster takes the one ``Definitions`` at module scope as the code location.
-    """
+    """The environment-variable deployment (``ES_MYSQL_PIPELINE_ENV``): one pipeline. A
+    function: Dagster takes the one ``Definitions`` at module scope as the code location."""
     return dg.Definitions(
         assets=[*ASSETS, build_unplaced_asset()],
         jobs=[records_job],

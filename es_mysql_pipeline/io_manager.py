@@ -1,4 +1,4 @@
-"""Publishes staged files under a UPath root: a local folder today, ``s3://…`` tomorrow."""
+"""Publishes staged files under a UPath root: a local folder or ``s3://…``."""
 
 from __future__ import annotations
 
@@ -17,30 +17,29 @@ from es_mysql_pipeline.staging import META_SUFFIX, STAGED_FILE_SUFFIX, StagedRec
 class StagingIOManager(dg.UPathIOManager):
     """Stores :class:`StagedRecords` handles; the data file moves, it is never re-read.
 
-    A partition range (single-run backfill) is stored as one staged file named after the range,
-    which the downstream step of the same run loads by the same name.
-
-    With ``run_scoped`` (the YAML pipelines), a stage is named after its run as well:
-    ``<asset>/<partition>/<run id>.stage``, so two runs of one partition (a manual re-run
-    beside the scheduled one) never read each other's stages. A step whose upstream ran in
-    an earlier run (only ``loaded`` re-materialized) takes the newest complete stage of that
-    partition; a stage of a finished run goes when a later run stages the same partition.
+    A partition range (single-run backfill) is one staged file named after the range.
+    With ``run_scoped`` (the YAML pipelines) a stage is ``<asset>/<partition>/<run id>.stage``,
+    so two runs of one partition never read each other's stages; a step whose upstream ran
+    earlier takes the newest complete stage of the partition, and a later run's stage
+    replaces those of finished runs.
     """
 
     extension = STAGED_FILE_SUFFIX
+
+    def __init__(self, base_path: UPath, run_scoped: bool = False) -> None:
+        super().__init__(base_path=base_path)
+        self.run_scoped = run_scoped
 
     def dump_to_path(self, context: dg.OutputContext, obj: StagedRecords, path: UPath) -> None:
         tmp = path.with_name(path.name + ".tmp")
         meta_path = path.with_name(path.name + META_SUFFIX)
         if self.path_exists(meta_path):
             meta_path.unlink()  # the old staged file stops being "complete" before it is replaced
-        if _is_local(path):
-            os.makedirs(str(path.parent.path), exist_ok=True)
+        if getattr(path, "protocol", "") in ("", "file", "local"):  # a rename, if it can
             shutil.move(obj.path, str(tmp.path))
             os.replace(str(tmp.path), str(path.path))
         else:
-            with open(obj.path, "rb") as src, tmp.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            tmp.fs.put_file(obj.path, tmp.path)
             tmp.rename(path)
             os.unlink(obj.path)
         handle = dataclasses.replace(obj, path=str(path))
@@ -62,28 +61,21 @@ class StagingIOManager(dg.UPathIOManager):
     def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, Any]:
         return {"staged_rows": obj.rows} if isinstance(obj, StagedRecords) else {}
 
-    def __init__(self, base_path: UPath, run_scoped: bool = False) -> None:
-        super().__init__(base_path=base_path)
-        self.root = base_path  # public copy: the range path below is built from it
-        self.run_scoped = run_scoped
-
     def get_asset_relative_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
         path = super().get_asset_relative_path(context)
         if self.run_scoped and not context.has_asset_partitions:
-            return path / UNPARTITIONED / stage_run_id(context)
+            return path / "all" / _run_id(context)
         return path
 
     def get_path_for_partition(
         self, context: dg.InputContext | dg.OutputContext, path: UPath, partition: str
     ) -> UPath:
         if self.run_scoped:
-            return path / partition / stage_run_id(context)
+            return path / partition / _run_id(context)
         return super().get_path_for_partition(context, path, partition)
 
-    # A single-run backfill hands one output several partitions; they are stored as one
-    # range. Dagster 1.13 has no public hook for that (``handle_output`` insists on one path
-    # per partition key), so the two public entry points take the range case themselves and
-    # leave the one-partition case, and everything else, to ``UPathIOManager``.
+    # UPathIOManager refuses an output of several partitions (a single-run backfill); the
+    # two public entry points store such a range as one stage and leave the rest to it.
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         path = self._range_path(context)
         if path is None:
@@ -109,7 +101,7 @@ class StagingIOManager(dg.UPathIOManager):
         keys = sorted(context.asset_partition_keys)
         if len(keys) <= 1:
             return None
-        base = self.root.joinpath(*self.get_asset_relative_path(context).parts)
+        base = self._base_path.joinpath(*self.get_asset_relative_path(context).parts)
         path = self.get_path_for_partition(context, base, f"{keys[0]}__{keys[-1]}")
         return path.with_name(path.name + self.extension)
 
@@ -125,13 +117,8 @@ class StagingIOManagerResource(dg.ConfigurableIOManagerFactory):
         return StagingIOManager(base_path=UPath(self.base_path), run_scoped=self.run_scoped)
 
 
-#: The folder of an unpartitioned asset's run-scoped stages.
-UNPARTITIONED = "all"
-
-
-def stage_run_id(context: dg.InputContext | dg.OutputContext) -> str:
-    """The run whose stage this is: this run for an output, the producing run for an input
-    (Dagster names the parent run on a re-execution, else this run)."""
+def _run_id(context: dg.InputContext | dg.OutputContext) -> str:
+    """This run for an output; for an input, the run that produced it."""
     if isinstance(context, dg.OutputContext):
         return context.run_id
     return context.upstream_output.run_id  # type: ignore[union-attr]
@@ -162,7 +149,3 @@ def remove_finished_stages(context: dg.OutputContext, path: UPath) -> None:
         meta.unlink()  # the sidecar first: the stage stops being complete before it goes
         if stage.exists():
             stage.unlink()
-
-
-def _is_local(path: UPath) -> bool:
-    return getattr(path, "protocol", "") in ("", "file", "local")

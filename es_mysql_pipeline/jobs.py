@@ -1,21 +1,14 @@
-"""A code location whose runs execute their steps on celery workers (Redis broker).
+"""A code location whose runs execute their steps on celery workers (the ``distributed``
+extra; serve it with ``dagster api grpc -m es_mysql_pipeline.jobs``).
 
-Needs the ``distributed`` extra (dagster-celery); the default code location,
-``es_mysql_pipeline.definitions``, loads without it. Serve this one instead::
-
-    dagster api grpc -m es_mysql_pipeline.jobs   # or dagster dev -m es_mysql_pipeline.jobs
-
-Every run of the assets (``records_job``, the asset graph's launches, asset backfills and
-the schedule) uses the celery executor: broker ``DAGSTER_CELERY_BROKER_URL`` (default
-``redis://127.0.0.1:6379/0``), results ``DAGSTER_CELERY_BACKEND_URL`` (default ``.../1``).
-Before the first step, the run worker records the targets it resolved in the run's tags
-when the launch did not (a run of the implicit asset job); each step on a worker then
-checks its own resolved targets against them (see ``es_mysql_pipeline.targets``).
+Every run of the assets uses the celery executor (broker ``DAGSTER_CELERY_BROKER_URL``,
+results ``DAGSTER_CELERY_BACKEND_URL``). A run launched without the targets in its tags
+(the implicit asset job) gets the run worker's before the first step, and each step on a
+worker checks its own against them (``es_mysql_pipeline.targets``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,9 +19,7 @@ import dagster as dg
 from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, RetryMode
 
 from es_mysql_pipeline import definitions as base
-
-BROKER_ENV = "DAGSTER_CELERY_BROKER_URL"
-BACKEND_ENV = "DAGSTER_CELERY_BACKEND_URL"
+from es_mysql_pipeline.component import celery_config
 
 
 class CeleryRecordingTargets(CeleryExecutor):
@@ -49,19 +40,9 @@ class CeleryRecordingTargets(CeleryExecutor):
 )
 def celery_checked_targets(init_context: dg.InitExecutorContext) -> dg.Executor:
     config = init_context.executor_config
-    return CeleryRecordingTargets(
-        broker=config.get("broker"),
-        backend=config.get("backend"),
-        config_source=config.get("config_source"),
-        include=config.get("include"),
-        retries=RetryMode.from_config(config["retries"]),  # type: ignore[arg-type]
-    )
-
-
-def celery_config() -> dict[str, Any]:
-    broker = os.environ.get(BROKER_ENV) or "redis://127.0.0.1:6379/0"
-    backend = os.environ.get(BACKEND_ENV) or "redis://127.0.0.1:6379/1"
-    return {"broker": broker, "backend": backend}
+    given = {k: config.get(k) for k in ("broker", "backend", "config_source", "include")}
+    retries = RetryMode.from_config(config["retries"])  # type: ignore[arg-type]
+    return CeleryRecordingTargets(**given, retries=retries)
 
 
 EXECUTOR = celery_checked_targets.configured(celery_config(), name="celery")

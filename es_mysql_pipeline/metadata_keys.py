@@ -1,7 +1,4 @@
-"""Names of the materialization metadata the assets write and the CLI (and tests) read.
-
-Kept free of Dagster so the CLI can import them without paying for it.
-"""
+"""Names of the metadata the assets write and the CLI reads (no Dagster: the CLI starts fast)."""
 
 from __future__ import annotations
 

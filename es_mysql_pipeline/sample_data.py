@@ -55,18 +55,8 @@ def write_csv(fh: IO[str], n: int, start: datetime, days: int, bad_rows: bool = 
             written += _write_bad(writer, i, row)
     if bad_rows:
         long_text = "long text " * 8000  # 80 kB: needs MEDIUMTEXT in MySQL
-        writer.writerow(
-            [
-                "evt-long-0001",
-                "2024-01-02T12:00:00Z",
-                "search",
-                "INFO",
-                long_text,
-                "1",
-                "1.0",
-                "web",
-            ]
-        )
+        row = ["evt-long-0001", "2024-01-02T12:00:00Z", "search", "INFO", long_text, "1", "1.0"]
+        writer.writerow([*row, "web"])
         written += 1
     return written
 

@@ -1,12 +1,10 @@
 """The source and sink a run was launched for, recorded as run tags and checked by each step.
 
-A celery worker or a pod resolves the resources from its own environment. Without this
-check, a worker missing ``ES_MYSQL_PIPELINE_ENV`` would read the bundled sample and write a
-local SQLite file, and the run would show SUCCESS. The launching process (the code server:
-UI launches, schedules, job backfills) puts the targets in the run tags; a run without them
-(the implicit asset job, a backfill of the assets) gets them from its run worker before the
-first step (see ``es_mysql_pipeline.jobs``). Each step compares its own resolved targets.
-Only non-secret descriptions: a URL is rendered without its password.
+A celery worker resolves the resources from its own environment: without this check, a
+worker missing ``ES_MYSQL_PIPELINE_ENV`` would load the bundled sample into a local SQLite
+file and the run would show SUCCESS. The launching code server (or, for an untagged run,
+the run worker: ``es_mysql_pipeline.jobs``) tags the run; each step compares its own
+targets. Only non-secret descriptions: a URL is rendered without its password.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from es_mysql_pipeline import metadata_keys as keys
+from es_mysql_pipeline.errors import ConfigError
 
 SOURCE_TAG = "es_mysql_pipeline/source"
 SINK_TAG = "es_mysql_pipeline/sink"
@@ -63,15 +61,11 @@ def mismatch(tags: Mapping[str, str], key: str, resolved: str) -> str | None:
 
 
 def verify_target(context: dg.AssetExecutionContext, key: str, resource: Any) -> None:
-    """Fail the step at once (no retry) when its ``key`` target differs from the launch's."""
+    """Fail the step (a setting: no retry) when its ``key`` target differs from the launch's."""
     try:
         tags = context.run.tags
     except Exception:  # dagster's DagsterInvalidPropertyError, not exported: invoked directly
         return  # (a test, a script): no launch to compare with
     line = mismatch(tags, key, describe_target(resource))
     if line is not None:
-        raise dg.Failure(
-            description=line,
-            allow_retries=False,
-            metadata={keys.ERROR_KIND: keys.CONFIG_ERROR_KIND},
-        )
+        raise ConfigError(line)

@@ -22,7 +22,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from es_mysql_pipeline.component import PipelinesConfigError, load_pipelines_file
+from es_mysql_pipeline.component import (
+    PipelinesConfigError,
+    find_pipeline,
+    load_pipelines_file,
+)
 from es_mysql_pipeline.definitions import pipelines_defs
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.targets import PIPELINE_TAG
@@ -320,8 +324,7 @@ def test_two_runs_of_one_partition_never_share_a_stage(setup: Setup) -> None:
         stages = sorted(p for p in os.listdir(stage_dir) if p.endswith(".stage"))
         assert stages == [f"{second.run_id}.stage"]
         # re-materializing only the load takes the newest complete clean stage
-        ((component, file),) = load_pipelines_file(setup.defs_file)
-        events = component.pipeline("events", file)
+        events = find_pipeline(setup.defs_file, "events")
         only_load = dg.materialize(
             events.assets(),
             selection=[dg.AssetKey(["events", "loaded"])],

@@ -33,12 +33,12 @@ def write(tmp_path: Path, mode: str, partitions: str) -> Path:
 
 def test_the_yaml_sets_deletes_marker_version_and_refresh(tmp_path: Path) -> None:
     plan = find_pipeline(write(tmp_path, "refresh", "none"), "orders")
-    sink = plan.resources()[plan.resource_keys.sink]
-    settings = plan.resources()[plan.resource_keys.settings]
+    sink = plan.sink
+    settings = plan.settings
     assert (sink.write_mode, sink.version_field) == ("refresh", "updated_at")
     assert (settings.deletes, settings.delete_marker) == ("soft", "status=deleted")
     upsert = find_pipeline(write(tmp_path, "upsert", "daily, start: '2024-01-01'"), "orders")
-    assert upsert.resources()[upsert.resource_keys.sink].write_mode == "upsert"
+    assert upsert.sink.write_mode == "upsert"
 
 
 def test_refresh_of_a_partitioned_pipeline_fails_at_load(tmp_path: Path) -> None:

@@ -1,9 +1,7 @@
 """How a step fails: one line for a user, and retried only when a retry can help.
 
-A step retry repeats the whole fetch or load, so the assets' ``RetryPolicy`` sees only
-connection-class faults (a dropped connection, a timeout, a server that was restarting).
-Anything else (a wrong setting, a schema-contract refusal, a missing index or file, a bug
-such as ``AssertionError``) fails the same way again, so it fails at once with its message.
+A step retry repeats the whole fetch or load, so the ``RetryPolicy`` sees only connection
+faults; anything else (a wrong setting, a missing index, a bug) would fail the same way again.
 """
 
 from __future__ import annotations
@@ -16,32 +14,8 @@ import dagster as dg
 
 from es_mysql_pipeline import metadata_keys as keys
 from es_mysql_pipeline.errors import ConfigError, PipelineError
+from es_mysql_pipeline.lifecycle import Interrupted
 from es_mysql_pipeline.metrics.recorder import Stage, get_recorder
-
-
-def step_failed(
-    exc: PipelineError, step: Stage, context: dg.AssetExecutionContext | None = None
-) -> dg.Failure:
-    """Count ``exc`` in ``pipeline_errors_total`` and return the step failure to raise.
-
-    Retried by the ``RetryPolicy`` only when a connection-class fault caused it (a refused
-    or lost connection, a timeout), as the README promises: the server may be back by the
-    next attempt. A wrong setting is never retried. The CLI exits 2 for a
-    :class:`ConfigError` (it reads the ``error_kind`` metadata). With ``context``, the
-    message names Dagster's settings (see :func:`for_dagster`).
-    """
-    get_recorder().error(type(exc).__name__, step)
-    return dg.Failure(
-        description=wording(str(exc), context),
-        allow_retries=retryable(exc),
-        metadata={keys.ERROR_KIND: error_kind(exc)},
-    )
-
-
-def retryable(exc: PipelineError) -> bool:
-    """A pipeline error a step retry can cure: not a setting, and caused by a connection fault."""
-    return not isinstance(exc, ConfigError) and is_transient(exc)
-
 
 #: The messages of sources, sinks and engines are written for the command line, whose
 #: users are told flags; a Dagster run is configured by its resources (the keys of
@@ -85,19 +59,6 @@ def for_dagster(message: str) -> str:
     return message
 
 
-def wording(message: str, context: dg.AssetExecutionContext | None) -> str:
-    """``message`` as the run's user configured it: the CLI runs the assets unpartitioned
-    with its flags; a partitioned run was configured in Dagster."""
-    if context is not None and (context.has_partition_key or context.has_partition_key_range):
-        return for_dagster(message)
-    return message
-
-
-def error_kind(exc: BaseException) -> str:
-    """``config`` for a wrong setting (the CLI exits 2), else the exception's class name."""
-    return keys.CONFIG_ERROR_KIND if isinstance(exc, ConfigError) else type(exc).__name__
-
-
 RETRY = dg.RetryPolicy(
     max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
@@ -134,29 +95,46 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def fail_fast_unless_transient(fn: F) -> F:
-    """Wrap an asset body: deterministic errors become a ``Failure`` the policy won't retry."""
+def step(stage: Stage) -> Callable[[F], F]:
+    """Wrap an asset body: a :class:`PipelineError` becomes its one line, counted in
+    ``pipeline_errors_total`` and retried only for a connection fault; a bare connection
+    fault goes to the ``RetryPolicy``; anything else fails at once. The ``error_kind``
+    metadata is ``config`` for a wrong setting (the CLI exits 2), else the class name."""
 
-    @functools.wraps(fn)
-    def body(*args: Any, **kwargs: Any) -> Any:
-        context = args[0] if args and isinstance(args[0], dg.AssetExecutionContext) else None
-        try:
-            return fn(*args, **kwargs)
-        except dg.Failure:
-            raise  # already says whether it may be retried
-        except Exception as exc:
-            if is_transient(exc) and not isinstance(exc, PipelineError):
-                raise  # the RetryPolicy tries again with backoff
-            if isinstance(exc, PipelineError):  # already one line for users
-                description = wording(str(exc), context)
-            else:
-                description = (
-                    f"{type(exc).__name__}: {exc} (not retried: it would fail the same way again)"
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def body(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except dg.Failure:
+                raise  # already says whether it may be retried
+            except Interrupted as exc:  # the process is shutting down
+                raise dg.Failure(description=str(exc), allow_retries=False) from None
+            except PipelineError as exc:
+                get_recorder().error(type(exc).__name__, stage)
+                config = isinstance(exc, ConfigError)
+                kind = keys.CONFIG_ERROR_KIND if config else type(exc).__name__
+                context = args[0] if args else None
+                # the CLI runs the assets unpartitioned with its flags; a partitioned run
+                # was configured in Dagster, so its message names Dagster's settings
+                dagster = isinstance(context, dg.AssetExecutionContext) and (
+                    context.has_partition_key or context.has_partition_key_range
                 )
-            raise dg.Failure(
-                description=description,
-                allow_retries=isinstance(exc, PipelineError) and retryable(exc),
-                metadata={keys.ERROR_KIND: error_kind(exc)},
-            ) from exc
+                raise dg.Failure(
+                    description=for_dagster(str(exc)) if dagster else str(exc),
+                    allow_retries=not config and is_transient(exc),
+                    metadata={keys.ERROR_KIND: kind},
+                ) from None
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # the RetryPolicy tries again with backoff
+                raise dg.Failure(
+                    description=f"{type(exc).__name__}: {exc} "
+                    "(not retried: it would fail the same way again)",
+                    allow_retries=False,
+                    metadata={keys.ERROR_KIND: type(exc).__name__},
+                ) from exc
 
-    return body  # type: ignore[return-value]
+        return body  # type: ignore[return-value]
+
+    return wrap

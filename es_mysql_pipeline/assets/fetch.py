@@ -1,7 +1,6 @@
 """Fetch: read the run's window from the source into a staged file."""
 
-# No `from __future__ import annotations` here: Dagster reads these signatures' types at
-# definition time to inject config and resources.
+from __future__ import annotations
 
 import contextlib
 import time
@@ -11,14 +10,13 @@ import dagster as dg
 
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline import metadata_keys as keys
-from es_mysql_pipeline.assets.failures import step_failed
+from es_mysql_pipeline.assets.failures import step
+from es_mysql_pipeline.assets.metadata import timing
 from es_mysql_pipeline.assets.partitions import (
     WindowConfig,
-    partition_keys,
     put_counts,
     run_window,
 )
-from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.settings import PipelineSettings
@@ -28,6 +26,7 @@ from es_mysql_pipeline.targets import SOURCE_TAG, verify_target
 from es_mysql_pipeline.worker_processes import tune_gc
 
 
+@step("fetch")
 def fetch_records(
     context: dg.AssetExecutionContext,
     config: WindowConfig,
@@ -38,16 +37,10 @@ def fetch_records(
     tune_gc()
     window = run_window(context, config)
     verify_target(context, SOURCE_TAG, source)
-    try:
-        source.check()
-        source.require_timestamp(window)
-    except PipelineError as exc:
-        raise step_failed(exc, "fetch", context) from None
+    source.check()
+    source.require_timestamp(window)
     started = time.perf_counter()
-    try:
-        staged = _drain(source, window, settings)
-    except PipelineError as exc:
-        raise step_failed(exc, "fetch", context) from None
+    staged = _drain(source, window, settings)
     elapsed = time.perf_counter() - started
     staged = StagedRecords(
         staged.path, staged.rows, staged.id_key, staged.timestamp_key, source_rows=staged.rows
@@ -63,13 +56,9 @@ def fetch_records(
         "source": described["type"],
         "source_target": described["target"],
         keys.TIMESTAMP_FIELD: time_field,
-        keys.DURATION_SECONDS: round(elapsed, 3),
-        "rows_per_second": round(staged.rows / elapsed, 1) if elapsed > 0 else 0.0,
+        **timing(staged.rows, elapsed),
     }
-    counts: dict[str, object] = {"records": staged.rows}
-    if len(partition_keys(context)) <= 1:  # a range's total is no partition's row count
-        counts["dagster/row_count"] = staged.rows
-    put_counts(context, metadata, counts)
+    put_counts(context, metadata, {"records": staged.rows}, row_count=staged.rows)
     return dg.MaterializeResult(value=staged, metadata=metadata)
 
 

@@ -1,15 +1,14 @@
 """Load: write clean rows to the sink with N workers, then reconcile the partition."""
 
-# No `from __future__ import annotations` here: Dagster reads these signatures' types at
-# definition time to inject config and resources.
+from __future__ import annotations
 
 from typing import Any
 
 import dagster as dg
 
 from es_mysql_pipeline import metadata_keys as keys
-from es_mysql_pipeline.assets.failures import step_failed
-from es_mysql_pipeline.assets.metadata import path_value
+from es_mysql_pipeline.assets.failures import step
+from es_mysql_pipeline.assets.metadata import path_value, timing
 from es_mysql_pipeline.assets.partitions import (
     WindowConfig,
     days_label,
@@ -19,10 +18,9 @@ from es_mysql_pipeline.assets.partitions import (
     run_label,
     run_window,
 )
-from es_mysql_pipeline.errors import ConfigError, PipelineError
+from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.load_engine import load_staged
 from es_mysql_pipeline.metrics.recorder import get_recorder
-from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks.base import RecordSink
 from es_mysql_pipeline.resources.sources.base import RecordSource
@@ -34,6 +32,7 @@ from es_mysql_pipeline.writers.base import SchemaReport, TableShape, WriteCounts
 RECONCILE_CHECK = "rows_reconciled"
 
 
+@step("load")
 def load_records(
     context: dg.AssetExecutionContext,
     config: WindowConfig,
@@ -54,28 +53,25 @@ def load_records(
         soft_delete=settings.deletes == "soft",
     )
     missing = 0
-    try:
-        sink.check()
-        if sink.write_mode == "refresh" and partition_keys(context):
-            raise ConfigError(
-                "write_mode refresh replaces the whole table: run it unpartitioned "
-                "(the CLI, or a pipeline with partitions: none), not per partition"
-            )
-        outcome = load_staged(clean_records, sink, shape, label, settings.dead_letter_dir)
-        if settings.deletes != "ignore" and sink.write_mode != "refresh":
-            if source is None:
-                raise ConfigError(f"deletes={settings.deletes} needs the source to re-read ids")
-            missing = delete_missing(source, sink, shape, run_window(context, config))
-    except PipelineError as exc:
-        raise step_failed(exc, "load", context) from None
+    sink.check()
+    if sink.write_mode == "refresh" and partition_keys(context):
+        raise ConfigError(
+            "write_mode refresh replaces the whole table: run it unpartitioned "
+            "(the CLI, or a pipeline with partitions: none), not per partition"
+        )
+    outcome = load_staged(clean_records, sink, shape, label, settings.dead_letter_dir)
+    if settings.deletes != "ignore" and sink.write_mode != "refresh":
+        if source is None:
+            raise ConfigError(f"deletes={settings.deletes} needs the source to re-read ids")
+        # the source's ids of the window, read completely (or it raises: nothing is deleted)
+        window = run_window(context, config)
+        missing = sink.delete_missing(shape, window, source.read_ids(window))
+        get_recorder().deleted("soft" if shape.soft_delete else "hard", missing)
     counts = outcome.counts
     processed = clean_records.source_rows
     failed = counts.failed + clean_records.rejected
     metadata: dict[str, Any] = {
-        keys.DURATION_SECONDS: round(outcome.elapsed, 3),
-        "rows_per_second": round(clean_records.rows / outcome.elapsed, 1)
-        if outcome.elapsed > 0
-        else 0.0,
+        **timing(clean_records.rows, outcome.elapsed),
         keys.DEAD_LETTER_PATH: path_value(outcome.dead_letter),
         keys.TRANSFORM_DEAD_LETTER_PATH: path_value(clean_records.dead_letter),
         "sink": sink.describe()["type"],
@@ -132,17 +128,6 @@ RECONCILE_DESCRIPTION = (
     "inserted, updated, skipped as already loaded, refused by the sink, deleted its row "
     "(delete marker) or rejected by the transform."
 )
-
-
-def delete_missing(
-    source: RecordSource, sink: RecordSink, shape: TableShape, window: TimeWindow | None
-) -> int:
-    """Read the source's ids for ``window`` (completely, or raise: then nothing is
-    deleted) and delete or stamp the sink's rows of the window that are not among them."""
-    ids = source.read_ids(window)
-    n = sink.delete_missing(shape, window, ids)
-    get_recorder().deleted("soft" if shape.soft_delete else "hard", n)
-    return n
 
 
 def _reconcile(

@@ -20,3 +20,10 @@ def path_value(path: str | None) -> dg.MetadataValue:
     if "://" in path:
         return dg.MetadataValue.path(path)
     return dg.MetadataValue.path(os.path.abspath(path))
+
+
+def timing(rows: int, elapsed: float) -> dict[str, float]:
+    return {
+        keys.DURATION_SECONDS: round(elapsed, 3),
+        "rows_per_second": round(rows / elapsed, 1) if elapsed > 0 else 0.0,
+    }

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import os
 from datetime import timezone
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 
 from es_mysql_pipeline.records import TimeWindow
 
-#: First day users can materialize (the bundled sample's first day); set
-#: ``ES_MYSQL_PIPELINE_START_DATE`` (YYYY-MM-DD).
+#: The bundled sample's first day, and the day after its last (``make ui`` ends there).
 DEFAULT_START_DATE = "2024-01-01"
-#: The day after the bundled sample's last: ``make ui`` ends the partitions there when it
-#: shows the sample, so its five days are all there is to load (one click) and the graph's
-#: fill is the sample's.
 SAMPLE_END_DATE = "2024-01-06"
 
 
@@ -36,7 +32,7 @@ class WindowConfig(dg.Config):
 
 def run_window(context: dg.AssetExecutionContext, config: WindowConfig) -> TimeWindow | None:
     """The time window of this run: the partition (range) if partitioned, else the config."""
-    if is_partitioned(context):
+    if partition_keys(context):
         tw = context.partition_time_window
         return TimeWindow(tw.start.astimezone(timezone.utc), tw.end.astimezone(timezone.utc))
     if config.start or config.end:
@@ -48,29 +44,25 @@ def run_window(context: dg.AssetExecutionContext, config: WindowConfig) -> TimeW
 
 def run_label(context: dg.AssetExecutionContext, config: WindowConfig) -> str:
     """A file-name-safe name for what this run covers: ``2024-01-03``, a range, or ``all``."""
-    if is_partitioned(context):
-        keys = context.partition_keys
+    keys = partition_keys(context)
+    if keys:
         return keys[0] if len(keys) == 1 else f"{keys[0]}__{keys[-1]}"
     if config.start and config.end:
         return f"{config.start}__{config.end}"
     return "all"
 
 
-def is_partitioned(context: dg.AssetExecutionContext) -> bool:
-    """True for a single partition and for a partition range (single-run backfill)."""
-    return context.has_partition_key or context.has_partition_key_range
-
-
 def partition_keys(context: dg.AssetExecutionContext) -> list[str]:
-    """The days this run covers, in order; empty for an unpartitioned (CLI) run."""
-    return list(context.partition_keys) if is_partitioned(context) else []
+    """The days this run covers (one, or a single-run backfill's range), in order; empty
+    for an unpartitioned (CLI) run."""
+    if context.has_partition_key or context.has_partition_key_range:
+        return list(context.partition_keys)
+    return []
 
 
 def partition_window(context: dg.AssetExecutionContext, key: str) -> TimeWindow:
     """The ``[start, end)`` window of one partition of this run."""
-    partitions_def = context.assets_def.partitions_def
-    if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
-        raise TypeError(f"{partitions_def!r} is not a time-window partitions definition")
+    partitions_def = cast(dg.TimeWindowPartitionsDefinition, context.assets_def.partitions_def)
     tw = partitions_def.time_window_for_partition_key(key)
     return TimeWindow(tw.start.astimezone(timezone.utc), tw.end.astimezone(timezone.utc))
 
@@ -83,19 +75,20 @@ def days_label(keys: list[str]) -> str:
 
 
 def put_counts(
-    context: dg.AssetExecutionContext, metadata: dict[str, Any], counts: dict[str, Any]
+    context: dg.AssetExecutionContext,
+    metadata: dict[str, Any],
+    counts: dict[str, Any],
+    row_count: int | None = None,
 ) -> None:
-    """Add a step's counts so that adding up partitions never counts a record twice.
-
-    A run of one partition (or the CLI's unpartitioned run) gets them in ``metadata``. A
-    single-run backfill reads its days as one window, so its counts are the range's: they
-    go on the range's first partition only, said to be the range's, and each other
-    partition says where it was counted (Dagster would otherwise copy the run's metadata
-    onto every partition of the range).
-    """
+    """Add a step's counts so that adding up partitions never counts a record twice: a
+    single-run backfill's counts are the range's, so they go on its first partition only,
+    and each other partition says where it was counted (Dagster would otherwise copy the
+    run's metadata onto every partition of the range)."""
     keys = partition_keys(context)
     if len(keys) <= 1:
         metadata.update(counts)
+        if row_count is not None:  # a range's total is no partition's row count
+            metadata["dagster/row_count"] = row_count
         return
     span = days_label(keys)
     metadata["run_covers"] = span

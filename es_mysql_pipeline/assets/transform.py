@@ -1,26 +1,25 @@
 """Transform: map raw records to rows; records that cannot be loaded go to the dead letter."""
 
-# No `from __future__ import annotations` here: Dagster reads these signatures' types at
-# definition time to inject config and resources.
+from __future__ import annotations
 
 import contextlib
 import os
 import time
+from dataclasses import replace
 
 import dagster as dg
 
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline import metadata_keys as keys
-from es_mysql_pipeline.assets.failures import step_failed
-from es_mysql_pipeline.assets.metadata import path_value
+from es_mysql_pipeline.assets.failures import step
+from es_mysql_pipeline.assets.metadata import path_value, timing
 from es_mysql_pipeline.assets.partitions import (
     WindowConfig,
-    partition_keys,
     put_counts,
     run_label,
 )
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
-from es_mysql_pipeline.errors import ConfigError, PipelineError, RejectedRecordsError
+from es_mysql_pipeline.errors import ConfigError, RejectedRecordsError
 from es_mysql_pipeline.mapping import Analyzer, FieldMapping, load_analyzer
 from es_mysql_pipeline.metrics.recorder import get_recorder
 from es_mysql_pipeline.resources.settings import PipelineSettings
@@ -36,6 +35,7 @@ from es_mysql_pipeline.transform_engine import (
 from es_mysql_pipeline.worker_processes import tune_gc
 
 
+@step("transform")
 def transform_records(
     context: dg.AssetExecutionContext,
     config: WindowConfig,
@@ -47,14 +47,11 @@ def transform_records(
     metrics = get_recorder()
     started = time.perf_counter()
     dead = DeadLetterWriter(settings.dead_letter_dir, "transform", run_label(context, config))
-    try:
-        mapping = settings.mapping(raw_records.id_key, raw_records.timestamp_key)
-        analyzer = load_analyzer(settings.analyzer) if settings.analyzer else None
-        rejects = RejectTally()
-        staged, analysis = _transform(raw_records, mapping, analyzer, dead, rejects, settings)
-        _check_ratio(staged, rejects, settings.max_failed_ratio)
-    except PipelineError as exc:
-        raise step_failed(exc, "transform", context) from None
+    mapping = settings.mapping(raw_records.id_key, raw_records.timestamp_key)
+    analyzer = load_analyzer(settings.analyzer) if settings.analyzer else None
+    rejects = RejectTally()
+    staged, analysis = _transform(raw_records, mapping, analyzer, dead, rejects, settings)
+    _check_ratio(staged, rejects, settings.max_failed_ratio)
     if analyzer is not None:
         metrics.analysis("success", analysis[0])
         metrics.analysis("failure", analysis[1])
@@ -65,18 +62,15 @@ def transform_records(
     metadata: dict[str, object] = {
         keys.DEAD_LETTER_PATH: path_value(dead_path),
         "columns": ", ".join(staged.columns),
-        keys.DURATION_SECONDS: round(elapsed, 3),
-        "rows_per_second": round(raw_records.rows / elapsed, 1) if elapsed > 0 else 0.0,
+        **timing(raw_records.rows, elapsed),
     }
     counts: dict[str, object] = {"clean_records": staged.rows, "rejected_records": dead.count}
-    if len(partition_keys(context)) <= 1:  # a range's total is no partition's row count
-        counts["dagster/row_count"] = staged.rows
     top = rejects.top()
     if top is not None:
         counts[keys.TOP_REJECT_REASON] = f"{top[1]} records: {top[0]}"
     if analyzer is not None:
         counts.update({"analysis_succeeded": analysis[0], "analysis_failed": analysis[1]})
-    put_counts(context, metadata, counts)
+    put_counts(context, metadata, counts, row_count=staged.rows)
     return dg.MaterializeResult(value=staged, metadata=metadata)  # type: ignore[arg-type]
 
 
@@ -91,15 +85,17 @@ def _transform(
     """Map every raw record; the clean staged file and the analyzer's (ok, failed) counts."""
     total = raw_records.rows
     workers = worker_count(settings.transform_processes, total)
+
+    def after_run(done: int, rejected: int) -> None:
+        if rejected:
+            get_recorder().records("failed", rejected, "transform")
+            get_recorder().dead_letter("transform", rejected)
+        lifecycle.progress("transform", done, total)
+        rejects.check(done, settings.max_failed_ratio)
+        lifecycle.raise_if_stopped("transform")
+
     with dead, new_staged_file(mapping) as out:
         if workers > 1:
-
-            def after_run(done: int, rejected: int) -> None:
-                _count_rejects(rejected)
-                lifecycle.progress("transform", done, total)
-                rejects.check(done, settings.max_failed_ratio)
-                lifecycle.raise_if_stopped("transform")
-
             ok, failed, unseen = map_parallel(
                 raw_records, mapping, settings.analyzer, workers, out, dead, after_run, rejects
             )
@@ -108,27 +104,17 @@ def _transform(
             for frame in raw_records.raw_frames():
                 rejected_before = dead.count
                 out.write(mapper.map(frame))
-                _count_rejects(dead.count - rejected_before)
-                lifecycle.progress("transform", out.rows + dead.count, total)
-                rejects.check(out.rows + dead.count, settings.max_failed_ratio)
-                lifecycle.raise_if_stopped("transform")
+                after_run(out.rows + dead.count, dead.count - rejected_before)
             ok, failed, unseen = mapper.analysis_ok, mapper.analysis_failed, mapper.unseen
         if unseen and out.rows:
             # Nothing is published: a typo in the mapping fails the same way on every retry.
             raise ConfigError(mapping.unknown_columns_message(unseen, sorted(out.columns)))
         staged = out.finish()
         dead_path = dead.close()
-    staged = StagedRecords(
-        staged.path,
-        staged.rows,
-        staged.id_key,
-        staged.timestamp_key,
-        staged.columns,
-        source_rows=raw_records.rows,
-        rejected=dead.count,
-        dead_letter=dead_path,
+    counted = replace(
+        staged, source_rows=raw_records.rows, rejected=dead.count, dead_letter=dead_path
     )
-    return staged, (ok, failed)
+    return counted, (ok, failed)
 
 
 def _check_ratio(staged: StagedRecords, rejects: RejectTally, max_ratio: float | None) -> None:
@@ -151,10 +137,3 @@ def _check_ratio(staged: StagedRecords, rejects: RejectTally, max_ratio: float |
         f"(more than --max-failed-ratio {max_ratio}){most_often}; "
         f"the rejected records are in {staged.dead_letter}"
     )
-
-
-def _count_rejects(n: int) -> None:
-    if n:
-        metrics = get_recorder()
-        metrics.records("failed", n, "transform")
-        metrics.dead_letter("transform", n)

@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from typing import Any
 
 from es_mysql_pipeline import lifecycle
@@ -51,14 +52,20 @@ def _run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from es_mysql_pipeline.assets import build_assets
+    from es_mysql_pipeline.io_manager import StagingIOManagerResource
 
     resources = declared_resources(args) if args.pipeline else build_resources(args)
     preflight(resources)
     staging_tmp = None
     if not args.staging_dir:
         staging_tmp = tempfile.TemporaryDirectory(prefix="es-mysql-pipeline-")
-        resources["io_manager"] = type(resources["io_manager"])(base_path=staging_tmp.name)
-    metrics = _start_metrics(args, resources)
+    staging = args.staging_dir or staging_tmp.name  # type: ignore[union-attr]
+    resources["io_manager"] = StagingIOManagerResource(base_path=staging)
+    metrics = None
+    if args.metrics_port is not None:  # nothing listens otherwise
+        from es_mysql_pipeline.metrics.cli_support import start_cli_metrics
+
+        metrics = start_cli_metrics(args, resources)
     window = {"start": args.start, "end": args.end}
     if bool(args.start) != bool(args.end):
         raise ConfigError("give both --start and --end (YYYY-MM-DD), or neither")
@@ -94,30 +101,20 @@ def _run(args: argparse.Namespace) -> int:
             staging_tmp.cleanup()
     elapsed = time.perf_counter() - started
     if not result.success:
-        if metrics is not None:
-            metrics.failed()
-        _stop_metrics(metrics, args.metrics_linger)
+        _stop_metrics(metrics, args.metrics_linger, succeeded=False)
         message, config_error = failure_message(result)
         if lifecycle.stop_requested():
             print(f"es-mysql-pipeline: {message}", file=sys.stderr)
             return EXIT_STOPPED
         print(f"es-mysql-pipeline: error: {message}", file=sys.stderr)
         return EXIT_USAGE if config_error else EXIT_FAILED
-    load = step_metadata(result, "loaded_records")
-    meta = {name: step_metadata(result, f"{name}_records") for name in ("raw", "clean")}
-    stages = {
-        "raw": meta["raw"].get(keys.DURATION_SECONDS),
-        "clean": meta["clean"].get(keys.DURATION_SECONDS),
-        "loaded": load.get(keys.DURATION_SECONDS),
-    }
-    print_summary(load, elapsed, stages, meta["raw"].get(keys.TIMESTAMP_FIELD))
-    if metrics is not None:
-        metrics.succeeded()
-    _stop_metrics(metrics, args.metrics_linger)
+    raw, clean, load = (step_metadata(result, f"{n}_records") for n in ("raw", "clean", "loaded"))
+    print_summary(raw, clean, load, elapsed)
+    _stop_metrics(metrics, args.metrics_linger, succeeded=True)
     processed = int(load.get(keys.PROCESSED, 0))
     failed = int(load.get(keys.FAILED, 0))
     if processed and failed / processed > args.max_failed_ratio:
-        top = meta["clean"].get(keys.TOP_REJECT_REASON)
+        top = clean.get(keys.TOP_REJECT_REASON)
         print(
             f"es-mysql-pipeline: {failed} of {processed} records failed "
             f"(more than --max-failed-ratio {args.max_failed_ratio}); see the dead-letter files"
@@ -135,37 +132,20 @@ def _in_background(fn: Callable[[], Any]) -> Any:
     step mid-batch; from another thread it leaves signals alone, and the assets stop cleanly
     after the batch in flight when :func:`lifecycle.request_stop` is called.
     """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # handed back to the main thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=target, name="pipeline-run")
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.2)  # short joins keep the main thread responsive to signals
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+    with futures.ThreadPoolExecutor(1, thread_name_prefix="pipeline-run") as pool:
+        future = pool.submit(fn)
+        while not future.done():
+            futures.wait([future], timeout=0.2)  # short waits keep the main thread responsive
+        return future.result()
 
 
-def _start_metrics(args: argparse.Namespace, resources: dict[str, Any]) -> Any:
-    """The metrics endpoint, only when ``--metrics-port`` is given (nothing listens otherwise)."""
-    if args.metrics_port is None:
-        return None
-    from es_mysql_pipeline.metrics.cli_support import start_cli_metrics
-
-    return start_cli_metrics(args, resources)
-
-
-def _stop_metrics(metrics: Any, linger: float = 0.0) -> None:
-    if metrics is not None:
-        if linger > 0 and not lifecycle.stop_requested():
-            lifecycle.wait_for_stop(linger)
-        metrics.stop()
+def _stop_metrics(metrics: Any, linger: float, succeeded: bool) -> None:
+    if metrics is None:
+        return
+    metrics.succeeded() if succeeded else metrics.failed()
+    if linger > 0 and not lifecycle.stop_requested():
+        lifecycle.wait_for_stop(linger)
+    metrics.stop()
 
 
 def _install_signal_handlers() -> None:

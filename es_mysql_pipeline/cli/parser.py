@@ -58,7 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--timestamp_column",
         "--timestamp-column",
-        default=None,
         help="source field with the event time (default: detected from the header, e.g. "
         "@timestamp, timestamp, ts, time, event_time, created_at; none: there is none)",
     )
@@ -70,7 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--es_timestamp_field",
         "--es-timestamp-field",
-        default=None,
         help="source field with the event time "
         "(default: detected from the mapping; none: there is none)",
     )
@@ -153,13 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cols.add_argument(
         "--output-id-column",
-        default=None,
         help="column of the id field (default: the field's own name, _id for Elasticsearch; "
         "tables made by 0.1 use id)",
     )
     cols.add_argument(
         "--output-time-column",
-        default=None,
         help="column of the time field (default: the field's own name, @timestamp as "
         "timestamp; tables made by 0.1 use timestamp)",
     )

@@ -31,11 +31,12 @@ def failure_message(result: Any) -> tuple[str, bool]:
 
 
 def print_summary(
-    load: dict[str, Any], elapsed: float, stages: dict[str, Any], time_field: str | None
+    raw: dict[str, Any], clean: dict[str, Any], load: dict[str, Any], elapsed: float
 ) -> None:
+    """The steps' metadata as the seed script's summary."""
     processed = int(load.get(keys.PROCESSED, 0))
     rows: list[tuple[str, Any]] = [
-        ("time field", time_field or "none"),
+        ("time field", raw.get(keys.TIMESTAMP_FIELD) or "none"),
         (keys.PROCESSED, processed),
         (keys.INSERTED, load.get(keys.INSERTED, 0)),
         (keys.UPDATED, load.get(keys.UPDATED, 0)),
@@ -45,7 +46,7 @@ def print_summary(
         ("duration", f"{elapsed:.2f} s"),
         (
             "  fetch/transform/load",
-            " / ".join(f"{stages.get(k) or 0:.2f} s" for k in ("raw", "clean", "loaded")),
+            " / ".join(f"{m.get(keys.DURATION_SECONDS) or 0:.2f} s" for m in (raw, clean, load)),
         ),
         ("throughput", f"{processed / elapsed:,.0f} records/s" if elapsed > 0 else "-"),
     ]
@@ -53,8 +54,8 @@ def print_summary(
         rows.append(
             (
                 "schema changes",
-                f"{load.get('columns_added', 0)} columns added, "
-                f"{load.get('columns_widened', 0)} widened",
+                f"{load.get(keys.COLUMNS_ADDED, 0)} columns added, "
+                f"{load.get(keys.COLUMNS_WIDENED, 0)} widened",
             )
         )
     if load.get(keys.FIELDS_DISCARDED):

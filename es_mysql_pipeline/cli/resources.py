@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from importlib import resources as pkg_resources
 from typing import Any
 
 from es_mysql_pipeline.errors import ConfigError
 
 
 def build_resources(args: argparse.Namespace) -> dict[str, Any]:
-    """Map flags to the same resources the Dagster definitions use."""
-    from es_mysql_pipeline.io_manager import StagingIOManagerResource
+    """The source, sink and settings the flags name."""
     from es_mysql_pipeline.resources.settings import PipelineSettings
     from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
     from es_mysql_pipeline.resources.sources import FileSource
@@ -41,39 +41,13 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
         if args.version_field:
             raise ConfigError("--version-field needs a SQL sink (--sink_type mysql or sqlite)")
         sink = JsonlSink(path=args.output_file, **common)
-    elif args.sink_type == "sqlite":
-        if not args.db_path:
-            raise ConfigError("--db_path is required with --sink_type sqlite")
-        sink = SqlSink(
-            url=f"sqlite:///{args.db_path}",
-            table=args.db_table,
-            schema_contract=args.schema_contract,
-            max_columns=args.max_columns,
-            version_field=args.version_field or None,
-            **common,
-        )
     else:
-        password = os.environ.get("DB_PASSWORD")
-        if args.db_pass:
-            logging.getLogger("es_mysql_pipeline").warning(
-                "--db_pass is visible to other users in the process list; "
-                "set DB_PASSWORD in the environment instead"
-            )
-            password = args.db_pass
-        from sqlalchemy.engine import URL
-
-        url = URL.create(
-            "mysql+pymysql",
-            username=args.db_user,
-            host=args.db_host,
-            port=args.db_port,
-            database=args.db_name,
-        )
+        url, password = _database(args)
         sink = SqlSink(
-            url=url.render_as_string(hide_password=False),
-            password=password or None,
+            url=url,
+            password=password,
             table=args.db_table,
-            ssl_ca=args.db_ssl_ca,
+            ssl_ca=args.db_ssl_ca if args.sink_type == "mysql" else None,
             schema_contract=args.schema_contract,
             max_columns=args.max_columns,
             version_field=args.version_field or None,
@@ -93,38 +67,52 @@ def build_resources(args: argparse.Namespace) -> dict[str, Any]:
         deletes=args.deletes,
         delete_marker=args.delete_marker or None,
     )
-    staging = StagingIOManagerResource(base_path=args.staging_dir or "")
-    return {"source": source, "sink": sink, "settings": settings, "io_manager": staging}
+    return {"source": source, "sink": sink, "settings": settings}
+
+
+def _database(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The SQL sink's URL and password (``DB_PASSWORD``, or the discouraged ``--db_pass``)."""
+    if args.sink_type == "sqlite":
+        if not args.db_path:
+            raise ConfigError("--db_path is required with --sink_type sqlite")
+        return f"sqlite:///{args.db_path}", None
+    password = os.environ.get("DB_PASSWORD")
+    if args.db_pass:
+        logging.getLogger("es_mysql_pipeline").warning(
+            "--db_pass is visible to other users in the process list; "
+            "set DB_PASSWORD in the environment instead"
+        )
+        password = args.db_pass
+    from sqlalchemy.engine import URL
+
+    url = URL.create(
+        "mysql+pymysql",
+        username=args.db_user,
+        host=args.db_host,
+        port=args.db_port,
+        database=args.db_name,
+    )
+    return url.render_as_string(hide_password=False), password or None
 
 
 def declared_resources(args: argparse.Namespace) -> dict[str, Any]:
-    """The resources of pipeline ``--pipeline`` of ``--defs``, under the CLI's keys.
+    """The source, sink and settings of pipeline ``--pipeline`` of ``--defs``.
 
     Secrets declared as variable names are read from this process's environment now: the
     pre-flight connects before Dagster would resolve them.
     """
     from es_mysql_pipeline.component import find_pipeline
-    from es_mysql_pipeline.io_manager import StagingIOManagerResource
 
-    path = args.defs or os.environ.get("ES_MYSQL_PIPELINE_DEFS") or _bundled_defs()
+    bundled = str(pkg_resources.files("es_mysql_pipeline") / "defs")
+    path = args.defs or os.environ.get("ES_MYSQL_PIPELINE_DEFS") or bundled
     plan = find_pipeline(path, args.pipeline)
     if args.pipeline_id == "default":
         args.pipeline_id = plan.name  # the metrics' pipeline_id
-    own = plan.resources()
-    keys = plan.resource_keys
-    staging = StagingIOManagerResource(base_path=args.staging_dir or "")
     return {
-        "source": _with_secrets(own[keys.source]),
-        "sink": _with_secrets(own[keys.sink]),
-        "settings": own[keys.settings],
-        "io_manager": staging,
+        "source": _with_secrets(plan.source),
+        "sink": _with_secrets(plan.sink),
+        "settings": plan.settings,
     }
-
-
-def _bundled_defs() -> str:
-    from importlib import resources as pkg_resources
-
-    return str(pkg_resources.files("es_mysql_pipeline") / "defs")
 
 
 def _with_secrets(resource: Any) -> Any:
@@ -144,10 +132,8 @@ def _with_secrets(resource: Any) -> Any:
 def _elasticsearch_source(args: argparse.Namespace) -> Any:
     if not args.es_url or not args.es_index:
         raise ConfigError("--es_url and --es_index are required with --source_type elasticsearch")
-    try:
-        from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
-    except ImportError as exc:  # pragma: no cover - the module ships with the package
-        raise ConfigError(f"Elasticsearch source unavailable: {exc}") from None
+    from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
+
     return ElasticsearchSource(
         hosts=args.es_url,
         index=args.es_index,

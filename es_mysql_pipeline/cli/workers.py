@@ -1,10 +1,6 @@
-"""The run's worker processes, started before Dagster is imported.
-
-Each step that spreads its work over processes would otherwise start its own pool: an
-interpreter per worker and the job's imports, paid at every step while the machine has
-nothing else to do (docs/benchmarks.md). Started first, the workers import on the second
-core while this process imports Dagster and builds the run, and the fetch, transform and
-load borrow them in turn (:func:`es_mysql_pipeline.worker_processes.spawn_pool`).
+"""The run's worker processes, started before Dagster is imported: they import on the
+second core while this process imports Dagster, and the fetch, transform and load borrow
+them in turn instead of each starting its own pool (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -77,20 +77,21 @@ def test_module_entry_point_version_imports_no_dagster() -> None:
     assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))
 
 
-def test_interrupted_is_still_a_dagster_failure() -> None:
-    """The lazily built ``lifecycle.Interrupted`` is the class ``raise_if_stopped`` raises."""
+def test_a_stop_fails_the_step_without_retries() -> None:
+    """``raise_if_stopped`` in an asset body becomes a Dagster failure the policy won't retry."""
     import dagster as dg
 
     from es_mysql_pipeline import lifecycle
+    from es_mysql_pipeline.assets.failures import step
 
     lifecycle.request_stop()
     try:
-        with pytest.raises(lifecycle.Interrupted) as info:
-            lifecycle.raise_if_stopped("load")
+        with pytest.raises(dg.Failure) as info:
+            step("load")(lifecycle.raise_if_stopped)("load")
     finally:
         lifecycle.reset()
-    assert isinstance(info.value, dg.Failure)
     assert info.value.allow_retries is False
+    assert info.value.description == "stopped by request during load, after the batch in flight"
 
 
 # Records the collector's young-generation threshold at the moment Dagster is first imported.
