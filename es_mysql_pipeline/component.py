@@ -378,15 +378,12 @@ def shared_pushgateway() -> PushgatewayResource:
 def last_complete_partition(
     partitions: dg.PartitionsDefinition[str], at: datetime | None
 ) -> str | None:
-    """The partition that ended last at ``at``: a schedule's tick loads the one just over."""
+    """The partition that ended last at ``at``: a schedule's tick loads the one just over
+    (None before the first one has ended)."""
     if not isinstance(partitions, dg.TimeWindowPartitionsDefinition) or at is None:
         return None
-    try:
-        current = partitions.get_partition_key_for_timestamp(at.timestamp())
-        start = partitions.start_time_for_partition_key(current)
-        return partitions.get_partition_key_for_timestamp(start.timestamp() - 1)
-    except Exception:  # before the first partition
-        return None
+    with dg.partition_loading_context(effective_dt=at):
+        return partitions.get_last_partition_key()
 
 
 def load_pipelines_file(path: str | os.PathLike[str]) -> list[tuple[EsMysqlPipelines, Path]]:

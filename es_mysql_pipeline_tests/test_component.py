@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from es_mysql_pipeline.component import (
     PipelinesConfigError,
     find_pipeline,
+    last_complete_partition,
     load_pipelines_file,
 )
 from es_mysql_pipeline.definitions import pipelines_defs
@@ -263,6 +264,22 @@ def test_schedules_and_late_data_automation(setup: Setup) -> None:
     ctx = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=repo)
     (req,) = defs.resolve_schedule_def("events_schedule").evaluate_tick(ctx).run_requests or []
     assert req.partition_key == "2024-03-04"
+
+
+@pytest.mark.parametrize(
+    ("tick", "expected"),
+    [
+        (datetime(2024, 2, 20, 0, 15, tzinfo=timezone.utc), None),  # before the start
+        (datetime(2024, 3, 1, 0, 15, tzinfo=timezone.utc), None),  # the first day not over
+        (datetime(2024, 3, 2, 0, 15, tzinfo=timezone.utc), "2024-03-01"),
+        (datetime(2024, 3, 9, 0, 15, tzinfo=timezone.utc), "2024-03-04"),  # the last (end)
+    ],
+)
+def test_a_tick_loads_the_last_complete_partition_and_none_before_the_first(
+    tick: datetime, expected: str | None
+) -> None:
+    days = dg.DailyPartitionsDefinition(start_date="2024-03-01", end_date="2024-03-05")
+    assert last_complete_partition(days, tick) == expected
 
 
 def test_a_partition_of_each_then_a_backfill_of_one(setup: Setup) -> None:
