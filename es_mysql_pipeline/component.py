@@ -33,7 +33,7 @@ from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
-from es_mysql_pipeline.targets import PIPELINE_TAG, target_tags
+from es_mysql_pipeline.targets import PIPELINE_TAG, pool_name, target_tags
 
 __all__ = ["EsMysqlPipelines", "PipelinesConfigError", "find_pipeline", "load_pipelines_file"]
 
@@ -273,7 +273,7 @@ class PipelinePlan:
             schedule=schedule,
             lag=lag,
             executor=options.executor or "in_process",
-            pool=options.pool or re.sub(r"[^A-Za-z0-9_.-]", "_", table_key.replace("#", ".")),
+            pool=options.pool or pool_name(table_key),
             chain=Chain(
                 name,
                 options.group or name,

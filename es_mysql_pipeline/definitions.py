@@ -26,7 +26,7 @@ from es_mysql_pipeline.sensors import (
     build_pipeline_metrics_sensor,
     pipeline_metrics_sensor,
 )
-from es_mysql_pipeline.targets import target_tags
+from es_mysql_pipeline.targets import SINK_TABLE_TAG, pool_name, target_tags
 
 #: ``local`` (default): bundled sample CSV into SQLite, no server needed.
 #: ``mysql``: CSV (``CSV_FILE``) into MySQL (``DB_URL``, password ``DB_PASSWORD``).
@@ -138,6 +138,7 @@ ASSETS = build_assets(
     DAILY,
     hooks=PIPELINE_METRICS_HOOKS,
     backfill_policy=backfill_policy(os.environ.get("BACKFILL_PARTITIONS_PER_RUN")),
+    pool=pool_name(launch_tags()[SINK_TABLE_TAG]),
 )
 
 records_job = dg.define_asset_job(

@@ -9,6 +9,7 @@ targets. Only non-secret descriptions: a URL is rendered without its password.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ from es_mysql_pipeline.errors import ConfigError
 
 SOURCE_TAG = "es_mysql_pipeline/source"
 SINK_TAG = "es_mysql_pipeline/sink"
-#: The per-table concurrency key of deploy/dagster.yaml's run queue.
+#: The sink table a run loads (shown in the UI; the load step's pool is named after it).
 SINK_TABLE_TAG = "es_mysql_pipeline/sink_table"
 #: The pipeline a run (and an asset) belongs to: a YAML pipeline's name, metrics fold by it.
 PIPELINE_TAG = "es_mysql_pipeline/pipeline_id"
@@ -38,7 +39,7 @@ def describe_target(resource: Any) -> str:
 
 
 def target_tags(source: Any, sink: Any) -> dict[str, str]:
-    """The run tags naming the targets; the sink's also keys the per-table run queue limit."""
+    """The run tags naming the targets (the sink's table as a tag of its own too)."""
     sink_target = describe_target(sink)
     return {
         SOURCE_TAG: describe_target(source),
@@ -69,3 +70,9 @@ def verify_target(context: dg.AssetExecutionContext, key: str, resource: Any) ->
     line = mismatch(tags, key, describe_target(resource))
     if line is not None:
         raise ConfigError(line)
+
+
+def pool_name(table_key: str) -> str:
+    """The Dagster pool of the load steps into one table: ``deploy/dagster.yaml`` gives each
+    pool one slot, so two loads never write one table at once."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", table_key.replace("#", "."))

@@ -26,12 +26,11 @@ DONE = ("SUCCESS", "FAILURE", "CANCELED")
 
 def write_instance(home: Path, max_runs: int, compute_log_bucket: bool) -> None:
     """deploy/dagster.yaml with the queue at ``max_runs``. All runs here load one table, so
-    the per-table limit (1) is dropped to let ``max_runs`` of them run at once; local
+    the per-table pool limit (1) is dropped to let ``max_runs`` of them load at once; local
     compute logs unless ``compute_log_bucket`` (then on S3, as shipped)."""
     config: dict[str, Any] = yaml.safe_load(DEPLOY.read_text(encoding="utf-8"))
-    queue = config["run_coordinator"]["config"]
-    queue["max_concurrent_runs"] = max_runs
-    queue.pop("tag_concurrency_limits")
+    config["concurrency"]["runs"]["max_concurrent_runs"] = max_runs
+    config["concurrency"].pop("pools")
     if not compute_log_bucket:
         config.pop("compute_logs")
     config["run_monitoring"] = {"enabled": False}

@@ -54,12 +54,9 @@ def test_deploy_instance_stores_a_partition_run_in_postgres(
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
-        limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
-        assert {
-            "key": "es_mysql_pipeline/sink_table",
-            "limit": 1,
-            "value": {"applyLimitPerUniqueValue": True},
-        } in limits
+        concurrency = instance.get_concurrency_config()
+        assert concurrency.run_queue_config.max_concurrent_runs == 4
+        assert concurrency.pool_config.default_pool_limit == 1  # one load per table at once
 
         tag = uuid.uuid4().hex
         resources = make_resources(str(tmp_path))
