@@ -176,3 +176,24 @@ def test_jsonl_batches_read_what_line_by_line_reads(
     assert [list(map(type, r.values())) for r in got] == [
         list(map(type, r.values())) for r in one_by_one
     ]
+
+
+def test_more_bad_settings_are_one_line_each(tmp_path: Path) -> None:
+    p = tmp_path / "in.csv"
+    p.write_text("id,timestamp\n1,2024-01-01\n")
+    with pytest.raises(ConfigError, match=r"delimiter=';;' must be exactly one character"):
+        FileSource(path=str(p), delimiter=";;").check()
+    with pytest.raises(ConfigError, match=r"encoding='klingon' is not a known text encoding"):
+        read_all(FileSource(path=str(p), encoding="klingon"))
+    window = TimeWindow.from_dates("2024-01-01", "2024-01-02")
+    with pytest.raises(ConfigError, match=r"in\.csv: no time field .* 2024-01-01T00:00:00"):
+        read_all(FileSource(path=str(p), timestamp_column="none"), window)
+
+
+def test_an_explicit_format_wins_over_the_file_name(tmp_path: Path) -> None:
+    p = tmp_path / "export.txt"
+    p.write_text('{"id": "1", "ts": "2024-01-01T00:00:00Z", "n": [1, 2]}\n')
+    source = FileSource(path=str(p), format="jsonl")
+    assert source.describe()["format"] == "jsonl"
+    assert read_all(source) == [{"id": "1", "ts": "2024-01-01T00:00:00Z", "n": [1, 2]}]
+    assert FileSource(path=str(p)).describe()["format"] == "csv"
