@@ -8,7 +8,7 @@ import hypothesis
 import hypothesis.strategies as st
 import pytest
 
-from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.errors import ConfigError, SourceError
 from es_mysql_pipeline.readers.file_reading import SpanReader
 from es_mysql_pipeline.records import ERROR_KEY, TimeWindow
 from es_mysql_pipeline.resources.sources import FileSource
@@ -197,3 +197,13 @@ def test_an_explicit_format_wins_over_the_file_name(tmp_path: Path) -> None:
     assert source.describe()["format"] == "jsonl"
     assert read_all(source) == [{"id": "1", "ts": "2024-01-01T00:00:00Z", "n": [1, 2]}]
     assert FileSource(path=str(p)).describe()["format"] == "csv"
+
+
+def test_bytes_the_codec_cannot_escape_fail_the_read_naming_the_encoding(tmp_path: Path) -> None:
+    p = tmp_path / "utf16.csv"
+    p.write_bytes("id,timestamp\n1,2024-01-01\n".encode("utf-16") + b"A")  # a byte too many
+    with pytest.raises(SourceError) as info:
+        read_all(FileSource(path=str(p), encoding="utf-16"))
+    assert str(info.value) == (
+        f"{p}: bytes at offset 0 are not valid utf-16; set encoding to the file's real encoding"
+    )

@@ -7,7 +7,7 @@ import os
 from collections.abc import Generator, Iterator
 from typing import ClassVar, Literal
 
-from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.errors import ConfigError, SourceError
 from es_mysql_pipeline.readers import file_parts
 from es_mysql_pipeline.readers.file_reading import SpanReader, TextFile
 from es_mysql_pipeline.records import (
@@ -67,9 +67,13 @@ class FileSource(RecordSource):
 
     def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
         ts_key = self._checked(window)
-        # undecodable bytes never raise here: the file is read with ``surrogateescape`` and
-        # the record holding them becomes a dead letter naming its line
-        yield from SpanReader(self.text_file(), batch_size, window, ts_key)
+        try:
+            yield from SpanReader(self.text_file(), batch_size, window, ts_key)
+        except UnicodeDecodeError as exc:
+            raise SourceError(
+                f"{self.path}: bytes at offset {exc.start} are not valid {self.encoding}; "
+                "set encoding to the file's real encoding"
+            ) from None
 
     def read_parts(
         self, window: TimeWindow | None, batch_size: int, processes: int
