@@ -450,6 +450,43 @@ def test_retries_run_out_with_a_clear_error(fault_server: EsTestServer) -> None:
     assert fault_server.open_pits == 0
 
 
+def test_a_page_with_a_failed_shard_is_asked_for_again(
+    fault_server: EsTestServer, recorder: CountingRecorder
+) -> None:
+    fault_server.inject("shards", 2, match="POST /_search$")
+    assert read_all(fast_source(fault_server, page_size=1000)) == expected(FAULT_DOCS, None)
+    assert recorder.retries == 2
+    fault_server.inject("shards", 100, match="POST /_search$")
+    with pytest.raises(SourceError) as info:
+        read_all(fast_source(fault_server, max_retries=2))
+    assert str(info.value) == (
+        f"Elasticsearch search at {fault_server.url}/f still failing after 2 retries (1 "
+        "shard(s) failed node_disconnected_exception); check that the cluster is healthy "
+        "and reachable, or raise max_retries"
+    )
+    assert fault_server.open_pits == 0
+
+
+def test_a_point_in_time_that_keeps_expiring_names_keep_alive(fault_server: EsTestServer) -> None:
+    fault_server.inject("expire", 100, match="POST /_search$")
+    with pytest.raises(SourceError) as info:
+        read_all(fast_source(fault_server, max_retries=2, keep_alive="30s"))
+    assert str(info.value) == (
+        f"Elasticsearch point in time keeps expiring on {fault_server.url}/f; raise keep_alive "
+        "(now 30s)"
+    )
+
+
+def test_a_point_in_time_that_cannot_be_closed_is_left_to_expire(
+    fault_server: EsTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fault_server.inject("status", 1, status=500, match="DELETE /_pit$")
+    caplog.set_level(logging.INFO)
+    assert read_all(fast_source(fault_server, page_size=1000)) == expected(FAULT_DOCS, None)
+    assert "closing the point in time failed (ApiError); it expires on its own" in caplog.text
+    assert fault_server.open_pits == 1
+
+
 # -- permanent errors: one clear line ----------------------------------------------------------
 
 
