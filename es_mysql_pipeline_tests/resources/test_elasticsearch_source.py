@@ -487,6 +487,57 @@ def test_a_point_in_time_that_cannot_be_closed_is_left_to_expire(
     assert fault_server.open_pits == 1
 
 
+def test_read_ids_is_every_id_of_the_read_or_an_error(fault_server: EsTestServer) -> None:
+    source = fast_source(fault_server)  # pages of 1,000 ids: three of them
+    assert source.read_ids(None) == {doc_id for doc_id, _ in FAULT_DOCS}
+    fault_server.inject("shards", 1, match="POST /_search$")
+    with pytest.raises(SourceError) as info:
+        source.read_ids(None)
+    assert str(info.value) == (
+        f"{fault_server.url}/f: shards failed while reading ids; nothing was deleted"
+    )
+    assert fault_server.open_pits == 0
+
+
+def test_only_documents_without_a_time_are_read_as_unplaced(fault_server: EsTestServer) -> None:
+    untimed = [doc_id for doc_id, src in FAULT_DOCS if "@timestamp" not in src]
+    got = [(r["_id"], why) for b in fast_source(fault_server).read_unplaced(100) for r, why in b]
+    reason = "no time in field '@timestamp': the record belongs to no partition"
+    assert sorted(got) == [(doc_id, reason) for doc_id in sorted(untimed)]
+    errors_only = fast_source(fault_server, query='{"term": {"level": "info"}}')
+    got = [r["_id"] for b in errors_only.read_unplaced(100) for r, _ in b]
+    assert sorted(got) == sorted(
+        doc_id for doc_id, src in FAULT_DOCS if "@timestamp" not in src and src["level"] == "info"
+    )
+    assert list(fast_source(fault_server, timestamp_field="none").read_unplaced(100)) == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"index": " "}, "es_index: give an index name or pattern, e.g. logs-*"),
+        ({"slices": -1}, "slices=-1 must be 0 (one per worker process) or more"),
+        ({"max_retries": -1}, "max_retries=-1 must be 0 or more"),
+        ({"request_timeout": 0}, "request_timeout=0.0 must be positive"),
+        ({"keep_alive": "soon"}, "keep_alive='soon' must be a time value like 2m or 90s"),
+        ({"ca_certs": "/nonexistent/ca.pem"},
+         "ca_certs: '/nonexistent/ca.pem' does not exist or is not a file"),
+        ({"password": "pw"}, "ES_PASSWORD is set but no username: set es_username as well"),
+        ({"hosts": [" "]}, "es_url: give at least one Elasticsearch URL, e.g. localhost:9200"),
+    ],
+)  # fmt: skip
+def test_bad_settings_are_one_line_each(settings: dict[str, Any], message: str) -> None:
+    source = ElasticsearchSource(**{"hosts": ["http://127.0.0.1:9"], "index": "x", **settings})
+    with pytest.raises(ConfigError) as info:
+        source.check()
+    assert str(info.value) == message
+
+
+def test_a_batch_size_below_one_is_refused(es_server: EsTestServer) -> None:
+    with pytest.raises(ConfigError, match=r"^batch_size=0 must be at least 1$"):
+        list(ElasticsearchSource(hosts=[es_server.url], index="x").read_batches(None, 0))
+
+
 # -- permanent errors: one clear line ----------------------------------------------------------
 
 
