@@ -9,7 +9,7 @@ import hypothesis.strategies as st
 import pytest
 import sqlalchemy as sa
 
-from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.errors import ConfigError, SinkError
 from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.value_types import ColumnStats
 from es_mysql_pipeline.writers.base import TableShape, WriteCounts
@@ -321,3 +321,43 @@ def test_a_big_load_encoded_ahead_loads_all_and_dead_letters_the_bad_rows(
     assert got[1] == sum(i for i in range(n) if f"r{i}" not in bad)
     assert got[2] == sum(1 for i in range(n) if i % 8 == 2 and f"r{i}" not in bad)
     assert [p.name for p in scratch.iterdir() if p.name.startswith("bulk-")] == []
+
+
+def marked_session(sink: SqlSink, soft: bool = False) -> Any:
+    shape = TableShape("id", None, {"id": ColumnStats("string", 10), **TEXT},
+                       delete_marker="deleted", soft_delete=soft)  # fmt: skip
+    return sink.open_session(shape, None)
+
+
+def test_a_batch_of_delete_marks_only_deletes(sql_target: str) -> None:
+    url, table = split_target(sql_target)
+    sink = SqlSink(url=url, table=table, write_mode="upsert")
+    session = marked_session(sink)
+    writer = session.writer()
+    writer.write([{"id": "a", "text": "x"}, {"id": "b", "text": "y"}])
+    counts = writer.write([{"id": "a", "deleted": "yes"}, {"id": "zz", "deleted": True}])
+    writer.close()
+    session.commit()
+    assert (counts.inserted, counts.deleted, counts.skipped) == (0, 1, 1)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT id FROM {table}")).scalars().all() == ["b"]
+    engine.dispose()
+
+
+def test_soft_deletes_need_the_column_in_its_own_spelling(mysql_url: str, mysql_table: str) -> None:
+    engine = sa.create_engine(mysql_url)
+    with engine.begin() as conn:  # MariaDB names are case-insensitive: no second _deleted_at
+        conn.exec_driver_sql(
+            f"CREATE TABLE `{mysql_table}` (id VARCHAR(10) PRIMARY KEY, text TEXT, "
+            "`_DELETED_AT` DATETIME NULL)"
+        )
+    engine.dispose()
+    session = marked_session(SqlSink(url=mysql_url, table=mysql_table), soft=True)
+    writer = session.writer()
+    with pytest.raises(
+        SinkError, match=f"#{mysql_table}: table '{mysql_table}' has no _deleted_at$"
+    ):
+        writer.write([{"id": "a", "deleted": True}])
+    writer.close()
+    session.abort()
