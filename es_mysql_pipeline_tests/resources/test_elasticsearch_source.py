@@ -533,6 +533,17 @@ def test_bad_settings_are_one_line_each(settings: dict[str, Any], message: str) 
     assert str(info.value) == message
 
 
+def test_tls_settings_on_a_plain_http_url_are_refused(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not used")
+    source = ElasticsearchSource(hosts=["http://127.0.0.1:9"], index="x", ca_certs=str(ca))
+    with pytest.raises(ConfigError) as info:
+        source.check()
+    assert str(info.value) == (
+        "es_url / TLS settings rejected: TLS options require scheme to be 'https'"
+    )
+
+
 def test_a_batch_size_below_one_is_refused(es_server: EsTestServer) -> None:
     with pytest.raises(ConfigError, match=r"^batch_size=0 must be at least 1$"):
         list(ElasticsearchSource(hosts=[es_server.url], index="x").read_batches(None, 0))
