@@ -6,13 +6,16 @@ from typing import Any
 
 import hypothesis
 import hypothesis.strategies as st
+import pymysql
 import pytest
 import sqlalchemy as sa
 
 from es_mysql_pipeline.errors import ConfigError, SinkError
+from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.value_types import ColumnStats
 from es_mysql_pipeline.writers.base import TableShape, WriteCounts
+from es_mysql_pipeline.writers.sql.errors import GRANTS_HINT
 from es_mysql_pipeline.writers.sql.writer import SqlSession, SqlWriter
 from es_mysql_pipeline_tests.conftest import split_target
 
@@ -361,3 +364,51 @@ def test_soft_deletes_need_the_column_in_its_own_spelling(mysql_url: str, mysql_
         writer.write([{"id": "a", "deleted": True}])
     writer.close()
     session.abort()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"batch_size": 0}, "batch_size and workers must be at least 1"),
+        ({"ssl_ca": "/nonexistent/ca.pem"},
+         "--db_ssl_ca/ssl_ca: '/nonexistent/ca.pem' does not exist or is not a file"),
+        ({"url": "not a url"},
+         "db url 'not a url' is not a SQLAlchemy URL (expected "
+         "mysql+pymysql://user@host:3306/db or sqlite:///file.db)"),
+        ({"url": "nosuchdb://h/x"}, "db url: Can't load plugin: sqlalchemy.dialects:nosuchdb"),
+    ],
+)  # fmt: skip
+def test_bad_sink_settings_are_one_line_each(settings: dict[str, Any], message: str) -> None:
+    sink = SqlSink(**{"url": "sqlite:///x.db", "table": "t", **settings})
+    with pytest.raises(ConfigError) as info:
+        sink.engine()
+    assert str(info.value) == message
+    if settings.get("url") == "not a url":
+        assert sink.describe()["target"] == "<invalid url>#t"
+
+
+def test_server_refusals_name_their_fix() -> None:
+    sink = SqlSink(url="mysql+pymysql://loader@db:3306/app", table="t", password="s3cret")
+    where = "mysql+pymysql://loader@db:3306/app#t"
+    wide = sink.session_error(pymysql.err.OperationalError(1117, "Too many columns"), 5000)
+    assert isinstance(wide, ConfigError)
+    assert str(wide).startswith(f"{where}: too many columns: the data has 5000 columns, more ")
+    denied = pymysql.err.OperationalError(1142, "INSERT command denied to user 'loader'")
+    err = sink.session_error(denied, 3)
+    assert isinstance(err, ConfigError)
+    assert str(err) == (
+        f"{where}: (1142, \"INSERT command denied to user 'loader'\"); {GRANTS_HINT}"
+    )
+
+
+def test_counts_and_deletes_of_a_table_not_there_yet_or_without_a_column(tmp_path: Path) -> None:
+    sink = SqlSink(url=f"sqlite:///{tmp_path / 'x.sqlite'}", table="t")
+    day = TimeWindow.from_dates("2024-01-01", "2024-01-02")
+    assert sink.count_rows(SHAPE, day, None) == 0
+    assert sink.delete_missing(SHAPE, day, set()) == 0
+    write(sink, rows(["a"]))
+    untimed = TableShape("id", None, SHAPE.columns)
+    with pytest.raises(ConfigError, match="the rows of a time window need a time column"):
+        sink.count_rows(untimed, day, None)
+    with pytest.raises(ConfigError, match=r"^table 't' has no column 'key'$"):
+        sink.delete_missing(TableShape("key", None, SHAPE.columns), None, set())
