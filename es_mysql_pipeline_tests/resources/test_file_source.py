@@ -207,3 +207,8 @@ def test_bytes_the_codec_cannot_escape_fail_the_read_naming_the_encoding(tmp_pat
     assert str(info.value) == (
         f"{p}: bytes at offset 0 are not valid utf-16; set encoding to the file's real encoding"
     )
+    # JSON Lines: finding the field names meets the bytes first; the read names them too
+    j = tmp_path / "utf16.jsonl"
+    j.write_bytes('{"id": "1", "ts": "2024-01-01"}\n'.encode("utf-16") + b"A")
+    with pytest.raises(SourceError, match=r"utf16\.jsonl: bytes at offset 0 are not valid"):
+        read_all(FileSource(path=str(j), encoding="utf-16"))
