@@ -17,6 +17,7 @@ from es_mysql_pipeline.metrics.run_totals import (
     PipelineTotals,
     StepRecord,
     StepSnapshot,
+    family_of,
     fold_run,
 )
 from es_mysql_pipeline.sensors import forget_kept_totals
@@ -506,3 +507,9 @@ def test_a_hook_that_cannot_record_warns_and_lets_the_run_go_on(
     assert "pipeline metrics of this step were not recorded: DagsterInvalidPropertyError(" in (
         capfd.readouterr().err
     )
+
+
+def test_only_the_pipelines_own_samples_have_a_family() -> None:
+    assert family_of("pipeline_records_processed_total") == "pipeline_records_processed"
+    assert family_of("pipeline_fetch_duration_seconds_bucket") == "pipeline_fetch_duration_seconds"
+    assert family_of("process_cpu_seconds_total") is None
