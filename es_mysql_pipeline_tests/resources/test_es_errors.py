@@ -1,6 +1,7 @@
 """How an Elasticsearch failure is worded or retried (readers/elasticsearch/errors.py), for
 the failures the wire-level server cannot easily produce: each error built as the client
-raises it, and the one line (or the retry) the user gets."""
+raises it, and the one line (or the retry) the user gets. Also the client's warning about
+unchecked certificates (readers/elasticsearch/connection.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from elasticsearch import ApiError, UnsupportedProductError
 from elasticsearch import __versionstr__ as CLIENT_VERSION
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
+from es_mysql_pipeline.readers.elasticsearch.connection import Connection
 from es_mysql_pipeline.readers.elasticsearch.errors import (
     ContextMissing,
     ErrorPolicy,
@@ -172,3 +174,17 @@ def test_retry_after_as_seconds_or_an_http_date() -> None:
     past = datetime.now(timezone.utc) - timedelta(hours=1)
     assert retry_after(email.utils.format_datetime(past, usegmt=True)) == 0.0
     assert retry_after("soon") is None
+
+
+def test_unchecked_certificates_are_warned_about_once_not_per_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    conn = Connection(("https://es:9200",), 5.0, 10, verify_certs=False)
+    with conn.client(warn=False):
+        pass  # a slice's worker process: the step already said it
+    assert "verify_certs=false" not in caplog.text
+    with conn.client():
+        pass
+    assert "verify_certs=false: the Elasticsearch server certificate is not checked" in (
+        caplog.text
+    )
