@@ -13,10 +13,11 @@ from es_mysql_pipeline.mapping import (
     _JSON_TEXT,
     FieldMapping,
     RecordRejected,
+    _JsonText,
     cast_value,
     load_analyzer,
 )
-from es_mysql_pipeline.records import ERROR_KEY, columns_of, rows_of
+from es_mysql_pipeline.records import ERROR_KEY, OVERFLOW_COLUMN, columns_of, rows_of
 
 
 def m(**kw: object) -> FieldMapping:
@@ -273,3 +274,159 @@ def test_json_text_errors_are_json_dumps_errors_and_leave_nothing_behind() -> No
     shared: list[Any] = [1]
     assert _JSON_TEXT([shared, shared]) == "[[1], [1]]"  # no marker left from the cycle
     assert _JSON_TEXT._markers == {}
+
+
+# -- settings, casts and names the common cases above do not reach -------------------------
+
+
+def test_more_bad_mapping_configs_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match=r"keep_whole: 'a\.\.b' is not a dotted field path"):
+        m(keep_whole=("a..b",))
+    with pytest.raises(ConfigError, match="id and time fields would share column 'id'"):
+        m(timestamp_column="id")
+    with pytest.raises(ConfigError, match=r"analyzer='json\.decoder' is not callable"):
+        load_analyzer("json.decoder")
+    assert load_analyzer("json:dumps") is json.dumps
+
+
+def test_named_columns_name_their_setting_and_the_message_lists_the_data() -> None:
+    named = m(select=("a", "id"), casts={"a": "int", "b": "int"}, rename={"x": "c"})
+    assert named.named_columns() == {"a": "select", "b": "casts['b']", "c": "rename['x']"}
+    seen = [f"col{i}" for i in range(23)]
+    message = FieldMapping.unknown_columns_message({"c": "rename['x']"}, seen)
+    assert message.startswith("rename['x']: column 'c' not in the data (columns: col0, col1,")
+    assert "col19 (and 3 more)); fix the name" in message
+    assert "col20" not in message
+
+
+def test_casts_to_datetime_and_json_store_text() -> None:
+    mapping = m(casts={"at": "datetime", "doc": "json", "n": "int", "ok": "bool"})
+    row = mapping.apply(
+        {"id": "1", "at": "2024-01-01T02:00:00+02:00", "doc": '{"k": [1]}', "n": 2.0, "ok": "Y"}
+    )
+    assert row["at"] == "2024-01-01T00:00:00.000000+00:00"
+    assert row["doc"] == '{"k": [1]}'
+    assert row["n"] == 2 and row["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("value", "cast", "expected"),
+    [(True, "int", 1), (3.0, "int", 3), (" 12 ", "int", 12), (False, "bool", False),
+     ("off", "bool", False), ("", "bool", False), (1, "bool", True), ([1], "string", "[1]")],
+)  # fmt: skip
+def test_cast_values(value: Any, cast: str, expected: Any) -> None:
+    assert cast_value(value, cast) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "cast", "reason"),
+    [(2.5, "int", "2.5 is not a whole number"), ("maybe", "bool", "'maybe' is not a boolean"),
+     (1, "decimal", "unknown cast 'decimal'")],
+)  # fmt: skip
+def test_cast_values_refused_with_their_reason(value: Any, cast: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        cast_value(value, cast)
+    if cast != "decimal":
+        with pytest.raises(RecordRejected, match=f"cast of 'v' to {cast} failed: {reason}"):
+            m(casts={"v": cast}).apply({"id": "1", "v": value})
+
+
+def test_a_float_id_is_rejected() -> None:
+    with pytest.raises(RecordRejected, match=r"id field 'id' is a float: 1\.5"):
+        m().apply({"id": 1.5})
+
+
+def test_fields_renamed_alike_keep_both_values() -> None:
+    mapping = m(rename={"a": "x", "b": "x"})
+    row = mapping.apply({"id": "1", "a": 1, "b": 2})
+    assert row["x"] == 1
+    assert sorted(v for k, v in row.items() if k.startswith("x_")) == [2]
+    assert mapping.apply_columns({"id": ["1"], "a": [1], "b": [2]}) is None  # record path
+
+
+def test_the_cache_of_record_shapes_stays_bounded() -> None:
+    mapping = m()
+    for i in range(1030):
+        assert mapping.apply({"id": "1", f"f{i}": i}) == {"id": "1", "timestamp": None, f"f{i}": i}
+    assert len(mapping._plans) < 1024
+
+
+def test_nested_names_that_meet_are_told_apart() -> None:
+    mapping = m(id_column="user_id")
+    row = mapping.apply({"id": "1", "a_b": 1, "a": {"b": 2}, "user": {"id": 3}})
+    assert row["user_id"] == "1"
+    assert row["a_b"] == 1
+    rest = {k: v for k, v in row.items() if k not in ("user_id", "a_b", "timestamp")}
+    assert sorted(rest.values()) == [2, 3]
+    assert all(k.startswith(("a_b_", "user_id_")) for k in rest)
+
+
+def test_objects_kept_whole_go_to_the_overflow_column() -> None:
+    mapping = m(keep_whole=("labels", "k8s.labels"))
+    raw = {"id": "1", "labels": {"a": 1}, "k8s": {"labels": {"b": 2}, "ns": "x"}}
+    row = mapping.apply(raw)
+    assert row == {
+        "id": "1",
+        "timestamp": None,
+        "k8s_ns": "x",
+        OVERFLOW_COLUMN: {"labels": {"a": 1}, "k8s_labels": {"b": 2}},
+    }
+    assert mapping.apply_columns(columns_of([raw]) or {}) is None  # the record path builds it
+
+
+def test_batch_path_declines_inner_objects_of_different_shapes() -> None:
+    batch = [{"id": "1", "a": {"x": {"p": 1}}}, {"id": "2", "a": {"x": {"q": 1}}}]
+    assert m().apply_batch(batch) is None
+    assert m().apply_columns({"id": ["1", "2"], "a": [b["a"] for b in batch]}) is None
+    assert [m().apply(r) for r in batch] == [
+        {"id": "1", "timestamp": None, "a_x_p": 1},
+        {"id": "2", "timestamp": None, "a_x_q": 1},
+    ]
+
+
+def test_json_text_without_the_c_encoder_is_json_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    value = {"a": [1, 2.5, None, "é"]}
+    real = json.encoder.c_make_encoder
+    monkeypatch.setattr(json.encoder, "c_make_encoder", None)
+    assert _JsonText()(value) == json.dumps(value, ensure_ascii=False)
+
+    def other_signature(*args: Any) -> Any:
+        raise TypeError("takes 3 arguments")
+
+    monkeypatch.setattr(json.encoder, "c_make_encoder", other_signature)
+    text = _JsonText()
+    assert text._c is None and text._markers == {}
+    made: list[Any] = []
+
+    def wrong_first(*args: Any) -> Any:  # _JsonText's encoder writes other text than json's
+        made.append(args)
+        return (lambda v, i: ["wrong"]) if len(made) == 1 else real(*args)
+
+    monkeypatch.setattr(json.encoder, "c_make_encoder", wrong_first)
+    unlike = _JsonText()  # so it is not used
+    assert unlike._c is None
+    monkeypatch.undo()
+    assert text(value) == unlike(value) == json.dumps(value, ensure_ascii=False)
+
+
+def test_batch_path_answers_or_declines_as_the_record_path_would() -> None:
+    assert m().apply_columns({"x": [1]}) is None  # no id: the record path rejects it
+    picked = m(select=("a",)).apply_columns({"id": ["1"], "a": [1], "b": [2]})
+    assert picked == {"a": [1], "id": ["1"], "timestamp": [None]}
+    assert m().apply_columns({"id": ["1", "2"], "a": [{"x": 1}, 5]}) is None
+    assert m(flatten=False).apply_columns({"id": ["1", "2"], "a": [{"x": 1}, 5]}) is None
+    untimed = FieldMapping(id_key="id", timestamp_key=None)
+    assert untimed.apply_columns({"id": ["1"], "b": [2]}) == {"b": [2], "id": ["1"]}
+    deep = untimed.apply_columns({"id": ["1"], "a": [{"x": {"p": 1}, "y": 2}]})
+    assert deep == {"a_x_p": [1], "a_y": [2], "id": ["1"]}
+    assert m().apply_columns({"id": ["1", "2"], "o": [{"a": {"x": 1}}, {"a": 5}]}) is None
+    lists = m().apply_columns({"id": ["1", "2"], "o": [{"a": [1]}, {"a": [2, 3]}]})
+    assert lists == {"o_a": ["[1]", "[2, 3]"], "id": ["1", "2"], "timestamp": [None, None]}
+
+
+def test_a_field_named_like_the_id_column_is_kept_apart() -> None:
+    mapping = FieldMapping(id_key="id", timestamp_key=None, id_column="a")
+    row = mapping.apply({"id": "1", "a": 5})
+    assert row["a"] == "1"
+    assert [v for k, v in row.items() if k.startswith("a_")] == [5]
+    assert mapping.apply({"id": "2", "o": {"p": 1}}) == {"a": "2", "o_p": 1}

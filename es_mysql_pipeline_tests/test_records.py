@@ -10,10 +10,14 @@ from hypothesis import strategies as st
 
 from es_mysql_pipeline.records import (
     TimeWindow,
+    column_values,
+    detect_timestamp_field,
     iso_utc,
     mask_secrets,
     parse_timestamp,
     rebatch,
+    timestamp_setting,
+    unplaced_reason,
     utc_text,
     utc_texts,
 )
@@ -64,6 +68,67 @@ def test_rebatch_keeps_order_and_passes_full_lists_through() -> None:
 
 def test_mask_secrets() -> None:
     assert mask_secrets("url user:s3cret@host", ["s3cret"]) == "url user:***@host"
+    # short or unset secrets are left alone: masking "a" would blank every "a"
+    secrets = {"password": "s3cret", "user": "a", "key": None}
+    assert mask_secrets("a:s3cret@h", secrets) == "a:***@h"
+
+
+def test_a_window_needs_aware_bounds_and_is_labelled_by_them() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        TimeWindow(datetime(2024, 1, 1), datetime(2024, 1, 2, tzinfo=UTC))
+    w = TimeWindow.from_dates("2024-01-01", "2024-01-02")
+    assert w.label() == "2024-01-01T00:00:00+00:00..2024-01-02T00:00:00+00:00"
+
+
+def test_the_time_field_is_detected_or_set() -> None:
+    assert detect_timestamp_field(["id", "Created_At", "msg"]) == "Created_At"
+    assert detect_timestamp_field(["date", "@timestamp"]) == "@timestamp"
+    assert detect_timestamp_field(["id", "msg"]) is None
+    assert timestamp_setting(None) == (True, None)
+    assert timestamp_setting("  ") == (True, None)
+    assert timestamp_setting(" None ") == (False, None)
+    assert timestamp_setting("event.created") == (False, "event.created")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("9999-12-31T23:59:59-05:00", "timestamp out of range in UTC: '9999-12-31T23:59:59-05:00'"),
+        (1e20, "epoch value out of range: 1e+17"),
+        ([1], "not a timestamp: list"),
+    ],
+)
+def test_timestamps_out_of_range_are_bad_values(value: object, reason: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_timestamp(value)
+    assert str(info.value) == reason
+
+
+def test_a_datetime_is_taken_as_it_is_in_utc() -> None:
+    naive = datetime(2024, 1, 2, 3, 4, 5)
+    assert parse_timestamp(naive) == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert utc_text("2024-01-02T03:04:05.000000+00:00") == "2024-01-02T03:04:05.000000+00:00"
+    assert utc_text("2024-01-02T03Z") == "2024-01-02T03:00:00.000000+00:00"  # hours only
+
+
+def test_column_values_of_records_and_columns() -> None:
+    assert column_values([{"a": 1}, {"b": 2}], "a") == [1, None]
+    assert column_values({"a": [1, 2]}, "a") == [1, 2]
+    assert column_values({"b": [1, 2]}, "a") == [None, None]
+
+
+def test_why_a_record_belongs_to_no_partition() -> None:
+    key = "event.created"
+    assert unplaced_reason({"event": {"created": "2024-01-01"}}, key) is None
+    assert unplaced_reason({"event": {"created": ""}}, key) == (
+        "no time in field 'event.created': the record belongs to no partition"
+    )
+    assert unplaced_reason({"event": "x"}, key) == (
+        "no time in field 'event.created': the record belongs to no partition"
+    )
+    assert unplaced_reason({"ts": "soon"}, "ts") == (
+        "time field 'ts': not an ISO 8601 timestamp: 'soon': the record belongs to no partition"
+    )
 
 
 @hypothesis.given(

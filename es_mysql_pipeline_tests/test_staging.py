@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,7 @@ import hypothesis
 import hypothesis.strategies as st
 import pytest
 
-from es_mysql_pipeline.staging import StagedFileWriter
+from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords, StagingError
 from es_mysql_pipeline.value_types import as_json_values, merge_types, value_type
 
 
@@ -212,3 +214,73 @@ def test_frames_of_one_shape_are_stored_as_columns_and_read_back_as_records() ->
     assert [len(b) for b in stage.batches(5)] == [5, 5, 2]
     assert stage.columns["n"].type == "int" and stage.columns["f"].type == "float"
     assert stage.columns["x"].type == "int"
+
+
+def test_values_are_typed_and_merged_as_json_where_objects_meet() -> None:
+    assert value_type(datetime(2024, 1, 1, tzinfo=timezone.utc)) == "datetime"
+    assert value_type({"a": 1}) == value_type([1]) == "json"
+    assert merge_types("json", "int") == merge_types("string", "json") == "json"
+    record = {"at": datetime(2024, 1, 2, 3, 4, tzinfo=timezone.utc), "raw": b"\xffok"}
+    assert as_json_values(record) == {"at": "2024-01-02T03:04:00+00:00", "raw": "\ufffdok"}
+
+
+def full_disk(buffered: bool) -> Any:
+    return open("/dev/full", "wb", buffering=-1 if buffered else 0)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_is_one_clear_line_and_leaves_no_file() -> None:
+    writer = StagedFileWriter("id", None)
+    writer._fh.close()
+    writer._fh = full_disk(buffered=False)
+    with pytest.raises(StagingError) as info:
+        writer.write([{"id": "1"}])
+    assert str(info.value).startswith(f"staging: cannot write {writer.path}: No space left")
+    assert "after 0 records; free space on that disk or point ES_MYSQL_PIPELINE_SCRATCH" in (
+        str(info.value)
+    )
+    assert not os.path.exists(writer.path)
+
+    writer = StagedFileWriter("id", None)
+    writer._fh.close()
+    writer._fh = full_disk(buffered=True)
+    writer.write([{"id": "1"}, {"id": "2"}])  # still in the buffer
+    with pytest.raises(StagingError, match="after 2 records"):
+        writer.finish()
+    assert not os.path.exists(writer.path)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_appending_a_part_to_a_full_disk_fails_the_same_way() -> None:
+    with StagedFileWriter("id", None) as w:
+        w.write([{"id": "1"}])
+        part = w.finish()
+    writer = StagedFileWriter("id", None)
+    writer._fh.close()
+    writer._fh = full_disk(buffered=False)
+    with pytest.raises(StagingError, match="cannot write"):
+        writer.append(part)
+    assert not os.path.exists(writer.path)
+    assert os.path.exists(part.path)  # the part is kept: nothing was appended
+
+
+def test_a_part_that_vanished_is_the_os_error_itself() -> None:
+    writer = StagedFileWriter("id", None)
+    with pytest.raises(FileNotFoundError):
+        writer.append(StagedRecords("/nonexistent/part.stage", 1, "id", None, {}))
+    assert not os.path.exists(writer.path)
+
+
+def test_a_handle_survives_json_and_a_failed_block_leaves_no_file() -> None:
+    with StagedFileWriter("id", "ts", track_schema=True) as w:
+        w.write([])  # nothing to stage
+        w.write([{"id": "1", "ts": "2024-01-01", "n": 5}])
+        staged = w.finish()
+    again = StagedRecords.from_json(staged.to_json())
+    assert again == staged
+    assert [r for b in again.batches(10) for r in b] == [{"id": "1", "ts": "2024-01-01", "n": 5}]
+    with pytest.raises(RuntimeError), StagedFileWriter("id", None) as w:
+        w.write([{"id": "1"}])
+        raise RuntimeError("the step failed")
+    assert not os.path.exists(w.path)
+    w.discard()  # twice is fine

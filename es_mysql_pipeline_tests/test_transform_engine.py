@@ -15,14 +15,18 @@ from typing import Any
 import pytest
 
 from es_mysql_pipeline.dead_letter import DeadLetterWriter, read_dead_letters
+from es_mysql_pipeline.errors import RejectedRecordsError
 from es_mysql_pipeline.identifiers import column_name
 from es_mysql_pipeline.mapping import FieldMapping, load_analyzer
-from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords
+from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords, StagingError
 from es_mysql_pipeline.transform_engine import (
     PARALLEL_MIN_ROWS,
     BatchMapper,
+    RejectTally,
+    frame_runs,
     map_parallel,
     new_staged_file,
+    reject_hint,
     worker_count,
 )
 
@@ -315,3 +319,65 @@ def test_daemonic_process_maps_in_process(tmp_path: Path) -> None:
     s_out, s_dead, *_ = serial(stage, FieldMapping("id", "@timestamp"), tmp_path / "s")
     assert got["rows"] == json.loads(json.dumps(rows_of(s_out)))
     assert got["rejected"] == len(read_dead_letters(s_dead)) > 0
+
+
+def test_one_reason_for_most_records_stops_the_run_naming_the_setting() -> None:
+    tally = RejectTally()
+    for i in range(600):
+        tally.add(f"missing or empty id field 'id' (line {i})")
+    tally.check(600, 0.5)  # too few records to call it a pattern
+    for i in range(500):
+        tally.add(f"timestamp field 'ts': not an ISO 8601 timestamp: 'x{i}'")
+    tally.check(1100, 0.6)  # the most common reason is only 55 %
+    tally.check(1100, None)  # no limit set
+    with pytest.raises(RejectedRecordsError) as info:
+        tally.check(1100, 0.5)
+    assert str(info.value) == (
+        "stopped after 1,100 records: 600 of them failed with the same reason (more than "
+        "max_failed_ratio 0.5): missing or empty id field 'id' (line 0); set the id field "
+        "(--id_column) to the field holding each record's key"
+    )
+    assert reject_hint("timestamp field 'ts': bad").startswith("; set the time field")
+    assert reject_hint("cast of 'n' to int failed") == ""
+
+
+def test_the_batch_path_marks_named_columns_seen_and_counts_the_analyzer(tmp_path: Path) -> None:
+    mapping = FieldMapping("id", None, select=("a", "zzz"))
+    dead = DeadLetterWriter(str(tmp_path / "dl"), "transform", "all")
+    with dead:
+        mapper = BatchMapper(mapping, None, dead)
+        assert mapper.map({"id": ["1", "2"], "a": [1, 2], "b": [3, 4]}) == {
+            "a": [1, 2],
+            "id": ["1", "2"],
+        }
+        assert mapper.unseen == {"zzz": "select"}
+
+        def analyzer(row: dict[str, Any]) -> dict[str, Any] | None:
+            if row["id"] == "3":
+                raise KeyError("boom")
+            return {"extra": 1} if row["id"] == "1" else None
+
+        mapper = BatchMapper(FieldMapping("id", None), analyzer, dead)
+        rows = mapper.map([{"id": "1"}, {"id": "2"}, {"id": "3"}])
+        assert rows == [{"id": "1", "extra": 1}, {"id": "2"}, {"id": "3"}]
+        assert (mapper.analysis_ok, mapper.analysis_failed) == (2, 1)
+
+
+def test_an_empty_stage_has_no_runs() -> None:
+    with StagedFileWriter("id", None) as w:
+        empty = w.finish()
+    assert frame_runs(empty, 4) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_while_joining_parts_leaves_no_part_behind(tmp_path: Path) -> None:
+    stage = raw_stage(400)
+    mapping = FieldMapping("id", "@timestamp")
+    dead = DeadLetterWriter(str(tmp_path / "dl"), "transform", "all")
+    out = new_staged_file(mapping)
+    out._fh.close()
+    out._fh = open("/dev/full", "wb", buffering=0)
+    with pytest.raises(StagingError, match="free space on that disk"), dead:
+        map_parallel(stage, mapping, None, 2, out, dead, lambda *_: None)
+    left = {str(p) for p in (tmp_path / "scratch").rglob("*") if p.is_file()}
+    assert left == {stage.path}  # the part that failed and those not joined are gone

@@ -76,10 +76,8 @@ def read_units(
             if not done.job.unit.end_ok:
                 done.discard()
                 results.close()  # the parts after it are dropped
+                # the rest is read unchecked to the end: its records, whatever it finds
                 done = _read(replace(done.job, unit=done.job.unit.rest()))
-                if not done.job.unit.end_ok:
-                    done.discard()
-                    return
             if done.retries:
                 get_recorder().retry("fetch", done.retries)
             yield from _handed(done.part)

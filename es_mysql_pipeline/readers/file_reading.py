@@ -82,10 +82,7 @@ class TextFile:
 
     def splittable(self) -> bool:
         """Whether :mod:`~es_mysql_pipeline.readers.file_parts` may cut it."""
-        try:
-            name = codecs.lookup(self.encoding).name
-        except LookupError:
-            return False
+        name = codecs.lookup(self.encoding).name  # the source's check() refused unknown ones
         return name in SPLITTABLE_ENCODINGS and self.delimiter not in '"\r\n'
 
     def open(self, span: Span = WHOLE_FILE) -> IO[str]:

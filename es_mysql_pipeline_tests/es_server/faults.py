@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 class Fault:
     """One injected fault; ``match`` is a regex on ``METHOD path``; fires ``count`` times."""
 
-    kind: str  # "status" | "drop" | "delay" | "expire"
+    kind: str  # "status" | "drop" | "delay" | "expire" | "shards"
     count: int
     match: str | None = None
     after: int = 0

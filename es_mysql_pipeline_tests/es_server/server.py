@@ -160,9 +160,10 @@ class EsTestServer:
         ``status`` answers with that HTTP status (``retry_after`` sets ``Retry-After``);
         ``drop`` sends headers and half the body, then closes the connection; ``delay``
         sleeps ``delay`` seconds before answering; ``expire`` drops every PIT
-        just before handling the request.
+        just before handling the request; ``shards`` answers as when a shard failed (200,
+        ``_shards.failed`` 1, no hits).
         """
-        if kind not in {"status", "drop", "delay", "expire"}:
+        if kind not in {"status", "drop", "delay", "expire", "shards"}:
             raise ValueError(f"unknown fault kind {kind!r}")
         fault = Fault(kind, count, match, after, status, retry_after, delay)
         with self._lock:

@@ -126,6 +126,8 @@ class _Handler(BaseHTTPRequestHandler):
                         400, "x_content_parse_exception", f"[1:1] Unexpected character: {exc}"
                     ) from None
             status, payload = es.dispatch(self.command, split.path, params, body, raw)
+            if fault is not None and fault.kind == "shards" and isinstance(payload, dict):
+                payload = _failed_shard(payload)
             headers: dict[str, str] = {}
         except EsError as exc:
             status, payload, headers = exc.status, exc.body, exc.headers
@@ -206,3 +208,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.wfile.write(data)
+
+
+def _failed_shard(payload: dict[str, Any]) -> dict[str, Any]:
+    """The answer as when one shard failed: its hits missing, the failure named."""
+    shards = payload.get("_shards") or {"total": 1, "successful": 1}
+    failure = {
+        "shard": 0,
+        "index": "injected",
+        "reason": {"type": "node_disconnected_exception", "reason": "injected shard failure"},
+    }
+    payload["_shards"] = {**shards, "successful": shards["total"] - 1, "failed": 1,
+                          "failures": [failure]}  # fmt: skip
+    if isinstance(payload.get("hits"), dict):
+        payload["hits"]["hits"] = []
+    return payload

@@ -173,3 +173,11 @@ def test_enable_process_metrics_installs_a_recorder() -> None:
         assert recorder.registry.get_sample_value("pipeline_info", labels) == 1
     finally:
         set_recorder(previous)
+
+
+def test_schema_changes_and_deletes_are_counted(recorder: PrometheusRecorder) -> None:
+    recorder.schema_change("added", 2)
+    recorder.schema_change("added", 1)
+    recorder.deleted("soft", 4)
+    assert value(recorder, "pipeline_schema_changes_total", change="added") == 3
+    assert value(recorder, "pipeline_records_deleted_total", mode="soft") == 4

@@ -286,3 +286,14 @@ def test_ipv6_loopback() -> None:
         assert server.url == f"http://[::1]:{server.port}"
         assert get(server, "/metrics")[0] == 200
         assert json.loads(get(server, "/info")[2]) == {"pipeline_id": "v6"}
+
+
+def test_the_root_lists_the_paths(served: tuple[PrometheusRecorder, MetricsServer]) -> None:
+    assert get(served[1], "/") == (200, "text/plain; charset=utf-8", "/metrics /health /info\n")
+
+
+def test_a_host_that_cannot_be_listened_on_is_a_clear_error() -> None:
+    with pytest.raises(PipelineError, match=r"--metrics-host 192\.0\.2\.1 / --metrics-port 0: "):
+        start_metrics_server("192.0.2.1", 0, CollectorRegistry(), {})  # not this machine's
+    with pytest.raises(ValueError, match="needs a registry or a recorder"):
+        start_metrics_server("127.0.0.1", 0)

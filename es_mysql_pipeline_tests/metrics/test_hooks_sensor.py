@@ -8,14 +8,16 @@ import dagster as dg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from es_mysql_pipeline.hooks import record_step_metrics_on_success
-from es_mysql_pipeline.metrics.catalog import sample_key
+from es_mysql_pipeline.hooks import record_step_metrics, record_step_metrics_on_success
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, sample_key
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
+from es_mysql_pipeline.metrics.recorder import set_recorder
 from es_mysql_pipeline.metrics.run_totals import (
     MetricsCursor,
     PipelineTotals,
     StepRecord,
     StepSnapshot,
+    family_of,
     fold_run,
 )
 from es_mysql_pipeline.sensors import forget_kept_totals
@@ -464,3 +466,50 @@ def test_alert_tests_feed_only_series_the_pipeline_pushes(
 
 def successes(pg: PushgatewayServer, pipeline_id: str) -> list[float]:
     return gateway_samples(pg, "pipeline_runs_total", pipeline_id=pipeline_id, result="success")
+
+
+@pytest.fixture
+def prometheus_recorder() -> Iterator[PrometheusRecorder]:
+    recorder = PrometheusRecorder("h")
+    previous = set_recorder(recorder)
+    yield recorder
+    set_recorder(previous)
+
+
+def test_a_hook_records_under_the_op_name_outside_a_step(
+    prometheus_recorder: PrometheusRecorder, instance: dg.DagsterInstance
+) -> None:
+    pg = PushgatewayResource(url="http://127.0.0.1:9", pipeline_id="h")
+    with dg.build_hook_context(resources={"pushgateway": pg}, op=fetched.op) as ctx:
+        assert not record_step_metrics(ctx, success=True)  # no instance: nothing to write to
+    with dg.build_hook_context(
+        resources={"pushgateway": pg}, op=fetched.op, instance=instance, run_id="r1", job_name="j"
+    ) as ctx:
+        assert record_step_metrics(ctx, success=False)
+    (event,) = [e for e in instance.all_logs("r1") if e.dagster_event is not None]
+    assert event.dagster_event.step_key == "fetched"  # type: ignore[union-attr]
+    assert event.message.startswith(
+        "step fetched recorded for the metrics sensor: no records\n"
+        "es_mysql_pipeline step record v1: "
+    )
+
+
+def test_a_hook_that_cannot_record_warns_and_lets_the_run_go_on(
+    prometheus_recorder: PrometheusRecorder,
+    instance: dg.DagsterInstance,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    pg = PushgatewayResource(url="http://127.0.0.1:9", pipeline_id="h")
+    with dg.build_hook_context(
+        resources={"pushgateway": pg}, op=fetched.op, instance=instance
+    ) as ctx:
+        assert not record_step_metrics(ctx, success=True)  # the context has no run id
+    assert "pipeline metrics of this step were not recorded: DagsterInvalidPropertyError(" in (
+        capfd.readouterr().err
+    )
+
+
+def test_only_the_pipelines_own_samples_have_a_family() -> None:
+    assert family_of("pipeline_records_processed_total") == "pipeline_records_processed"
+    assert family_of("pipeline_fetch_duration_seconds_bucket") == "pipeline_fetch_duration_seconds"
+    assert family_of("process_cpu_seconds_total") is None

@@ -159,3 +159,15 @@ def test_setup_installs_a_recorder_per_process_and_restores() -> None:
 def test_free_port_helper_gives_a_closed_port() -> None:
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", free_port()), timeout=1):
         pass
+
+
+def test_retire_with_credentials_finds_and_deletes_the_pipelines_groups(
+    pushgateway: PushgatewayServer,
+) -> None:
+    res = PushgatewayResource(url=pushgateway.url, pipeline_id="au", username="u", password="p")
+    recorder = PrometheusRecorder("au", CollectorRegistry())
+    assert res.push(recorder.registry, res.grouping_key(step="raw_records"))
+    mine = [g for g in res.groups() if g.get("pipeline_id") == "au"]
+    assert mine == [{"job": "es_mysql_pipeline", "pipeline_id": "au", "step": "raw_records"}]
+    assert res.retire("au") == 1
+    assert [g for g in res.groups() if g.get("pipeline_id") == "au"] == []

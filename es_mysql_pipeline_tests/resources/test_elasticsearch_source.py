@@ -450,6 +450,105 @@ def test_retries_run_out_with_a_clear_error(fault_server: EsTestServer) -> None:
     assert fault_server.open_pits == 0
 
 
+def test_a_page_with_a_failed_shard_is_asked_for_again(
+    fault_server: EsTestServer, recorder: CountingRecorder
+) -> None:
+    fault_server.inject("shards", 2, match="POST /_search$")
+    assert read_all(fast_source(fault_server, page_size=1000)) == expected(FAULT_DOCS, None)
+    assert recorder.retries == 2
+    fault_server.inject("shards", 100, match="POST /_search$")
+    with pytest.raises(SourceError) as info:
+        read_all(fast_source(fault_server, max_retries=2))
+    assert str(info.value) == (
+        f"Elasticsearch search at {fault_server.url}/f still failing after 2 retries (1 "
+        "shard(s) failed node_disconnected_exception); check that the cluster is healthy "
+        "and reachable, or raise max_retries"
+    )
+    assert fault_server.open_pits == 0
+
+
+def test_a_point_in_time_that_keeps_expiring_names_keep_alive(fault_server: EsTestServer) -> None:
+    fault_server.inject("expire", 100, match="POST /_search$")
+    with pytest.raises(SourceError) as info:
+        read_all(fast_source(fault_server, max_retries=2, keep_alive="30s"))
+    assert str(info.value) == (
+        f"Elasticsearch point in time keeps expiring on {fault_server.url}/f; raise keep_alive "
+        "(now 30s)"
+    )
+
+
+def test_a_point_in_time_that_cannot_be_closed_is_left_to_expire(
+    fault_server: EsTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fault_server.inject("status", 1, status=500, match="DELETE /_pit$")
+    caplog.set_level(logging.INFO)
+    assert read_all(fast_source(fault_server, page_size=1000)) == expected(FAULT_DOCS, None)
+    assert "closing the point in time failed (ApiError); it expires on its own" in caplog.text
+    assert fault_server.open_pits == 1
+
+
+def test_read_ids_is_every_id_of_the_read_or_an_error(fault_server: EsTestServer) -> None:
+    source = fast_source(fault_server)  # pages of 1,000 ids: three of them
+    assert source.read_ids(None) == {doc_id for doc_id, _ in FAULT_DOCS}
+    fault_server.inject("shards", 1, match="POST /_search$")
+    with pytest.raises(SourceError) as info:
+        source.read_ids(None)
+    assert str(info.value) == (
+        f"{fault_server.url}/f: shards failed while reading ids; nothing was deleted"
+    )
+    assert fault_server.open_pits == 0
+
+
+def test_only_documents_without_a_time_are_read_as_unplaced(fault_server: EsTestServer) -> None:
+    untimed = [doc_id for doc_id, src in FAULT_DOCS if "@timestamp" not in src]
+    got = [(r["_id"], why) for b in fast_source(fault_server).read_unplaced(100) for r, why in b]
+    reason = "no time in field '@timestamp': the record belongs to no partition"
+    assert sorted(got) == [(doc_id, reason) for doc_id in sorted(untimed)]
+    errors_only = fast_source(fault_server, query='{"term": {"level": "info"}}')
+    got = [r["_id"] for b in errors_only.read_unplaced(100) for r, _ in b]
+    assert sorted(got) == sorted(
+        doc_id for doc_id, src in FAULT_DOCS if "@timestamp" not in src and src["level"] == "info"
+    )
+    assert list(fast_source(fault_server, timestamp_field="none").read_unplaced(100)) == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"index": " "}, "es_index: give an index name or pattern, e.g. logs-*"),
+        ({"slices": -1}, "slices=-1 must be 0 (one per worker process) or more"),
+        ({"max_retries": -1}, "max_retries=-1 must be 0 or more"),
+        ({"request_timeout": 0}, "request_timeout=0.0 must be positive"),
+        ({"keep_alive": "soon"}, "keep_alive='soon' must be a time value like 2m or 90s"),
+        ({"ca_certs": "/nonexistent/ca.pem"},
+         "ca_certs: '/nonexistent/ca.pem' does not exist or is not a file"),
+        ({"password": "pw"}, "ES_PASSWORD is set but no username: set es_username as well"),
+        ({"hosts": [" "]}, "es_url: give at least one Elasticsearch URL, e.g. localhost:9200"),
+    ],
+)  # fmt: skip
+def test_bad_settings_are_one_line_each(settings: dict[str, Any], message: str) -> None:
+    source = ElasticsearchSource(**{"hosts": ["http://127.0.0.1:9"], "index": "x", **settings})
+    with pytest.raises(ConfigError) as info:
+        source.check()
+    assert str(info.value) == message
+
+
+def test_tls_settings_on_a_plain_http_url_are_refused(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not used")
+    source = ElasticsearchSource(hosts=["http://127.0.0.1:9"], index="x", ca_certs=str(ca))
+    with pytest.raises(ConfigError) as info:
+        source.check()
+    assert str(info.value) == (
+        "es_url / TLS settings rejected: TLS options require scheme to be 'https'"
+    )
+
+
+def test_a_batch_size_below_one_is_refused(es_server: EsTestServer) -> None:
+    with pytest.raises(ConfigError, match=r"^batch_size=0 must be at least 1$"):
+        list(ElasticsearchSource(hosts=[es_server.url], index="x").read_batches(None, 0))
+
+
 # -- permanent errors: one clear line ----------------------------------------------------------
 
 

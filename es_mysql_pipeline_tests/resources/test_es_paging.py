@@ -88,3 +88,17 @@ def test_a_yielded_page_is_held_by_its_consumer_alone(es_server: EsTestServer) -
             seen += [hit["_id"] for hit in page]
         assert seen == [f"d{i}" for i in range(5)]
         client.close_point_in_time(id=cursor.pit_id)
+
+
+def test_a_page_asks_only_for_the_source_fields_wanted() -> None:
+    policy = ErrorPolicy("http://h", "i", 1.0, 0, 0.0, 0.0, str)
+
+    def body(includes: list[str] | None, excludes: list[str] | None) -> dict[str, Any]:
+        settings = PageSettings("i", "1m", 100, False, includes, excludes)
+        paging = Paging.of(settings, None, policy, 1, dict)  # type: ignore[arg-type]
+        return paging.search_body({"match_all": {}})
+
+    assert body(["a", "b.*"], None)["_source"] == {"includes": ["a", "b.*"]}
+    assert body(None, ["secret"])["_source"] == {"excludes": ["secret"]}
+    assert body(["a"], ["a.x"])["_source"] == {"includes": ["a"], "excludes": ["a.x"]}
+    assert body(None, None) == {"size": 100, "query": {"match_all": {}}, "track_total_hits": False}

@@ -323,6 +323,9 @@ def test_date_fields_of_a_mapping_response() -> None:
         },
         "logs-2": {"mappings": {"properties": {"ts": {"type": "date"}}}},
         "logs-3": {"mappings": {}},
+        # odd shapes are passed over, never a crash
+        "logs-4": {"mappings": {"properties": {"odd": "text", "obj": {"properties": ["x"]}}}},
+        "logs-5": "not an index body",
     }
     assert date_fields(response) == ["event.created", "event.ingested", "labels.at", "ts"]
     assert date_fields({}) == []

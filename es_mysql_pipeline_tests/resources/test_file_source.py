@@ -8,7 +8,7 @@ import hypothesis
 import hypothesis.strategies as st
 import pytest
 
-from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.errors import ConfigError, SourceError
 from es_mysql_pipeline.readers.file_reading import SpanReader
 from es_mysql_pipeline.records import ERROR_KEY, TimeWindow
 from es_mysql_pipeline.resources.sources import FileSource
@@ -176,3 +176,39 @@ def test_jsonl_batches_read_what_line_by_line_reads(
     assert [list(map(type, r.values())) for r in got] == [
         list(map(type, r.values())) for r in one_by_one
     ]
+
+
+def test_more_bad_settings_are_one_line_each(tmp_path: Path) -> None:
+    p = tmp_path / "in.csv"
+    p.write_text("id,timestamp\n1,2024-01-01\n")
+    with pytest.raises(ConfigError, match=r"delimiter=';;' must be exactly one character"):
+        FileSource(path=str(p), delimiter=";;").check()
+    with pytest.raises(ConfigError, match=r"encoding='klingon' is not a known text encoding"):
+        read_all(FileSource(path=str(p), encoding="klingon"))
+    window = TimeWindow.from_dates("2024-01-01", "2024-01-02")
+    with pytest.raises(ConfigError, match=r"in\.csv: no time field .* 2024-01-01T00:00:00"):
+        read_all(FileSource(path=str(p), timestamp_column="none"), window)
+
+
+def test_an_explicit_format_wins_over_the_file_name(tmp_path: Path) -> None:
+    p = tmp_path / "export.txt"
+    p.write_text('{"id": "1", "ts": "2024-01-01T00:00:00Z", "n": [1, 2]}\n')
+    source = FileSource(path=str(p), format="jsonl")
+    assert source.describe()["format"] == "jsonl"
+    assert read_all(source) == [{"id": "1", "ts": "2024-01-01T00:00:00Z", "n": [1, 2]}]
+    assert FileSource(path=str(p)).describe()["format"] == "csv"
+
+
+def test_bytes_the_codec_cannot_escape_fail_the_read_naming_the_encoding(tmp_path: Path) -> None:
+    p = tmp_path / "utf16.csv"
+    p.write_bytes("id,timestamp\n1,2024-01-01\n".encode("utf-16") + b"A")  # a byte too many
+    with pytest.raises(SourceError) as info:
+        read_all(FileSource(path=str(p), encoding="utf-16"))
+    assert str(info.value) == (
+        f"{p}: bytes at offset 0 are not valid utf-16; set encoding to the file's real encoding"
+    )
+    # JSON Lines: finding the field names meets the bytes first; the read names them too
+    j = tmp_path / "utf16.jsonl"
+    j.write_bytes('{"id": "1", "ts": "2024-01-01"}\n'.encode("utf-16") + b"A")
+    with pytest.raises(SourceError, match=r"utf16\.jsonl: bytes at offset 0 are not valid"):
+        read_all(FileSource(path=str(j), encoding="utf-16"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from es_mysql_pipeline.errors import ConfigError
@@ -12,11 +14,13 @@ from es_mysql_pipeline.writers.sql.errors import (
     DATA_CODES,
     MYSQL_ERRORS,
     RETRYABLE_CODES,
+    PacketTooLarge,
     connect_hint,
     error_code,
     hint_for,
     is_data_error,
     is_retryable,
+    record_reason,
 )
 
 
@@ -70,3 +74,11 @@ def test_refused_login_in_a_run_names_the_fix_not_the_secret(mysql_url: str) -> 
     text = str(info.value)
     assert "DB_PASSWORD" in text and "--db_user" in text
     assert secret not in text
+
+
+def test_a_locked_sqlite_database_is_retried_and_an_oversized_record_named() -> None:
+    assert is_retryable(sqlite3.OperationalError("database is locked"))
+    assert record_reason(PacketTooLarge(1153, "packet bigger than max_allowed_packet")) == (
+        "record larger than the server's max_allowed_packet (MySQL 1153); raise "
+        "max_allowed_packet on the server to load it"
+    )

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.value_types import ColumnStats
 from es_mysql_pipeline.writers.base import TableShape
+from es_mysql_pipeline.writers.sql import refresh as refresh_sql
 from es_mysql_pipeline_tests.conftest import split_target
 
 pytestmark = pytest.mark.integration
@@ -178,3 +182,26 @@ def test_a_refresh_with_versions_keeps_the_newest_record_of_an_id(sql_target: st
             assert conn.execute(sa.select(t.c.id, t.c.v)).all() == [("a", 3)]
     finally:
         engine.dispose()
+
+
+def test_a_refresh_needs_room_for_its_suffix_in_the_name() -> None:
+    long = "t" * 64
+    with pytest.raises(ConfigError) as info:
+        refresh_sql.names(long)
+    assert str(info.value) == (
+        f"table {long!r}: a refresh needs a name of at most 59 characters (it loads into "
+        f"{long}__new first)"
+    )
+
+
+def test_a_failed_swap_on_sqlite_leaves_the_table(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (id TEXT PRIMARY KEY)")
+        conn.exec_driver_sql("INSERT INTO t VALUES ('kept')")
+    with pytest.raises(sqlite3.OperationalError, match="no such table: t__new"):
+        refresh_sql.swap(engine, "t")  # there is no t__new to put in its place
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT id FROM t").scalars().all() == ["kept"]
+        assert set(sa.inspect(conn).get_table_names()) == {"t"}
+    engine.dispose()

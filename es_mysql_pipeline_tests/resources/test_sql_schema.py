@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import multiprocessing
+import re
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.value_types import ColumnStats
 from es_mysql_pipeline.writers.base import SchemaReport, TableShape
+from es_mysql_pipeline.writers.sql.schema import _ddl_race, column_type
 from es_mysql_pipeline_tests.conftest import split_target
 from es_mysql_pipeline_tests.helpers import table_columns as columns
 
@@ -179,3 +182,63 @@ def test_parallel_first_loads_on_a_missing_table_never_fail(mysql_url: str) -> N
                     conn.execute(sa.text(f"DROP TABLE IF EXISTS `{table}`"))
     engine.dispose()
     assert failures == []
+
+
+def test_freeze_names_every_column_the_data_would_not_fit(mysql_url: str, mysql_table: str) -> None:
+    engine = sa.create_engine(mysql_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE `{mysql_table}` (id VARCHAR(10) PRIMARY KEY, n DATETIME, s INT, "
+            "big DOUBLE, f INT, short VARCHAR(3), tt TINYTEXT, txt TEXT, ok BOOLEAN)"
+        )
+    engine.dispose()
+    sink = SqlSink(url=mysql_url, table=mysql_table, schema_contract="freeze")
+    data = {
+        "id": ColumnStats("string", 5),
+        "n": ColumnStats("int"),
+        "s": ColumnStats("string", 5),
+        "big": ColumnStats("bigint"),
+        "f": ColumnStats("float"),
+        "tt": ColumnStats("string", 300),
+        "short": ColumnStats("string", 20),  # VARCHAR(3) holds 12 bytes of utf8mb4
+        "ok": ColumnStats("bool"),
+    }
+    with pytest.raises(ConfigError) as info:
+        load(sink, TableShape("id", None, data), [{"id": "1"}])
+    message = str(info.value)
+    assert message.startswith(f"table {mysql_table!r} does not match the data: column 'n': is ")
+    for part in [
+        r"column 'n': is DATETIME but the data has integers",
+        r"column 's': is INTEGER(\(11\))? but the data has text",
+        r"column 'big': is DOUBLE but the data has integers a double would round",
+        r"column 'f': is INTEGER(\(11\))? but the data has decimals",
+        r"column 'tt': is TINYTEXT but values are up to 300 bytes long",
+        r" \(and 1 more\)\. Alter the table, drop it to let the pipeline create it, or set "
+        r"--schema-contract evolve",
+    ]:
+        assert re.search(part, message), message[:2000]
+    legacy = {"_id": ColumnStats("string", 5), "txt": ColumnStats("string", 70_000)}
+    with pytest.raises(ConfigError) as info:
+        load(sink, TableShape("_id", None, legacy), [{"_id": "1"}])
+    assert (
+        "column '_id' for the record id is missing (a table made by 0.1 keeps the id in column "
+        "'id': set id_column to id, --output-id-column id on the command line); column 'txt': "
+        "is TEXT but values are up to 70000 bytes long."
+    ) in str(info.value)
+    assert "tt" in columns(mysql_url, mysql_table)  # nothing changed
+
+
+@pytest.mark.parametrize(
+    ("stats", "ddl"),
+    [(ColumnStats("bool"), "BOOL"), (ColumnStats("float"), "DOUBLE"),
+     (ColumnStats("datetime"), "DATETIME(6)"), (ColumnStats("bigint"), "BIGINT"),
+     (ColumnStats("string", 70_000), "MEDIUMTEXT"), (ColumnStats("json", 17_000_000), "LONGTEXT")],
+)  # fmt: skip
+def test_new_columns_are_typed_from_the_data(stats: ColumnStats, ddl: str) -> None:
+    assert str(column_type(stats).compile(dialect=mysql.dialect())) == ddl
+
+
+def test_ddl_another_load_got_to_first_is_tried_again() -> None:
+    assert _ddl_race(RuntimeError("table `t` already exists"))
+    assert _ddl_race(RuntimeError("Duplicate column name 'x'"))
+    assert not _ddl_race(RuntimeError("syntax error"))

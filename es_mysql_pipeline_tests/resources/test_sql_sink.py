@@ -6,13 +6,16 @@ from typing import Any
 
 import hypothesis
 import hypothesis.strategies as st
+import pymysql
 import pytest
 import sqlalchemy as sa
 
-from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.errors import ConfigError, SinkError
+from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.value_types import ColumnStats
 from es_mysql_pipeline.writers.base import TableShape, WriteCounts
+from es_mysql_pipeline.writers.sql.errors import GRANTS_HINT
 from es_mysql_pipeline.writers.sql.writer import SqlSession, SqlWriter
 from es_mysql_pipeline_tests.conftest import split_target
 
@@ -321,3 +324,91 @@ def test_a_big_load_encoded_ahead_loads_all_and_dead_letters_the_bad_rows(
     assert got[1] == sum(i for i in range(n) if f"r{i}" not in bad)
     assert got[2] == sum(1 for i in range(n) if i % 8 == 2 and f"r{i}" not in bad)
     assert [p.name for p in scratch.iterdir() if p.name.startswith("bulk-")] == []
+
+
+def marked_session(sink: SqlSink, soft: bool = False) -> Any:
+    shape = TableShape("id", None, {"id": ColumnStats("string", 10), **TEXT},
+                       delete_marker="deleted", soft_delete=soft)  # fmt: skip
+    return sink.open_session(shape, None)
+
+
+def test_a_batch_of_delete_marks_only_deletes(sql_target: str) -> None:
+    url, table = split_target(sql_target)
+    sink = SqlSink(url=url, table=table, write_mode="upsert")
+    session = marked_session(sink)
+    writer = session.writer()
+    writer.write([{"id": "a", "text": "x"}, {"id": "b", "text": "y"}])
+    counts = writer.write([{"id": "a", "deleted": "yes"}, {"id": "zz", "deleted": True}])
+    writer.close()
+    session.commit()
+    assert (counts.inserted, counts.deleted, counts.skipped) == (0, 1, 1)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT id FROM {table}")).scalars().all() == ["b"]
+    engine.dispose()
+
+
+def test_soft_deletes_need_the_column_in_its_own_spelling(mysql_url: str, mysql_table: str) -> None:
+    engine = sa.create_engine(mysql_url)
+    with engine.begin() as conn:  # MariaDB names are case-insensitive: no second _deleted_at
+        conn.exec_driver_sql(
+            f"CREATE TABLE `{mysql_table}` (id VARCHAR(10) PRIMARY KEY, text TEXT, "
+            "`_DELETED_AT` DATETIME NULL)"
+        )
+    engine.dispose()
+    session = marked_session(SqlSink(url=mysql_url, table=mysql_table), soft=True)
+    writer = session.writer()
+    with pytest.raises(
+        SinkError, match=f"#{mysql_table}: table '{mysql_table}' has no _deleted_at$"
+    ):
+        writer.write([{"id": "a", "deleted": True}])
+    writer.close()
+    session.abort()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"batch_size": 0}, "batch_size and workers must be at least 1"),
+        ({"ssl_ca": "/nonexistent/ca.pem"},
+         "--db_ssl_ca/ssl_ca: '/nonexistent/ca.pem' does not exist or is not a file"),
+        ({"url": "not a url"},
+         "db url 'not a url' is not a SQLAlchemy URL (expected "
+         "mysql+pymysql://user@host:3306/db or sqlite:///file.db)"),
+        ({"url": "nosuchdb://h/x"}, "db url: Can't load plugin: sqlalchemy.dialects:nosuchdb"),
+    ],
+)  # fmt: skip
+def test_bad_sink_settings_are_one_line_each(settings: dict[str, Any], message: str) -> None:
+    sink = SqlSink(**{"url": "sqlite:///x.db", "table": "t", **settings})
+    with pytest.raises(ConfigError) as info:
+        sink.engine()
+    assert str(info.value) == message
+    if settings.get("url") == "not a url":
+        assert sink.describe()["target"] == "<invalid url>#t"
+
+
+def test_server_refusals_name_their_fix() -> None:
+    sink = SqlSink(url="mysql+pymysql://loader@db:3306/app", table="t", password="s3cret")
+    where = "mysql+pymysql://loader@db:3306/app#t"
+    wide = sink.session_error(pymysql.err.OperationalError(1117, "Too many columns"), 5000)
+    assert isinstance(wide, ConfigError)
+    assert str(wide).startswith(f"{where}: too many columns: the data has 5000 columns, more ")
+    denied = pymysql.err.OperationalError(1142, "INSERT command denied to user 'loader'")
+    err = sink.session_error(denied, 3)
+    assert isinstance(err, ConfigError)
+    assert str(err) == (
+        f"{where}: (1142, \"INSERT command denied to user 'loader'\"); {GRANTS_HINT}"
+    )
+
+
+def test_counts_and_deletes_of_a_table_not_there_yet_or_without_a_column(tmp_path: Path) -> None:
+    sink = SqlSink(url=f"sqlite:///{tmp_path / 'x.sqlite'}", table="t")
+    day = TimeWindow.from_dates("2024-01-01", "2024-01-02")
+    assert sink.count_rows(SHAPE, day, None) == 0
+    assert sink.delete_missing(SHAPE, day, set()) == 0
+    write(sink, rows(["a"]))
+    untimed = TableShape("id", None, SHAPE.columns)
+    with pytest.raises(ConfigError, match="the rows of a time window need a time column"):
+        sink.count_rows(untimed, day, None)
+    with pytest.raises(ConfigError, match=r"^table 't' has no column 'key'$"):
+        sink.delete_missing(TableShape("key", None, SHAPE.columns), None, set())

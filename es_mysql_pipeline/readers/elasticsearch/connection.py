@@ -29,10 +29,6 @@ class Connection:
     #: every secret value, blanked out of any text shown
     secrets: tuple[str | None, ...] = field(default=(), repr=False)
 
-    @property
-    def url(self) -> str:
-        return ",".join(self.urls)
-
     def redact(self, text: str) -> str:
         return mask_secrets(text, list(self.secrets))
 

@@ -161,9 +161,7 @@ class ErrorPolicy:
                 msg = f"Elasticsearch rejected the search (es_query / settings): {etype}: {reason}"
             else:
                 msg = f"Elasticsearch {what} failed: HTTP {status} {etype}: {reason}"
-        elif isinstance(exc, (TransportConnectionError, ConnectionTimeout)):
-            msg = f"Elasticsearch {what} at {url} failed: {_first_error(exc)}; check es_url"
-        else:
+        else:  # connection errors and timeouts are transient: retried, never here
             msg = f"Elasticsearch {what} failed: {type(exc).__name__}: {exc}"
         raise error(self.redact(msg)) from None
 

@@ -141,6 +141,7 @@ class SliceCursor:
             body = {**base, "pit": {"id": self.pit_id, "keep_alive": paging.keep_alive}}
             if self.search_after is not None:
                 body["search_after"] = self.search_after
+            failures = retry.failures  # a page with failed shards is no success: see below
             try:
                 resp = policy.call(
                     "search",
@@ -164,6 +165,7 @@ class SliceCursor:
             self.pit_id = str(resp.get("pit_id") or self.pit_id)  # the newest id for the next
             shards = resp.get("_shards") or {}
             if shards.get("failed"):
+                retry.failures = failures  # so a shard that keeps failing runs out of retries
                 _shard_failure(shards, retry)
                 continue
             hits = resp["hits"]["hits"]

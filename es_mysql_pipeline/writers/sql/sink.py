@@ -59,11 +59,7 @@ class SqlTarget:
 
     def check(self) -> None:
         validate_identifier(self.table, "db_table")
-        self._url()
-        if self.write_mode not in ("skip", "upsert", "append", "refresh"):
-            raise ConfigError(
-                f"write_mode={self.write_mode!r}: use skip, upsert, append or refresh"
-            )
+        self._url()  # write_mode is checked by the resource's field type (a Literal)
         if self.write_mode == "refresh":
             refresh.names(self.table)
         if self.version_field and self.write_mode not in ("upsert", "refresh"):
