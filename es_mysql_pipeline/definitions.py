@@ -25,6 +25,7 @@ from es_mysql_pipeline.sensors import (
     asset_pipeline_ids,
     build_pipeline_metrics_sensor,
     pipeline_metrics_sensor,
+    pipeline_types,
 )
 from es_mysql_pipeline.targets import SINK_TABLE_TAG, pool_name, target_tags
 
@@ -198,8 +199,11 @@ def pipelines_defs(path: str | None = None) -> dg.Definitions:
         for key in loaded.resolve_asset_graph().get_all_asset_keys()
         if key.path[-1] != "unplaced"
     }
+    pipelines = asset_pipeline_ids(loaded)
     sensor = build_pipeline_metrics_sensor(
-        asset_keys=keys, asset_pipelines=asset_pipeline_ids(loaded)
+        asset_keys=keys,
+        asset_pipelines=pipelines,
+        types=pipeline_types(loaded, set(pipelines.values())),
     )
     return dg.Definitions.merge(loaded, dg.Definitions(sensors=[sensor]))
 

@@ -17,9 +17,11 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 
+from es_mysql_pipeline.assets import Chain
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource, Warn
 from es_mysql_pipeline.metrics.run_totals import (
     RESULTS,
@@ -29,6 +31,7 @@ from es_mysql_pipeline.metrics.run_totals import (
     StepRecord,
     fold_run,
     totals_families,
+    with_info,
     zero_totals,
 )
 from es_mysql_pipeline.targets import PIPELINE_TAG
@@ -98,6 +101,22 @@ def asset_pipeline_ids(defs: dg.Definitions) -> dict[dg.AssetKey, str]:
         for spec in defs.resolve_all_asset_specs()
         if spec.tags.get(PIPELINE_ID_TAG)
     }
+
+
+def pipeline_types(defs: dg.Definitions, pipeline_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Each pipeline's ``source_type`` and ``sink_type`` for ``pipeline_info``: the ``type``
+    its ``<id>__source`` and ``<id>__sink`` resources describe (as the environment-variable
+    deployment's resource and the CLI report them; never a target or credential)."""
+    resources: Mapping[str, Any] = defs.resources or {}
+    types = {}
+    for pid in pipeline_ids:
+        source, sink = (resources.get(Chain(pid).resource(kind)) for kind in ("source", "sink"))
+        if source is not None and sink is not None:
+            types[pid] = {
+                "source_type": source.describe()["type"],
+                "sink_type": sink.describe()["type"],
+            }
+    return types
 
 
 def split_run(
@@ -258,6 +277,7 @@ def evaluate_metrics_sensor(
     pipeline_ids: Collection[str] | None = None,
     sensor_name: str = "pipeline_metrics_sensor",
     asset_pipelines: Mapping[dg.AssetKey, str] | None = None,
+    types: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dg.SkipReason:
     """One tick: fold newly finished runs into their pipelines' totals, push, say what."""
     if not pushgateway.enabled:
@@ -278,7 +298,8 @@ def evaluate_metrics_sensor(
     state = _totals_for(context.instance, cursor, scope, sensor_name)
     _fold_events(state, context.instance, scope, None, fetch_limit)
     said = [
-        _push(pushgateway, state, cursor, pid, context.log.warning) for pid in scope.pipeline_ids
+        _push(pushgateway, state, cursor, pid, context.log.warning, (types or {}).get(pid))
+        for pid in scope.pipeline_ids
     ]
     if state.unmeasured:
         said.append(
@@ -301,7 +322,12 @@ def _said(context: dg.SensorEvaluationContext, said: list[str]) -> dg.SkipReason
 
 
 def _push(
-    pushgateway: PushgatewayResource, state: _Totals, cursor: MetricsCursor, pid: str, warn: Warn
+    pushgateway: PushgatewayResource,
+    state: _Totals,
+    cursor: MetricsCursor,
+    pid: str,
+    warn: Warn,
+    info: Mapping[str, str] | None = None,
 ) -> str:
     """Push one pipeline's totals group, then (if that worked) every step group: a down
     Pushgateway holds a tick up for one timeout, and the next tick pushes everything again
@@ -319,7 +345,7 @@ def _push(
     if not failed:  # else the step groups wait for the next tick
         failed = sum(
             not push(
-                FamiliesCollector(snapshot.shown(), pid),
+                FamiliesCollector(with_info(snapshot.shown(), info), pid),
                 pushgateway.grouping_key(pipeline_id=pid, step=step),
             )
             for step, snapshot in sorted(totals.steps.items())
@@ -344,12 +370,15 @@ def build_pipeline_metrics_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     pipeline_ids: Collection[str] | None = None,
     asset_pipelines: Mapping[dg.AssetKey, str] | None = None,
+    types: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dg.SensorDefinition:
     """The sensor for runs of ``asset_keys`` (whatever their job); needs ``pushgateway``.
 
     ``asset_pipelines``: each asset's pipeline (:func:`asset_pipeline_ids`). ``pipeline_ids``:
     the pipelines it counts and pushes (default: those of ``asset_pipelines``, plus the
     resource's ``pipeline_id`` for untagged assets): one sensor for all, or one each.
+    ``types``: each pipeline's ``pipeline_info`` types (:func:`pipeline_types`); a pipeline
+    without shows the resource's.
     """
     keys = frozenset(asset_keys)
     pids = tuple(pipeline_ids) if pipeline_ids else None
@@ -369,7 +398,13 @@ def build_pipeline_metrics_sensor(
         context: dg.SensorEvaluationContext, pushgateway: PushgatewayResource
     ) -> dg.SkipReason:
         return evaluate_metrics_sensor(
-            context, pushgateway, keys, pipeline_ids=pids, sensor_name=name, asset_pipelines=tagged
+            context,
+            pushgateway,
+            keys,
+            pipeline_ids=pids,
+            sensor_name=name,
+            asset_pipelines=tagged,
+            types=dict(types or {}),
         )
 
     return _sensor

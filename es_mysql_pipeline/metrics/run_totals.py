@@ -243,6 +243,19 @@ def _exposition_order(sample: tuple[str, dict[str, str], float]) -> Any:
     return rest, name, float(labels.get("le", 0))
 
 
+def with_info(families: Families, info: Mapping[str, str] | None) -> Families:
+    """``families`` with the labels of ``pipeline_info`` set from ``info`` (the pipeline's
+    ``source_type`` and ``sink_type``): a step records the shared resource's, which a YAML
+    pipeline does not know. ``None`` leaves them as recorded."""
+    if not info or "pipeline" not in families:
+        return families
+    shown = {}
+    for key, value in families["pipeline"].items():
+        name, labels = parse_sample_key(key)
+        shown[sample_key(name, labels | dict(info))] = value
+    return families | {"pipeline": shown}
+
+
 def totals_families(totals: PipelineTotals, pipeline_id: str, push_failures: int) -> Families:
     """One pipeline's totals group: the totals, last-run gauges and push failures."""
     families: Families = {}

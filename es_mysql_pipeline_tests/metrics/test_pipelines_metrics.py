@@ -105,6 +105,13 @@ def test_each_pipeline_counts_its_own_runs_once_whatever_launched_them(
         for pid in ("orders", "payments")
         for step in ("raw", "clean", "loaded")
     }
+    # pipeline_info: each pipeline's own source and sink types (the shared resource's are
+    # "unknown"), as the CLI and the environment deployment name them
+    info = prometheus.query("count by (pipeline_id, source_type, sink_type) (pipeline_info)")
+    assert {
+        (r["metric"]["pipeline_id"], r["metric"]["source_type"], r["metric"]["sink_type"])
+        for r in info
+    } == {("orders", "csv", "sqlite"), ("payments", "csv", "sqlite")}
 
     # The seed's queries answer per pipeline_id (evaluated at the newest scrape, where the
     # one-minute window holds the zero the first tick pushed and the counts: exact).
