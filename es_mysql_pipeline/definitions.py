@@ -98,6 +98,8 @@ def resources_for(env: str) -> dict[str, object]:
         "source": source,
         "sink": sink,
         "settings": settings,
+        # not run_scoped: a load resumed after a run killed before its sidecar must refuse,
+        # not take an older run's complete stage of the partition (run_scoped would)
         "io_manager": StagingIOManagerResource(
             base_path=_env("STAGING_PATH", os.path.join(home, "staging"))
         ),
