@@ -17,14 +17,21 @@ run: venv
 	  --csv_file es_mysql_pipeline/data/sample_events.csv \
 	  --sink_type sqlite --db_path out/sample.sqlite --dead-letter-dir out/dead_letter
 
+#: pytest-xdist workers: most slow tests wait on other processes (dagster dev, daemon ticks,
+#: Chromium, celery, scrapes), so two workers nearly halve the time even on two cores. Each
+#: module runs whole on one worker, modules with slow tests first (conftest.py); JOBS=0 runs
+#: in one process.
+JOBS   ?= 2
+XDIST  := $(if $(filter-out 0,$(JOBS)),-n $(JOBS) --dist loadgroup --no-loadscope-reorder)
+
 ## The whole test suite, provisioning MariaDB, Prometheus, Pushgateway and Chromium first;
 ## ends with the line and branch coverage of the package ([tool.coverage] in pyproject.toml).
 ## COVERAGE_FILE is absolute: workers started in a test's temporary directory save there too.
 test: provision
-	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m pytest --cov --cov-report=term
+	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m pytest $(XDIST) --cov --cov-report=term
 
 test-fast: venv
-	$(PY) -m pytest -m "not slow and not e2e"
+	$(PY) -m pytest $(XDIST) -m "not slow and not e2e"
 
 PORT ?= 3000
 #: The day after the bundled sample's last (assets/partitions.py: SAMPLE_END_DATE).

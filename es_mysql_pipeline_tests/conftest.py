@@ -82,3 +82,24 @@ def split_target(target: str) -> tuple[str, str]:
 def _isolated_scratch(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Stages and dead letters of one test never meet another's."""
     monkeypatch.setenv("ES_MYSQL_PIPELINE_SCRATCH", os.path.join(str(tmp_path), "scratch"))
+
+
+#: Modules that share one session-scoped server: on one xdist worker it starts once.
+_SHARED_GROUPS = {
+    "es_mysql_pipeline_tests/e2e/test_ui.py": "dagster_dev",
+    "es_mysql_pipeline_tests/e2e/test_graphql.py": "dagster_dev",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` (``make test``): each module runs whole on one
+    worker, so its module-scoped servers start once, and the modules with slow tests are
+    handed out first, so no long module starts last while the other worker idles."""
+    if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist", "no") != "loadgroup":
+        return
+    slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(_SHARED_GROUPS.get(module, module)))
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)

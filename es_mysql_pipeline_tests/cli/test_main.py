@@ -176,14 +176,23 @@ def test_failed_ratio_threshold_exits_1(tmp_path: Path) -> None:
     assert "2 of 3 records failed" in proc.stderr
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_cleanly_and_publishes_nothing(sig: int, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """400,000 rows, long enough to be stopped mid-run; written once for both signals."""
     from es_mysql_pipeline.sample_data import SAMPLE_START, write_csv
 
-    big = tmp_path / "big.csv"
+    big = tmp_path_factory.mktemp("signal") / "big.csv"
     with big.open("w", encoding="utf-8", newline="") as fh:
         write_csv(fh, 400_000, SAMPLE_START, 5)
+    return big
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_cleanly_and_publishes_nothing(
+    sig: int, big_csv: Path, tmp_path: Path
+) -> None:
+    big = big_csv
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
         [
