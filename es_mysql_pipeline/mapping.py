@@ -21,7 +21,6 @@ from es_mysql_pipeline.identifiers import (
 from es_mysql_pipeline.records import (
     ERROR_KEY,
     OVERFLOW_COLUMN,
-    Batch,
     Columns,
     Frame,
     Record,
@@ -29,7 +28,6 @@ from es_mysql_pipeline.records import (
     columns_of,
     iso_utc,
     parse_timestamp,
-    rows_of,
     time_at,
     utc_text,
     utc_texts,
@@ -211,11 +209,6 @@ class FieldMapping:
                     value = json.dumps(value, ensure_ascii=False)
                 row[name] = value
 
-    def apply_batch(self, batch: Batch) -> list[Record] | None:
-        """:meth:`apply_columns` as records."""
-        columns = self.apply_columns(batch)
-        return None if columns is None else rows_of(columns)
-
     def apply_columns(self, frame: Frame) -> Columns | None:
         """The rows :meth:`apply` gives, computed column by column from records or columns
         (a staged frame). Only for the common batch (every CSV batch, most JSON Lines and
@@ -263,7 +256,13 @@ class FieldMapping:
                 return None  # apply() looks such a record up as a path into its objects
         else:  # absent, or a path into objects (``event.created``)
             values = _column_at_path(keys, columns, ts_key)
-        return _utc_texts(values)
+        sliced = utc_texts(values)
+        if sliced is not None:
+            return sliced
+        try:  # value by value, as apply() does; ``None``: one does not parse
+            return [None if v is None or v == "" else utc_text(v) for v in values]
+        except ValueError:
+            return None
 
     def _named_columns(
         self, keys: tuple[str, ...], columns: list[Sequence[Any]]
@@ -396,18 +395,6 @@ def _valid_ids(values: Sequence[Any]) -> Sequence[Any] | None:
     if not types <= _ID_TYPES or "" in values:
         return None
     return values if types == {str} else list(map(str, values))
-
-
-def _utc_texts(values: Sequence[Any]) -> Sequence[str | None] | None:
-    """Each time as :func:`utc_text` gives it (``None`` for a missing or empty one), or
-    ``None`` when one does not parse."""
-    sliced = utc_texts(values)
-    if sliced is not None:
-        return sliced
-    try:
-        return [None if v is None or v == "" else utc_text(v) for v in values]
-    except ValueError:
-        return None
 
 
 def _column_at_path(keys: tuple[str, ...], columns: list[Sequence[Any]], dotted: str) -> list[Any]:
