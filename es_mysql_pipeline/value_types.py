@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from itertools import repeat
+from itertools import chain
 from typing import Any
 
-from es_mysql_pipeline.records import Batch, Columns, Frame
+from es_mysql_pipeline.records import Frame, column_values
 
 _INT64 = (-(2**63), 2**63 - 1)
 _not_none = partial(operator.is_not, None)
@@ -116,18 +116,17 @@ def observe(columns_stats: dict[str, ColumnStats], frame: Frame, declared: set[s
     with ``set(map(type))``: loops in C, so tracking the schema costs little beside the
     per-record work.
     """
-    columns: Columns | None = frame if isinstance(frame, dict) else None
-    batch: Batch = frame if isinstance(frame, list) else []
-    keys: dict[str, None] = {}
-    for key_set in dict.fromkeys(map(tuple, batch)):  # first-seen order, one per shape
-        keys.update(dict.fromkeys(key_set))
-    for key in keys if columns is None else columns:
+    if isinstance(frame, dict):
+        keys: Iterable[str] = frame
+    else:  # every key of every shape, in first-seen order
+        keys = dict.fromkeys(chain.from_iterable(dict.fromkeys(map(tuple, frame))))
+    for key in keys:
         if key in declared:
             continue
         st = columns_stats.get(key)
         if st is None:
             st = columns_stats[key] = ColumnStats()
-        column = list(map(dict.get, batch, repeat(key))) if columns is None else columns[key]
+        column = column_values(frame, key)
         kinds = set(map(type, column))
         values: Sequence[Any] = column
         if _NONE_TYPE in kinds:  # NULLs say nothing of the type or width
