@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from itertools import repeat
@@ -265,10 +265,9 @@ def rebatch(batches: Iterable[Frame], size: int) -> Iterator[Frame]:
         yield pending
 
 
-def mask_secrets(text: str, secrets: Mapping[str, str | None] | list[str | None]) -> str:
+def mask_secrets(text: str, secrets: Iterable[str | None]) -> str:
     """Each known secret in ``text`` as ``***``: drivers' errors may echo URLs with passwords."""
-    values = secrets.values() if isinstance(secrets, Mapping) else secrets
-    for secret in values:
+    for secret in secrets:
         if secret and len(secret) >= 3:
             text = text.replace(secret, "***")
     return text

@@ -70,7 +70,7 @@ def test_mask_secrets() -> None:
     assert mask_secrets("url user:s3cret@host", ["s3cret"]) == "url user:***@host"
     # short or unset secrets are left alone: masking "a" would blank every "a"
     secrets = {"password": "s3cret", "user": "a", "key": None}
-    assert mask_secrets("a:s3cret@h", secrets) == "a:***@h"
+    assert mask_secrets("a:s3cret@h", secrets.values()) == "a:***@h"
 
 
 def test_a_window_needs_aware_bounds_and_is_labelled_by_them() -> None:
