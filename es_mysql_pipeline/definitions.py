@@ -14,13 +14,18 @@ import dagster as dg
 
 from es_mysql_pipeline.assets import build_assets, build_unplaced_asset
 from es_mysql_pipeline.assets.partitions import daily_partitions
+from es_mysql_pipeline.component import (
+    PipelinesConfigError,
+    load_pipelines_file,
+    pushgateway_resource,
+)
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
-from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
+from es_mysql_pipeline.sample_data import sample_csv_path
 from es_mysql_pipeline.sensors import (
     asset_pipeline_ids,
     build_pipeline_metrics_sensor,
@@ -36,10 +41,6 @@ from es_mysql_pipeline.targets import SINK_TABLE_TAG, pool_name, target_tags
 ENV_VAR = "ES_MYSQL_PIPELINE_ENV"
 #: A defs.yaml (or a folder of them) declaring the pipelines; default: the bundled one.
 DEFS_VAR = "ES_MYSQL_PIPELINE_DEFS"
-
-
-def sample_csv_path() -> str:
-    return str(pkg_resources.files("es_mysql_pipeline") / "data" / "sample_events.csv")
 
 
 def _env(name: str, default: str | None = None) -> Any:
@@ -103,12 +104,8 @@ def resources_for(env: str) -> dict[str, object]:
         "io_manager": StagingIOManagerResource(
             base_path=_env("STAGING_PATH", os.path.join(home, "staging"))
         ),
-        "pushgateway": PushgatewayResource(
-            url=os.environ.get("PUSHGATEWAY_URL", ""),
-            pipeline_id=settings.pipeline_id,
+        "pushgateway": pushgateway_resource(
             grouping_labels={"env": env},
-            username=_env("PUSHGATEWAY_USERNAME"),
-            password=_secret("PUSHGATEWAY_PASSWORD"),
             source_type=source.describe()["type"],
             sink_type=sink.describe()["type"],
         ),
@@ -175,8 +172,6 @@ def pipelines_defs(path: str | None = None) -> dg.Definitions:
     """The pipelines of ``path`` (a defs.yaml or a folder), else of the bundled defs folder,
     with one metrics sensor over all their assets. A mistake raises one line naming the
     file, the line and the place in the YAML."""
-    from es_mysql_pipeline.component import PipelinesConfigError, load_pipelines_file
-
     if path:
         parts = [component.definitions(file) for component, file in load_pipelines_file(path)]
         loaded = dg.Definitions.merge(*parts)
