@@ -364,12 +364,11 @@ def shared_pushgateway() -> PushgatewayResource:
 def pushgateway_resource(**fields: Any) -> PushgatewayResource:
     """``PUSHGATEWAY_URL`` (empty: metrics off), ``PIPELINE_ID``, ``PUSHGATEWAY_USERNAME``
     and ``PUSHGATEWAY_PASSWORD`` (an ``EnvVar``: resolved at launch, hidden in the UI)."""
-    secret = "PUSHGATEWAY_PASSWORD"
     return PushgatewayResource(
         url=os.environ.get("PUSHGATEWAY_URL", ""),
         pipeline_id=os.environ.get("PIPELINE_ID") or "default",
         username=os.environ.get("PUSHGATEWAY_USERNAME") or None,
-        password=dg.EnvVar(secret) if os.environ.get(secret) else None,
+        password=env_secret("PUSHGATEWAY_PASSWORD"),
         **fields,
     )
 
@@ -547,6 +546,11 @@ def _connection(
 
 def _env(name: str | None) -> Any:
     return dg.EnvVar(name) if name else None
+
+
+def env_secret(name: str) -> Any:
+    """An ``EnvVar`` (resolved at launch, hidden in the UI) when the variable is set."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
 
 
 def _construct(where: _Where, at: tuple[Any, ...], cls: type, **fields: Any) -> Any:

@@ -16,6 +16,7 @@ from es_mysql_pipeline.assets import build_assets, build_unplaced_asset
 from es_mysql_pipeline.assets.partitions import daily_partitions
 from es_mysql_pipeline.component import (
     PipelinesConfigError,
+    env_secret,
     load_pipelines_file,
     pushgateway_resource,
 )
@@ -47,11 +48,6 @@ def _env(name: str, default: str | None = None) -> Any:
     return os.environ.get(name) or default
 
 
-def _secret(name: str) -> Any:
-    """An ``EnvVar`` (resolved at launch, hidden in the UI) when the variable is set."""
-    return dg.EnvVar(name) if os.environ.get(name) else None
-
-
 def resources_for(env: str) -> dict[str, object]:
     """One resource set per deployment; secrets only ever through ``EnvVar``."""
     home = _env("ES_MYSQL_PIPELINE_DATA", ".")
@@ -72,9 +68,9 @@ def resources_for(env: str) -> dict[str, object]:
             index=_env("ES_INDEX", "logs-*"),
             query=_env("ES_QUERY"),
             timestamp_field=_env("ES_TIMESTAMP_FIELD"),
-            api_key=_secret("ES_API_KEY"),
+            api_key=env_secret("ES_API_KEY"),
             username=_env("ES_USERNAME"),
-            password=_secret("ES_PASSWORD"),
+            password=env_secret("ES_PASSWORD"),
             ca_certs=_env("ES_CA_CERTS"),
         )
     if env == "local":
@@ -86,7 +82,7 @@ def resources_for(env: str) -> dict[str, object]:
     elif env in ("mysql", "elasticsearch"):
         sink = SqlSink(
             url=_env("DB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
-            password=_secret("DB_PASSWORD"),
+            password=env_secret("DB_PASSWORD"),
             table=_env("DB_TABLE", "records"),
             write_mode=_env("WRITE_MODE", "skip"),
             schema_contract=_env("SCHEMA_CONTRACT", "evolve"),
