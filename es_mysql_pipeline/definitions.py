@@ -15,7 +15,6 @@ import dagster as dg
 from es_mysql_pipeline.assets import build_assets, build_unplaced_asset
 from es_mysql_pipeline.assets.partitions import daily_partitions
 from es_mysql_pipeline.component import (
-    PipelinesConfigError,
     env_secret,
     load_pipelines_file,
     pushgateway_resource,
@@ -166,8 +165,8 @@ def env_defs() -> dg.Definitions:
 
 def pipelines_defs(path: str | None = None) -> dg.Definitions:
     """The pipelines of ``path`` (a defs.yaml or a folder), else of the bundled defs folder,
-    with one metrics sensor over all their assets. A mistake raises one line naming the
-    file, the line and the place in the YAML."""
+    with one metrics sensor over all their assets. A mistake in ``path`` raises one line
+    naming the file, the line and the place in the YAML."""
     if path:
         parts = [component.definitions(file) for component, file in load_pipelines_file(path)]
         loaded = dg.Definitions.merge(*parts)
@@ -175,15 +174,9 @@ def pipelines_defs(path: str | None = None) -> dg.Definitions:
         from es_mysql_pipeline import defs as defs_module
 
         package_root = Path(str(pkg_resources.files("es_mysql_pipeline"))).parent
-        try:
-            loaded = dg.ComponentTree.from_module(
-                defs_module=defs_module, project_root=package_root
-            ).build_defs()
-        except Exception as exc:
-            cause = exc.__cause__ or exc
-            if isinstance(cause, PipelinesConfigError):
-                raise PipelinesConfigError(str(cause)) from None
-            raise
+        loaded = dg.ComponentTree.from_module(
+            defs_module=defs_module, project_root=package_root
+        ).build_defs()
     # one sensor over every pipeline: each run and step goes to the pipeline its assets
     # are tagged with, whether a job, the asset graph or a backfill launched it; the
     # on-demand count of unplaced records is no pipeline run
