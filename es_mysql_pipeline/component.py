@@ -11,7 +11,6 @@ when the code location loads, one line naming the place in the YAML.
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -33,6 +32,7 @@ from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
+from es_mysql_pipeline.sample_data import sample_csv_path
 from es_mysql_pipeline.targets import PIPELINE_TAG, pool_name, target_tags
 
 __all__ = ["EsMysqlPipelines", "PipelinesConfigError", "find_pipeline", "load_pipelines_file"]
@@ -146,7 +146,7 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
         """``{{ sample_csv }}`` (the bundled CSV) and ``{{ data_dir }}`` in a defs.yaml."""
         return {
             **super().get_additional_scope(),
-            "sample_csv": str(importlib.resources.files(__package__) / "data/sample_events.csv"),
+            "sample_csv": sample_csv_path(),
             "data_dir": os.environ.get("ES_MYSQL_PIPELINE_DATA") or ".",
         }
 
@@ -174,11 +174,7 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
         plans = []
         for i, pipeline in enumerate(self.pipelines):
             at = ("pipelines", i)
-            if not NAME.match(pipeline.name):
-                where.fail(
-                    (*at, "name"),
-                    f"pipeline name {pipeline.name!r}: letters, digits and _ (a letter first)",
-                )
+            _check_name(where, (*at, "name"), "pipeline", pipeline.name)
             if pipeline.name in seen:
                 where.fail(
                     (*at, "name"),
@@ -186,10 +182,7 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
                     f"(also pipelines[{seen[pipeline.name]}])",
                 )
             seen[pipeline.name] = i
-            options = _merged(self.defaults, pipeline)
-            plan = PipelinePlan.of(
-                where, at, pipeline, options, self.connections, data_dir, staging
-            )
+            plan = self._plan(where, at, pipeline, data_dir, staging)
             # the id's column: the setting, else the source's id field under its own name
             id_column = plan.settings.id_column or column_name(plan.source.id_key())
             previous = tables.setdefault(plan.table_key, (i, id_column))
@@ -203,40 +196,20 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
             plans.append(plan)
         return plans
 
-
-@dataclass(frozen=True)
-class PipelinePlan:
-    """One pipeline resolved and checked: its resources, partitions and automation."""
-
-    name: str
-    source: Any
-    sink: Any
-    settings: PipelineSettings
-    staging_path: str
-    table_key: str
-    partitions_def: dg.PartitionsDefinition[str] | None
-    backfill_policy: dg.BackfillPolicy | None
-    schedule: str | None
-    lag: timedelta | None
-    executor: ExecutorName
-    pool: str
-    chain: Chain
-
-    @classmethod
-    def of(
-        cls,
+    def _plan(
+        self,
         where: _Where,
         at: tuple[Any, ...],
         pipeline: PipelineModel,
-        options: PipelineOptions,
-        connections: Mapping[str, ConnectionModel],
         data_dir: str,
         staging: str,
     ) -> PipelinePlan:
+        """One pipeline resolved and checked, its options over ``defaults``."""
         name = pipeline.name
+        options = _merged(self.defaults, pipeline)
         settings = _settings(where, at, name, options, data_dir)
-        source = _source(where, (*at, "source"), pipeline.source, connections)
-        sink, table_key = _sink(where, (*at, "sink"), pipeline.sink, options, connections)
+        source = _source(where, (*at, "source"), pipeline.source, self.connections)
+        sink, table_key = _sink(where, (*at, "sink"), pipeline.sink, options, self.connections)
         partitions = _partitions(where, at, options.partitions)
         if sink.write_mode == "refresh" and partitions is not None:
             where.fail(
@@ -261,7 +234,7 @@ class PipelinePlan:
         for key, value in options.tags.items():
             if not re.match(r"^[A-Za-z0-9_.-]{0,63}$", value):
                 where.fail((*at, "tags", key), f"tag value {value!r}: use letters, digits, _ . -")
-        return cls(
+        return PipelinePlan(
             name=name,
             source=source,
             sink=sink,
@@ -282,6 +255,25 @@ class PipelinePlan:
             ),
         )
 
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """One pipeline resolved and checked: its resources, partitions and automation."""
+
+    name: str
+    source: Any
+    sink: Any
+    settings: PipelineSettings
+    staging_path: str
+    table_key: str
+    partitions_def: dg.PartitionsDefinition[str] | None
+    backfill_policy: dg.BackfillPolicy | None
+    schedule: str | None
+    lag: timedelta | None
+    executor: ExecutorName
+    pool: str
+    chain: Chain
+
     def resources(self) -> dict[str, Any]:
         """The pipeline's resources under its own keys."""
         res = self.chain.resource
@@ -297,21 +289,6 @@ class PipelinePlan:
     def run_tags(self) -> dict[str, str]:
         """What every run of this pipeline's job carries: its id and its targets."""
         return {PIPELINE_TAG: self.name, **target_tags(self.source, self.sink)}
-
-    def assets(self) -> list[dg.AssetsDefinition]:
-        automation = None
-        if self.lag is not None and self.schedule is not None:
-            recent: Any = dg.AutomationCondition.in_latest_time_window(lookback_delta=self.lag)
-            tick: Any = dg.AutomationCondition.cron_tick_passed(self.schedule, cron_timezone="UTC")
-            automation = recent & tick.since_last_handled() & ~dg.AutomationCondition.in_progress()
-        return build_assets(
-            self.partitions_def,
-            hooks=PIPELINE_METRICS_HOOKS,
-            backfill_policy=self.backfill_policy,
-            chain=self.chain,
-            pool=self.pool,
-            automation_condition=automation,
-        )
 
     def _schedule(self, job: Any) -> dg.ScheduleDefinition:
         """On each tick of the cron, the last complete partition (or an unpartitioned run)."""
@@ -335,6 +312,21 @@ class PipelinePlan:
             return dg.RunRequest(run_key=key, partition_key=key, tags=tags)
 
         return _tick
+
+    def assets(self) -> list[dg.AssetsDefinition]:
+        automation = None
+        if self.lag is not None and self.schedule is not None:
+            recent: Any = dg.AutomationCondition.in_latest_time_window(lookback_delta=self.lag)
+            tick: Any = dg.AutomationCondition.cron_tick_passed(self.schedule, cron_timezone="UTC")
+            automation = recent & tick.since_last_handled() & ~dg.AutomationCondition.in_progress()
+        return build_assets(
+            self.partitions_def,
+            hooks=PIPELINE_METRICS_HOOKS,
+            backfill_policy=self.backfill_policy,
+            chain=self.chain,
+            pool=self.pool,
+            automation_condition=automation,
+        )
 
     def definitions(self) -> dg.Definitions:
         assets = self.assets()
@@ -364,14 +356,20 @@ class PipelinePlan:
 
 @functools.cache
 def shared_pushgateway() -> PushgatewayResource:
-    """The one ``pushgateway`` resource the step hooks need (``PUSHGATEWAY_URL``; empty:
-    metrics off); one object, so that several components' definitions merge."""
-    secret = "PUSHGATEWAY_PASSWORD"
+    """The one ``pushgateway`` resource the step hooks need; one object, so that several
+    components' definitions merge."""
+    return pushgateway_resource()
+
+
+def pushgateway_resource(**fields: Any) -> PushgatewayResource:
+    """``PUSHGATEWAY_URL`` (empty: metrics off), ``PIPELINE_ID``, ``PUSHGATEWAY_USERNAME``
+    and ``PUSHGATEWAY_PASSWORD`` (an ``EnvVar``: resolved at launch, hidden in the UI)."""
     return PushgatewayResource(
         url=os.environ.get("PUSHGATEWAY_URL", ""),
         pipeline_id=os.environ.get("PIPELINE_ID") or "default",
         username=os.environ.get("PUSHGATEWAY_USERNAME") or None,
-        password=dg.EnvVar(secret) if os.environ.get(secret) else None,
+        password=env_secret("PUSHGATEWAY_PASSWORD"),
+        **fields,
     )
 
 
@@ -477,10 +475,7 @@ def _child(node: Any, key: str) -> Any:
 
 
 def _dotted(path: Sequence[Any]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -518,10 +513,14 @@ def _merged(defaults: PipelineOptions, pipeline: PipelineModel) -> PipelineOptio
     return PipelineOptions.model_validate({**values, **own})
 
 
+def _check_name(where: _Where, at: tuple[Any, ...], kind: str, name: str) -> None:
+    if not NAME.match(name):
+        where.fail(at, f"{kind} name {name!r}: letters, digits and _ (a letter first)")
+
+
 def _check_connection(where: _Where, name: str, conn: ConnectionModel) -> None:
     at = ("connections", name)
-    if not NAME.match(name):
-        where.fail(at, f"connection name {name!r}: letters, digits and _ (a letter first)")
+    _check_name(where, at, "connection", name)
     if conn.type == "elasticsearch" and not conn.hosts:
         where.fail(at, "an elasticsearch connection needs hosts")
     if conn.type != "elasticsearch" and not conn.url:
@@ -531,16 +530,27 @@ def _check_connection(where: _Where, name: str, conn: ConnectionModel) -> None:
 
 
 def _connection(
-    where: _Where, at: tuple[Any, ...], name: str, connections: Mapping[str, ConnectionModel]
+    where: _Where, at: tuple[Any, ...], name: str, connections: Mapping[str, Any], es: bool
 ) -> ConnectionModel:
+    """The connection a source (``es``) or a database sink names, of the kind it needs."""
     if name not in connections:
         known = ", ".join(sorted(connections)) or "none"
         where.fail(at, f"unknown connection {name!r} (declared: {known})")
-    return connections[name]
+    conn: ConnectionModel = connections[name]
+    if es and conn.type != "elasticsearch":
+        where.fail(at, f"{name!r} is a {conn.type} connection")
+    if not es and conn.type == "elasticsearch":
+        where.fail(at, f"{name!r} is an elasticsearch cluster")
+    return conn
 
 
 def _env(name: str | None) -> Any:
     return dg.EnvVar(name) if name else None
+
+
+def env_secret(name: str) -> Any:
+    """An ``EnvVar`` (resolved at launch, hidden in the UI) when the variable is set."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
 
 
 def _construct(where: _Where, at: tuple[Any, ...], cls: type, **fields: Any) -> Any:
@@ -573,9 +583,7 @@ def _source(
             format=model.format,
             **model.options,
         )
-    conn = _connection(where, (*at, "connection"), str(model.connection), connections)
-    if conn.type != "elasticsearch":
-        where.fail((*at, "connection"), f"{model.connection!r} is a {conn.type} connection")
+    conn = _connection(where, (*at, "connection"), str(model.connection), connections, es=True)
     if not model.index:
         where.fail(at, "an elasticsearch source needs index (a name or pattern)")
     if model.id_field is not None:
@@ -617,9 +625,7 @@ def _sink(
         url = f"sqlite:///{model.sqlite}"
         key = f"sqlite:{os.path.abspath(model.sqlite)}#{model.table}"
     else:
-        conn = _connection(where, (*at, "connection"), str(model.connection), connections)
-        if conn.type == "elasticsearch":
-            where.fail((*at, "connection"), f"{model.connection!r} is an elasticsearch cluster")
+        conn = _connection(where, (*at, "connection"), str(model.connection), connections, es=False)
         url = str(conn.url)
         key = f"{model.connection}#{model.table}"
         password = _env(conn.password_env)
@@ -656,26 +662,24 @@ def _partitions(
 ) -> dg.PartitionsDefinition[str] | None:
     if model is None or model.type == "none":
         return None
-    start, end = model.start, model.end
-    field_at = "start"
-    hint = "YYYY-MM-DD" if model.type == "daily" else "YYYY-MM-DD or YYYY-MM-DD-HH:MM"
-    try:
-        if model.type == "daily":
-            datetime.strptime(start, "%Y-%m-%d")
-            if end is not None:
-                field_at = "end"
-                datetime.strptime(end, "%Y-%m-%d")
-            return dg.DailyPartitionsDefinition(start_date=start, end_date=end, timezone="UTC")
-        begin = _hour(start)
-        field_at = "end"
-        stop = None if end is None else _hour(end)
-        return dg.HourlyPartitionsDefinition(start_date=begin, end_date=stop, timezone="UTC")
-    except ValueError:
-        value = start if field_at == "start" else end
-        where.fail((*at, "partitions", field_at), f"{field_at} {value!r}: use {hint}")
+    hourly = model.type == "hourly"
+    dates: dict[str, str | None] = {}
+    for field in ("start", "end"):
+        text = getattr(model, field)
+        try:
+            dates[field] = None if text is None else _date(text, hourly)
+        except ValueError:
+            hint = "YYYY-MM-DD or YYYY-MM-DD-HH:MM" if hourly else "YYYY-MM-DD"
+            where.fail((*at, "partitions", field), f"{field} {text!r}: use {hint}")
+    kind = dg.HourlyPartitionsDefinition if hourly else dg.DailyPartitionsDefinition
+    return kind(start_date=str(dates["start"]), end_date=dates["end"], timezone="UTC")
 
 
-def _hour(text: str) -> str:
+def _date(text: str, hourly: bool) -> str:
+    """``text`` checked; an hourly partition's normalized to ``YYYY-MM-DD-HH:MM``."""
+    if not hourly:
+        datetime.strptime(text, "%Y-%m-%d")
+        return text
     fmt = "%Y-%m-%d-%H:%M" if len(text) > 10 else "%Y-%m-%d"
     return datetime.strptime(text, fmt).strftime("%Y-%m-%d-%H:%M")
 
@@ -698,10 +702,8 @@ def _lag(where: _Where, at: tuple[Any, ...], text: str) -> timedelta:
 @functools.cache
 def _executor(name: ExecutorName) -> dg.ExecutorDefinition:
     """One executor object per kind, so that several components' definitions merge."""
-    if name == "in_process":
-        return dg.in_process_executor
-    if name == "multiprocess":
-        return dg.multiprocess_executor
+    if name != "celery":
+        return dg.in_process_executor if name == "in_process" else dg.multiprocess_executor
     from dagster_celery import celery_executor
 
     return celery_executor.configured(celery_config(), name="celery")

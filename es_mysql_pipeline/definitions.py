@@ -14,13 +14,18 @@ import dagster as dg
 
 from es_mysql_pipeline.assets import build_assets, build_unplaced_asset
 from es_mysql_pipeline.assets.partitions import daily_partitions
+from es_mysql_pipeline.component import (
+    env_secret,
+    load_pipelines_file,
+    pushgateway_resource,
+)
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS
 from es_mysql_pipeline.io_manager import StagingIOManagerResource
-from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
+from es_mysql_pipeline.sample_data import sample_csv_path
 from es_mysql_pipeline.sensors import (
     asset_pipeline_ids,
     build_pipeline_metrics_sensor,
@@ -38,17 +43,8 @@ ENV_VAR = "ES_MYSQL_PIPELINE_ENV"
 DEFS_VAR = "ES_MYSQL_PIPELINE_DEFS"
 
 
-def sample_csv_path() -> str:
-    return str(pkg_resources.files("es_mysql_pipeline") / "data" / "sample_events.csv")
-
-
 def _env(name: str, default: str | None = None) -> Any:
     return os.environ.get(name) or default
-
-
-def _secret(name: str) -> Any:
-    """An ``EnvVar`` (resolved at launch, hidden in the UI) when the variable is set."""
-    return dg.EnvVar(name) if os.environ.get(name) else None
 
 
 def resources_for(env: str) -> dict[str, object]:
@@ -71,9 +67,9 @@ def resources_for(env: str) -> dict[str, object]:
             index=_env("ES_INDEX", "logs-*"),
             query=_env("ES_QUERY"),
             timestamp_field=_env("ES_TIMESTAMP_FIELD"),
-            api_key=_secret("ES_API_KEY"),
+            api_key=env_secret("ES_API_KEY"),
             username=_env("ES_USERNAME"),
-            password=_secret("ES_PASSWORD"),
+            password=env_secret("ES_PASSWORD"),
             ca_certs=_env("ES_CA_CERTS"),
         )
     if env == "local":
@@ -85,7 +81,7 @@ def resources_for(env: str) -> dict[str, object]:
     elif env in ("mysql", "elasticsearch"):
         sink = SqlSink(
             url=_env("DB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
-            password=_secret("DB_PASSWORD"),
+            password=env_secret("DB_PASSWORD"),
             table=_env("DB_TABLE", "records"),
             write_mode=_env("WRITE_MODE", "skip"),
             schema_contract=_env("SCHEMA_CONTRACT", "evolve"),
@@ -103,12 +99,8 @@ def resources_for(env: str) -> dict[str, object]:
         "io_manager": StagingIOManagerResource(
             base_path=_env("STAGING_PATH", os.path.join(home, "staging"))
         ),
-        "pushgateway": PushgatewayResource(
-            url=os.environ.get("PUSHGATEWAY_URL", ""),
-            pipeline_id=settings.pipeline_id,
+        "pushgateway": pushgateway_resource(
             grouping_labels={"env": env},
-            username=_env("PUSHGATEWAY_USERNAME"),
-            password=_secret("PUSHGATEWAY_PASSWORD"),
             source_type=source.describe()["type"],
             sink_type=sink.describe()["type"],
         ),
@@ -173,10 +165,8 @@ def env_defs() -> dg.Definitions:
 
 def pipelines_defs(path: str | None = None) -> dg.Definitions:
     """The pipelines of ``path`` (a defs.yaml or a folder), else of the bundled defs folder,
-    with one metrics sensor over all their assets. A mistake raises one line naming the
-    file, the line and the place in the YAML."""
-    from es_mysql_pipeline.component import PipelinesConfigError, load_pipelines_file
-
+    with one metrics sensor over all their assets. A mistake in ``path`` raises one line
+    naming the file, the line and the place in the YAML."""
     if path:
         parts = [component.definitions(file) for component, file in load_pipelines_file(path)]
         loaded = dg.Definitions.merge(*parts)
@@ -184,15 +174,9 @@ def pipelines_defs(path: str | None = None) -> dg.Definitions:
         from es_mysql_pipeline import defs as defs_module
 
         package_root = Path(str(pkg_resources.files("es_mysql_pipeline"))).parent
-        try:
-            loaded = dg.ComponentTree.from_module(
-                defs_module=defs_module, project_root=package_root
-            ).build_defs()
-        except Exception as exc:
-            cause = exc.__cause__ or exc
-            if isinstance(cause, PipelinesConfigError):
-                raise PipelinesConfigError(str(cause)) from None
-            raise
+        loaded = dg.ComponentTree.from_module(
+            defs_module=defs_module, project_root=package_root
+        ).build_defs()
     # one sensor over every pipeline: each run and step goes to the pipeline its assets
     # are tagged with, whether a job, the asset graph or a backfill launched it; the
     # on-demand count of unplaced records is no pipeline run

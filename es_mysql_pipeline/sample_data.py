@@ -6,6 +6,7 @@ import csv
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from importlib import resources
 from typing import IO, Any
 
 FIELDS = ["id", "timestamp", "service", "level", "message", "user_id", "latency_ms", "tags"]
@@ -76,6 +77,12 @@ def _write_bad(writer: Any, i: int, row: list[str]) -> int:
 
 
 SAMPLE_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def sample_csv_path() -> str:
+    """The bundled sample CSV (what ``__main__`` below writes)."""
+    return str(resources.files("es_mysql_pipeline") / "data" / "sample_events.csv")
+
 
 if __name__ == "__main__":
     import sys
