@@ -151,7 +151,7 @@ records_daily_schedule = dg.build_schedule_from_partitioned_job(
 )
 
 
-def env_defs() -> dg.Definitions:
+def env_defs(executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     """The environment-variable deployment (``ES_MYSQL_PIPELINE_ENV``): one pipeline. A
     function: Dagster takes the one ``Definitions`` at module scope as the code location."""
     return dg.Definitions(
@@ -160,6 +160,7 @@ def env_defs() -> dg.Definitions:
         schedules=[records_daily_schedule],
         sensors=[pipeline_metrics_sensor],
         resources=RESOURCES,
+        executor=executor,
     )
 
 

@@ -47,11 +47,4 @@ def celery_checked_targets(init_context: dg.InitExecutorContext) -> dg.Executor:
 
 EXECUTOR = celery_checked_targets.configured(celery_config(), name="celery")
 
-defs = dg.Definitions(
-    assets=base.ASSETS,
-    jobs=[base.records_job],
-    schedules=[base.records_daily_schedule],
-    sensors=[base.pipeline_metrics_sensor],
-    resources=base.RESOURCES,
-    executor=EXECUTOR,
-)
+defs = base.env_defs(executor=EXECUTOR)

@@ -112,3 +112,15 @@ def test_backfill_partitions_per_run_rejects_nonsense() -> None:
         backfill_policy("many")
     with pytest.raises(ValueError, match="0 or more"):
         backfill_policy("-1")
+
+
+def test_celery_location_serves_the_env_deployment_with_its_executor() -> None:
+    """The celery code location is the env-var deployment, unplaced records included, with
+    only the executor changed."""
+    pytest.importorskip("dagster_celery", reason="the distributed extra (make provision)")
+    from es_mysql_pipeline import jobs
+
+    keys = set(jobs.defs.resolve_asset_graph().get_all_asset_keys())
+    assert keys == set(defs.resolve_asset_graph().get_all_asset_keys())
+    assert dg.AssetKey("unplaced_records") in keys
+    assert jobs.defs.resolve_job_def("records_job").executor_def.name == "celery"
