@@ -92,8 +92,6 @@ class TextFile:
         (sent to the dead letter with the reason) instead of failing the whole run.
         newline="" lets the csv module keep newlines inside quoted fields.
         """
-        if span.start == 0 and span.stop is None:
-            return open(self.path, encoding=self.encoding, errors="surrogateescape", newline="")
         raw = open(self.path, "rb", buffering=0)
         raw.seek(span.start)
         # A byte-order mark is only the file's first bytes: a later part decodes as UTF-8.
@@ -159,7 +157,12 @@ class SpanReader(Unit):
         self.end_ok = not (self.span.check_end and self.file.kind == "csv")
 
     def batches(self) -> Iterator[Frame]:
-        return timed(self.frames())
+        """The batches as a staged file keeps them, each one's read time recorded: a CSV batch
+        of well-formed rows read without a window comes as columns, never built as records
+        (see :mod:`es_mysql_pipeline.staging`)."""
+        if self.file.kind == "csv" and self.window is None:
+            return timed(self._csv_batches(as_columns=True))
+        return timed(iter(self))
 
     def rest(self) -> SpanReader:
         """From the span's start to the end of the file, unchecked."""
@@ -179,14 +182,6 @@ class SpanReader(Unit):
         ts_key = self.ts_key or ""
         kept = ([r for r in batch if in_window(r, ts_key, window)] for batch in batches)
         yield from rebatch(kept, self.size)
-
-    def frames(self) -> Iterator[Frame]:
-        """The batches as a staged file keeps them: a CSV batch of well-formed rows read
-        without a window comes as columns, never built as records (see
-        :mod:`es_mysql_pipeline.staging`)."""
-        if self.file.kind == "csv" and self.window is None:
-            return self._csv_batches(as_columns=True)
-        return iter(self)
 
     def _csv_batches(self, as_columns: bool = False) -> Iterator[Frame]:
         """Rows a batch at a time: a batch of well-formed, decodable rows (nearly all) becomes

@@ -43,7 +43,7 @@ class FileSource(RecordSource):
         detect, name = timestamp_setting(self.timestamp_column)
         if not detect or not os.path.isfile(self.path):
             return name
-        return detect_timestamp_field(self._field_names())
+        return detect_timestamp_field(self.text_file().field_names())
 
     def describe(self) -> dict[str, str]:
         detect, _ = timestamp_setting(self.timestamp_column)
@@ -86,10 +86,8 @@ class FileSource(RecordSource):
     def _checked(self, window: TimeWindow | None) -> str | None:
         """The time field, after the settings and the window's need of it are checked."""
         self.check()
-        ts_key = self.timestamp_key()
-        if window is not None and ts_key is None:
-            raise self.no_time_field(window)
-        return ts_key
+        self.require_timestamp(window)
+        return self.timestamp_key()
 
     def text_file(self) -> TextFile:
         return TextFile(self.path, self._file_format(), self.delimiter, self.encoding)
@@ -98,6 +96,3 @@ class FileSource(RecordSource):
         if self.format != "auto":
             return self.format
         return "jsonl" if self.path.lower().endswith((".jsonl", ".ndjson", ".json")) else "csv"
-
-    def _field_names(self) -> list[str]:
-        return self.text_file().field_names()
