@@ -2,7 +2,7 @@
 
 Parsing records and staging them is pure Python, one core per process. So a source that can
 spread its read cuts it into *read units*, plain picklable values (a byte span of a file,
-:mod:`.file_parts`; pages of a point-in-time slice, :mod:`.elasticsearch.slice_parts`); a
+:mod:`.file_reading`; pages of a point-in-time slice, :mod:`.elasticsearch.slice_parts`); a
 worker process reads a unit and stages its records as one part, and the parts come back in
 order, or as they finish where units go on (a slice read a few pages at a time), so the step
 shows progress and a stop waits for one unit at most. A part's fetch metrics (durations,

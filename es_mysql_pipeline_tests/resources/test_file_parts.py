@@ -16,7 +16,7 @@ import hypothesis.strategies as st
 import pytest
 
 from es_mysql_pipeline.readers import engine
-from es_mysql_pipeline.readers import file_parts as fp
+from es_mysql_pipeline.readers import file_reading as fp
 from es_mysql_pipeline.readers.file_reading import SpanReader, TextFile
 from es_mysql_pipeline.records import Batch, TimeWindow
 from es_mysql_pipeline.resources.sources import FileSource

@@ -8,7 +8,7 @@ from collections.abc import Generator, Iterator
 from typing import ClassVar, Literal
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
-from es_mysql_pipeline.readers import file_parts
+from es_mysql_pipeline.readers import file_reading
 from es_mysql_pipeline.readers.file_reading import SpanReader, TextFile
 from es_mysql_pipeline.records import (
     Batch,
@@ -79,9 +79,9 @@ class FileSource(RecordSource):
         self, window: TimeWindow | None, batch_size: int, processes: int
     ) -> Generator[StagedPart, None, None] | None:
         """A big file is read by worker processes, a part each (see
-        :mod:`~es_mysql_pipeline.readers.file_parts`)."""
+        :func:`~es_mysql_pipeline.readers.file_reading.read_parts`)."""
         ts_key = self._checked(window)
-        return file_parts.read_parts(self.text_file(), batch_size, window, ts_key, processes)
+        return file_reading.read_parts(self.text_file(), batch_size, window, ts_key, processes)
 
     def _checked(self, window: TimeWindow | None) -> str | None:
         """The time field, after the settings and the window's need of it are checked."""
