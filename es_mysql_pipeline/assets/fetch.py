@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
 import dagster as dg
@@ -42,9 +43,7 @@ def fetch_records(
     started = time.perf_counter()
     staged = _drain(source, window, settings)
     elapsed = time.perf_counter() - started
-    staged = StagedRecords(
-        staged.path, staged.rows, staged.id_key, staged.timestamp_key, source_rows=staged.rows
-    )
+    staged = replace(staged, source_rows=staged.rows)
     described = source.describe()
     time_field = described.get("timestamp_field") or (source.timestamp_key() or "none")
     context.log.info(
