@@ -59,8 +59,7 @@ _DETECT_LINES = 100
 #: Encodings in which ``"``, ``\\r`` and ``\\n`` are single bytes that never occur inside
 #: another character: a file in one of them can be cut into parts by looking at bytes.
 SPLITTABLE_ENCODINGS = frozenset({"utf-8", "utf-8-sig", "ascii", "iso8859-1", "cp1252"})
-#: The last line of a CSV part that is not the file's last: read as a record of its own
-#: only when the part ended between records (see :attr:`Span.check_end`).
+#: The line a CSV reader adds after a span's end to prove it (see :class:`Span`).
 SENTINEL = "es-mysql-pipeline:end-of-part"
 
 
@@ -156,12 +155,8 @@ class TextFile:
 @dataclass
 class SpanReader(Unit):
     """Batches of the span's records (those in ``window`` when one is given); a read unit
-    of :mod:`~es_mysql_pipeline.readers.engine`.
-
-    After iterating, :attr:`end_ok` tells whether the span's end was proven to fall
-    between two records (always ``True`` without :attr:`Span.check_end`); when it is
-    ``False`` the batches are not the span's records and must be thrown away.
-    """
+    of :mod:`~es_mysql_pipeline.readers.engine` (after the read, :attr:`end_ok` says
+    whether a checked end fell between two records)."""
 
     file: TextFile
     size: int
