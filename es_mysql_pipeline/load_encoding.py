@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from es_mysql_pipeline.records import (
     parse_timestamp,
 )
 from es_mysql_pipeline.staging import StagedRecords
-from es_mysql_pipeline.worker_processes import may_spawn, ordered_map, spawn_pool
+from es_mysql_pipeline.worker_processes import discard_files, may_spawn, ordered_map, spawn_pool
 
 #: Below this many rows the load encodes in its own threads: a process costs more.
 ENCODE_AHEAD_MIN_ROWS = 50_000
@@ -61,9 +60,7 @@ class EncodedChunk:
         return list(itertools.islice(every, self.offset, self.offset + self.rows))
 
     def discard(self) -> None:
-        if self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+        discard_files(self.path)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,6 @@ class LoadOutcome:
     counts: WriteCounts
     elapsed: float
     dead_letter: str | None
-    newest_timestamp: float | None
     schema: SchemaReport
 
 
@@ -56,7 +55,7 @@ def load_staged(
     """Stream ``staged`` into ``sink``; the counts, the dead letter and what the table became."""
     started = time.perf_counter()
     if staged.rows == 0:
-        return LoadOutcome(WriteCounts(), 0.0, None, None, SchemaReport())
+        return LoadOutcome(WriteCounts(), 0.0, None, SchemaReport())
     dead = DeadLetterWriter(dead_letter_dir, "load", label)
     session = sink.open_session(shape, label)
     schema = session.schema_report()
@@ -81,7 +80,7 @@ def load_staged(
     ts = max(load.newest) if load.newest else None
     if ts:
         get_recorder().last_record_timestamp(ts)
-    return LoadOutcome(load.totals, time.perf_counter() - started, dead_path, ts, schema)
+    return LoadOutcome(load.totals, time.perf_counter() - started, dead_path, schema)
 
 
 class _Load:

@@ -13,10 +13,11 @@ Dagster.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
@@ -148,9 +149,7 @@ class BatchMapper:
         if analyzer is None:
             columns = self.mapping.apply_columns(frame)
             if columns is not None:
-                if self.unseen:
-                    for name in [n for n in self.unseen if n in columns]:
-                        del self.unseen[name]
+                _mark_seen(self.unseen, [columns])
                 return columns
         apply = self.mapping.apply
         rows: list[Record] = []
@@ -172,8 +171,7 @@ class BatchMapper:
                 except Exception:  # a user callable: count and go on
                     self.analysis_failed += 1
             rows.append(row)
-        if self.unseen and rows:
-            _mark_seen(self.unseen, rows)
+        _mark_seen(self.unseen, rows)
         return rows
 
 
@@ -204,25 +202,21 @@ def frame_runs(staged: StagedRecords, workers: int) -> list[tuple[int, int | Non
     return [(s, e) for s, e in zip(starts, [*starts[1:], None], strict=True)]
 
 
-@dataclass(frozen=True)
-class _Run:
-    staged: StagedRecords
-    start: int
-    stop: int | None
-    mapping: FieldMapping
-    analyzer: str | None
-    scratch: str
-
-
-def _map_run(run: _Run) -> Outcome:
+def _map_run(
+    staged: StagedRecords,
+    mapping: FieldMapping,
+    analyzer: str | None,
+    scratch: str,
+    run: tuple[int, int | None],
+) -> Outcome:
     """Worker side: map one run of frames into a part file and a part dead letter."""
-    os.environ["ES_MYSQL_PIPELINE_SCRATCH"] = run.scratch
-    analyzer = load_analyzer(run.analyzer) if run.analyzer else None
-    parts = os.path.join(run.scratch, "transform-parts")
-    dead = DeadLetterWriter(parts, "transform", f"part-{os.getpid()}-{run.start}")
-    mapper = BatchMapper(run.mapping, analyzer, dead)
-    with dead, new_staged_file(run.mapping) as out:
-        for frame in run.staged.raw_frames(run.start, run.stop):
+    os.environ["ES_MYSQL_PIPELINE_SCRATCH"] = scratch
+    start, stop = run
+    parts = os.path.join(scratch, "transform-parts")
+    dead = DeadLetterWriter(parts, "transform", f"part-{os.getpid()}-{start}")
+    mapper = BatchMapper(mapping, load_analyzer(analyzer) if analyzer else None, dead)
+    with dead, new_staged_file(mapping) as out:
+        for frame in staged.raw_frames(start, stop):
             out.write(mapper.map(frame))
         part = out.finish()
         dead_path = dead.close()
@@ -254,17 +248,15 @@ def map_parallel(
     cancel the rest. Returns the analyzer's (ok, failed) counts and the named columns that
     never appeared.
     """
-    runs = [
-        _Run(staged, start, stop, mapping, analyzer, scratch_dir())
-        for start, stop in frame_runs(staged, workers)
-    ]
+    runs = frame_runs(staged, workers)
+    map_run = functools.partial(_map_run, staged, mapping, analyzer, scratch_dir())
     ok = failed = 0
     unseen = mapping.named_columns()
     done = 0
     with (
         spawn_pool(workers) as pool,
         contextlib.closing(
-            ordered_map(pool, _map_run, runs, len(runs), discard=_discard)
+            ordered_map(pool, map_run, runs, len(runs), discard=_discard)
         ) as results,
     ):
         for result in results:
@@ -289,10 +281,10 @@ def _discard(outcome: Outcome) -> None:
     discard_files(outcome.staged.path, outcome.dead_letter_part)
 
 
-def _mark_seen(unseen: dict[str, str], rows: list[Record]) -> None:
+def _mark_seen(unseen: dict[str, str], rows: Sequence[Mapping[str, object]]) -> None:
     """Drop from ``unseen`` the columns present in ``rows`` (stops at once when all seen)."""
     for row in rows:
-        for name in [n for n in unseen if n in row]:
-            del unseen[name]
         if not unseen:
             return
+        for name in [n for n in unseen if n in row]:
+            del unseen[name]

@@ -61,7 +61,7 @@ def _client_and_stacks() -> tuple[str, list[str]]:
 
 #: What worker processes import for their jobs: the readers, the engines, the load format.
 WORKER_MODULES = (
-    "es_mysql_pipeline.readers.file_parts",
+    "es_mysql_pipeline.readers.file_reading",
     "es_mysql_pipeline.readers.elasticsearch.slice_parts",
     "es_mysql_pipeline.transform_engine",
     "es_mysql_pipeline.load_encoding",

@@ -16,6 +16,7 @@ from es_mysql_pipeline import metadata_keys as keys
 from es_mysql_pipeline.errors import ConfigError, PipelineError
 from es_mysql_pipeline.lifecycle import Interrupted
 from es_mysql_pipeline.metrics.recorder import Stage, get_recorder
+from es_mysql_pipeline.worker_processes import tune_gc
 
 #: The messages of sources, sinks and engines are written for the command line, whose
 #: users are told flags; a Dagster run is configured by its resources (the keys of
@@ -96,14 +97,16 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def step(stage: Stage) -> Callable[[F], F]:
-    """Wrap an asset body: a :class:`PipelineError` becomes its one line, counted in
-    ``pipeline_errors_total`` and retried only for a connection fault; a bare connection
-    fault goes to the ``RetryPolicy``; anything else fails at once. The ``error_kind``
-    metadata is ``config`` for a wrong setting (the CLI exits 2), else the class name."""
+    """Wrap an asset body (run with the collector tuned for batches, see :func:`tune_gc`): a
+    :class:`PipelineError` becomes its one line, counted in ``pipeline_errors_total`` and
+    retried only for a connection fault; a bare connection fault goes to the
+    ``RetryPolicy``; anything else fails at once. The ``error_kind`` metadata is ``config``
+    for a wrong setting (the CLI exits 2), else the class name."""
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def body(*args: Any, **kwargs: Any) -> Any:
+            tune_gc()
             try:
                 return fn(*args, **kwargs)
             except dg.Failure:

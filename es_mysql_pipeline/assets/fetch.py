@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
 import dagster as dg
@@ -11,19 +13,19 @@ import dagster as dg
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline import metadata_keys as keys
 from es_mysql_pipeline.assets.failures import step
-from es_mysql_pipeline.assets.metadata import timing
 from es_mysql_pipeline.assets.partitions import (
     WindowConfig,
     put_counts,
     run_window,
+    timing,
 )
 from es_mysql_pipeline.metrics.recorder import get_recorder
-from es_mysql_pipeline.records import TimeWindow
+from es_mysql_pipeline.readers.engine import timed
+from es_mysql_pipeline.records import Batch, TimeWindow
 from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sources.base import RecordSource
-from es_mysql_pipeline.staging import StagedFileWriter, StagedRecords
+from es_mysql_pipeline.staging import StagedFileWriter, StagedPart, StagedRecords
 from es_mysql_pipeline.targets import SOURCE_TAG, verify_target
-from es_mysql_pipeline.worker_processes import tune_gc
 
 
 @step("fetch")
@@ -34,7 +36,6 @@ def fetch_records(
     settings: PipelineSettings,
 ) -> dg.MaterializeResult[StagedRecords]:
     """Raw records for the partition, as read from the source."""
-    tune_gc()
     window = run_window(context, config)
     verify_target(context, SOURCE_TAG, source)
     source.check()
@@ -42,9 +43,7 @@ def fetch_records(
     started = time.perf_counter()
     staged = _drain(source, window, settings)
     elapsed = time.perf_counter() - started
-    staged = StagedRecords(
-        staged.path, staged.rows, staged.id_key, staged.timestamp_key, source_rows=staged.rows
-    )
+    staged = replace(staged, source_rows=staged.rows)
     described = source.describe()
     time_field = described.get("timestamp_field") or (source.timestamp_key() or "none")
     context.log.info(
@@ -69,27 +68,19 @@ def _drain(
     batch_size = settings.fetch_batch_size
     with StagedFileWriter(source.id_key(), source.timestamp_key()) as staging:
         parts = source.read_parts(window, batch_size, settings.fetch_processes)
-        if parts is not None:
-            # Leaving early (a stop, a full disk) closes the parts: workers stop, parts go.
-            with contextlib.closing(parts):
-                for part in parts:
-                    staging.append(part.staged)
-                    for seconds in part.read_seconds:
+        items: Generator[StagedPart | Batch, None, None]
+        items = parts or timed(source.read_batches(window, batch_size))
+        # Leaving early (a stop, a full disk) closes the parts: workers stop, parts go.
+        with contextlib.closing(items):
+            for item in items:
+                before = staging.rows
+                if isinstance(item, StagedPart):
+                    staging.append(item.staged)
+                    for seconds in item.read_seconds:
                         metrics.duration("fetch", seconds)
-                    metrics.records("processed", part.staged.rows, "fetch")
-                    lifecycle.progress("fetch", staging.rows)
-                    lifecycle.raise_if_stopped("fetch")
-            return staging.finish()
-        batches = source.read_batches(window, batch_size)
-        while True:
-            t0 = time.perf_counter()
-            batch = next(batches, None)
-            if batch is None:
-                break
-            metrics.duration("fetch", time.perf_counter() - t0)
-            n = len(batch)
-            staging.write(batch)  # empties the batch (see StagedFileWriter.write)
-            metrics.records("processed", n, "fetch")
-            lifecycle.progress("fetch", staging.rows)
-            lifecycle.raise_if_stopped("fetch")
+                else:
+                    staging.write(item)  # empties the batch (see StagedFileWriter.write)
+                metrics.records("processed", staging.rows - before, "fetch")
+                lifecycle.progress("fetch", staging.rows)
+                lifecycle.raise_if_stopped("fetch")
         return staging.finish()

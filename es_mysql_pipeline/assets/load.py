@@ -8,15 +8,16 @@ import dagster as dg
 
 from es_mysql_pipeline import metadata_keys as keys
 from es_mysql_pipeline.assets.failures import step
-from es_mysql_pipeline.assets.metadata import path_value, timing
 from es_mysql_pipeline.assets.partitions import (
     WindowConfig,
     days_label,
     partition_keys,
     partition_window,
+    path_value,
     put_counts,
     run_label,
     run_window,
+    timing,
 )
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.load_engine import load_staged
@@ -26,7 +27,6 @@ from es_mysql_pipeline.resources.sinks.base import RecordSink
 from es_mysql_pipeline.resources.sources.base import RecordSource
 from es_mysql_pipeline.staging import StagedRecords
 from es_mysql_pipeline.targets import SINK_TAG, verify_target
-from es_mysql_pipeline.worker_processes import tune_gc
 from es_mysql_pipeline.writers.base import SchemaReport, TableShape, WriteCounts
 
 RECONCILE_CHECK = "rows_reconciled"
@@ -42,7 +42,6 @@ def load_records(
     source: RecordSource | None = None,
 ) -> dg.MaterializeResult:
     """Rows in the sink for the partition; counts of inserted, updated, skipped and failed."""
-    tune_gc()
     label = run_label(context, config)
     verify_target(context, SINK_TAG, sink)
     shape = TableShape(

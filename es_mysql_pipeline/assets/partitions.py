@@ -1,4 +1,5 @@
-"""Daily partitions on the record timestamp, and the window a run covers."""
+"""Daily partitions on the record timestamp, the window a run covers, and the metadata the
+steps share (counts that add up over partitions, paths, timing)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, cast
 
 import dagster as dg
 
+from es_mysql_pipeline import metadata_keys
 from es_mysql_pipeline.records import TimeWindow
 
 #: The bundled sample's first day, and the day after its last (``make ui`` ends there).
@@ -100,3 +102,23 @@ def put_counts(
         context.add_asset_metadata(
             {"counts_cover": f"counted on {first}, for the whole run: {span}"}, partition_key=key
         )
+
+
+def path_value(path: str | None) -> dg.MetadataValue:
+    """An absolute path (or the URL as given); text, never a path, when there is none.
+
+    The steps write relative to the directory the code server runs in, which the UI does
+    not show, so a relative path would not say where to look.
+    """
+    if not path:
+        return dg.MetadataValue.text(metadata_keys.NOTHING)
+    if "://" in path:
+        return dg.MetadataValue.path(path)
+    return dg.MetadataValue.path(os.path.abspath(path))
+
+
+def timing(rows: int, elapsed: float) -> dict[str, float]:
+    return {
+        metadata_keys.DURATION_SECONDS: round(elapsed, 3),
+        "rows_per_second": round(rows / elapsed, 1) if elapsed > 0 else 0.0,
+    }

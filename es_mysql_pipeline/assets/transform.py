@@ -12,11 +12,12 @@ import dagster as dg
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline import metadata_keys as keys
 from es_mysql_pipeline.assets.failures import step
-from es_mysql_pipeline.assets.metadata import path_value, timing
 from es_mysql_pipeline.assets.partitions import (
     WindowConfig,
+    path_value,
     put_counts,
     run_label,
+    timing,
 )
 from es_mysql_pipeline.dead_letter import DeadLetterWriter
 from es_mysql_pipeline.errors import ConfigError, RejectedRecordsError
@@ -32,7 +33,6 @@ from es_mysql_pipeline.transform_engine import (
     reject_hint,
     worker_count,
 )
-from es_mysql_pipeline.worker_processes import tune_gc
 
 
 @step("transform")
@@ -43,7 +43,6 @@ def transform_records(
     settings: PipelineSettings,
 ) -> dg.MaterializeResult[StagedRecords]:
     """Clean rows: flattened, renamed, cast and validated; rejects are in the dead letter."""
-    tune_gc()
     metrics = get_recorder()
     started = time.perf_counter()
     dead = DeadLetterWriter(settings.dead_letter_dir, "transform", run_label(context, config))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from es_mysql_pipeline.worker_processes import may_spawn, process_count, shared_pool
 
-_FILE_PARTS = "es_mysql_pipeline.readers.file_parts"
+_FILE_PARTS = "es_mysql_pipeline.readers.file_reading"
 _SLICE_PARTS = "es_mysql_pipeline.readers.elasticsearch.slice_parts"
 _TRANSFORM = "es_mysql_pipeline.transform_engine"
 
@@ -36,7 +36,7 @@ def run_workers(args: argparse.Namespace) -> Iterator[None]:
 def _fetch_modules(args: argparse.Namespace) -> list[str] | None:
     if args.source_type == "elasticsearch":
         return None if args.es_slices == 1 else [_SLICE_PARTS]
-    from es_mysql_pipeline.readers.file_parts import PARALLEL_MIN_BYTES
+    from es_mysql_pipeline.readers.file_reading import PARALLEL_MIN_BYTES
 
     try:
         big = os.path.getsize(args.csv_file or "") >= PARALLEL_MIN_BYTES

@@ -2,7 +2,7 @@
 
 Parsing records and staging them is pure Python, one core per process. So a source that can
 spread its read cuts it into *read units*, plain picklable values (a byte span of a file,
-:mod:`.file_parts`; pages of a point-in-time slice, :mod:`.elasticsearch.slice_parts`); a
+:mod:`.file_reading`; pages of a point-in-time slice, :mod:`.elasticsearch.slice_parts`); a
 worker process reads a unit and stages its records as one part, and the parts come back in
 order, or as they finish where units go on (a slice read a few pages at a time), so the step
 shows progress and a stop waits for one unit at most. A part's fetch metrics (durations,
@@ -15,16 +15,19 @@ Workers come from :mod:`es_mysql_pipeline.worker_processes` and import nothing o
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 from es_mysql_pipeline.metrics.recorder import NullRecorder, get_recorder, set_recorder
 from es_mysql_pipeline.records import Frame
 from es_mysql_pipeline.staging import StagedFileWriter, StagedPart, scratch_dir
 from es_mysql_pipeline.worker_processes import discard_files, ordered_map, spawn_pool
+
+T = TypeVar("T")
 
 
 class Unit:
@@ -61,23 +64,21 @@ def read_units(
     staged as a part; parts in the units' order, or with ``goes_on`` as they finish (each
     unit's :meth:`~Unit.follow` submitted at once). ``seen`` gets each unit as it stands
     after its read."""
-    scratch = scratch_dir()
-    jobs = (_Job(unit, timestamp_key, scratch) for unit in units)
+    read = functools.partial(_read, timestamp_key, scratch_dir())
+    follow = _Done.follow if goes_on else None
     with (
         spawn_pool(workers, unused) as pool,
         contextlib.closing(
-            ordered_map(
-                pool, _read, jobs, ahead, discard=_Done.discard, follow=_follow if goes_on else None
-            )
+            ordered_map(pool, read, units, ahead, discard=_Done.discard, follow=follow)
         ) as results,
     ):
         for done in results:
-            seen(done.job.unit)
-            if not done.job.unit.end_ok:
+            seen(done.unit)
+            if not done.unit.end_ok:
                 done.discard()
                 results.close()  # the parts after it are dropped
                 # the rest is read unchecked to the end: its records, whatever it finds
-                done = _read(replace(done.job, unit=done.job.unit.rest()))
+                done = read(done.unit.rest())
             if done.retries:
                 get_recorder().retry("fetch", done.retries)
             yield from _handed(done.part)
@@ -99,7 +100,7 @@ def staged_here(
         yield from _handed(StagedPart(staged))
 
 
-def timed(batches: Iterator[Frame]) -> Iterator[Frame]:
+def timed(batches: Iterator[T]) -> Generator[T, None, None]:
     """``batches``, each one's read time recorded as a fetch duration."""
     recorder = get_recorder()
     while True:
@@ -112,42 +113,33 @@ def timed(batches: Iterator[Frame]) -> Iterator[Frame]:
 
 
 @dataclass(frozen=True)
-class _Job:
-    unit: Unit
-    timestamp_key: str | None
-    scratch: str
-
-
-@dataclass(frozen=True)
 class _Done:
     part: StagedPart
-    #: with the unit as it stands after the read
-    job: _Job
+    #: as it stands after the read
+    unit: Unit
     retries: int
 
     def discard(self) -> None:
         discard_files(self.part.staged.path)
 
+    def follow(self) -> Unit | None:
+        return self.unit.follow()
 
-def _read(job: _Job) -> _Done:
+
+def _read(timestamp_key: str | None, scratch: str, unit: Unit) -> _Done:
     """Worker side (this process's for :meth:`Unit.rest`): stage one unit, its metrics
     collected to travel back with the part."""
-    os.environ["ES_MYSQL_PIPELINE_SCRATCH"] = job.scratch
+    os.environ["ES_MYSQL_PIPELINE_SCRATCH"] = scratch
     collected = _Collected()
     previous = set_recorder(collected)
     try:
-        with StagedFileWriter("", job.timestamp_key) as out:
-            for batch in job.unit.batches():
+        with StagedFileWriter("", timestamp_key) as out:
+            for batch in unit.batches():
                 out.write(batch)
             staged = out.finish()
     finally:
         set_recorder(previous)
-    return _Done(StagedPart(staged, collected.seconds), job, collected.retries)
-
-
-def _follow(done: _Done) -> _Job | None:
-    unit = done.job.unit.follow()
-    return None if unit is None else replace(done.job, unit=unit)
+    return _Done(StagedPart(staged, collected.seconds), unit, collected.retries)
 
 
 def _handed(part: StagedPart) -> Generator[StagedPart, None, None]:

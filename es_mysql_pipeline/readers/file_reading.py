@@ -1,12 +1,25 @@
-"""Reading a CSV or JSON Lines file into record batches, whole or one byte range of it.
+"""Reading a CSV or JSON Lines file into record batches: whole, or cut into byte spans that
+worker processes read.
 
-Nothing here imports Dagster: the worker processes that read the parts of a big file
-(:mod:`~es_mysql_pipeline.readers.file_parts`) import this module and nothing
-heavier. :class:`~es_mysql_pipeline.resources.sources.files.FileSource` is the resource
-around it.
+Nothing here imports Dagster: the worker processes that read the spans of a big file import
+this module and nothing heavier. :class:`~es_mysql_pipeline.resources.sources.files.FileSource`
+is the resource around it. Values stay byte-exact: nothing is trimmed, ``NULL`` stays text,
+bytes the encoding cannot decode make their record a dead letter (with the line number)
+instead of failing the run.
 
-Values stay byte-exact: nothing is trimmed, ``NULL`` stays text, bytes the encoding cannot
-decode make their record a dead letter (with the line number) instead of failing the run.
+Parsing text into records is pure Python, one core per process. So a big file is cut, after
+line breaks, into about four spans per worker; each span is a read unit of
+:mod:`es_mysql_pipeline.readers.engine`, staged by a worker, and the parts are appended in
+order: the staged file holds the same records in the same order, with the same dead-letter
+reasons and line numbers, as one process reading the whole file writes.
+
+Where to cut: a JSON Lines record never spans lines, so after any line break. A CSV record
+may (a quoted value holding newlines): the cut goes after a line break with an even number of
+quote characters before it, which lies between two records in any well-formed file, and the
+worker reading the span before the cut proves it (see :attr:`Span.check_end`). Where the
+proof fails (a stray quote inside an unquoted value), the parts from there on are thrown away
+and the rest of the file is read in this process, from the last proven cut, as a serial read
+would.
 """
 
 from __future__ import annotations
@@ -15,14 +28,15 @@ import codecs
 import csv
 import io
 import json
+import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import chain, islice, repeat
 from typing import IO, Literal, cast
 
 from es_mysql_pipeline import json_codec
-from es_mysql_pipeline.readers.engine import Unit, timed
+from es_mysql_pipeline.readers.engine import Unit, read_units, timed
 from es_mysql_pipeline.records import (
     ERROR_KEY,
     Batch,
@@ -33,6 +47,8 @@ from es_mysql_pipeline.records import (
     rebatch,
     time_at,
 )
+from es_mysql_pipeline.staging import StagedPart
+from es_mysql_pipeline.worker_processes import may_spawn, process_count
 
 csv.field_size_limit(2**31 - 1)  # a 20 MB field is data, not an attack
 
@@ -43,8 +59,7 @@ _DETECT_LINES = 100
 #: Encodings in which ``"``, ``\\r`` and ``\\n`` are single bytes that never occur inside
 #: another character: a file in one of them can be cut into parts by looking at bytes.
 SPLITTABLE_ENCODINGS = frozenset({"utf-8", "utf-8-sig", "ascii", "iso8859-1", "cp1252"})
-#: The last line of a CSV part that is not the file's last: read as a record of its own
-#: only when the part ended between records (see :attr:`Span.check_end`).
+#: The line a CSV reader adds after a span's end to prove it (see :class:`Span`).
 SENTINEL = "es-mysql-pipeline:end-of-part"
 
 
@@ -81,7 +96,7 @@ class TextFile:
     encoding: str = "utf-8-sig"
 
     def splittable(self) -> bool:
-        """Whether :mod:`~es_mysql_pipeline.readers.file_parts` may cut it."""
+        """Whether :func:`read_parts` may cut it."""
         name = codecs.lookup(self.encoding).name  # the source's check() refused unknown ones
         return name in SPLITTABLE_ENCODINGS and self.delimiter not in '"\r\n'
 
@@ -92,8 +107,6 @@ class TextFile:
         (sent to the dead letter with the reason) instead of failing the whole run.
         newline="" lets the csv module keep newlines inside quoted fields.
         """
-        if span.start == 0 and span.stop is None:
-            return open(self.path, encoding=self.encoding, errors="surrogateescape", newline="")
         raw = open(self.path, "rb", buffering=0)
         raw.seek(span.start)
         # A byte-order mark is only the file's first bytes: a later part decodes as UTF-8.
@@ -142,12 +155,8 @@ class TextFile:
 @dataclass
 class SpanReader(Unit):
     """Batches of the span's records (those in ``window`` when one is given); a read unit
-    of :mod:`~es_mysql_pipeline.readers.engine` (see :mod:`.file_parts`).
-
-    After iterating, :attr:`end_ok` tells whether the span's end was proven to fall
-    between two records (always ``True`` without :attr:`Span.check_end`); when it is
-    ``False`` the batches are not the span's records and must be thrown away.
-    """
+    of :mod:`~es_mysql_pipeline.readers.engine` (after the read, :attr:`end_ok` says
+    whether a checked end fell between two records)."""
 
     file: TextFile
     size: int
@@ -159,7 +168,12 @@ class SpanReader(Unit):
         self.end_ok = not (self.span.check_end and self.file.kind == "csv")
 
     def batches(self) -> Iterator[Frame]:
-        return timed(self.frames())
+        """The batches as a staged file keeps them, each one's read time recorded: a CSV batch
+        of well-formed rows read without a window comes as columns, never built as records
+        (see :mod:`es_mysql_pipeline.staging`)."""
+        if self.file.kind == "csv" and self.window is None:
+            return timed(self._csv_batches(as_columns=True))
+        return timed(iter(self))
 
     def rest(self) -> SpanReader:
         """From the span's start to the end of the file, unchecked."""
@@ -179,14 +193,6 @@ class SpanReader(Unit):
         ts_key = self.ts_key or ""
         kept = ([r for r in batch if in_window(r, ts_key, window)] for batch in batches)
         yield from rebatch(kept, self.size)
-
-    def frames(self) -> Iterator[Frame]:
-        """The batches as a staged file keeps them: a CSV batch of well-formed rows read
-        without a window comes as columns, never built as records (see
-        :mod:`es_mysql_pipeline.staging`)."""
-        if self.file.kind == "csv" and self.window is None:
-            return self._csv_batches(as_columns=True)
-        return iter(self)
 
     def _csv_batches(self, as_columns: bool = False) -> Iterator[Frame]:
         """Rows a batch at a time: a batch of well-formed, decodable rows (nearly all) becomes
@@ -349,3 +355,104 @@ def in_window(record: Record, ts_key: str, window: TimeWindow) -> bool:
         return parse_timestamp(time_at(record, ts_key)) in window
     except ValueError:
         return False
+
+
+#: Files smaller than this are read in the step's own process: starting workers costs more.
+PARALLEL_MIN_BYTES = 16 << 20
+#: Parts per worker: small enough for progress and a prompt stop, big enough that handing
+#: a part over costs nothing next to reading it.
+_PARTS_PER_WORKER = 4
+_SCAN_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A byte offset right after a line break, and the number of lines before it."""
+
+    offset: int
+    lines: int
+
+
+def read_parts(
+    file: TextFile,
+    batch_size: int,
+    window: TimeWindow | None,
+    ts_key: str | None,
+    processes: int,
+) -> Generator[StagedPart, None, None] | None:
+    """The file's records as staged parts, in order; ``None`` when one process should read
+    it (a small file, one process asked for, an encoding that cannot be cut as bytes, or a
+    process that may not have children)."""
+    workers = process_count(processes)
+    if workers < 2 or not may_spawn() or not file.splittable():
+        return None
+    size = os.path.getsize(file.path)
+    if size < PARALLEL_MIN_BYTES:
+        return None
+    header = file.header() if file.kind == "csv" else None
+    if file.kind == "csv" and header is None:
+        return None
+    parts = workers * _PARTS_PER_WORKER
+    spans = plan_spans(file, size, parts, header)
+    units = (SpanReader(file, batch_size, window, ts_key, span) for span in spans)
+    return read_units(units, ts_key, workers, parts)
+
+
+def find_cuts(file: TextFile, size: int, parts: int) -> Iterator[Cut]:
+    """Cuts near ``size * j / parts`` (j = 1 … parts - 1), in order; fewer where the file
+    has no suitable line break after a target. One pass over the bytes up to the last cut."""
+    targets = [size * j // parts for j in range(1, parts)]
+    quoted = file.kind == "csv"
+    pos = lines = quotes = 0
+    after_cr = False  # the previous block ended with \r: a \n starting this one ends no line
+    t = 0
+    with open(file.path, "rb") as fh:
+        while t < len(targets):
+            block = fh.read(_SCAN_BLOCK)
+            if not block:
+                return
+            end = pos + len(block)
+            at = 0
+            while t < len(targets) and targets[t] < end:
+                i = block.find(b"\n", max(targets[t] - pos, at))
+                if i < 0:
+                    break
+                at = i + 1
+                if quoted and (quotes + block.count(b'"', 0, i)) % 2:
+                    continue  # inside a quoted value
+                cut = pos + i + 1
+                if cut >= size:
+                    return  # nothing after it to read
+                yield Cut(cut, lines + _line_breaks(block, i + 1, after_cr))
+                while t < len(targets) and targets[t] < cut:
+                    t += 1
+            quotes += block.count(b'"')
+            lines += _line_breaks(block, len(block), after_cr)
+            after_cr = block.endswith(b"\r")
+            pos = end
+
+
+def _line_breaks(block: bytes, n: int, after_cr: bool) -> int:
+    """Lines ended in ``block[:n]`` as Python's text files end them (``\\n``, ``\\r``,
+    ``\\r\\n``)."""
+    breaks = block.count(b"\n", 0, n) + block.count(b"\r", 0, n) - block.count(b"\r\n", 0, n)
+    return breaks - 1 if after_cr and block[:1] == b"\n" else breaks
+
+
+def plan_spans(
+    file: TextFile, size: int, parts: int, header: tuple[str, ...] | None
+) -> Iterator[Span]:
+    """The spans between the cuts, each as soon as its end is found; all but the last have
+    their end checked, all but the first start with the CSV header given."""
+    start = Cut(0, 0)
+    for cut in chain(find_cuts(file, size, parts), [None]):
+        yield Span(
+            start=start.offset,
+            stop=cut.offset if cut else None,
+            lines_before=start.lines,
+            lines_at_stop=cut.lines if cut else 0,
+            header=header if start.offset else None,
+            check_end=cut is not None,
+        )
+        if cut is not None:
+            start = cut

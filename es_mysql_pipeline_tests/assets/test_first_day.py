@@ -16,8 +16,7 @@ import sqlalchemy as sa
 
 from es_mysql_pipeline.assets import build_assets, failures, partitions
 from es_mysql_pipeline.assets.load import RECONCILE_DESCRIPTION
-from es_mysql_pipeline.assets.metadata import path_value
-from es_mysql_pipeline.assets.partitions import daily_partitions
+from es_mysql_pipeline.assets.partitions import daily_partitions, path_value
 from es_mysql_pipeline.cli.parser import build_parser
 from es_mysql_pipeline.dead_letter import read_dead_letters
 from es_mysql_pipeline.definitions import resources_for

@@ -12,7 +12,7 @@ import pytest
 from es_mysql_pipeline import worker_processes
 from es_mysql_pipeline.cli.parser import build_parser
 from es_mysql_pipeline.cli.workers import run_workers
-from es_mysql_pipeline.readers.file_parts import PARALLEL_MIN_BYTES
+from es_mysql_pipeline.readers.file_reading import PARALLEL_MIN_BYTES
 
 SAMPLE = Path(__file__).resolve().parents[2] / "es_mysql_pipeline" / "data" / "sample_events.csv"
 

@@ -16,7 +16,7 @@ import hypothesis.strategies as st
 import pytest
 
 from es_mysql_pipeline.readers import engine
-from es_mysql_pipeline.readers import file_parts as fp
+from es_mysql_pipeline.readers import file_reading as fp
 from es_mysql_pipeline.readers.file_reading import SpanReader, TextFile
 from es_mysql_pipeline.records import Batch, TimeWindow
 from es_mysql_pipeline.resources.sources import FileSource
@@ -164,8 +164,7 @@ def test_parts_keep_clean_csv_batches_as_columns(tmp_path: Path) -> None:
     p = tmp_path / "in.csv"
     p.write_bytes(b"id,ts,text\n1,a,x\n2,b,y\n3,c\n4,d,z\n5,e,w\n6,f,v\n")
     file = TextFile(str(p), "csv")
-    job = engine._Job(SpanReader(file, 2), None, str(tmp_path))
-    part = engine._read(job).part
+    part = engine._read(None, str(tmp_path), SpanReader(file, 2)).part
     frames = list(part.staged.raw_frames())
     assert frames[0] == {"id": ("1", "2"), "ts": ("a", "b"), "text": ("x", "y")}
     assert isinstance(frames[1], list) and "line 4" in frames[1][0]["__error__"]

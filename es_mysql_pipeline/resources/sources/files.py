@@ -8,7 +8,7 @@ from collections.abc import Generator, Iterator
 from typing import ClassVar, Literal
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
-from es_mysql_pipeline.readers import file_parts
+from es_mysql_pipeline.readers import file_reading
 from es_mysql_pipeline.readers.file_reading import SpanReader, TextFile
 from es_mysql_pipeline.records import (
     Batch,
@@ -43,7 +43,7 @@ class FileSource(RecordSource):
         detect, name = timestamp_setting(self.timestamp_column)
         if not detect or not os.path.isfile(self.path):
             return name
-        return detect_timestamp_field(self._field_names())
+        return detect_timestamp_field(self.text_file().field_names())
 
     def describe(self) -> dict[str, str]:
         detect, _ = timestamp_setting(self.timestamp_column)
@@ -79,17 +79,15 @@ class FileSource(RecordSource):
         self, window: TimeWindow | None, batch_size: int, processes: int
     ) -> Generator[StagedPart, None, None] | None:
         """A big file is read by worker processes, a part each (see
-        :mod:`~es_mysql_pipeline.readers.file_parts`)."""
+        :func:`~es_mysql_pipeline.readers.file_reading.read_parts`)."""
         ts_key = self._checked(window)
-        return file_parts.read_parts(self.text_file(), batch_size, window, ts_key, processes)
+        return file_reading.read_parts(self.text_file(), batch_size, window, ts_key, processes)
 
     def _checked(self, window: TimeWindow | None) -> str | None:
         """The time field, after the settings and the window's need of it are checked."""
         self.check()
-        ts_key = self.timestamp_key()
-        if window is not None and ts_key is None:
-            raise self.no_time_field(window)
-        return ts_key
+        self.require_timestamp(window)
+        return self.timestamp_key()
 
     def text_file(self) -> TextFile:
         return TextFile(self.path, self._file_format(), self.delimiter, self.encoding)
@@ -98,6 +96,3 @@ class FileSource(RecordSource):
         if self.format != "auto":
             return self.format
         return "jsonl" if self.path.lower().endswith((".jsonl", ".ndjson", ".json")) else "csv"
-
-    def _field_names(self) -> list[str]:
-        return self.text_file().field_names()
