@@ -102,6 +102,7 @@ def swap(engine: Engine, table: str) -> None:
     finally:
         raw.close()  # back to the pool, which rolls back a transaction left open
 
+
 def discard(engine: Engine, table: str) -> None:
     """Drop ``t__new`` after a failed load; ``t`` is untouched."""
     _drop(engine, names(table)[0])

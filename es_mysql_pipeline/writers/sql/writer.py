@@ -319,12 +319,15 @@ class SqlWriter(SinkWriter):
                 batch = [r for r in batch if not self.session.is_marked(r)]
                 if not batch:
                     return
-        if bulk and self.session.load_sql is not None and len(batch) > 1:
+        if bulk and self._encoder is not None and len(batch) > 1:
+            path = self._encoder.encode([batch])
             try:
-                self._bulk_tx(batch, counts)
+                self._load_file(path, len(batch), counts)
                 return
             except NotClean:  # rolled back: the checked INSERT path below finds the bad records
                 self.bulk_fallbacks += 1
+            finally:
+                os.unlink(path)
         conn = self._connection()
         mode = self.session.row_mode
         versioned = self.session.version_column is not None
@@ -385,14 +388,6 @@ class SqlWriter(SinkWriter):
         counts.deleted += done
         counts.skipped += len(marked) - done  # no row to delete: already gone
         get_recorder().deleted("soft" if soft else "hard", done)
-
-    def _bulk_tx(self, batch: Batch, counts: WriteCounts) -> None:
-        assert self._encoder is not None
-        path = self._encoder.encode([batch])
-        try:
-            self._load_file(path, len(batch), counts)
-        finally:
-            os.unlink(path)
 
     def _load_file(self, path: str, rows: int, counts: WriteCounts) -> None:
         assert self.session.load_sql is not None
