@@ -13,7 +13,6 @@ foreign keys).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import sqlalchemy as sa
@@ -39,22 +38,19 @@ def names(table: str) -> tuple[str, str]:
     return table + NEW_SUFFIX, table + OLD_SUFFIX
 
 
-def _mysql(engine: Engine) -> bool:
-    return engine.dialect.name in ("mysql", "mariadb")
-
-
-def drop_strays(engine: Engine, table: str) -> list[str]:
-    """Drop what a killed refresh of ``table`` left; the names dropped."""
+def _drop(engine: Engine, name: str) -> None:
     q = engine.dialect.identifier_preparer.quote_identifier
-    dropped = []
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(name)}")
+
+
+def drop_strays(engine: Engine, table: str) -> None:
+    """Drop what a killed refresh of ``table`` left."""
     insp = sa.inspect(engine)
     for name in names(table):
         if insp.has_table(name):
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(name)}")
-            dropped.append(name)
+            _drop(engine, name)
             log.info("dropped %s, left by an unfinished refresh", name)
-    return dropped
 
 
 def start(engine: Engine, table: str) -> str:
@@ -64,7 +60,7 @@ def start(engine: Engine, table: str) -> str:
     if not sa.inspect(engine).has_table(table):
         return new  # the load's table preparation creates it
     q = engine.dialect.identifier_preparer.quote_identifier
-    if _mysql(engine):
+    if engine.dialect.name in ("mysql", "mariadb"):
         with engine.begin() as conn:
             conn.exec_driver_sql(f"CREATE TABLE {q(new)} LIKE {q(table)}")
         return new
@@ -86,39 +82,27 @@ def swap(engine: Engine, table: str) -> None:
     new, old = names(table)
     q = engine.dialect.identifier_preparer.quote_identifier
     exists = sa.inspect(engine).has_table(table)
-    if _mysql(engine):
+    if engine.dialect.name in ("mysql", "mariadb"):
+        renames = [f"{q(table)} TO {q(old)}"] if exists else []
         with engine.begin() as conn:
-            if exists:
-                conn.exec_driver_sql(f"RENAME TABLE {q(table)} TO {q(old)}, {q(new)} TO {q(table)}")
-            else:
-                conn.exec_driver_sql(f"RENAME TABLE {q(new)} TO {q(table)}")
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(old)}")
+            conn.exec_driver_sql("RENAME TABLE " + ", ".join([*renames, f"{q(new)} TO {q(table)}"]))
+        _drop(engine, old)
         return
+    # SQLite's DDL is transactional: the renames and the drop commit together or not at all.
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        try:
-            cur.execute("BEGIN IMMEDIATE")
-            if exists:
-                cur.execute(f"ALTER TABLE {q(table)} RENAME TO {q(old)}")
-            cur.execute(f"ALTER TABLE {q(new)} RENAME TO {q(table)}")
-            if exists:
-                cur.execute(f"DROP TABLE {q(old)}")
-            cur.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                cur.execute("ROLLBACK")
-            raise
-        finally:
-            cur.close()
+        cur.execute("BEGIN IMMEDIATE")
+        if exists:
+            cur.execute(f"ALTER TABLE {q(table)} RENAME TO {q(old)}")
+        cur.execute(f"ALTER TABLE {q(new)} RENAME TO {q(table)}")
+        if exists:
+            cur.execute(f"DROP TABLE {q(old)}")
+        cur.execute("COMMIT")
     finally:
-        raw.close()
+        raw.close()  # back to the pool, which rolls back a transaction left open
 
 
 def discard(engine: Engine, table: str) -> None:
     """Drop ``t__new`` after a failed load; ``t`` is untouched."""
-    new, _ = names(table)
-    q = engine.dialect.identifier_preparer.quote_identifier
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(new)}")
+    _drop(engine, names(table)[0])

@@ -241,12 +241,9 @@ def _column(table: sa.Table, name: str) -> sa.Column[object]:
 
 
 def ensure_deleted_at(engine: Engine, table: str) -> bool:
-    """Add the nullable ``_deleted_at`` column to ``table`` unless it has it; whether the
-    column was added. A concurrent load adding it first is not an error."""
-    insp = sa.inspect(engine)
-    if not insp.has_table(table):
-        return False
-    if any(c["name"] == DELETED_AT_COLUMN for c in insp.get_columns(table)):
+    """Add the nullable ``_deleted_at`` column to the existing ``table`` unless it has it;
+    whether the column was added. A concurrent load adding it first is not an error."""
+    if any(c["name"] == DELETED_AT_COLUMN for c in sa.inspect(engine).get_columns(table)):
         return False
     q = engine.dialect.identifier_preparer.quote_identifier
     ddl = str(DATETIME.compile(dialect=engine.dialect))

@@ -109,6 +109,57 @@ class SqlSession(SinkSession):
             )
         #: A soft-deleted row that comes back is live again.
         self.deleted_at = DELETED_AT_COLUMN if DELETED_AT_COLUMN in table.columns else None
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self.is_mysql = engine.dialect.name in ("mysql", "mariadb")
+        self._statements(engine.dialect)
+        self.load_sql = load_data_statement(engine, table.name, self.columns) if self.bulk else None
+
+    def _statements(self, dialect: sa.Dialect) -> None:
+        """The writers' SQL: the INSERT of the write mode, and the id lookups and deletes."""
+        q = dialect.identifier_preparer.quote
+        mark = self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        table = q(self.table.name)
+        cols = ", ".join(q(c) for c in self.columns)
+        sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join([mark] * len(self.columns))})"
+        id_column = self.shape.id_column
+        id_at = self.sources.index(id_column) if id_column in self.sources else 0
+        pk = q(self.columns[id_at])
+        mode, version = self.row_mode, self.version_column
+        others = [q(c) for i, c in enumerate(self.columns) if i != id_at and c != version]
+        if self.deleted_at is not None and mode == "upsert":
+            others.append(q(self.deleted_at))
+        if version is not None:
+            others.append(q(version))  # last: MySQL's later assignments see earlier ones
+        revived = q(self.deleted_at or "")
+        if mode == "append":
+            pass
+        elif mode == "skip" or not others:
+            sql += (
+                f" ON DUPLICATE KEY UPDATE {pk} = {pk}"
+                if self.is_mysql
+                else f" ON CONFLICT ({pk}) DO NOTHING"
+            )
+        elif self.is_mysql:
+            new = {c: "NULL" if c == revived else f"VALUES({c})" for c in others}
+            if version is not None:
+                v = q(version)
+                newer = f"({v} IS NULL OR VALUES({v}) > {v})"
+                new = {c: f"IF({newer}, {new[c]}, {c})" for c in others}
+            sql += " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = {new[c]}" for c in others)
+        else:
+            new = {c: "NULL" if c == revived else f"excluded.{c}" for c in others}
+            sets = ", ".join(f"{c} = {new[c]}" for c in others)
+            sql += f" ON CONFLICT ({pk}) DO UPDATE SET {sets}"
+            if version is not None:
+                v = q(version)
+                sql += f" WHERE {table}.{v} IS NULL OR excluded.{v} > {table}.{v}"
+        self.sql = sql
+        self.select_sql = f"SELECT {pk} FROM {table} WHERE {pk} IN "
+        self.lock_clause = " FOR UPDATE" if self.is_mysql and version is not None else ""
+        self.delete_sql = f"DELETE FROM {table} WHERE {pk} IN "
+        self.stamp_sql = (
+            f"UPDATE {table} SET {revived} = {mark} WHERE {revived} IS NULL AND {pk} IN "
+        )
 
     def writer(self) -> SinkWriter:
         return SqlWriter(self)
@@ -143,71 +194,12 @@ class SqlWriter(SinkWriter):
     def __init__(self, session: SqlSession) -> None:
         self.session = session
         self.sink = session.sink
-        engine = session.engine
-        self.columns = session.columns
         self.packed = session.packed
-        self.id_column = session.shape.id_column
-        self.is_sqlite = engine.dialect.name == "sqlite"
-        self.is_mysql = engine.dialect.name in ("mysql", "mariadb")
-        self.sql, self.select_sql = self._statements(engine)
-        self.load_sql = (
-            load_data_statement(engine, session.table.name, self.columns) if session.bulk else None
-        )
         self._encoder = session.encoder()
         #: Batches LOAD DATA handed back to the checked INSERT path (a bad record in them).
         self.bulk_fallbacks = 0
         self._max_packet: int | None = None
         self._conn: Any = None
-
-    def _statements(self, engine: Engine) -> tuple[str, str]:
-        q = engine.dialect.identifier_preparer.quote
-        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        table = q(self.session.table.name)
-        cols = ", ".join(q(c) for c in self.columns)
-        values = ", ".join([mark] * len(self.columns))
-        sql = f"INSERT INTO {table} ({cols}) VALUES ({values})"
-        sources = self.session.sources
-        id_at = sources.index(self.id_column) if self.id_column in sources else 0
-        pk = q(self.columns[id_at])
-        mode = self.session.row_mode
-        version = self.session.version_column
-        others = [q(c) for i, c in enumerate(self.columns) if i != id_at and c != version]
-        if self.session.deleted_at is not None and mode == "upsert":
-            others.append(q(self.session.deleted_at))
-        if version is not None:
-            others.append(q(version))  # last: MySQL's later assignments see earlier ones
-        revived = q(self.session.deleted_at or "")
-        if mode == "append":
-            pass
-        elif self.is_mysql:
-            if mode == "skip" or not others:
-                sql += f" ON DUPLICATE KEY UPDATE {pk} = {pk}"
-            else:
-                new = {c: "NULL" if c == revived else f"VALUES({c})" for c in others}
-                if version is None:
-                    sets = ", ".join(f"{c} = {new[c]}" for c in others)
-                else:
-                    v = q(version)
-                    newer = f"({v} IS NULL OR VALUES({v}) > {v})"
-                    sets = ", ".join(f"{c} = IF({newer}, {new[c]}, {c})" for c in others)
-                sql += f" ON DUPLICATE KEY UPDATE {sets}"
-        elif mode == "skip" or not others:
-            sql += f" ON CONFLICT ({pk}) DO NOTHING"
-        else:
-            new = {c: "NULL" if c == revived else f"excluded.{c}" for c in others}
-            sets = ", ".join(f"{c} = {new[c]}" for c in others)
-            sql += f" ON CONFLICT ({pk}) DO UPDATE SET {sets}"
-            if version is not None:
-                v = q(version)
-                sql += f" WHERE {table}.{v} IS NULL OR excluded.{v} > {table}.{v}"
-        select_sql = f"SELECT {pk} FROM {table} WHERE {pk} IN "
-        self.mark = mark
-        self.delete_sql = f"DELETE FROM {table} WHERE {pk} IN "
-        self.stamp_sql = (
-            f"UPDATE {table} SET {revived} = {mark} WHERE {revived} IS NULL AND {pk} IN "
-        )
-        self.lock_clause = " FOR UPDATE" if self.is_mysql and version is not None else ""
-        return sql, select_sql
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -304,7 +296,7 @@ class SqlWriter(SinkWriter):
     def _oversized(self, batch: Batch, exc: BaseException) -> bool:
         """A lost connection while sending more than ``max_allowed_packet``: the server hung
         up on the size (MySQL reports it as 2006/2013 as often as 1153), not on the network."""
-        if not self.is_mysql or error_code(exc) not in _PACKET_CODES:
+        if not self.session.is_mysql or error_code(exc) not in _PACKET_CODES:
             return False
         size = sum(len(v) for record in batch for v in record.values() if isinstance(v, str))
         if size < 1_000_000:
@@ -327,24 +319,27 @@ class SqlWriter(SinkWriter):
                 batch = [r for r in batch if not self.session.is_marked(r)]
                 if not batch:
                     return
-        if bulk and self.load_sql is not None and len(batch) > 1:
+        if bulk and self._encoder is not None and len(batch) > 1:
+            path = self._encoder.encode([batch])
             try:
-                self._bulk_tx(batch, counts)
+                self._load_file(path, len(batch), counts)
                 return
             except NotClean:  # rolled back: the checked INSERT path below finds the bad records
                 self.bulk_fallbacks += 1
+            finally:
+                os.unlink(path)
         conn = self._connection()
         mode = self.session.row_mode
         versioned = self.session.version_column is not None
         with _transaction(conn) as cur:
             existing: set[str] = set()
             if mode == "upsert":
-                if versioned and self.is_sqlite:
+                if versioned and self.session.is_sqlite:
                     # The write lock first: the ids seen must still be the ids written over.
                     cur.execute("BEGIN IMMEDIATE")
                 existing = self._existing_ids(cur, batch)
             before = self._total_changes(conn)
-            cur.executemany(self.sql, self._rows(batch))
+            cur.executemany(self.session.sql, self._rows(batch))
             after = self._total_changes(conn)
             affected = cur.rowcount if before is None or after is None else after - before
         self._count(batch, mode, existing, affected, counts)
@@ -363,7 +358,7 @@ class SqlWriter(SinkWriter):
             return
         ins = 0
         for record in batch:
-            rid = str(record.get(self.id_column or ""))
+            rid = str(record.get(self.session.shape.id_column))
             if rid not in existing:
                 ins += 1
                 existing.add(rid)
@@ -372,7 +367,7 @@ class SqlWriter(SinkWriter):
             counts.updated += n - ins
             return
         # MySQL counts an insert 1 and a changed row 2; SQLite counts each change 1.
-        upd = (affected - ins) // 2 if self.is_mysql else affected - ins
+        upd = (affected - ins) // 2 if self.session.is_mysql else affected - ins
         upd = max(0, min(upd, n - ins))
         counts.updated += upd
         counts.skipped += n - ins - upd  # an older (or same) version than the row's
@@ -386,49 +381,41 @@ class SqlWriter(SinkWriter):
         with _transaction(self._connection()) as cur:
             for marks, chunk in self._id_chunks(marked):
                 if soft:
-                    cur.execute(self.stamp_sql + marks, [utc_now(), *chunk])
+                    cur.execute(self.session.stamp_sql + marks, [utc_now(), *chunk])
                 else:
-                    cur.execute(self.delete_sql + marks, chunk)
+                    cur.execute(self.session.delete_sql + marks, chunk)
                 done += max(cur.rowcount, 0)
         counts.deleted += done
         counts.skipped += len(marked) - done  # no row to delete: already gone
         get_recorder().deleted("soft" if soft else "hard", done)
 
-    def _bulk_tx(self, batch: Batch, counts: WriteCounts) -> None:
-        assert self._encoder is not None
-        path = self._encoder.encode([batch])
-        try:
-            self._load_file(path, len(batch), counts)
-        finally:
-            os.unlink(path)
-
     def _load_file(self, path: str, rows: int, counts: WriteCounts) -> None:
-        assert self.load_sql is not None
+        assert self.session.load_sql is not None
         conn = self._connection()
         with _transaction(conn) as cur:
-            inserted = load_bulk_file(cur, self.load_sql, path, self.session.row_mode)
+            inserted = load_bulk_file(cur, self.session.load_sql, path, self.session.row_mode)
         counts.inserted += inserted
         counts.skipped += rows - inserted
 
     def _total_changes(self, conn: Any) -> int | None:
         """SQLite's rowcount counts ignored conflicts too; its change counter does not."""
-        if not self.is_sqlite:
+        if not self.session.is_sqlite:
             return None
         return int(conn.driver_connection.total_changes)
 
     def _existing_ids(self, cur: Any, batch: Batch) -> set[str]:
         found: set[str] = set()
         for marks, chunk in self._id_chunks(batch):
-            cur.execute(self.select_sql + marks + self.lock_clause, chunk)
+            cur.execute(self.session.select_sql + marks + self.session.lock_clause, chunk)
             found.update(str(row[0]) for row in cur.fetchall())
         return found
 
     def _id_chunks(self, batch: Batch) -> Iterator[tuple[str, list[str]]]:
         """The batch's distinct ids, a thousand at a time, with their ``(%s, ...)``."""
-        ids = list({str(r.get(self.id_column or "")) for r in batch})
+        ids = list({str(r.get(self.session.shape.id_column)) for r in batch})
         for i in range(0, len(ids), CHUNK):
             chunk = ids[i : i + CHUNK]
-            yield "(" + ", ".join([self.mark] * len(chunk)) + ")", chunk
+            yield "(" + ", ".join([self.session.mark] * len(chunk)) + ")", chunk
 
 
 @contextlib.contextmanager
