@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TlsError
@@ -94,7 +94,7 @@ class ErrorPolicy:
             except Exception as exc:
                 retry.wait_or_raise(exc, what)
                 continue
-            retry.ok()
+            retry.failures = 0
             if timed:
                 get_recorder().duration("fetch", time.perf_counter() - started)
             return result
@@ -115,12 +115,8 @@ class ErrorPolicy:
             return f"HTTP {exc.meta.status} {error_type(exc)}", _retry_after(exc)
         return None, None
 
-    def raise_permanent(self, exc: Exception, what: str) -> NoReturn:
-        """One line naming the cause and the setting to change; never a secret."""
-        error, msg = self._permanent(exc, what)
-        raise error(self.redact(msg)) from None
-
-    def _permanent(self, exc: Exception, what: str) -> tuple[type[Exception], str]:
+    def permanent(self, exc: Exception, what: str) -> tuple[type[Exception], str]:
+        """The error class and one line naming the cause and the setting to change."""
         url = self.url
         if isinstance(exc, TlsError):
             return ConfigError, (
@@ -176,7 +172,8 @@ class Retry:
         policy = self.policy
         cause, retry_after = policy.transient_cause(exc)
         if cause is None:
-            policy.raise_permanent(exc, what)
+            error, msg = policy.permanent(exc, what)
+            raise error(policy.redact(msg)) from None  # never a secret
         if self.failures >= policy.max_retries:
             raise SourceError(
                 policy.redact(
@@ -202,9 +199,6 @@ class Retry:
         )
         if self.stop.wait(delay):
             raise Stopped()
-
-    def ok(self) -> None:
-        self.failures = 0
 
 
 def error_type(exc: ApiError) -> str:

@@ -104,27 +104,26 @@ class ElasticsearchSource(RecordSource):
         return self._resolve_time_field().name
 
     def describe(self) -> dict[str, str]:
-        """Never connects: a time field still to be detected shows as such."""
+        """Never connects: the time field shows as configured, as detected (``event_time
+        (detected)``, ``none (not detected)``) or, before the first read, as ``auto (from
+        the mapping)``."""
         hosts = ",".join(self._urls())
+        detect, name = timestamp_setting(self.timestamp_field)
+        if not detect:
+            field = name or "none"
+        elif self._time_field is None:
+            field = "auto (from the mapping)"
+        elif self._time_field.name is None:
+            field = "none (not detected)"
+        else:
+            field = f"{self._time_field.name} (detected)"
         return {
             "type": "elasticsearch",
             "target": f"{hosts}/{self.index}",
             "hosts": hosts,
             "index": self.index,
-            "timestamp_field": self.timestamp_field_description(),
+            "timestamp_field": field,
         }
-
-    def timestamp_field_description(self) -> str:
-        """``event_time (detected)``, ``none (not detected)``, a configured name as is,
-        ``none`` when configured so, or ``auto (from the mapping)`` before the first read."""
-        detect, name = timestamp_setting(self.timestamp_field)
-        if not detect:
-            return name or "none"
-        if self._time_field is None:
-            return "auto (from the mapping)"
-        if self._time_field.name is None:
-            return "none (not detected)"
-        return f"{self._time_field.name} (detected)"
 
     def no_time_field(self, window: TimeWindow) -> ConfigError:
         """The one line a windowed run on data without a time field fails with."""
@@ -281,7 +280,8 @@ class ElasticsearchSource(RecordSource):
             raise ConfigError(f"keep_alive={self.keep_alive!r} must be a time value like 2m or 90s")
         if self.ca_certs and not os.path.isfile(self.ca_certs):
             raise ConfigError(f"ca_certs: {self.ca_certs!r} does not exist or is not a file")
-        if self.api_key is None and _resolve(self.password) and not self._username():
+        username = _resolve(self.username) or self._url_credentials()[0]
+        if self.api_key is None and _resolve(self.password) and not username:
             raise ConfigError("ES_PASSWORD is set but no username: set es_username as well")
         self._user_query()
 
@@ -349,9 +349,6 @@ class ElasticsearchSource(RecordSource):
             if parts.username:
                 return parts.username, parts.password or ""
         return None, None
-
-    def _username(self) -> str | None:
-        return _resolve(self.username) or self._url_credentials()[0]
 
     def _policy(self) -> ErrorPolicy:
         return ErrorPolicy(
