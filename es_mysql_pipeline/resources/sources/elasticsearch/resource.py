@@ -107,7 +107,7 @@ class ElasticsearchSource(RecordSource):
         """Never connects: the time field shows as configured, as detected (``event_time
         (detected)``, ``none (not detected)``) or, before the first read, as ``auto (from
         the mapping)``."""
-        hosts = ",".join(self._urls())
+        hosts = ",".join(self._hosts()[0])
         detect, name = timestamp_setting(self.timestamp_field)
         if not detect:
             field = name or "none"
@@ -280,7 +280,7 @@ class ElasticsearchSource(RecordSource):
             raise ConfigError(f"keep_alive={self.keep_alive!r} must be a time value like 2m or 90s")
         if self.ca_certs and not os.path.isfile(self.ca_certs):
             raise ConfigError(f"ca_certs: {self.ca_certs!r} does not exist or is not a file")
-        username = _resolve(self.username) or self._url_credentials()[0]
+        username = _resolve(self.username) or self._hosts()[1]
         if self.api_key is None and _resolve(self.password) and not username:
             raise ConfigError("ES_PASSWORD is set but no username: set es_username as well")
         self._user_query()
@@ -334,25 +334,21 @@ class ElasticsearchSource(RecordSource):
             return {"match_all": {}}
         return {"bool": {"filter": filters}}
 
-    def _urls(self) -> list[str]:
-        """Host URLs with any ``user:password@`` removed (that goes into basic auth)."""
-        out = []
+    def _hosts(self) -> tuple[list[str], str | None, str | None]:
+        """Host URLs with any ``user:password@`` removed, and the first such user and
+        password (they go into basic auth)."""
+        urls, user, password = [], None, None
         for host in self.hosts:
             parts = urlsplit(_with_scheme(host.strip()))
+            if parts.username and user is None:
+                user, password = parts.username, parts.password or ""
             netloc = parts.netloc.rpartition("@")[2]
-            out.append(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
-        return out
-
-    def _url_credentials(self) -> tuple[str | None, str | None]:
-        for host in self.hosts:
-            parts = urlsplit(_with_scheme(host.strip()))
-            if parts.username:
-                return parts.username, parts.password or ""
-        return None, None
+            urls.append(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
+        return urls, user, password
 
     def _policy(self) -> ErrorPolicy:
         return ErrorPolicy(
-            url=",".join(self._urls()),
+            url=",".join(self._hosts()[0]),
             index=self.index,
             request_timeout=self.request_timeout,
             max_retries=self.max_retries,
@@ -364,12 +360,12 @@ class ElasticsearchSource(RecordSource):
 
     def _connection(self) -> Connection:
         api_key, password = _resolve(self.api_key), _resolve(self.password)
-        user, url_password = self._url_credentials()
+        urls, user, url_password = self._hosts()
         user = _resolve(self.username) or user
         if password is None:
             password = url_password
         return Connection(
-            urls=tuple(self._urls()),
+            urls=tuple(urls),
             request_timeout=self.request_timeout,
             connections_per_node=max(10, self.slices + 2),
             ca_certs=self.ca_certs,
