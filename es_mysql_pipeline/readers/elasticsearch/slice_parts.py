@@ -252,26 +252,30 @@ _clients: dict[Connection, Elasticsearch] = {}
 
 
 def pit_parts(
-    paging: Paging, read: SliceRead, workers: int, timestamp_key: str | None
+    paging: Paging,
+    cursors: list[SliceCursor],
+    stop: threading.Event,
+    read: SliceRead,
+    workers: int,
+    timestamp_key: str | None,
 ) -> Generator[StagedPart, None, None]:
-    """The index read through a point in time, its slices in ``workers`` processes, parts
-    as they finish; in this process where there is one slice (one shard): a process for one
-    slice would only cost its start. The cursors are updated as slices come back: the PITs
-    to close are theirs."""
-    with point_in_time(paging) as (cursors, stop):
-        if len(cursors) < 2:
-            with contextlib.closing(one_slice(paging, cursors[0], stop, paging.frame)) as frames:
-                batches = rebatch(frames, read.batch_size)
-                yield from staged_here(batches, timestamp_key, RECORDS_PER_JOB)
-            return
-        query = paging.query()
-        units = [SliceUnit(read, query, cursor) for cursor in cursors]
-        yield from read_units(
-            units,
-            timestamp_key,
-            min(workers, len(units)),
-            len(units),
-            goes_on=True,
-            unused=UNUSED_HTTP_STACKS,
-            seen=lambda unit: cursors.__setitem__(unit.cursor.slice_id, unit.cursor),
-        )
+    """The slices of a point in time (:func:`point_in_time`) read in ``workers`` processes,
+    parts as they finish; one slice (one shard) is read in this process, by
+    :func:`one_slice` as a read in one process is: a process for one slice would only cost
+    its start. The cursors are updated as slices come back: the PITs to close are theirs."""
+    if len(cursors) < 2:
+        with contextlib.closing(one_slice(paging, cursors[0], stop, paging.frame)) as frames:
+            batches = rebatch(frames, read.batch_size)
+            yield from staged_here(batches, timestamp_key, RECORDS_PER_JOB)
+        return
+    query = paging.query()
+    units = [SliceUnit(read, query, cursor) for cursor in cursors]
+    yield from read_units(
+        units,
+        timestamp_key,
+        min(workers, len(units)),
+        len(units),
+        goes_on=True,
+        unused=UNUSED_HTTP_STACKS,
+        seen=lambda unit: cursors.__setitem__(unit.cursor.slice_id, unit.cursor),
+    )

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import fields, replace
 from datetime import datetime, timezone
@@ -177,8 +178,7 @@ class ElasticsearchSource(RecordSource):
         """The index read as one slice in this process, the next page asked for while this
         one is worked on; leaving stops the read and closes the PIT before the client goes."""
         with (
-            self._reading(window, batch_size, 1, query) as paging,
-            slice_parts.point_in_time(paging) as (cursors, stop),
+            self._reading(window, batch_size, 1, query) as (paging, cursors, stop),
             contextlib.closing(
                 slice_parts.one_slice(paging, cursors[0], stop, paging.records)
             ) as pages,
@@ -188,10 +188,7 @@ class ElasticsearchSource(RecordSource):
     def read_ids(self, window: TimeWindow | None) -> set[str]:
         """The ids of the window's documents only: pages of ``_source: false``, ten times
         the page size. Any failed shard, expired point in time or error raises."""
-        with (
-            self._reading(window, 1, 1) as paging,
-            slice_parts.point_in_time(paging) as (cursors, stop),
-        ):
+        with self._reading(window, 1, 1) as (paging, cursors, stop):
             ids_paging = replace(paging, page_size=min(MAX_PAGE_SIZE, self.page_size * 10))
             pages = cursors[0].pages(ids_paging, paging.query(), stop, ids=True)
             return {str(hit["_id"]) for page in pages for hit in page}
@@ -202,7 +199,8 @@ class ElasticsearchSource(RecordSource):
         """With more than one slice (by default one per worker process, capped at the
         primary shard count), each slice is read by a worker process (see
         :mod:`~es_mysql_pipeline.readers.elasticsearch.slice_parts`): parsing and staging
-        pages is one core's work per process."""
+        pages is one core's work per process. One slice is read in this process, as
+        :meth:`read_batches` reads it: ``None`` here, or staged in parts for one shard."""
         workers = process_count(processes)
         if self.slices == 1 or workers < 2 or not may_spawn():
             return None
@@ -212,7 +210,7 @@ class ElasticsearchSource(RecordSource):
         self, window: TimeWindow | None, batch_size: int, workers: int
     ) -> Generator[StagedPart, None, None]:
         ts_key = self.timestamp_key()
-        with self._reading(window, batch_size, self.slices or workers) as paging:
+        with self._reading(window, batch_size, self.slices or workers) as (paging, cursors, stop):
             read = slice_parts.SliceRead(
                 connection=self._connection(),
                 policy=paging.policy,
@@ -220,7 +218,7 @@ class ElasticsearchSource(RecordSource):
                 batch_size=batch_size,
                 pages_per_job=max(1, slice_parts.RECORDS_PER_JOB // self.page_size),
             )
-            yield from slice_parts.pit_parts(paging, read, workers, ts_key)
+            yield from slice_parts.pit_parts(paging, cursors, stop, read, workers, ts_key)
 
     @contextlib.contextmanager
     def _reading(
@@ -229,8 +227,9 @@ class ElasticsearchSource(RecordSource):
         batch_size: int,
         slices: int,
         query: Callable[[], dict[str, Any]] | None = None,
-    ) -> Iterator[Paging]:
-        """A client checked against the server, and the paging of this read; the client is
+    ) -> Iterator[tuple[Paging, list[slice_parts.SliceCursor], threading.Event]]:
+        """A client checked against the server, the paging of this read, and a point in
+        time with a cursor per slice (see :func:`~.slice_parts.point_in_time`); the client is
         closed on the way out (the client refuses servers of another major, so the server
         is 8.0 or later and has point-in-time search)."""
         if batch_size < 1:
@@ -248,13 +247,15 @@ class ElasticsearchSource(RecordSource):
                 self.page_size,
                 slices,
             )
-            yield Paging.of(
+            paging = Paging.of(
                 self._page_settings(),
                 client,
                 policy,
                 slices,
                 query or (lambda: self._build_query(window)),
             )
+            with slice_parts.point_in_time(paging) as (cursors, stop):
+                yield paging, cursors, stop
 
     # -- settings --------------------------------------------------------------------------
 
