@@ -61,7 +61,9 @@ def point_in_time(paging: Paging) -> Iterator[tuple[list[SliceCursor], threading
     pit_id, shards = open_pit(paging, paging.policy.retry(stop))
     n = paging.slices
     if shards and n > shards:
-        log.info("slices=%d capped at the %d primary shard(s) of %s", n, shards, paging.index)
+        log.info(
+            "slices=%d capped at the %d primary shard(s) of %s", n, shards, paging.settings.index
+        )
         n = shards
     cursors = [SliceCursor(i, n, pit_id) for i in range(n)]
     try:
@@ -83,7 +85,9 @@ def open_pit(paging: Paging, retry: Retry) -> tuple[str, int]:
     resp = paging.policy.call(
         "open point in time",
         retry,
-        lambda: paging.client.open_point_in_time(index=paging.index, keep_alive=paging.keep_alive),
+        lambda: paging.client.open_point_in_time(
+            index=paging.settings.index, keep_alive=paging.settings.keep_alive
+        ),
     )
     return str(resp["id"]), int(((resp.get("_shards") or {}).get("total")) or 0)
 
@@ -150,7 +154,7 @@ class SliceCursor:
         while not self.done and not stop.is_set():
             if max_pages is not None and pages >= max_pages:
                 return
-            body = {**base, "pit": {"id": self.pit_id, "keep_alive": paging.keep_alive}}
+            body = {**base, "pit": {"id": self.pit_id, "keep_alive": paging.settings.keep_alive}}
             if self.search_after is not None:
                 body["search_after"] = self.search_after
             failures = retry.failures  # a page with failed shards is no success: see below
@@ -179,7 +183,7 @@ class SliceCursor:
                 return
             pages += 1
             self.search_after = hits[-1]["sort"]
-            self.done = len(hits) < paging.page_size
+            self.done = len(hits) < paging.settings.page_size
             # The rest of the parsed response goes before the page is staged, not when the
             # next one has arrived: otherwise two pages are alive at the peak. Nor does this
             # frame keep the page while the consumer works: once taken into columns it is
@@ -196,7 +200,7 @@ class SliceCursor:
         if self.expiries > paging.policy.max_retries:
             raise SourceError(
                 f"Elasticsearch point in time keeps expiring on {paging.policy.target}; "
-                f"raise keep_alive (now {paging.keep_alive})"
+                f"raise keep_alive (now {paging.settings.keep_alive})"
             ) from None
         log.warning("Elasticsearch point in time expired; reopening and resuming")
         get_recorder().retry("fetch")
@@ -240,7 +244,7 @@ class SliceUnit(Unit):
         client = _clients.get(read.connection)
         if client is None:  # one per worker process and cluster: the next job reuses it
             client = _clients[read.connection] = read.connection.client(warn=False)
-        paging = Paging.of(read.settings, client, read.policy, self.cursor.nslices, lambda: query)
+        paging = Paging(read.settings, client, read.policy, self.cursor.nslices, lambda: query)
         hits = self.cursor.pages(paging, query, threading.Event(), read.pages_per_job)
         return rebatch(map(paging.frame, hits), read.batch_size)
 

@@ -189,7 +189,8 @@ class ElasticsearchSource(RecordSource):
         """The ids of the window's documents only: pages of ``_source: false``, ten times
         the page size. Any failed shard, expired point in time or error raises."""
         with self._reading(window, 1, 1) as (paging, cursors, stop):
-            ids_paging = replace(paging, page_size=min(MAX_PAGE_SIZE, self.page_size * 10))
+            size = min(MAX_PAGE_SIZE, self.page_size * 10)
+            ids_paging = replace(paging, settings=replace(paging.settings, page_size=size))
             pages = cursors[0].pages(ids_paging, paging.query(), stop, ids=True)
             return {str(hit["_id"]) for page in pages for hit in page}
 
@@ -247,7 +248,7 @@ class ElasticsearchSource(RecordSource):
                 self.page_size,
                 slices,
             )
-            paging = Paging.of(
+            paging = Paging(
                 self._page_settings(),
                 client,
                 policy,
