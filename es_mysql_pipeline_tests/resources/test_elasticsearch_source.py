@@ -20,6 +20,7 @@ import pytest
 from es_mysql_pipeline.errors import ConfigError, SourceError
 from es_mysql_pipeline.metrics.recorder import NullRecorder, set_recorder
 from es_mysql_pipeline.readers.elasticsearch import slice_parts
+from es_mysql_pipeline.readers.elasticsearch.errors import ContextMissing
 from es_mysql_pipeline.records import TimeWindow
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
 from es_mysql_pipeline.staging import StagedPart
@@ -497,6 +498,14 @@ def test_read_ids_is_every_id_of_the_read_or_an_error(fault_server: EsTestServer
         f"{fault_server.url}/f: shards failed while reading ids; nothing was deleted"
     )
     assert fault_server.open_pits == 0
+
+
+def test_read_ids_is_not_resumed_on_a_new_point_in_time(fault_server: EsTestServer) -> None:
+    """A new point in time may not see the same documents: the id read fails instead."""
+    fault_server.inject("expire", 1, match="POST /_search$", after=1)
+    with pytest.raises(ContextMissing):
+        fast_source(fault_server).read_ids(None)
+    assert fault_server.stats.pits_opened == 1
 
 
 def test_only_documents_without_a_time_are_read_as_unplaced(fault_server: EsTestServer) -> None:

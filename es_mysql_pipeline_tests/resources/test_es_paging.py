@@ -21,7 +21,7 @@ from es_mysql_pipeline_tests.es_server import EsTestServer
 def paging(include_index: bool) -> Paging:
     settings = PageSettings("i", "1m", 100, include_index, None, None)
     policy = ErrorPolicy("http://h", "i", 1.0, 0, 0.0, 0.0, str)
-    return Paging.of(settings, None, policy, 1, dict)  # type: ignore[arg-type]
+    return Paging(settings, None, policy, 1, dict)  # type: ignore[arg-type]
 
 
 values = st.none() | st.integers() | st.text(max_size=3) | st.lists(st.integers(), max_size=2)
@@ -79,7 +79,7 @@ def test_a_yielded_page_is_held_by_its_consumer_alone(es_server: EsTestServer) -
         pit = client.open_point_in_time(index="held", keep_alive="1m")["id"]
         settings = PageSettings("held", "1m", 2, False, None, None)
         policy = ErrorPolicy(es_server.url, "held", 5.0, 0, 0.0, 0.0, str)
-        p = Paging.of(settings, client, policy, 1, dict)
+        p = Paging(settings, client, policy, 1, dict)
         cursor = SliceCursor(0, 1, pit)
         pages = cursor.pages(p, {"match_all": {}}, threading.Event())
         seen = []
@@ -95,7 +95,7 @@ def test_a_page_asks_only_for_the_source_fields_wanted() -> None:
 
     def body(includes: list[str] | None, excludes: list[str] | None) -> dict[str, Any]:
         settings = PageSettings("i", "1m", 100, False, includes, excludes)
-        paging = Paging.of(settings, None, policy, 1, dict)  # type: ignore[arg-type]
+        paging = Paging(settings, None, policy, 1, dict)  # type: ignore[arg-type]
         return paging.search_body({"match_all": {}})
 
     assert body(["a", "b.*"], None)["_source"] == {"includes": ["a", "b.*"]}

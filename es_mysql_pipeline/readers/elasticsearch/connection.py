@@ -64,16 +64,12 @@ class Connection:
             raise ConfigError(self.redact(f"es_url / TLS settings rejected: {exc}")) from None
 
 
-class _Json(JsonSerializer):
+class _Json(CompatibilityModeJsonSerializer):
     """Responses parsed by :mod:`es_mysql_pipeline.json_codec`: json's values, faster."""
 
     def json_loads(self, data: bytes) -> Any:
         return json_codec.loads(data)
 
 
-class _CompatibilityJson(CompatibilityModeJsonSerializer):
-    def json_loads(self, data: bytes) -> Any:
-        return json_codec.loads(data)
-
-
-_SERIALIZERS = {_Json.mimetype: _Json(), _CompatibilityJson.mimetype: _CompatibilityJson()}
+#: the same for plain and compatibility-mode JSON: only the mimetype differs
+_SERIALIZERS = {JsonSerializer.mimetype: _Json(), _Json.mimetype: _Json()}

@@ -6,17 +6,18 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TlsError
 from elastic_transport import SerializationError as TransportSerializationError
-from elasticsearch import ApiError, UnsupportedProductError
+from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 from elasticsearch import __versionstr__ as CLIENT_VERSION
 
 from es_mysql_pipeline.errors import ConfigError, SourceError
@@ -71,8 +72,8 @@ class ErrorPolicy:
     def target(self) -> str:
         return f"{self.url}/{self.index}"
 
-    def retry(self, stop: threading.Event) -> Retry:
-        return Retry(self, stop)
+    def retry(self, stop: threading.Event | None = None) -> Retry:
+        return Retry(self, stop or threading.Event())
 
     def call(self, what: str, retry: Retry, fn: Callable[[], T], timed: bool = True) -> T:
         """Run an idempotent request with retries; PIT expiry surfaces as ContextMissing.
@@ -93,7 +94,7 @@ class ErrorPolicy:
             except Exception as exc:
                 retry.wait_or_raise(exc, what)
                 continue
-            retry.ok()
+            retry.failures = 0
             if timed:
                 get_recorder().duration("fetch", time.perf_counter() - started)
             return result
@@ -114,56 +115,48 @@ class ErrorPolicy:
             return f"HTTP {exc.meta.status} {error_type(exc)}", _retry_after(exc)
         return None, None
 
-    def raise_permanent(self, exc: Exception, what: str) -> NoReturn:
-        """One line naming the cause and the setting to change; never a secret."""
+    def permanent(self, exc: Exception, what: str) -> tuple[type[Exception], str]:
+        """The error class and one line naming the cause and the setting to change."""
         url = self.url
-        msg: str
-        error: type[Exception] = SourceError
         if isinstance(exc, TlsError):
-            error = ConfigError
-            msg = (
+            return ConfigError, (
                 f"TLS connection to {url} failed ({_first_error(exc)}); set ca_certs to the CA "
                 "bundle that signed the server certificate (or verify_certs=false to skip the "
                 "check, not for production)"
             )
-        elif isinstance(exc, UnsupportedProductError):
-            error = ConfigError
-            msg = f"the server at {url} is not Elasticsearch (no X-Elastic-Product header)"
-        elif isinstance(exc, ApiError):
-            status, etype, reason = exc.meta.status, error_type(exc), error_reason(exc)
-            if status == 401:
-                error = ConfigError
-                msg = (
-                    f"Elasticsearch at {url} rejected the credentials (401 {etype}); set "
-                    "ES_API_KEY, or es_username with ES_PASSWORD, to valid values"
-                )
-            elif status == 403:
-                error = ConfigError
-                msg = (
-                    f"Elasticsearch denied {what} on index {self.index!r} (403 {etype}): "
-                    f"{reason}; grant the user the read and view_index_metadata privileges"
-                )
-            elif etype == "index_not_found_exception":
-                error = ConfigError
-                msg = (
-                    f"Elasticsearch index not found: {reason} (es_index={self.index!r}); "
-                    "check the index name or pattern"
-                )
-            elif etype == "media_type_header_exception":
-                error = ConfigError
-                msg = (
-                    f"Elasticsearch at {url} refused the client's compatibility headers "
-                    f"({reason}): the installed elasticsearch client {CLIENT_VERSION} does not "
-                    "match the server's major version; run check() for the exact fix"
-                )
-            elif status == 400 and etype in _QUERY_ERRORS:
-                error = ConfigError
-                msg = f"Elasticsearch rejected the search (es_query / settings): {etype}: {reason}"
-            else:
-                msg = f"Elasticsearch {what} failed: HTTP {status} {etype}: {reason}"
-        else:  # connection errors and timeouts are transient: retried, never here
-            msg = f"Elasticsearch {what} failed: {type(exc).__name__}: {exc}"
-        raise error(self.redact(msg)) from None
+        if isinstance(exc, UnsupportedProductError):
+            return ConfigError, (
+                f"the server at {url} is not Elasticsearch (no X-Elastic-Product header)"
+            )
+        if not isinstance(exc, ApiError):  # connection errors and timeouts are retried
+            return SourceError, f"Elasticsearch {what} failed: {type(exc).__name__}: {exc}"
+        status, etype, reason = exc.meta.status, error_type(exc), error_reason(exc)
+        if status == 401:
+            return ConfigError, (
+                f"Elasticsearch at {url} rejected the credentials (401 {etype}); set "
+                "ES_API_KEY, or es_username with ES_PASSWORD, to valid values"
+            )
+        if status == 403:
+            return ConfigError, (
+                f"Elasticsearch denied {what} on index {self.index!r} (403 {etype}): "
+                f"{reason}; grant the user the read and view_index_metadata privileges"
+            )
+        if etype == "index_not_found_exception":
+            return ConfigError, (
+                f"Elasticsearch index not found: {reason} (es_index={self.index!r}); "
+                "check the index name or pattern"
+            )
+        if etype == "media_type_header_exception":
+            return ConfigError, (
+                f"Elasticsearch at {url} refused the client's compatibility headers "
+                f"({reason}): the installed elasticsearch client {CLIENT_VERSION} does not "
+                "match the server's major version; run check() for the exact fix"
+            )
+        if status == 400 and etype in _QUERY_ERRORS:
+            return ConfigError, (
+                f"Elasticsearch rejected the search (es_query / settings): {etype}: {reason}"
+            )
+        return SourceError, f"Elasticsearch {what} failed: HTTP {status} {etype}: {reason}"
 
 
 @dataclass
@@ -179,7 +172,8 @@ class Retry:
         policy = self.policy
         cause, retry_after = policy.transient_cause(exc)
         if cause is None:
-            policy.raise_permanent(exc, what)
+            error, msg = policy.permanent(exc, what)
+            raise error(policy.redact(msg)) from None  # never a secret
         if self.failures >= policy.max_retries:
             raise SourceError(
                 policy.redact(
@@ -205,9 +199,6 @@ class Retry:
         )
         if self.stop.wait(delay):
             raise Stopped()
-
-    def ok(self) -> None:
-        self.failures = 0
 
 
 def error_type(exc: ApiError) -> str:
@@ -240,16 +231,29 @@ def error_reason(exc: ApiError) -> str:
     return " ".join(text.split())[:300]
 
 
-def version_mismatch_message(number: str, major: int, url: str) -> str:
-    if major < 8:
-        return (
-            f"Elasticsearch {number} at {url} is too old: this pipeline supports 8.x and 9.x "
-            "clusters; upgrade the cluster"
-        )
-    return (
-        f"Elasticsearch {number} at {url} needs a {major}.x client but elasticsearch "
-        f'{CLIENT_VERSION} is installed: pip install "elasticsearch>={major},<{major + 1}"'
+def check_version(client: Elasticsearch, policy: ErrorPolicy) -> None:
+    """``GET /`` without compatibility headers, so any major answers and can be compared."""
+    info = policy.call(
+        "connect",
+        policy.retry(),
+        lambda: client.perform_request("GET", "/", headers={"accept": "*/*"}).body,
     )
+    number = str(((info or {}).get("version") or {}).get("number", ""))
+    m = re.match(r"(\d+)\.\d+", number)
+    if not m:
+        raise ConfigError(f"the server at {policy.url} did not report a version")
+    major = int(m.group(1))
+    if major < 8:
+        raise ConfigError(
+            f"Elasticsearch {number} at {policy.url} is too old: this pipeline supports 8.x "
+            "and 9.x clusters; upgrade the cluster"
+        )
+    if major != int(CLIENT_VERSION.split(".")[0]):
+        raise ConfigError(
+            f"Elasticsearch {number} at {policy.url} needs a {major}.x client but "
+            f'elasticsearch {CLIENT_VERSION} is installed: pip install "elasticsearch>={major},'
+            f'<{major + 1}"'
+        )
 
 
 def _retry_after(exc: ApiError) -> float | None:

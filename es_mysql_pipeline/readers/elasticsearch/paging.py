@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -26,7 +26,8 @@ class PageSettings:
 
 
 @dataclass(frozen=True)
-class Paging(PageSettings):
+class Paging:
+    settings: PageSettings
     client: Elasticsearch
     policy: ErrorPolicy
     slices: int
@@ -34,37 +35,25 @@ class Paging(PageSettings):
     #: the index itself (a missing index) are the read's to report
     query: Callable[[], dict[str, Any]]
 
-    @classmethod
-    def of(
-        cls,
-        settings: PageSettings,
-        client: Elasticsearch,
-        policy: ErrorPolicy,
-        slices: int,
-        query: Callable[[], dict[str, Any]],
-    ) -> Paging:
-        plain = {f.name: getattr(settings, f.name) for f in fields(PageSettings)}
-        return cls(**plain, client=client, policy=policy, slices=slices, query=query)
-
     def search_body(self, query: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "size": self.page_size,
+            "size": self.settings.page_size,
             "query": query,
             "track_total_hits": False,
         }
-        if self.source_includes or self.source_excludes:
+        if self.settings.source_includes or self.settings.source_excludes:
             src: dict[str, list[str]] = {}
-            if self.source_includes:
-                src["includes"] = list(self.source_includes)
-            if self.source_excludes:
-                src["excludes"] = list(self.source_excludes)
+            if self.settings.source_includes:
+                src["includes"] = list(self.settings.source_includes)
+            if self.settings.source_excludes:
+                src["excludes"] = list(self.settings.source_excludes)
             body["_source"] = src
         return body
 
     def record(self, hit: dict[str, Any]) -> Record:
         """A search hit as a record: ``_id``, the source fields, and ``_index`` if asked."""
         record: Record = {"_id": hit["_id"], **(hit.get("_source") or {})}
-        if self.include_index:
+        if self.settings.include_index:
             record["_index"] = hit.get("_index")
         return record
 
@@ -85,7 +74,7 @@ class Paging(PageSettings):
         names = next(iter(shapes))
         columns: Columns = {"_id": list(map(_ID, hits))}
         columns.update(zip(names, zip(*map(dict.values, sources), strict=True), strict=True))
-        if self.include_index:
+        if self.settings.include_index:
             columns["_index"] = [h.get("_index") for h in hits]
         return columns
 

@@ -21,22 +21,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 from elasticsearch import Elasticsearch
-from elasticsearch import __versionstr__ as CLIENT_VERSION
 from pydantic import PrivateAttr
 
-from es_mysql_pipeline.errors import ConfigError, SourceError
+from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.readers.elasticsearch import slice_parts
 from es_mysql_pipeline.readers.elasticsearch.connection import Connection
-from es_mysql_pipeline.readers.elasticsearch.errors import (
-    ErrorPolicy,
-    version_mismatch_message,
-)
+from es_mysql_pipeline.readers.elasticsearch.errors import ErrorPolicy, check_version
 from es_mysql_pipeline.readers.elasticsearch.paging import PageSettings, Paging
 from es_mysql_pipeline.records import (
     Batch,
     Record,
     TimeWindow,
-    mask_secrets,
     rebatch,
     timestamp_setting,
     unplaced_reason,
@@ -110,27 +105,26 @@ class ElasticsearchSource(RecordSource):
         return self._resolve_time_field().name
 
     def describe(self) -> dict[str, str]:
-        """Never connects: a time field still to be detected shows as such."""
-        hosts = ",".join(self._urls())
+        """Never connects: the time field shows as configured, as detected (``event_time
+        (detected)``, ``none (not detected)``) or, before the first read, as ``auto (from
+        the mapping)``."""
+        hosts = ",".join(self._hosts()[0])
+        detect, name = timestamp_setting(self.timestamp_field)
+        if not detect:
+            field = name or "none"
+        elif self._time_field is None:
+            field = "auto (from the mapping)"
+        elif self._time_field.name is None:
+            field = "none (not detected)"
+        else:
+            field = f"{self._time_field.name} (detected)"
         return {
             "type": "elasticsearch",
             "target": f"{hosts}/{self.index}",
             "hosts": hosts,
             "index": self.index,
-            "timestamp_field": self.timestamp_field_description(),
+            "timestamp_field": field,
         }
-
-    def timestamp_field_description(self) -> str:
-        """``event_time (detected)``, ``none (not detected)``, a configured name as is,
-        ``none`` when configured so, or ``auto (from the mapping)`` before the first read."""
-        detect, name = timestamp_setting(self.timestamp_field)
-        if not detect:
-            return name or "none"
-        if self._time_field is None:
-            return "auto (from the mapping)"
-        if self._time_field.name is None:
-            return "none (not detected)"
-        return f"{self._time_field.name} (detected)"
 
     def no_time_field(self, window: TimeWindow) -> ConfigError:
         """The one line a windowed run on data without a time field fails with."""
@@ -153,8 +147,8 @@ class ElasticsearchSource(RecordSource):
     def check(self) -> None:
         """Validate settings, connect (``GET /``) and insist on a matching client major."""
         self._validate()
-        with self._client() as client:
-            self._server_version(client)
+        with self._connection().client() as client:
+            check_version(client, self._policy())
 
     def read_batches(self, window: TimeWindow | None, batch_size: int) -> Iterator[Batch]:
         return self._batches(window, batch_size)
@@ -184,8 +178,7 @@ class ElasticsearchSource(RecordSource):
         """The index read as one slice in this process, the next page asked for while this
         one is worked on; leaving stops the read and closes the PIT before the client goes."""
         with (
-            self._reading(window, batch_size, 1, query) as paging,
-            slice_parts.point_in_time(paging) as (cursors, stop),
+            self._reading(window, batch_size, 1, query) as (paging, cursors, stop),
             contextlib.closing(
                 slice_parts.one_slice(paging, cursors[0], stop, paging.records)
             ) as pages,
@@ -193,40 +186,13 @@ class ElasticsearchSource(RecordSource):
             yield from rebatch(pages, batch_size)
 
     def read_ids(self, window: TimeWindow | None) -> set[str]:
-        """The ids of the window's documents only (``_source: false``): one point in time
-        paged by ``search_after``, the read's query and window. Any failed shard, expired
-        point in time or error raises: deletes act on a complete read or not at all."""
-        with (
-            self._reading(window, 1, 1) as paging,
-            slice_parts.point_in_time(paging) as (cursors, stop),
-        ):
-            cursor = cursors[0]  # its pit_id: the newest, to close
-            size = min(MAX_PAGE_SIZE, self.page_size * 10)  # ids only: pages can be bigger
-            body: dict[str, Any] = {
-                "size": size,
-                "query": paging.query(),
-                "_source": False,
-                "sort": [{"_shard_doc": "asc"}],
-                "track_total_hits": False,
-            }
-            ids: set[str] = set()
-            while True:
-                body["pit"] = {"id": cursor.pit_id, "keep_alive": self.keep_alive}
-                resp = paging.policy.call(
-                    "search ids",
-                    paging.policy.retry(stop),
-                    lambda: paging.client.search(body=body, allow_partial_search_results=False),
-                )
-                cursor.pit_id = str(resp.get("pit_id") or cursor.pit_id)
-                if (resp.get("_shards") or {}).get("failed"):
-                    raise SourceError(
-                        f"{self._target()}: shards failed while reading ids; nothing was deleted"
-                    )
-                hits = resp["hits"]["hits"]
-                ids.update(str(h["_id"]) for h in hits)
-                if len(hits) < size:
-                    return ids
-                body["search_after"] = hits[-1]["sort"]
+        """The ids of the window's documents only: pages of ``_source: false``, ten times
+        the page size. Any failed shard, expired point in time or error raises."""
+        with self._reading(window, 1, 1) as (paging, cursors, stop):
+            size = min(MAX_PAGE_SIZE, self.page_size * 10)
+            ids_paging = replace(paging, settings=replace(paging.settings, page_size=size))
+            pages = cursors[0].pages(ids_paging, paging.query(), stop, ids=True)
+            return {str(hit["_id"]) for page in pages for hit in page}
 
     def read_parts(
         self, window: TimeWindow | None, batch_size: int, processes: int
@@ -234,7 +200,8 @@ class ElasticsearchSource(RecordSource):
         """With more than one slice (by default one per worker process, capped at the
         primary shard count), each slice is read by a worker process (see
         :mod:`~es_mysql_pipeline.readers.elasticsearch.slice_parts`): parsing and staging
-        pages is one core's work per process."""
+        pages is one core's work per process. One slice is read in this process, as
+        :meth:`read_batches` reads it: ``None`` here, or staged in parts for one shard."""
         workers = process_count(processes)
         if self.slices == 1 or workers < 2 or not may_spawn():
             return None
@@ -244,17 +211,15 @@ class ElasticsearchSource(RecordSource):
         self, window: TimeWindow | None, batch_size: int, workers: int
     ) -> Generator[StagedPart, None, None]:
         ts_key = self.timestamp_key()
-        with self._reading(window, batch_size, self.slices or workers) as paging:
-            connection = self._connection()
+        with self._reading(window, batch_size, self.slices or workers) as (paging, cursors, stop):
             read = slice_parts.SliceRead(
-                connection=connection,
-                # plain values only: the resource itself does not cross to a process
-                policy=replace(self._policy(), redact=connection.redact),
+                connection=self._connection(),
+                policy=paging.policy,
                 settings=self._page_settings(),
                 batch_size=batch_size,
                 pages_per_job=max(1, slice_parts.RECORDS_PER_JOB // self.page_size),
             )
-            yield from slice_parts.pit_parts(paging, read, workers, ts_key)
+            yield from slice_parts.pit_parts(paging, cursors, stop, read, workers, ts_key)
 
     @contextlib.contextmanager
     def _reading(
@@ -263,31 +228,35 @@ class ElasticsearchSource(RecordSource):
         batch_size: int,
         slices: int,
         query: Callable[[], dict[str, Any]] | None = None,
-    ) -> Iterator[Paging]:
-        """A client checked against the server, and the paging of this read; the client is
+    ) -> Iterator[tuple[Paging, list[slice_parts.SliceCursor], threading.Event]]:
+        """A client checked against the server, the paging of this read, and a point in
+        time with a cursor per slice (see :func:`~.slice_parts.point_in_time`); the client is
         closed on the way out (the client refuses servers of another major, so the server
         is 8.0 or later and has point-in-time search)."""
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1")
         self._validate()
-        with self._client() as client:
-            self._server_version(client)
+        policy = self._policy()
+        with self._connection().client() as client:
+            check_version(client, policy)
             if window is not None:
                 self._resolve_time_field(client)
             log.info(
                 "Reading Elasticsearch %s%s with PIT + search_after, page size %d, %d slice(s)",
-                self._target(),
+                policy.target,
                 f" for {window.label()}" if window else "",
                 self.page_size,
                 slices,
             )
-            yield Paging.of(
+            paging = Paging(
                 self._page_settings(),
                 client,
-                self._policy(),
+                policy,
                 slices,
                 query or (lambda: self._build_query(window)),
             )
+            with slice_parts.point_in_time(paging) as (cursors, stop):
+                yield paging, cursors, stop
 
     # -- settings --------------------------------------------------------------------------
 
@@ -313,24 +282,26 @@ class ElasticsearchSource(RecordSource):
             raise ConfigError(f"keep_alive={self.keep_alive!r} must be a time value like 2m or 90s")
         if self.ca_certs and not os.path.isfile(self.ca_certs):
             raise ConfigError(f"ca_certs: {self.ca_certs!r} does not exist or is not a file")
-        if self.api_key is None and _resolve(self.password) and not self._username():
+        username = _resolve(self.username) or self._hosts()[1]
+        if self.api_key is None and _resolve(self.password) and not username:
             raise ConfigError("ES_PASSWORD is set but no username: set es_username as well")
         self._user_query()
 
     def _validate_hosts(self) -> None:
         if not self.hosts or not all(h.strip() for h in self.hosts):
             raise ConfigError("es_url: give at least one Elasticsearch URL, e.g. localhost:9200")
+        redact = self._connection().redact
         for host in self.hosts:
             parts = urlsplit(_with_scheme(host))
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ConfigError(
-                    f"es_url: {self._redact(host)!r} is not an http(s) URL like "
+                    f"es_url: {redact(host)!r} is not an http(s) URL like "
                     "https://es.example.com:9200"
                 )
             try:
                 parts.port  # noqa: B018 - raises on a bad port
             except ValueError:
-                raise ConfigError(f"es_url: {self._redact(host)!r} has an invalid port") from None
+                raise ConfigError(f"es_url: {redact(host)!r} has an invalid port") from None
 
     def _user_query(self) -> dict[str, Any] | None:
         if not self.query or not self.query.strip():
@@ -359,104 +330,52 @@ class ElasticsearchSource(RecordSource):
             ts_field = self.timestamp_key()
             if ts_field is None:
                 raise self.no_time_field(window)
-            filters.append(
-                {
-                    "range": {
-                        ts_field: {
-                            "gte": _es_time(window.start),
-                            "lt": _es_time(window.end),
-                            "format": "strict_date_optional_time",
-                        }
-                    }
-                }
-            )
+            bounds = {"gte": _es_time(window.start), "lt": _es_time(window.end)}
+            filters.append({"range": {ts_field: {**bounds, "format": "strict_date_optional_time"}}})
         if not filters:
             return {"match_all": {}}
         return {"bool": {"filter": filters}}
 
-    def _urls(self) -> list[str]:
-        """Host URLs with any ``user:password@`` removed (that goes into basic auth)."""
-        out = []
+    def _hosts(self) -> tuple[list[str], str | None, str | None]:
+        """Host URLs with any ``user:password@`` removed, and the first such user and
+        password (they go into basic auth)."""
+        urls, user, password = [], None, None
         for host in self.hosts:
             parts = urlsplit(_with_scheme(host.strip()))
+            if parts.username and user is None:
+                user, password = parts.username, parts.password or ""
             netloc = parts.netloc.rpartition("@")[2]
-            out.append(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
-        return out
-
-    def _url_credentials(self) -> tuple[str, str] | None:
-        for host in self.hosts:
-            parts = urlsplit(_with_scheme(host.strip()))
-            if parts.username:
-                return parts.username, parts.password or ""
-        return None
-
-    def _username(self) -> str | None:
-        user = _resolve(self.username)
-        if user:
-            return user
-        creds = self._url_credentials()
-        return creds[0] if creds else None
-
-    def _secrets(self) -> list[str | None]:
-        creds = self._url_credentials()
-        return [_resolve(self.api_key), _resolve(self.password), creds[1] if creds else None]
-
-    def _redact(self, text: str) -> str:
-        return mask_secrets(text, self._secrets())
-
-    def _target(self) -> str:
-        return f"{','.join(self._urls())}/{self.index}"
+            urls.append(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
+        return urls, user, password
 
     def _policy(self) -> ErrorPolicy:
         return ErrorPolicy(
-            url=",".join(self._urls()),
+            url=",".join(self._hosts()[0]),
             index=self.index,
             request_timeout=self.request_timeout,
             max_retries=self.max_retries,
             retry_backoff=self.retry_backoff,
             retry_backoff_max=self.retry_backoff_max,
-            redact=self._redact,
+            # plain values only: the policy goes to worker processes, the resource does not
+            redact=self._connection().redact,
         )
 
     def _connection(self) -> Connection:
-        api_key = _resolve(self.api_key)
-        user = self._username()
-        password = _resolve(self.password)
-        if password is None and (creds := self._url_credentials()):
-            password = creds[1]
+        api_key, password = _resolve(self.api_key), _resolve(self.password)
+        urls, user, url_password = self._hosts()
+        user = _resolve(self.username) or user
+        if password is None:
+            password = url_password
         return Connection(
-            urls=tuple(self._urls()),
+            urls=tuple(urls),
             request_timeout=self.request_timeout,
             connections_per_node=max(10, self.slices + 2),
             ca_certs=self.ca_certs,
             verify_certs=self.verify_certs,
             api_key=api_key or None,
             basic_auth=(user, password or "") if user and not api_key else None,
-            secrets=tuple(self._secrets()),
+            secrets=(api_key, password, url_password),
         )
-
-    def _client(self) -> Elasticsearch:
-        return self._connection().client()
-
-    # -- connection ------------------------------------------------------------------------
-
-    def _server_version(self, client: Elasticsearch) -> tuple[int, int]:
-        """``GET /`` without compatibility headers, so any major answers and can be compared."""
-        policy = self._policy()
-        info = policy.call(
-            "connect",
-            policy.retry(threading.Event()),
-            lambda: client.perform_request("GET", "/", headers={"accept": "*/*"}).body,
-        )
-        number = str(((info or {}).get("version") or {}).get("number", ""))
-        m = re.match(r"(\d+)\.(\d+)", number)
-        if not m:
-            raise ConfigError(f"the server at {','.join(self._urls())} did not report a version")
-        major, minor = int(m.group(1)), int(m.group(2))
-        client_major = int(CLIENT_VERSION.split(".")[0])
-        if major != client_major:
-            raise ConfigError(version_mismatch_message(number, major, ",".join(self._urls())))
-        return major, minor
 
     def _resolve_time_field(self, client: Elasticsearch | None = None) -> TimeField:
         """The time field, detected at most once (a missing index is asked again)."""
@@ -467,7 +386,7 @@ class ElasticsearchSource(RecordSource):
             choice = TimeField(name, "configured")
         elif client is None:
             self._validate()
-            with self._client() as own:
+            with self._connection().client() as own:
                 return self._resolve_time_field(own)
         else:
             choice = detect_time_field(client, self._policy(), self.timestamp_setting_names)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +54,7 @@ def detect_time_field(client: Elasticsearch, policy: ErrorPolicy, setting_names:
                 return exc  # refused for a reason a full run can live with
             raise  # bad credentials, a server of another major: the read fails alike
 
-    resp = policy.call("mapping request", policy.retry(threading.Event()), get_mapping, timed=False)
+    resp = policy.call("mapping request", policy.retry(), get_mapping, timed=False)
     if (
         isinstance(resp, ApiError)
         and error_type(resp) == "index_not_found_exception"
