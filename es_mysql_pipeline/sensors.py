@@ -42,6 +42,7 @@ _RUN_ENDS = (
     dg.DagsterEventType.RUN_CANCELED,
 )
 _STEP_ENDS = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+_PLANNED = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
 #: Run-end events folded per tick and event type, and per page when totals are recomputed.
 _TICK_PAGE, _REBUILD_PAGE = 200, 1000
 _OFF = "nothing pushed: pushgateway.url is empty (set PUSHGATEWAY_URL); runs whose steps ran "
@@ -52,68 +53,25 @@ WATCHED_ASSETS: frozenset[dg.AssetKey] = frozenset(
 )
 
 
-def step_records(
-    instance: dg.DagsterInstance, run_id: str
-) -> tuple[list[tuple[str | None, StepRecord]], int]:
-    """The step records in the log of ``run_id``, each with its step key; how many steps ended."""
+def read_run(
+    instance: dg.DagsterInstance, run: dg.DagsterRun
+) -> tuple[dict[dg.AssetKey, str | None], list[tuple[str | None, StepRecord]], int]:
+    """What the log of ``run`` says: the assets it was to materialize, each with its step
+    (``None``: known from the run's asset selection only; planned when the run is created,
+    so a crash has them too), its step records with their step keys, how many steps ended."""
+    planned: dict[dg.AssetKey, str | None] = dict.fromkeys(run.asset_selection or ())
     records: list[tuple[str | None, StepRecord]] = []
     ended = 0
-    of_type = {dg.DagsterEventType.ENGINE_EVENT, *_STEP_ENDS}
-    for event in instance.get_records_for_run(run_id, of_type=of_type).records:
-        entry = event.event_log_entry
+    of_type = {_PLANNED, dg.DagsterEventType.ENGINE_EVENT, *_STEP_ENDS}
+    for entry in instance.all_logs(run.run_id, of_type=of_type):
+        event = entry.dagster_event
+        if event is not None and event.event_type == _PLANNED and event.asset_key is not None:
+            planned[event.asset_key] = entry.step_key
         ended += entry.dagster_event_type in _STEP_ENDS
         record = StepRecord.from_message(entry.message)
         if record is not None:
             records.append((entry.step_key, record))
-    return records, ended
-
-
-def planned_assets(
-    instance: dg.DagsterInstance, run: dg.DagsterRun
-) -> dict[dg.AssetKey, str | None]:
-    """The assets ``run`` was to materialize, each with its step (``None``: known from the
-    run's asset selection only). Written when the run is created: a crash has them too."""
-    planned: dict[dg.AssetKey, str | None] = dict.fromkeys(run.asset_selection or ())
-    for entry in instance.all_logs(
-        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
-    ):
-        event = entry.dagster_event
-        if event is not None and event.asset_key is not None:
-            planned[event.asset_key] = entry.step_key
-    return planned
-
-
-def is_run_of(
-    instance: dg.DagsterInstance, run: dg.DagsterRun, asset_keys: AbstractSet[dg.AssetKey]
-) -> bool:
-    """Whether ``run``, of any job, was to materialize one of ``asset_keys``."""
-    return not planned_assets(instance, run).keys().isdisjoint(asset_keys)
-
-
-def asset_pipeline_ids(defs: dg.Definitions) -> dict[dg.AssetKey, str]:
-    """Each asset of ``defs`` with its :data:`PIPELINE_ID_TAG` asset tag: what attributes a
-    run without the run tag (asset graph, backfill) and each step of a run of several."""
-    return {
-        spec.key: spec.tags[PIPELINE_ID_TAG]
-        for spec in defs.resolve_all_asset_specs()
-        if spec.tags.get(PIPELINE_ID_TAG)
-    }
-
-
-def pipeline_types(defs: dg.Definitions, pipeline_ids: Iterable[str]) -> dict[str, dict[str, str]]:
-    """Each pipeline's ``source_type`` and ``sink_type`` for ``pipeline_info``: the ``type``
-    its ``<id>__source`` and ``<id>__sink`` resources describe (as the environment-variable
-    deployment's resource and the CLI report them; never a target or credential)."""
-    resources: Mapping[str, Any] = defs.resources or {}
-    types = {}
-    for pid in pipeline_ids:
-        source, sink = (resources.get(Chain(pid).resource(kind)) for kind in ("source", "sink"))
-        if source is not None and sink is not None:
-            types[pid] = {
-                "source_type": source.describe()["type"],
-                "sink_type": sink.describe()["type"],
-            }
-    return types
+    return planned, records, ended
 
 
 def split_run(
@@ -198,10 +156,10 @@ class _Totals:
         if run_record is None:
             return
         run, scope = run_record.dagster_run, self.scope
-        planned = {k: s for k, s in planned_assets(instance, run).items() if k in scope.asset_keys}
+        planned, records, steps_ended = read_run(instance, run)
+        planned = {k: s for k, s in planned.items() if k in scope.asset_keys}
         if not planned:
             return
-        records, steps_ended = step_records(instance, run.run_id)
         fallback = run.tags.get(PIPELINE_ID_TAG) or scope.default_pipeline_id
         shares = split_run(planned, records, dict(scope.asset_pipelines), fallback)
         mine = {pid: share for pid, share in shares.items() if pid in scope.pipeline_ids}
@@ -337,20 +295,33 @@ def build_pipeline_metrics_sensor(
     asset_keys: Iterable[dg.AssetKey] = WATCHED_ASSETS,
     name: str = "pipeline_metrics_sensor",
     pipeline_ids: Collection[str] | None = None,
-    asset_pipelines: Mapping[dg.AssetKey, str] | None = None,
-    types: Mapping[str, Mapping[str, str]] | None = None,
+    defs: dg.Definitions | None = None,
 ) -> dg.SensorDefinition:
     """The sensor for runs of ``asset_keys`` (whatever their job); needs ``pushgateway``.
 
-    ``asset_pipelines``: each asset's pipeline (:func:`asset_pipeline_ids`). ``pipeline_ids``:
-    the pipelines it counts and pushes (default: those of ``asset_pipelines``, plus the
-    resource's ``pipeline_id`` for untagged assets): one sensor for all, or one each.
-    ``types``: each pipeline's ``pipeline_info`` types (:func:`pipeline_types`); a pipeline
-    without shows the resource's.
+    ``pipeline_ids``: the pipelines it counts and pushes (default: those of the assets'
+    :data:`PIPELINE_ID_TAG` asset tags in ``defs``, plus the resource's ``pipeline_id`` for
+    untagged assets): one sensor for all, or one each. A pipeline's ``pipeline_info`` shows
+    the ``type`` its ``<id>__source`` and ``<id>__sink`` resources in ``defs`` describe (as
+    the environment-variable deployment's resource and the CLI report them), else the
+    ``pushgateway`` resource's.
     """
     keys = frozenset(asset_keys)
     pids = tuple(pipeline_ids) if pipeline_ids else None
-    tagged = {key: pid for key, pid in (asset_pipelines or {}).items() if key in keys}
+    tagged: dict[dg.AssetKey, str] = {}
+    types: dict[str, dict[str, str]] = {}
+    if defs is not None:
+        for spec in defs.resolve_all_asset_specs():
+            if spec.key in keys and spec.tags.get(PIPELINE_ID_TAG):
+                tagged[spec.key] = spec.tags[PIPELINE_ID_TAG]
+        resources: Mapping[str, Any] = defs.resources or {}
+        for pid in set(tagged.values()):
+            source, sink = (resources.get(Chain(pid).resource(kind)) for kind in ("source", "sink"))
+            if source is not None and sink is not None:
+                types[pid] = {
+                    "source_type": source.describe()["type"],
+                    "sink_type": sink.describe()["type"],
+                }
     names = ", ".join(sorted(key.to_user_string() for key in keys))
 
     @dg.sensor(
@@ -372,7 +343,7 @@ def build_pipeline_metrics_sensor(
             pipeline_ids=pids,
             sensor_name=name,
             asset_pipelines=tagged,
-            types=dict(types or {}),
+            types=types,
         )
 
     return _sensor
