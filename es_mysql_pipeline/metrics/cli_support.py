@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from es_mysql_pipeline import __version__
-from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, enable_process_metrics
+from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
 from es_mysql_pipeline.metrics.endpoint import MetricsServer, start_metrics_server
 from es_mysql_pipeline.metrics.recorder import set_recorder
 
@@ -50,7 +50,9 @@ def start_cli_metrics(args: argparse.Namespace, resources: dict[str, Any]) -> Cl
         "source": _describe(resources.get("source")),
         "sink": _describe(resources.get("sink")),
     }
-    recorder = enable_process_metrics(args.pipeline_id, info)
+    types = {f"{kind}_type": info[kind].get("type", "unknown") for kind in ("source", "sink")}
+    recorder = PrometheusRecorder(args.pipeline_id, **types)
+    set_recorder(recorder)
     try:
         server = start_metrics_server(
             args.metrics_host, args.metrics_port, recorder.registry, info, recorder=recorder
