@@ -106,9 +106,9 @@ class PushgatewayResource(dg.ConfigurableResource):
         """
         return self._bounded(push_to_gateway, grouping_key, warn, then, recorder, registry=registry)
 
-    def delete(self, grouping_key: Mapping[str, str], *, warn: Warn | None = None) -> bool:
+    def delete(self, grouping_key: Mapping[str, str]) -> bool:
         """Remove one group (e.g. a step that no longer exists)."""
-        return self._bounded(delete_from_gateway, grouping_key, warn, "the group stays")
+        return self._bounded(delete_from_gateway, grouping_key, None, "the group stays")
 
     def groups(self) -> list[dict[str, str]]:
         """The grouping labels of every group of this ``job_name`` (the Pushgateway's API)."""
@@ -124,12 +124,12 @@ class PushgatewayResource(dg.ConfigurableResource):
             if group["labels"].get("job") == self.job_name
         ]
 
-    def retire(self, pipeline_id: str, *, warn: Warn | None = None) -> int:
+    def retire(self, pipeline_id: str) -> int:
         """Delete every group of ``pipeline_id`` (totals and steps); how many. Remove the
         pipeline (or its sensor) first, or its next tick pushes the groups again."""
         wanted = {**self.grouping_labels, "pipeline_id": pipeline_id}
         return sum(
-            self.delete({k: v for k, v in labels.items() if k != "job"}, warn=warn)
+            self.delete({k: v for k, v in labels.items() if k != "job"})
             for labels in self.groups()
             if all(labels.get(k) == v for k, v in wanted.items())
         )
