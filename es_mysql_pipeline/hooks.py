@@ -40,13 +40,6 @@ def _record_counts(delta: Mapping[str, float]) -> list[tuple[str, str, float]]:
     return sorted(counts, key=lambda c: (OUTCOMES.index(c[0]), c[1]))
 
 
-def _step_key(context: dg.HookContext) -> str:
-    try:
-        return context.step_key
-    except Exception:  # an unbound test context has no step
-        return context.op.name
-
-
 def record_step_metrics(context: dg.HookContext, *, success: bool) -> bool:
     """Write this step's increments and last-run values for the sensor; never raises."""
     recorder = active_prometheus_recorder()
@@ -62,7 +55,10 @@ def record_step_metrics(context: dg.HookContext, *, success: bool) -> bool:
             recorder.state("error")
         delta = recorder.take_delta()
         end = time.time()
-        step_key = _step_key(context)
+        try:
+            step_key = context.step_key
+        except Exception:  # an unbound test context has no step
+            step_key = context.op.name
         # from the step's STEP_START event: the recorder may have lived through earlier steps
         starts = [
             e.timestamp
