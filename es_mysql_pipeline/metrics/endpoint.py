@@ -51,18 +51,6 @@ def strip_credentials(value: Any) -> Any:
     return value
 
 
-def recorder_health(recorder: PrometheusRecorder | None, pipeline_id: str) -> Health:
-    """Unhealthy once the pipeline entered ``error``; ``recorder=None``: the recorder
-    installed at request time, so the server can start before the CLI enables metrics."""
-
-    def health() -> tuple[bool, dict[str, Any]]:
-        installed = recorder or active_prometheus_recorder()
-        state = installed.current_state if installed is not None else "stopped"
-        return state != "error", {"state": state, "pipeline_id": pipeline_id}
-
-    return health
-
-
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds would flood stderr; stay quiet."""
@@ -171,8 +159,9 @@ def start_metrics_server(
 ) -> MetricsServer:
     """Serve ``registry`` (default ``recorder.registry``) on ``host:port`` from a daemon thread.
 
-    A port in use raises :class:`PipelineError` naming the flag. The recorder's state drives
-    ``/health`` (503 once the pipeline entered ``error``).
+    A port in use raises :class:`PipelineError` naming the flag. ``/health`` answers 503 once
+    the pipeline entered ``error``: the state of ``recorder``, else of the recorder installed
+    at request time (the server can start before the CLI enables metrics).
     """
     info = dict(info or {})
     if registry is None:
@@ -180,4 +169,10 @@ def start_metrics_server(
             raise ValueError("start_metrics_server needs a registry or a recorder")
         registry = recorder.registry
     pipeline_id = str(info.get("pipeline_id", recorder.pipeline_id if recorder else "default"))
-    return MetricsServer(host, port, registry, info, recorder_health(recorder, pipeline_id))
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        installed = recorder or active_prometheus_recorder()
+        state = installed.current_state if installed is not None else "stopped"
+        return state != "error", {"state": state, "pipeline_id": pipeline_id}
+
+    return MetricsServer(host, port, registry, info, health)
