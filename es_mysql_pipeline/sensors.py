@@ -203,8 +203,6 @@ def _totals_for(
         state.fold(instance, cursor.after)
         state.after = dict(cursor.after)
     state.new, state.unmeasured, state.elsewhere = Counter(), 0, 0
-    for pid in scope.pipeline_ids:
-        state.of(pid)
     return state
 
 
@@ -270,7 +268,7 @@ def _push(
     """Push one pipeline's totals group, then (if that worked) every step group: a down
     Pushgateway holds a tick up for one timeout, and the next tick pushes everything again
     (a Pushgateway that lost its state is refilled). One sentence saying what happened."""
-    totals, failed = state.pipelines[pid], 0
+    totals, failed = state.of(pid), 0
     then = "the sensor's next tick pushes them again"
     for extra, group in pushed_groups(totals, pid, cursor.push_failures.get(pid, 0), info):
         key = pushgateway.grouping_key(pipeline_id=pid, **extra)
