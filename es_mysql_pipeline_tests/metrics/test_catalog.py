@@ -16,7 +16,7 @@ from es_mysql_pipeline.metrics.catalog import (
     active_prometheus_recorder,
     bounded_error_type,
 )
-from es_mysql_pipeline.metrics.cli_support import start_cli_metrics
+from es_mysql_pipeline.metrics.endpoint import start_cli_metrics
 from es_mysql_pipeline.metrics.recorder import NullRecorder, get_recorder, set_recorder
 
 PID = {"pipeline_id": "t1"}
