@@ -63,7 +63,7 @@ class PushgatewayResource(dg.ConfigurableResource):
     source_type: str = Field(default="unknown", description="For pipeline_info.")
     sink_type: str = Field(default="unknown", description="For pipeline_info.")
 
-    _installed: PrometheusRecorder | None = PrivateAttr(default=None)
+    #: The recorder this resource replaced while its own is installed.
     _previous: Recorder | None = PrivateAttr(default=None)
 
     @property
@@ -73,15 +73,15 @@ class PushgatewayResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Install a recorder in this (step) process unless one is already there (the CLI's)."""
         if self.enabled and active_prometheus_recorder() is None:
-            self._installed = PrometheusRecorder(
+            recorder = PrometheusRecorder(
                 self.pipeline_id, source_type=self.source_type, sink_type=self.sink_type
             )
-            self._previous = set_recorder(self._installed)
+            self._previous = set_recorder(recorder)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._installed is not None:
+        if self._previous is not None:
             set_recorder(self._previous)
-            self._installed = self._previous = None
+            self._previous = None
 
     def grouping_key(self, **extra: str) -> dict[str, str]:
         """``pipeline_id`` + the configured labels + ``extra`` (e.g. ``step``); never run ids."""
