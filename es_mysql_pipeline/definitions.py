@@ -21,7 +21,12 @@ from es_mysql_pipeline.resources.settings import PipelineSettings
 from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
-from es_mysql_pipeline.sensors import build_pipeline_metrics_sensor, pipeline_metrics_sensor
+from es_mysql_pipeline.sensors import (
+    asset_pipeline_ids,
+    build_pipeline_metrics_sensor,
+    pipeline_metrics_sensor,
+    pipeline_types,
+)
 from es_mysql_pipeline.targets import SINK_TABLE_TAG, pool_name, target_tags
 
 #: ``local`` (default): bundled sample CSV into SQLite, no server needed.
@@ -196,7 +201,12 @@ def pipelines_defs(path: str | None = None) -> dg.Definitions:
         for key in loaded.resolve_asset_graph().get_all_asset_keys()
         if key.path[-1] != "unplaced"
     }
-    sensor = build_pipeline_metrics_sensor(asset_keys=keys, defs=loaded)
+    pipelines = asset_pipeline_ids(loaded)
+    sensor = build_pipeline_metrics_sensor(
+        asset_keys=keys,
+        asset_pipelines=pipelines,
+        types=pipeline_types(loaded, set(pipelines.values())),
+    )
     return dg.Definitions.merge(loaded, dg.Definitions(sensors=[sensor]))
 
 

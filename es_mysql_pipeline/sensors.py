@@ -74,6 +74,32 @@ def read_run(
     return planned, records, ended
 
 
+def asset_pipeline_ids(defs: dg.Definitions) -> dict[dg.AssetKey, str]:
+    """Each asset of ``defs`` with its :data:`PIPELINE_ID_TAG` asset tag: what attributes a
+    run without the run tag (asset graph, backfill) and each step of a run of several."""
+    return {
+        spec.key: spec.tags[PIPELINE_ID_TAG]
+        for spec in defs.resolve_all_asset_specs()
+        if spec.tags.get(PIPELINE_ID_TAG)
+    }
+
+
+def pipeline_types(defs: dg.Definitions, pipeline_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Each pipeline's ``source_type`` and ``sink_type`` for ``pipeline_info``: the ``type``
+    its ``<id>__source`` and ``<id>__sink`` resources describe (as the environment-variable
+    deployment's resource and the CLI report them; never a target or credential)."""
+    resources: Mapping[str, Any] = defs.resources or {}
+    types = {}
+    for pid in pipeline_ids:
+        source, sink = (resources.get(Chain(pid).resource(kind)) for kind in ("source", "sink"))
+        if source is not None and sink is not None:
+            types[pid] = {
+                "source_type": source.describe()["type"],
+                "sink_type": sink.describe()["type"],
+            }
+    return types
+
+
 def split_run(
     planned: Mapping[dg.AssetKey, str | None],
     records: Iterable[tuple[str | None, StepRecord]],
@@ -293,33 +319,20 @@ def build_pipeline_metrics_sensor(
     asset_keys: Iterable[dg.AssetKey] = WATCHED_ASSETS,
     name: str = "pipeline_metrics_sensor",
     pipeline_ids: Collection[str] | None = None,
-    defs: dg.Definitions | None = None,
+    asset_pipelines: Mapping[dg.AssetKey, str] | None = None,
+    types: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dg.SensorDefinition:
     """The sensor for runs of ``asset_keys`` (whatever their job); needs ``pushgateway``.
 
-    ``pipeline_ids``: the pipelines it counts and pushes (default: those of the assets'
-    :data:`PIPELINE_ID_TAG` asset tags in ``defs``, plus the resource's ``pipeline_id`` for
-    untagged assets): one sensor for all, or one each. A pipeline's ``pipeline_info`` shows
-    the ``type`` its ``<id>__source`` and ``<id>__sink`` resources in ``defs`` describe (as
-    the environment-variable deployment's resource and the CLI report them), else the
-    ``pushgateway`` resource's.
+    ``asset_pipelines``: each asset's pipeline (:func:`asset_pipeline_ids`). ``pipeline_ids``:
+    the pipelines it counts and pushes (default: those of ``asset_pipelines``, plus the
+    resource's ``pipeline_id`` for untagged assets): one sensor for all, or one each.
+    ``types``: each pipeline's ``pipeline_info`` types (:func:`pipeline_types`); a pipeline
+    without shows the resource's.
     """
     keys = frozenset(asset_keys)
     pids = tuple(pipeline_ids) if pipeline_ids else None
-    tagged: dict[dg.AssetKey, str] = {}
-    types: dict[str, dict[str, str]] = {}
-    if defs is not None:
-        for spec in defs.resolve_all_asset_specs():
-            if spec.key in keys and spec.tags.get(PIPELINE_ID_TAG):
-                tagged[spec.key] = spec.tags[PIPELINE_ID_TAG]
-        resources: Mapping[str, Any] = defs.resources or {}
-        for pid in set(tagged.values()):
-            source, sink = (resources.get(Chain(pid).resource(kind)) for kind in ("source", "sink"))
-            if source is not None and sink is not None:
-                types[pid] = {
-                    "source_type": source.describe()["type"],
-                    "sink_type": sink.describe()["type"],
-                }
+    tagged = {key: pid for key, pid in (asset_pipelines or {}).items() if key in keys}
     names = ", ".join(sorted(key.to_user_string() for key in keys))
 
     @dg.sensor(
@@ -341,7 +354,7 @@ def build_pipeline_metrics_sensor(
             pipeline_ids=pids,
             sensor_name=name,
             asset_pipelines=tagged,
-            types=types,
+            types=dict(types or {}),
         )
 
     return _sensor
