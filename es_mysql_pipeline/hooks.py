@@ -19,13 +19,12 @@ import dagster as dg
 from es_mysql_pipeline.metrics.catalog import (
     OUTCOMES,
     STEP_FAMILIES,
-    PrometheusRecorder,
     active_prometheus_recorder,
     parse_sample_key,
     sample_key,
 )
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
-from es_mysql_pipeline.metrics.run_totals import Families, StepRecord, StepSnapshot
+from es_mysql_pipeline.metrics.run_totals import StepRecord, StepSnapshot
 
 PUSHGATEWAY_KEY = "pushgateway"
 _OUTCOME_OF = {f"pipeline_records_{o}_total": o for o in OUTCOMES}
@@ -39,50 +38,6 @@ def _record_counts(delta: Mapping[str, float]) -> list[tuple[str, str, float]]:
         if name in _OUTCOME_OF:
             counts.append((_OUTCOME_OF[name], labels.get("stage", "load"), n))
     return sorted(counts, key=lambda c: (OUTCOMES.index(c[0]), c[1]))
-
-
-def step_families(
-    recorder: PrometheusRecorder,
-    delta: Mapping[str, float],
-    *,
-    success: bool,
-    duration_seconds: float | None,
-    end_time: float,
-) -> Families:
-    """What one step's group shows: the recorder's last-run values and the step's own."""
-    families = recorder.samples(STEP_FAMILIES)
-    pid = {"pipeline_id": recorder.pipeline_id}
-    families["pipeline_step_records"] = {
-        sample_key("pipeline_step_records", {**pid, "result": outcome, "stage": stage}): n
-        for outcome, stage, n in _record_counts(delta)
-    }
-    own = {
-        "pipeline_step_success": 1.0 if success else 0.0,
-        "pipeline_step_end_timestamp_seconds": end_time,
-        "pipeline_step_duration_seconds": duration_seconds,
-    }
-    for name, value in own.items():
-        if value is not None:
-            families[name] = {sample_key(name, pid): value}
-    return families
-
-
-def _step_key(context: dg.HookContext) -> str:
-    try:
-        return context.step_key
-    except Exception:  # an unbound test context has no step
-        return context.op.name
-
-
-def _step_duration(context: dg.HookContext, instance: dg.DagsterInstance) -> float | None:
-    """From the step's STEP_START event: the recorder may have lived through earlier steps."""
-    step_key = _step_key(context)
-    starts = [
-        e.timestamp
-        for e in instance.all_logs(context.run_id, of_type=dg.DagsterEventType.STEP_START)
-        if e.step_key == step_key
-    ]
-    return max(0.0, time.time() - max(starts)) if starts else None
 
 
 def record_step_metrics(context: dg.HookContext, *, success: bool) -> bool:
@@ -100,16 +55,38 @@ def record_step_metrics(context: dg.HookContext, *, success: bool) -> bool:
             recorder.state("error")
         delta = recorder.take_delta()
         end = time.time()
-        duration = _step_duration(context, instance)
-        families = step_families(
-            recorder, delta, success=success, duration_seconds=duration, end_time=end
-        )
-        counts = ", ".join(f"{o} {n:,.0f} ({s})" for o, s, n in _record_counts(delta))
-        summary = f"step {_step_key(context)} recorded for the metrics sensor: "
+        try:
+            step_key = context.step_key
+        except Exception:  # an unbound test context has no step
+            step_key = context.op.name
+        # from the step's STEP_START event: the recorder may have lived through earlier steps
+        starts = [
+            e.timestamp
+            for e in instance.all_logs(context.run_id, of_type=dg.DagsterEventType.STEP_START)
+            if e.step_key == step_key
+        ]
+        duration = max(0.0, time.time() - max(starts)) if starts else None
+        # the group shows the recorder's last-run values and the step's own
+        families = recorder.samples(STEP_FAMILIES)
+        pid = {"pipeline_id": recorder.pipeline_id}
+        counts = _record_counts(delta)
+        families["pipeline_step_records"] = {
+            sample_key("pipeline_step_records", {**pid, "result": outcome, "stage": stage}): n
+            for outcome, stage, n in counts
+        }
+        own = {
+            "pipeline_step_success": 1.0 if success else 0.0,
+            "pipeline_step_end_timestamp_seconds": end,
+            "pipeline_step_duration_seconds": duration,
+        }
+        for name, value in own.items():
+            if value is not None:
+                families[name] = {sample_key(name, pid): value}
+        said = ", ".join(f"{o} {n:,.0f} ({s})" for o, s, n in counts) or "no records"
         record = StepRecord(StepSnapshot(context.op.name, end, families), dict(delta))
         instance.report_engine_event(
-            record.to_message(summary + (counts or "no records")),
-            step_key=_step_key(context),
+            record.to_message(f"step {step_key} recorded for the metrics sensor: {said}"),
+            step_key=step_key,
             job_name=context.job_name,
             run_id=context.run_id,
         )

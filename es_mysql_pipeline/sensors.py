@@ -12,7 +12,7 @@ steps ended without a step record ran with pushing off: not counted, and the tic
 
 from __future__ import annotations
 
-import functools
+import math
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -25,13 +25,11 @@ from es_mysql_pipeline.assets import Chain
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource, Warn
 from es_mysql_pipeline.metrics.run_totals import (
     RESULTS,
-    FamiliesCollector,
     MetricsCursor,
     PipelineTotals,
     StepRecord,
     fold_run,
-    totals_families,
-    with_info,
+    pushed_groups,
     zero_totals,
 )
 from es_mysql_pipeline.targets import PIPELINE_TAG
@@ -44,53 +42,36 @@ _RUN_ENDS = (
     dg.DagsterEventType.RUN_CANCELED,
 )
 _STEP_ENDS = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
-DEFAULT_FETCH_LIMIT = 200
+_PLANNED = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+#: Run-end events folded per tick and event type, and per page when totals are recomputed.
+_TICK_PAGE, _REBUILD_PAGE = 200, 1000
 _OFF = "nothing pushed: pushgateway.url is empty (set PUSHGATEWAY_URL); runs whose steps ran "
 _OFF += "without it are not counted"
-#: Page size when totals are recomputed from the event log.
-_REBUILD_PAGE = 1000
 #: Our assets: a finished run of any job that was to materialize one of them is counted.
 WATCHED_ASSETS: frozenset[dg.AssetKey] = frozenset(
     dg.AssetKey(name) for name in ("raw_records", "clean_records", "loaded_records")
 )
 
 
-def step_records(
-    instance: dg.DagsterInstance, run_id: str
-) -> tuple[list[tuple[str | None, StepRecord]], int]:
-    """The step records in the log of ``run_id``, each with its step key; how many steps ended."""
+def read_run(
+    instance: dg.DagsterInstance, run: dg.DagsterRun
+) -> tuple[dict[dg.AssetKey, str | None], list[tuple[str | None, StepRecord]], int]:
+    """What the log of ``run`` says: the assets it was to materialize, each with its step
+    (``None``: known from the run's asset selection only; planned when the run is created,
+    so a crash has them too), its step records with their step keys, how many steps ended."""
+    planned: dict[dg.AssetKey, str | None] = dict.fromkeys(run.asset_selection or ())
     records: list[tuple[str | None, StepRecord]] = []
     ended = 0
-    of_type = {dg.DagsterEventType.ENGINE_EVENT, *_STEP_ENDS}
-    for event in instance.get_records_for_run(run_id, of_type=of_type).records:
-        entry = event.event_log_entry
+    of_type = {_PLANNED, dg.DagsterEventType.ENGINE_EVENT, *_STEP_ENDS}
+    for entry in instance.all_logs(run.run_id, of_type=of_type):
+        event = entry.dagster_event
+        if event is not None and event.event_type == _PLANNED and event.asset_key is not None:
+            planned[event.asset_key] = entry.step_key
         ended += entry.dagster_event_type in _STEP_ENDS
         record = StepRecord.from_message(entry.message)
         if record is not None:
             records.append((entry.step_key, record))
-    return records, ended
-
-
-def planned_assets(
-    instance: dg.DagsterInstance, run: dg.DagsterRun
-) -> dict[dg.AssetKey, str | None]:
-    """The assets ``run`` was to materialize, each with its step (``None``: known from the
-    run's asset selection only). Written when the run is created: a crash has them too."""
-    planned: dict[dg.AssetKey, str | None] = dict.fromkeys(run.asset_selection or ())
-    for entry in instance.all_logs(
-        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
-    ):
-        event = entry.dagster_event
-        if event is not None and event.asset_key is not None:
-            planned[event.asset_key] = entry.step_key
-    return planned
-
-
-def is_run_of(
-    instance: dg.DagsterInstance, run: dg.DagsterRun, asset_keys: AbstractSet[dg.AssetKey]
-) -> bool:
-    """Whether ``run``, of any job, was to materialize one of ``asset_keys``."""
-    return not planned_assets(instance, run).keys().isdisjoint(asset_keys)
+    return planned, records, ended
 
 
 def asset_pipeline_ids(defs: dg.Definitions) -> dict[dg.AssetKey, str]:
@@ -144,18 +125,6 @@ def split_run(
     return dict(sorted(shares.items()))
 
 
-@dataclass
-class _Totals:
-    """Everything folded up to ``after``: the totals per pipeline and what the tick saw."""
-
-    after: dict[str, int] = field(default_factory=dict)
-    pipelines: dict[str, PipelineTotals] = field(default_factory=dict)
-    runs_counted: int = 0
-    new: Counter[str] = field(default_factory=Counter)
-    unmeasured: int = 0
-    elsewhere: int = 0
-
-
 @dataclass(frozen=True)
 class _Scope:
     """What a sensor counts: runs of ``asset_keys`` of the pipelines ``pipeline_ids``."""
@@ -165,6 +134,74 @@ class _Scope:
     default_pipeline_id: str
     #: ``(asset key, pipeline)`` of the assets that carry a pipeline asset tag.
     asset_pipelines: frozenset[tuple[dg.AssetKey, str]] = frozenset()
+
+
+@dataclass
+class _Totals:
+    """Everything folded up to ``after``: the totals per pipeline and what the tick saw."""
+
+    scope: _Scope
+    after: dict[str, int] = field(default_factory=dict)
+    pipelines: dict[str, PipelineTotals] = field(default_factory=dict)
+    runs_counted: int = 0
+    new: Counter[str] = field(default_factory=Counter)
+    unmeasured: int = 0
+    elsewhere: int = 0
+
+    def of(self, pipeline_id: str) -> PipelineTotals:
+        """A pipeline's totals, its known series at zero until it has its first run."""
+        if pipeline_id not in self.pipelines:
+            self.pipelines[pipeline_id] = PipelineTotals(zero_totals(pipeline_id))
+        return self.pipelines[pipeline_id]
+
+    def fold(self, instance: dg.DagsterInstance, upto: Mapping[str, int] | None) -> None:
+        """Fold run-end events after :attr:`after`: up to ``upto`` (all pages), or one page."""
+        for event_type, result in zip(_RUN_ENDS, RESULTS, strict=True):
+            name = event_type.value
+            last = math.inf if upto is None else upto.get(name, -1)
+            while self.after.get(name, -1) < last:
+                records = instance.fetch_run_status_changes(
+                    dg.RunStatusChangeRecordsFilter(
+                        event_type=event_type,  # type: ignore[arg-type]
+                        after_storage_id=self.after.get(name, -1),
+                    ),
+                    limit=_TICK_PAGE if upto is None else _REBUILD_PAGE,
+                    ascending=True,
+                ).records
+                past = [r for r in records if r.storage_id <= last]
+                for record in past:
+                    self.after[name] = record.storage_id
+                    self._fold_run(instance, result, record)
+                if upto is None or len(past) < len(records) or not records:
+                    break
+
+    def _fold_run(
+        self, instance: dg.DagsterInstance, result: str, record: dg.EventLogRecord
+    ) -> None:
+        run_record = instance.get_run_record_by_id(record.event_log_entry.run_id)
+        if run_record is None:
+            return
+        run, scope = run_record.dagster_run, self.scope
+        planned, records, steps_ended = read_run(instance, run)
+        planned = {k: s for k, s in planned.items() if k in scope.asset_keys}
+        if not planned:
+            return
+        fallback = run.tags.get(PIPELINE_ID_TAG) or scope.default_pipeline_id
+        shares = split_run(planned, records, dict(scope.asset_pipelines), fallback)
+        mine = {pid: share for pid, share in shares.items() if pid in scope.pipeline_ids}
+        if not mine:
+            self.elsewhere += 1
+            return
+        if steps_ended and not records:
+            self.unmeasured += 1
+            return
+        start, end = run_record.start_time, run_record.end_time or record.timestamp
+        duration = (end - start) if start is not None and end is not None else None
+        for pid, share in mine.items():
+            deltas, snapshots = [r.delta for r in share], [r.snapshot for r in share]
+            fold_run(self.of(pid), pid, result, duration, end, deltas, snapshots)
+            self.new[pid] += 1
+        self.runs_counted += 1
 
 
 #: Totals kept between ticks, per instance and sensor scope (a code server evaluates every
@@ -177,75 +214,6 @@ def forget_kept_totals() -> None:
     _KEPT.clear()
 
 
-def _fold_events(
-    state: _Totals,
-    instance: dg.DagsterInstance,
-    scope: _Scope,
-    upto: dict[str, int] | None,
-    limit: int,
-) -> None:
-    """Fold run-end events after ``state.after``: up to ``upto`` (all pages), or one page."""
-    for event_type, result in zip(_RUN_ENDS, RESULTS, strict=True):
-        name = event_type.value
-        while True:
-            after = state.after.get(name, -1)
-            if upto is not None and after >= upto.get(name, -1):
-                break
-            records = instance.fetch_run_status_changes(
-                dg.RunStatusChangeRecordsFilter(
-                    event_type=event_type,  # type: ignore[arg-type]
-                    after_storage_id=after,
-                ),
-                limit=limit,
-                ascending=True,
-            ).records
-            past = [r for r in records if upto is None or r.storage_id <= upto.get(name, -1)]
-            for record in past:
-                state.after[name] = record.storage_id
-                _fold_one(state, instance, scope, result, record)
-            if upto is None or len(past) < len(records) or not records:
-                break
-
-
-def _fold_one(
-    state: _Totals,
-    instance: dg.DagsterInstance,
-    scope: _Scope,
-    result: str,
-    record: dg.EventLogRecord,
-) -> None:
-    run_record = instance.get_run_record_by_id(record.event_log_entry.run_id)
-    if run_record is None:
-        return
-    run = run_record.dagster_run
-    planned = {k: s for k, s in planned_assets(instance, run).items() if k in scope.asset_keys}
-    if not planned:
-        return
-    records, steps_ended = step_records(instance, run.run_id)
-    fallback = run.tags.get(PIPELINE_ID_TAG) or scope.default_pipeline_id
-    shares = split_run(planned, records, dict(scope.asset_pipelines), fallback)
-    mine = {pid: share for pid, share in shares.items() if pid in scope.pipeline_ids}
-    if not mine:
-        state.elsewhere += 1
-        return
-    if steps_ended and not records:
-        state.unmeasured += 1
-        return
-    start, end = run_record.start_time, run_record.end_time or record.timestamp
-    for pid, share in mine.items():
-        fold_run(
-            state.pipelines.setdefault(pid, PipelineTotals()),
-            pid,
-            result,
-            (end - start) if start is not None and end is not None else None,
-            end,
-            [r.delta for r in share],
-            [r.snapshot for r in share],
-        )
-        state.new[pid] += 1
-    state.runs_counted += 1
-
-
 def _totals_for(
     instance: dg.DagsterInstance, cursor: MetricsCursor, scope: _Scope, sensor_name: str
 ) -> _Totals:
@@ -255,17 +223,12 @@ def _totals_for(
     except Exception:  # an instance without a directory
         where = f"object:{id(instance)}"
     key = (where, sensor_name, scope)
-    state = _KEPT.pop(key, None)
+    state = _KEPT.get(key)
     if state is None or state.after != cursor.after:
-        state = _Totals()
-        _fold_events(state, instance, scope, cursor.after, _REBUILD_PAGE)
+        state = _KEPT[key] = _Totals(scope)
+        state.fold(instance, cursor.after)
         state.after = dict(cursor.after)
     state.new, state.unmeasured, state.elsewhere = Counter(), 0, 0
-    for pid in scope.pipeline_ids:
-        totals = state.pipelines.setdefault(pid, PipelineTotals())
-        for sample, zero in zero_totals(pid).items():
-            totals.totals.setdefault(sample, zero)
-    _KEPT[key] = state
     return state
 
 
@@ -273,7 +236,6 @@ def evaluate_metrics_sensor(
     context: dg.SensorEvaluationContext,
     pushgateway: PushgatewayResource,
     asset_keys: AbstractSet[dg.AssetKey],
-    fetch_limit: int = DEFAULT_FETCH_LIMIT,
     pipeline_ids: Collection[str] | None = None,
     sensor_name: str = "pipeline_metrics_sensor",
     asset_pipelines: Mapping[dg.AssetKey, str] | None = None,
@@ -296,7 +258,7 @@ def evaluate_metrics_sensor(
     )
     cursor = MetricsCursor.from_json(context.cursor, pushgateway.pipeline_id)
     state = _totals_for(context.instance, cursor, scope, sensor_name)
-    _fold_events(state, context.instance, scope, None, fetch_limit)
+    state.fold(context.instance, None)
     said = [
         _push(pushgateway, state, cursor, pid, context.log.warning, (types or {}).get(pid))
         for pid in scope.pipeline_ids
@@ -327,29 +289,19 @@ def _push(
     cursor: MetricsCursor,
     pid: str,
     warn: Warn,
-    info: Mapping[str, str] | None = None,
+    info: Mapping[str, str] | None,
 ) -> str:
     """Push one pipeline's totals group, then (if that worked) every step group: a down
     Pushgateway holds a tick up for one timeout, and the next tick pushes everything again
     (a Pushgateway that lost its state is refilled). One sentence saying what happened."""
-    totals = state.pipelines[pid]
-    push = functools.partial(
-        pushgateway.push, warn=warn, then="the sensor's next tick pushes them again"
-    )
-    families = totals_families(totals, pid, cursor.push_failures.get(pid, 0))
-    failed = (
-        0
-        if push(FamiliesCollector(families, pid), pushgateway.grouping_key(pipeline_id=pid))
-        else 1
-    )
-    if not failed:  # else the step groups wait for the next tick
-        failed = sum(
-            not push(
-                FamiliesCollector(with_info(snapshot.shown(), info), pid),
-                pushgateway.grouping_key(pipeline_id=pid, step=step),
-            )
-            for step, snapshot in sorted(totals.steps.items())
-        )
+    totals, failed = state.of(pid), 0
+    then = "the sensor's next tick pushes them again"
+    for extra, group in pushed_groups(totals, pid, cursor.push_failures.get(pid, 0), info):
+        key = pushgateway.grouping_key(pipeline_id=pid, **extra)
+        if not pushgateway.push(group, key, warn=warn, then=then):
+            failed += 1
+            if not extra:  # the totals: the step groups wait for the next tick
+                break
     counted = f"totals of {totals.runs_counted} run(s) ({state.new[pid]} new this tick)"
     if failed:
         cursor.push_failures[pid] = cursor.push_failures.get(pid, 0) + failed
@@ -366,8 +318,6 @@ def _push(
 def build_pipeline_metrics_sensor(
     asset_keys: Iterable[dg.AssetKey] = WATCHED_ASSETS,
     name: str = "pipeline_metrics_sensor",
-    minimum_interval_seconds: int = 30,
-    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     pipeline_ids: Collection[str] | None = None,
     asset_pipelines: Mapping[dg.AssetKey, str] | None = None,
     types: Mapping[str, Mapping[str, str]] | None = None,
@@ -387,8 +337,8 @@ def build_pipeline_metrics_sensor(
 
     @dg.sensor(
         name=name,
-        minimum_interval_seconds=minimum_interval_seconds,
-        default_status=default_status,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             "Pushes run outcomes, durations and monotonic record totals of every run of "
             f"{names} to the Pushgateway, per pipeline; each tick says what it pushed."

@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     resources["io_manager"] = StagingIOManagerResource(base_path=staging)
     metrics = None
     if args.metrics_port is not None:  # nothing listens otherwise
-        from es_mysql_pipeline.metrics.cli_support import start_cli_metrics
+        from es_mysql_pipeline.metrics.endpoint import start_cli_metrics
 
         metrics = start_cli_metrics(args, resources)
     window = {"start": args.start, "end": args.end}

@@ -25,7 +25,6 @@ from es_mysql_pipeline.metrics.recorder import (
     Stage,
     State,
     get_recorder,
-    set_recorder,
 )
 
 MetricKind = Literal["counter", "gauge", "histogram", "enum", "info"]
@@ -123,8 +122,7 @@ SPECS: dict[str, MetricSpec] = {
         _spec("pipeline_step_end_timestamp_seconds", "gauge", "Unix time this step last ended."),
     )
 }  # fmt: skip
-DURATION_SPECS = {k: SPECS[f"pipeline_{k}_duration_seconds"] for k in DURATION_KINDS}
-RUN_DURATION = DURATION_SPECS["run"]
+RUN_DURATION = SPECS["pipeline_run_duration_seconds"]
 #: Families that only grow within a process and that the sensor sums over runs (it
 #: observes run durations itself, and push failures are its own count).
 CUMULATIVE_FAMILIES: frozenset[str] = frozenset(
@@ -277,25 +275,6 @@ class PrometheusRecorder(Recorder):
             now = {k: v for f in self.samples(CUMULATIVE_FAMILIES).values() for k, v in f.items()}
             old, self._last_snapshot = self._last_snapshot, now
         return {k: v - old.get(k, 0.0) for k, v in now.items() if v - old.get(k, 0.0) > 0}
-
-
-def enable_process_metrics(
-    pipeline_id: str = "default",
-    info: Mapping[str, Any] | None = None,
-    registry: CollectorRegistry | None = None,
-) -> PrometheusRecorder:
-    """Install a :class:`PrometheusRecorder` for this whole process (the CLI's) and return
-    it; the ``source``/``sink`` ``type`` of ``info`` (what ``/info`` shows) fill
-    ``pipeline_info``."""
-    info = info or {}
-    recorder = PrometheusRecorder(
-        pipeline_id,
-        registry,
-        source_type=str((info.get("source") or {}).get("type", "unknown")),
-        sink_type=str((info.get("sink") or {}).get("type", "unknown")),
-    )
-    set_recorder(recorder)
-    return recorder
 
 
 def active_prometheus_recorder() -> PrometheusRecorder | None:

@@ -1,4 +1,5 @@
-"""The CLI's ``/metrics``, ``/health`` and ``/info``, served on a daemon thread.
+"""The CLI's metrics: its recorder, and ``/metrics``, ``/health`` and ``/info`` served on a
+daemon thread while it runs (:func:`start_cli_metrics`).
 
 ``/metrics`` is prometheus_client's WSGI app on its threading server (what its
 ``start_http_server`` serves): rendered once per scrape, text or OpenMetrics as asked.
@@ -6,6 +7,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import json
@@ -14,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -21,8 +24,10 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from es_mysql_pipeline import __version__
 from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, active_prometheus_recorder
+from es_mysql_pipeline.metrics.recorder import set_recorder
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -49,18 +54,6 @@ def strip_credentials(value: Any) -> Any:
             netloc = f"{host}:{parts.port}" if parts.port else host
             return urlunsplit(parts._replace(netloc=netloc))
     return value
-
-
-def recorder_health(recorder: PrometheusRecorder | None, pipeline_id: str) -> Health:
-    """Unhealthy once the pipeline entered ``error``; ``recorder=None``: the recorder
-    installed at request time, so the server can start before the CLI enables metrics."""
-
-    def health() -> tuple[bool, dict[str, Any]]:
-        installed = recorder or active_prometheus_recorder()
-        state = installed.current_state if installed is not None else "stopped"
-        return state != "error", {"state": state, "pipeline_id": pipeline_id}
-
-    return health
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -171,8 +164,9 @@ def start_metrics_server(
 ) -> MetricsServer:
     """Serve ``registry`` (default ``recorder.registry``) on ``host:port`` from a daemon thread.
 
-    A port in use raises :class:`PipelineError` naming the flag. The recorder's state drives
-    ``/health`` (503 once the pipeline entered ``error``).
+    A port in use raises :class:`PipelineError` naming the flag. ``/health`` answers 503 once
+    the pipeline entered ``error``: the state of ``recorder``, else of the recorder installed
+    at request time (the server can start before the CLI enables metrics).
     """
     info = dict(info or {})
     if registry is None:
@@ -180,4 +174,61 @@ def start_metrics_server(
             raise ValueError("start_metrics_server needs a registry or a recorder")
         registry = recorder.registry
     pipeline_id = str(info.get("pipeline_id", recorder.pipeline_id if recorder else "default"))
-    return MetricsServer(host, port, registry, info, recorder_health(recorder, pipeline_id))
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        installed = recorder or active_prometheus_recorder()
+        state = installed.current_state if installed is not None else "stopped"
+        return state != "error", {"state": state, "pipeline_id": pipeline_id}
+
+    return MetricsServer(host, port, registry, info, health)
+
+
+def _describe(resource: Any) -> dict[str, str]:
+    describe = getattr(resource, "describe", None)
+    return dict(describe()) if callable(describe) else {"type": type(resource).__name__}
+
+
+@dataclass
+class CliMetrics:
+    """The CLI's recorder and endpoint: it calls succeeded() or failed(), then stop()."""
+
+    recorder: PrometheusRecorder
+    server: MetricsServer
+    _started: float = field(default_factory=time.perf_counter)
+
+    def succeeded(self) -> None:
+        self.recorder.duration("run", time.perf_counter() - self._started)
+        self.recorder.success()
+        self.recorder.state("stopped")
+
+    def failed(self) -> None:
+        self.recorder.duration("run", time.perf_counter() - self._started)
+        self.recorder.state("error")
+
+    def stop(self) -> None:
+        """Stop the endpoint (port closed, thread joined) and turn metrics off again."""
+        self.server.stop()
+        set_recorder(None)
+
+
+def start_cli_metrics(args: argparse.Namespace, resources: dict[str, Any]) -> CliMetrics:
+    """Install the process recorder and start ``/metrics`` on ``--metrics-host:--metrics-port``
+    (a port in use raises a one-line :class:`PipelineError` naming ``--metrics-port``)."""
+    info = {
+        "version": __version__,
+        "pipeline_id": args.pipeline_id,
+        "source": _describe(resources.get("source")),
+        "sink": _describe(resources.get("sink")),
+    }
+    types = {f"{kind}_type": info[kind].get("type", "unknown") for kind in ("source", "sink")}
+    recorder = PrometheusRecorder(args.pipeline_id, **types)
+    set_recorder(recorder)
+    try:
+        server = start_metrics_server(
+            args.metrics_host, args.metrics_port, recorder.registry, info, recorder=recorder
+        )
+    except Exception:
+        set_recorder(None)
+        raise
+    recorder.state("running")
+    return CliMetrics(recorder, server)

@@ -63,7 +63,7 @@ class PushgatewayResource(dg.ConfigurableResource):
     source_type: str = Field(default="unknown", description="For pipeline_info.")
     sink_type: str = Field(default="unknown", description="For pipeline_info.")
 
-    _installed: PrometheusRecorder | None = PrivateAttr(default=None)
+    #: The recorder this resource replaced while its own is installed.
     _previous: Recorder | None = PrivateAttr(default=None)
 
     @property
@@ -73,15 +73,15 @@ class PushgatewayResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Install a recorder in this (step) process unless one is already there (the CLI's)."""
         if self.enabled and active_prometheus_recorder() is None:
-            self._installed = PrometheusRecorder(
+            recorder = PrometheusRecorder(
                 self.pipeline_id, source_type=self.source_type, sink_type=self.sink_type
             )
-            self._previous = set_recorder(self._installed)
+            self._previous = set_recorder(recorder)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._installed is not None:
+        if self._previous is not None:
             set_recorder(self._previous)
-            self._installed = self._previous = None
+            self._previous = None
 
     def grouping_key(self, **extra: str) -> dict[str, str]:
         """``pipeline_id`` + the configured labels + ``extra`` (e.g. ``step``); never run ids."""
@@ -89,20 +89,6 @@ class PushgatewayResource(dg.ConfigurableResource):
 
     def _auth(self) -> bool:
         return self.username is not None or self.password is not None
-
-    def _gateway(self, call: Callable[..., None], key: Mapping[str, str], **kw: Any) -> None:
-        handler = default_handler
-        if self._auth():
-            user, password = self.username or "", self.password or ""
-            handler = functools.partial(basic_auth_handler, username=user, password=password)
-        call(
-            self.url,
-            job=self.job_name,
-            grouping_key=dict(key),
-            timeout=self.timeout_seconds,
-            handler=handler,
-            **kw,
-        )
 
     def push(
         self,
@@ -118,23 +104,11 @@ class PushgatewayResource(dg.ConfigurableResource):
         ``recorder`` (if given) counts a failure; ``then`` ends the warning: what happens to
         the values that were not pushed.
         """
-        return not self.enabled or self._bounded(
-            lambda: self._gateway(push_to_gateway, grouping_key, registry=registry),
-            f"push of {dict(grouping_key)}",
-            recorder,
-            warn,
-            then,
-        )
+        return self._bounded(push_to_gateway, grouping_key, warn, then, recorder, registry=registry)
 
-    def delete(self, grouping_key: Mapping[str, str], *, warn: Warn | None = None) -> bool:
+    def delete(self, grouping_key: Mapping[str, str]) -> bool:
         """Remove one group (e.g. a step that no longer exists)."""
-        return not self.enabled or self._bounded(
-            lambda: self._gateway(delete_from_gateway, grouping_key),
-            f"delete of {dict(grouping_key)}",
-            None,
-            warn,
-            "the group stays",
-        )
+        return self._bounded(delete_from_gateway, grouping_key, None, "the group stays")
 
     def groups(self) -> list[dict[str, str]]:
         """The grouping labels of every group of this ``job_name`` (the Pushgateway's API)."""
@@ -150,30 +124,45 @@ class PushgatewayResource(dg.ConfigurableResource):
             if group["labels"].get("job") == self.job_name
         ]
 
-    def retire(self, pipeline_id: str, *, warn: Warn | None = None) -> int:
+    def retire(self, pipeline_id: str) -> int:
         """Delete every group of ``pipeline_id`` (totals and steps); how many. Remove the
         pipeline (or its sensor) first, or its next tick pushes the groups again."""
         wanted = {**self.grouping_labels, "pipeline_id": pipeline_id}
         return sum(
-            self.delete({k: v for k, v in labels.items() if k != "job"}, warn=warn)
+            self.delete({k: v for k, v in labels.items() if k != "job"})
             for labels in self.groups()
             if all(labels.get(k) == v for k, v in wanted.items())
         )
 
     def _bounded(
         self,
-        action: Callable[[], None],
-        what: str,
-        recorder: PrometheusRecorder | None,
+        call: Callable[..., None],
+        grouping_key: Mapping[str, str],
         warn: Warn | None,
         then: str,
+        recorder: PrometheusRecorder | None = None,
+        **kw: Any,
     ) -> bool:
-        """Run ``action`` in a daemon thread; wait at most the timeout (plus a little)."""
-        errors: list[BaseException] = []
+        """``call`` (push or delete) in a daemon thread, waited on for at most the timeout
+        (plus a little); ``True`` with pushing off."""
+        if not self.enabled:
+            return True
+        handler = default_handler
+        if self._auth():
+            user, password = self.username or "", self.password or ""
+            handler = functools.partial(basic_auth_handler, username=user, password=password)
+        key, errors = dict(grouping_key), []
 
         def target() -> None:
             try:
-                action()
+                call(
+                    self.url,
+                    job=self.job_name,
+                    grouping_key=key,
+                    timeout=self.timeout_seconds,
+                    handler=handler,
+                    **kw,
+                )
             except BaseException as exc:
                 errors.append(exc)
 
@@ -186,7 +175,10 @@ class PushgatewayResource(dg.ConfigurableResource):
             problem = f"{type(errors[0]).__name__}: {errors[0]}"
         else:
             return True
-        (warn or logger.warning)(f"Pushgateway {self.url}: {what} failed ({problem}); {then}")
+        what = "push" if call is push_to_gateway else "delete"
+        (warn or logger.warning)(
+            f"Pushgateway {self.url}: {what} of {key} failed ({problem}); {then}"
+        )
         if recorder is not None:
             recorder.push_failed()
         return False

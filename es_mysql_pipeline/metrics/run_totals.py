@@ -18,15 +18,14 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from es_mysql_pipeline.metrics.catalog import (
     CUMULATIVE_FAMILIES,
-    DURATION_SPECS,
-    OUTCOMES,
     RUN_DURATION,
     SPECS,
-    STAGES,
     STEP_FAMILIES,
+    PrometheusRecorder,
     parse_sample_key,
     sample_key,
 )
@@ -40,6 +39,9 @@ CURSOR_VERSION = 2
 RECORD_MARKER = "es_mysql_pipeline step record v1: "
 #: Families (family name -> sample key -> value), as a step record and a push carry them.
 Families = dict[str, dict[str, float]]
+#: The totals that start at zero: the known series of a fresh recorder (deletes excepted:
+#: their zeros were never pushed) and the run results.
+ZERO_FAMILIES = (CUMULATIVE_FAMILIES | {RUN_DURATION.family}) - {"pipeline_records_deleted"}
 
 
 @dataclass(frozen=True)
@@ -49,22 +51,6 @@ class StepSnapshot:
     step: str
     end: float
     families: Families
-
-    def shown(self) -> Families:
-        """The families its step group shows (a record of an older version may hold more)."""
-        return {f: samples for f, samples in self.families.items() if f in STEP_FAMILIES}
-
-    @classmethod
-    def from_data(cls, data: Any) -> StepSnapshot | None:
-        """``None`` for anything that is not a snapshot (another writer's metadata)."""
-        try:
-            families = {
-                str(family): {str(k): float(v) for k, v in samples.items()}
-                for family, samples in data["families"].items()
-            }
-            return cls(str(data["step"]), float(data["end"]), families)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            return None
 
 
 @dataclass(frozen=True)
@@ -83,15 +69,22 @@ class StepRecord:
 
     @classmethod
     def from_message(cls, message: str | None) -> StepRecord | None:
-        """``None`` for any message that does not carry a record (every other event)."""
+        """``None`` for any message that does not carry a record (every other event). The
+        families a step group no longer shows (a record of an older version) are left out."""
         _, marker, text = (message or "").rpartition(RECORD_MARKER)
+        if not marker:
+            return None
         try:
-            data = json.loads(text) if marker else None
-            delta = {str(k): float(v) for k, v in data["delta"].items()}  # type: ignore[index]
+            data = json.loads(text)
+            families = {
+                str(family): {str(k): float(v) for k, v in samples.items()}
+                for family, samples in data["families"].items()
+                if family in STEP_FAMILIES
+            }
+            snapshot = StepSnapshot(str(data["step"]), float(data["end"]), families)
+            return cls(snapshot, {str(k): float(v) for k, v in data["delta"].items()})
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        snapshot = StepSnapshot.from_data(data)
-        return None if snapshot is None else cls(snapshot, delta)
 
 
 @dataclass
@@ -137,11 +130,6 @@ class MetricsCursor:
         return cls(after, int(data.get("runs_counted") or 0), by)
 
 
-def _le(bound: float) -> str:
-    """prometheus_client's spelling of a bucket bound (``0.5``, ``10.0``, ``+Inf``)."""
-    return "+Inf" if math.isinf(bound) else repr(float(bound))
-
-
 def _add(totals: dict[str, float], value: float, name: str, **labels: str) -> None:
     key = sample_key(name, labels)
     totals[key] = totals.get(key, 0.0) + value
@@ -149,20 +137,10 @@ def _add(totals: dict[str, float], value: float, name: str, **labels: str) -> No
 
 def zero_totals(pipeline_id: str) -> dict[str, float]:
     """Known series at zero, so the first run's increase is visible to ``rate()``."""
-    zeros: dict[str, float] = {}
-    pid = {"pipeline_id": pipeline_id}
-    for outcome in OUTCOMES:
-        for stage in STAGES:
-            _add(zeros, 0, f"pipeline_records_{outcome}_total", **pid, stage=stage)
-    for spec in DURATION_SPECS.values():
-        for le in (*spec.buckets, math.inf):
-            _add(zeros, 0, f"{spec.name}_bucket", **pid, le=_le(le))
-        _add(zeros, 0, f"{spec.name}_count", **pid)
-        _add(zeros, 0, f"{spec.name}_sum", **pid)
+    fresh = PrometheusRecorder(pipeline_id).samples(ZERO_FAMILIES)
+    zeros = {key: value for samples in fresh.values() for key, value in samples.items()}
     for result in RESULTS:
-        _add(zeros, 0, "pipeline_runs_total", **pid, result=result)
-    for result in ("success", "failure"):
-        _add(zeros, 0, "pipeline_ai_analysis_total", **pid, result=result)
+        _add(zeros, 0, "pipeline_runs_total", pipeline_id=pipeline_id, result=result)
     return zeros
 
 
@@ -197,7 +175,8 @@ def fold_run(
                 _add(t, value, name, **labels | pid)
     if duration_seconds is not None:
         for le in (*RUN_DURATION.buckets, math.inf):
-            _add(t, float(duration_seconds <= le), f"{RUN_DURATION.name}_bucket", **pid, le=_le(le))
+            bucket = floatToGoString(le)
+            _add(t, float(duration_seconds <= le), f"{RUN_DURATION.name}_bucket", **pid, le=bucket)
         _add(t, 1, f"{RUN_DURATION.name}_count", **pid)
         _add(t, duration_seconds, f"{RUN_DURATION.name}_sum", **pid)
     if _not_older(end_time, totals.last_run_end):
@@ -221,18 +200,23 @@ def _not_older(end: float | None, shown: float | None) -> bool:
 
 class FamiliesCollector(Collector):
     """Flat samples as metric families (HELP and TYPE from :data:`SPECS`), each sample's
-    ``pipeline_id`` set to the group's: what :func:`push_to_gateway` renders."""
+    ``pipeline_id`` set to the group's: what :func:`push_to_gateway` renders. ``info`` (the
+    pipeline's ``source_type`` and ``sink_type``) relabels ``pipeline_info``: a step records
+    the shared resource's, which a YAML pipeline does not know."""
 
-    def __init__(self, families: Families, pipeline_id: str) -> None:
-        self.families, self.pipeline_id = families, pipeline_id
+    def __init__(
+        self, families: Families, pipeline_id: str, info: Mapping[str, str] | None = None
+    ) -> None:
+        self.families, self.pipeline_id, self.info = families, pipeline_id, info or {}
 
     def collect(self) -> Iterator[Metric]:
         for family, samples in sorted(self.families.items()):
             spec = SPECS[family]
             metric = Metric(family, spec.help, "stateset" if spec.kind == "enum" else spec.kind)
+            own = {"pipeline_id": self.pipeline_id, **(self.info if spec.kind == "info" else {})}
             parsed = [(*parse_sample_key(key), value) for key, value in samples.items()]
             for name, labels, value in sorted(parsed, key=_exposition_order):
-                metric.add_sample(name, labels | {"pipeline_id": self.pipeline_id}, value)
+                metric.add_sample(name, labels | own, value)
             yield metric
 
 
@@ -243,22 +227,14 @@ def _exposition_order(sample: tuple[str, dict[str, str], float]) -> Any:
     return rest, name, float(labels.get("le", 0))
 
 
-def with_info(families: Families, info: Mapping[str, str] | None) -> Families:
-    """``families`` with the labels of ``pipeline_info`` set from ``info`` (the pipeline's
-    ``source_type`` and ``sink_type``): a step records the shared resource's, which a YAML
-    pipeline does not know. ``None`` leaves them as recorded."""
-    if not info or "pipeline" not in families:
-        return families
-    shown = {}
-    for key, value in families["pipeline"].items():
-        name, labels = parse_sample_key(key)
-        shown[sample_key(name, labels | dict(info))] = value
-    return families | {"pipeline": shown}
-
-
-def totals_families(totals: PipelineTotals, pipeline_id: str, push_failures: int) -> Families:
-    """One pipeline's totals group: the totals, last-run gauges and push failures."""
-    families: Families = {}
+def pushed_groups(
+    totals: PipelineTotals,
+    pipeline_id: str,
+    push_failures: int,
+    info: Mapping[str, str] | None = None,
+) -> Iterator[tuple[dict[str, str], FamiliesCollector]]:
+    """One pipeline's groups, each with its grouping labels beyond ``pipeline_id``: first
+    the totals (with the last-run gauges and the push failures), then each step's."""
     pid = {"pipeline_id": pipeline_id}
     gauges = {
         "pipeline_last_success_timestamp_seconds": totals.last_success,
@@ -267,8 +243,11 @@ def totals_families(totals: PipelineTotals, pipeline_id: str, push_failures: int
         "pipeline_pushgateway_failures_total": push_failures,
     }
     samples = {sample_key(n, pid): float(v) for n, v in gauges.items() if v is not None}
+    families: Families = {}
     for key, value in (totals.totals | samples).items():
         family = family_of(parse_sample_key(key)[0])
         if family is not None:
             families.setdefault(family, {})[key] = value
-    return families
+    yield {}, FamiliesCollector(families, pipeline_id)
+    for step, snapshot in sorted(totals.steps.items()):
+        yield {"step": step}, FamiliesCollector(snapshot.families, pipeline_id, info)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import pytest
@@ -14,8 +15,8 @@ from es_mysql_pipeline.metrics.catalog import (
     PrometheusRecorder,
     active_prometheus_recorder,
     bounded_error_type,
-    enable_process_metrics,
 )
+from es_mysql_pipeline.metrics.endpoint import start_cli_metrics
 from es_mysql_pipeline.metrics.recorder import NullRecorder, get_recorder, set_recorder
 
 PID = {"pipeline_id": "t1"}
@@ -163,15 +164,27 @@ def test_prometheus_recorder_records_every_method_of_the_base() -> None:
 
 
 def test_enable_process_metrics_installs_a_recorder() -> None:
-    info = {"source": {"type": "csv", "target": "a.csv"}, "sink": {"type": "jsonl"}}
+    """The CLI's recorder: installed for the process, ``pipeline_info`` from its resources."""
+
+    class Described:
+        def __init__(self, **d: str) -> None:
+            self.d = d
+
+        def describe(self) -> dict[str, str]:
+            return self.d
+
+    resources = {"source": Described(type="csv", target="a.csv"), "sink": Described(type="jsonl")}
+    args = argparse.Namespace(pipeline_id="cli", metrics_host="127.0.0.1", metrics_port=0)
     previous = get_recorder()
+    metrics = start_cli_metrics(args, resources)
     try:
-        recorder = enable_process_metrics("cli", info)
+        recorder = metrics.recorder
         assert get_recorder() is recorder and active_prometheus_recorder() is recorder
         labels = {"pipeline_id": "cli", "version": __version__}
         labels |= {"source_type": "csv", "sink_type": "jsonl"}
         assert recorder.registry.get_sample_value("pipeline_info", labels) == 1
     finally:
+        metrics.stop()
         set_recorder(previous)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.metrics.catalog import active_prometheus_recorder
-from es_mysql_pipeline.metrics.cli_support import start_cli_metrics
+from es_mysql_pipeline.metrics.endpoint import start_cli_metrics
 from es_mysql_pipeline_tests.fixtures.prometheus import http_get
 
 

@@ -27,7 +27,6 @@ from es_mysql_pipeline.errors import PipelineError
 from es_mysql_pipeline.metrics.catalog import PrometheusRecorder
 from es_mysql_pipeline.metrics.endpoint import (
     MetricsServer,
-    recorder_health,
     start_metrics_server,
     strip_credentials,
 )
@@ -273,8 +272,15 @@ def test_the_port_is_free_once_the_pipeline_is_killed() -> None:
 
 
 def test_health_body_without_a_recorder_uses_the_installed_one() -> None:
-    healthy, body = recorder_health(None, "p")()
-    assert healthy and body == {"state": "stopped", "pipeline_id": "p"}
+    with start_metrics_server("127.0.0.1", 0, CollectorRegistry(), {"pipeline_id": "p"}) as server:
+        status, _, body = get(server, "/health")
+    assert status == 200
+    assert json.loads(body) | {"uptime_seconds": 0} == {
+        "status": "healthy",
+        "state": "stopped",
+        "pipeline_id": "p",
+        "uptime_seconds": 0,
+    }
 
 
 def test_ipv6_loopback() -> None:

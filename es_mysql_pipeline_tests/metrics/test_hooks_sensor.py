@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import dagster as dg
@@ -13,6 +14,7 @@ from es_mysql_pipeline.metrics.catalog import PrometheusRecorder, sample_key
 from es_mysql_pipeline.metrics.pushgateway import PushgatewayResource
 from es_mysql_pipeline.metrics.recorder import set_recorder
 from es_mysql_pipeline.metrics.run_totals import (
+    RECORD_MARKER,
     MetricsCursor,
     PipelineTotals,
     StepRecord,
@@ -269,8 +271,8 @@ def test_fold_run_keeps_what_ended_last_whatever_the_order() -> None:
     old += '"last_run_duration":null,"last_run_success":1,"push_failures":2,"runs_counted":4}'
     assert MetricsCursor.from_json(old, "p") == small
     # Metadata that is not a snapshot is ignored, not fatal.
-    assert StepSnapshot.from_data({"step": "x"}) is None
-    assert StepSnapshot.from_data("garbage") is None
+    assert StepRecord.from_message(RECORD_MARKER + '{"step": "x"}') is None
+    assert StepRecord.from_message(RECORD_MARKER + '"garbage"') is None
     # So is a message that is not a step record.
     assert StepRecord.from_message("step x finished") is None
     assert StepRecord.from_message(None) is None
@@ -325,7 +327,10 @@ def test_fold_run_is_pure_and_ignores_foreign_families() -> None:
     assert not any("active_workers" in k for k in cursor.totals)
     # A step record written before issue 28 holds always-zero live gauges: never pushed.
     old = {"pipeline_active_workers": {"w": 0.0}, "pipeline_step_success": {"s": 1.0}}
-    assert StepSnapshot("loaded", 1.0, old).shown() == {"pipeline_step_success": {"s": 1.0}}
+    data = {"step": "loaded", "end": 1.0, "families": old, "delta": {}}
+    record = StepRecord.from_message(RECORD_MARKER + json.dumps(data))
+    assert record is not None
+    assert record.snapshot.families == {"pipeline_step_success": {"s": 1.0}}
     assert cursor.last_success == 1000.0 and cursor.last_run_duration == 12.0
     assert MetricsCursor.from_json('{"v": 0}') == MetricsCursor()
 
