@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from es_mysql_pipeline.worker_processes import may_spawn, process_count, shared_pool
 
-_FILE_PARTS = "es_mysql_pipeline.readers.file_reading"
+_FILE_READING = "es_mysql_pipeline.readers.file_reading"
 _SLICE_PARTS = "es_mysql_pipeline.readers.elasticsearch.slice_parts"
 _TRANSFORM = "es_mysql_pipeline.transform_engine"
 
@@ -42,7 +42,7 @@ def _fetch_modules(args: argparse.Namespace) -> list[str] | None:
         big = os.path.getsize(args.csv_file or "") >= PARALLEL_MIN_BYTES
     except OSError:  # the source's own check reports it
         return None
-    return [_FILE_PARTS] if big else None
+    return [_FILE_READING] if big else None
 
 
 def _unused(args: argparse.Namespace) -> tuple[str, ...]:

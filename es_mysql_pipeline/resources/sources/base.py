@@ -90,11 +90,13 @@ class RecordSource(dg.ConfigurableResource, ABC):
     def check(self) -> None:
         """Fail fast with a :class:`~es_mysql_pipeline.errors.ConfigError` on bad settings."""
 
-    def require_timestamp(self, window: TimeWindow | None) -> None:
-        """A windowed or partitioned run reads by time: refuse it at once without a time field
-        (instead of finding no record in any window)."""
-        if window is not None and self.timestamp_key() is None:
+    def require_timestamp(self, window: TimeWindow | None) -> str | None:
+        """The time field; a windowed or partitioned run reads by time, so without one it is
+        refused at once (instead of finding no record in any window)."""
+        ts_key = self.timestamp_key()
+        if window is not None and ts_key is None:
             raise self.no_time_field(window)
+        return ts_key
 
     def no_time_field(self, window: TimeWindow) -> ConfigError:
         names = ", ".join(TIMESTAMP_CANDIDATES[:6])

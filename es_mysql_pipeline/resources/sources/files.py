@@ -86,8 +86,7 @@ class FileSource(RecordSource):
     def _checked(self, window: TimeWindow | None) -> str | None:
         """The time field, after the settings and the window's need of it are checked."""
         self.check()
-        self.require_timestamp(window)
-        return self.timestamp_key()
+        return self.require_timestamp(window)
 
     def text_file(self) -> TextFile:
         return TextFile(self.path, self._file_format(), self.delimiter, self.encoding)
