@@ -105,7 +105,7 @@ def tick_said(
     sensor_name: str = "metrics_sensor",
 ) -> tuple[str, str]:
     """One sensor evaluation as the daemon does it; the new cursor and the skip reason."""
-    sensor = defs.get_sensor_def(sensor_name)
+    sensor = defs.resolve_sensor_def(sensor_name)
     with dg.build_sensor_context(
         instance=instance,
         cursor=cursor,

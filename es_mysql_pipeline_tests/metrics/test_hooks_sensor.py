@@ -134,7 +134,7 @@ def test_sensor_counts_each_run_once_across_failures_and_restarts(
     # kept in the process are gone); the Pushgateway lost its state too.
     forget_kept_totals()
     pushgateway.wipe()
-    run_record_crash = instance.create_run_for_job(defs.get_job_def("metrics_job"))
+    run_record_crash = instance.create_run_for_job(defs.resolve_job_def("metrics_job"))
     instance.report_run_failed(run_record_crash)  # crashed before any step or hook ran
     assert run(defs, instance)
     cursor = tick(defs, instance, cursor)
@@ -377,7 +377,7 @@ def test_runs_from_before_pushing_was_on_are_not_counted(
     a real failure with no records, and counts."""
     assert run(make_defs(PushgatewayResource(pipeline_id="u")), instance)  # pushing off
     defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="u"))
-    crashed = instance.create_run_for_job(defs.get_job_def("metrics_job"))
+    crashed = instance.create_run_for_job(defs.resolve_job_def("metrics_job"))
     instance.report_run_failed(crashed)
     assert run(defs, instance)
     cursor, said = tick_said(defs, instance, None)
