@@ -21,7 +21,7 @@ from typing import Any, Literal, NoReturn
 
 import dagster as dg
 import yaml
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from es_mysql_pipeline.assets import OWNERS, Chain, build_assets, build_unplaced_asset
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS, PUSHGATEWAY_KEY
@@ -152,19 +152,22 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         path = context.path if context.path.is_file() else context.path / "defs.yaml"
-        return self.definitions(path if path.exists() else None)
+        doc = context.component_path.instance_key
+        return self.definitions(path if path.exists() else None, doc if isinstance(doc, int) else 0)
 
-    def definitions(self, yaml_file: Path | None = None) -> dg.Definitions:
+    def definitions(self, yaml_file: Path | None = None, doc: int = 0) -> dg.Definitions:
         """Every pipeline's assets, resources, job and schedule or automation."""
         shared = dg.Definitions(
             resources={PUSHGATEWAY_KEY: shared_pushgateway()},
             executor=_executor(self.defaults.executor or "in_process"),
         )
-        return dg.Definitions.merge(shared, *(plan.definitions() for plan in self.plans(yaml_file)))
+        plans = self.plans(yaml_file, doc)
+        return dg.Definitions.merge(shared, *(plan.definitions() for plan in plans))
 
-    def plans(self, yaml_file: Path | None = None) -> list[PipelinePlan]:
-        """Check the whole file, then one plan per pipeline (raises PipelinesConfigError)."""
-        where = _Where(yaml_file)
+    def plans(self, yaml_file: Path | None = None, doc: int = 0) -> list[PipelinePlan]:
+        """Check the whole file, then one plan per pipeline (raises PipelinesConfigError).
+        ``doc``: the component's document in ``yaml_file`` (0: the first), for line numbers."""
+        where = _Where(yaml_file, doc)
         data_dir = self.data_dir or os.environ.get("ES_MYSQL_PIPELINE_DATA") or "."
         staging = self.staging_path or os.path.join(data_dir, "staging")
         for cname, conn in self.connections.items():
@@ -266,7 +269,7 @@ class PipelinePlan:
     settings: PipelineSettings
     staging_path: str
     table_key: str
-    partitions_def: dg.PartitionsDefinition[str] | None
+    partitions_def: dg.TimeWindowPartitionsDefinition | None
     backfill_policy: dg.BackfillPolicy | None
     schedule: str | None
     lag: timedelta | None
@@ -374,19 +377,20 @@ def pushgateway_resource(**fields: Any) -> PushgatewayResource:
 
 
 def last_complete_partition(
-    partitions: dg.PartitionsDefinition[str], at: datetime | None
+    partitions: dg.TimeWindowPartitionsDefinition, at: datetime
 ) -> str | None:
     """The partition that ended last at ``at``: a schedule's tick loads the one just over
     (None before the first one has ended)."""
-    if not isinstance(partitions, dg.TimeWindowPartitionsDefinition) or at is None:
-        return None
     with dg.partition_loading_context(effective_dt=at):
         return partitions.get_last_partition_key()
 
 
-def load_pipelines_file(path: str | os.PathLike[str]) -> list[tuple[EsMysqlPipelines, Path]]:
+def load_pipelines_file(
+    path: str | os.PathLike[str],
+) -> list[tuple[EsMysqlPipelines, Path, int]]:
     """The components of a ``defs.yaml`` outside a defs folder (``--defs``,
-    ``ES_MYSQL_PIPELINE_DEFS``); a folder is searched for its ``defs.yaml`` files."""
+    ``ES_MYSQL_PIPELINE_DEFS``), each with its file and document index (for ``plans``); a
+    folder is searched for its ``defs.yaml`` files."""
     root = Path(path)
     files = sorted(root.rglob("defs.yaml")) if root.is_dir() else [root]
     if not files:
@@ -395,9 +399,9 @@ def load_pipelines_file(path: str | os.PathLike[str]) -> list[tuple[EsMysqlPipel
     for file in files:
         try:
             docs = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise PipelinesConfigError(f"{file}: {_one_line(exc)}") from None
-        for doc in docs:
+        for i, doc in enumerate(docs):
             kind = str(doc.get("type", "")) if isinstance(doc, dict) else ""
             if kind.rsplit(".", 1)[-1] != EsMysqlPipelines.__name__:
                 continue
@@ -407,8 +411,8 @@ def load_pipelines_file(path: str | os.PathLike[str]) -> list[tuple[EsMysqlPipel
                     scope=EsMysqlPipelines.get_additional_scope(),
                 )
             except Exception as exc:  # pydantic's validation error, Dagster's resolution error
-                raise PipelinesConfigError(_validation_line(exc, _Where(file))) from None
-            found.append((component, file))
+                raise PipelinesConfigError(_validation_line(exc, _Where(file, i))) from None
+            found.append((component, file, i))
     if not found:
         raise PipelinesConfigError(
             f"{root}: no component of type es_mysql_pipeline.EsMysqlPipelines"
@@ -418,7 +422,7 @@ def load_pipelines_file(path: str | os.PathLike[str]) -> list[tuple[EsMysqlPipel
 
 def find_pipeline(path: str | os.PathLike[str], name: str) -> PipelinePlan:
     """One pipeline of a ``defs.yaml`` file or folder, by name (the CLI's ``--pipeline``)."""
-    plans = {p.name: p for c, file in load_pipelines_file(path) for p in c.plans(file)}
+    plans = {p.name: p for c, file, doc in load_pipelines_file(path) for p in c.plans(file, doc)}
     if name not in plans:
         raise PipelinesConfigError(
             f"{path}: no pipeline named {name!r} (declared: {', '.join(sorted(plans)) or 'none'})"
@@ -430,20 +434,13 @@ def find_pipeline(path: str | os.PathLike[str], name: str) -> PipelinePlan:
 
 
 class _Where:
-    """Turns a path in the YAML (``pipelines[2].sink``) into ``file:line: path: message``."""
+    """Turns a path in the YAML (``pipelines[2].sink``) into ``file:line: path: message``;
+    the path is in the attributes of the file's document ``doc``, which was read before."""
 
-    def __init__(self, yaml_file: Path | None) -> None:
+    def __init__(self, yaml_file: Path | None, doc: int = 0) -> None:
         self.file = yaml_file
-        self._root: Any = None
-        try:
-            for node in (
-                yaml.compose_all(yaml_file.read_text(encoding="utf-8")) if yaml_file else ()
-            ):
-                if "EsMysqlPipelines" in str(getattr(_child(node, "type"), "value", "")):
-                    self._root = _child(node, "attributes")
-                    break
-        except (OSError, yaml.YAMLError):
-            self._root = None
+        docs = list(yaml.compose_all(yaml_file.read_text(encoding="utf-8"))) if yaml_file else []
+        self._root: Any = _child(docs[doc], "attributes") if doc < len(docs) else None
 
     def line(self, path: Sequence[Any]) -> int | None:
         """The line of the deepest node of ``path`` that the YAML has."""
@@ -478,8 +475,8 @@ def _dotted(path: Sequence[Any]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 def _validation_line(exc: BaseException, where: _Where) -> str:
@@ -489,19 +486,32 @@ def _validation_line(exc: BaseException, where: _Where) -> str:
     "Input should be a valid string" twin; the other complaint is the one that helps.
     """
     errors = getattr(exc, "errors", None)
-    if not callable(errors) or not errors():
-        return _one_line(exc)
+    if not callable(errors):
+        # Dagster's resolution error: "<string>:4 - pipelines.0.source.path\n\nUndefinedError: …",
+        # a template's value of the wrong type its ValidationError's context
+        head, _, detail = str(exc).partition("\n\n")
+        path = _yaml_path([head.partition(" - ")[2]])
+        inner = getattr(exc.__context__, "errors", None)
+        if callable(inner):
+            first = inner()[0]
+            detail = f"{_dotted(_yaml_path(first['loc']))}: {first['msg']}"
+        return where.message(path, _one_line(detail))
     found = errors()
     first = next((e for e in found if "valid string" not in e["msg"]), found[0])
+    return where.message(_yaml_path(first["loc"]), first["msg"])
+
+
+def _yaml_path(loc: Sequence[Any]) -> list[Any]:
+    """A pydantic or Dagster error location as a path in the YAML (``pipelines``, 0, …)."""
     path: list[Any] = []
-    for part in first["loc"]:
+    for part in loc:
         text = re.sub(r"\s+at\s+\S+$", "", str(part))  # Dagster's " at <file>:<line>"
         text = re.sub(r"(tuple|list|dict)\[[^\]]*\]", "", text)
         for token in text.split("."):
             if not token or token in ("str", "int") or re.match(r"^[A-Z]\w*Model$", token):
                 continue
             path.append(int(token) if token.isdigit() else token)
-    return where.message(path, first["msg"])
+    return path
 
 
 def _merged(defaults: PipelineOptions, pipeline: PipelineModel) -> PipelineOptions:
@@ -553,16 +563,20 @@ def env_secret(name: str) -> Any:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def _construct(where: _Where, at: tuple[Any, ...], cls: type, **fields: Any) -> Any:
+def _construct(
+    where: _Where, at: tuple[Any, ...], cls: type, options: Mapping[str, Any], **fields: Any
+) -> Any:
+    """``cls`` of the fields the YAML gives (None: not given) and the ``options``."""
+    given = {k: v for k, v in fields.items() if v is not None}
+    twice = sorted(set(given) & set(options))
+    if twice:
+        where.fail((*at, "options"), f"{twice[0]!r} is set outside options: drop it from options")
     try:
-        return cls(**{k: v for k, v in fields.items() if v is not None})
-    except Exception as exc:  # pydantic: an unknown or mistyped option
-        errors = getattr(exc, "errors", None)
-        if callable(errors):
-            first = errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            where.fail(at, f"{cls.__name__}.{field}: {first['msg']}")
-        where.fail(at, _one_line(exc))
+        return cls(**given, **options)
+    except ValidationError as exc:  # a mistyped option
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        where.fail(at, f"{cls.__name__}.{field}: {first['msg']}")
 
 
 def _source(
@@ -577,11 +591,11 @@ def _source(
             where,
             at,
             FileSource,
+            model.options,
             path=model.path,
             id_column=model.id_field,
             timestamp_column=model.time_field,
             format=model.format,
-            **model.options,
         )
     conn = _connection(where, (*at, "connection"), str(model.connection), connections, es=True)
     if not model.index:
@@ -592,6 +606,7 @@ def _source(
         where,
         at,
         ElasticsearchSource,
+        {**conn.options, **model.options},
         hosts=list(conn.hosts),
         index=model.index,
         query=model.query,
@@ -600,7 +615,6 @@ def _source(
         username=conn.username,
         password=_env(conn.password_env),
         ca_certs=conn.ca_certs,
-        **{**conn.options, **model.options},
     )
 
 
@@ -614,13 +628,19 @@ def _sink(
     given = [k for k in ("connection", "sqlite", "jsonl_dir") if getattr(model, k) is not None]
     if len(given) != 1:
         where.fail(at, "give one of connection (with table), sqlite (with table) or jsonl_dir")
-    common = {"write_mode": options.write_mode, **model.options}
     if model.jsonl_dir is not None:
-        sink = _construct(where, at, JsonlSink, directory=model.jsonl_dir, **common)
+        sink = _construct(
+            where,
+            at,
+            JsonlSink,
+            model.options,
+            directory=model.jsonl_dir,
+            write_mode=options.write_mode,
+        )
         return sink, f"jsonl:{os.path.abspath(model.jsonl_dir)}"
     if not model.table:
         where.fail(at, "a database sink needs table")
-    password, extra = None, {}
+    password, extra = None, dict(model.options)
     if model.sqlite is not None:
         url = f"sqlite:///{model.sqlite}"
         key = f"sqlite:{os.path.abspath(model.sqlite)}#{model.table}"
@@ -629,16 +649,17 @@ def _sink(
         url = str(conn.url)
         key = f"{model.connection}#{model.table}"
         password = _env(conn.password_env)
-        extra = dict(conn.options)
+        extra = {**conn.options, **model.options}
     sink = _construct(
         where,
         at,
         SqlSink,
+        extra,
         url=url,
         password=password,
         table=model.table,
+        write_mode=options.write_mode,
         schema_contract=options.schema_contract,
-        **{**extra, **common},
     )
     return sink, key
 
@@ -654,12 +675,12 @@ def _settings(
     if "pipeline_id" in fields:
         where.fail((*at, "settings"), "pipeline_id is the pipeline's name")
     fields.setdefault("dead_letter_dir", os.path.join(data_dir, "dead_letter", name))
-    return _construct(where, (*at, "settings"), PipelineSettings, pipeline_id=name, **fields)
+    return _construct(where, (*at, "settings"), PipelineSettings, fields, pipeline_id=name)
 
 
 def _partitions(
     where: _Where, at: tuple[Any, ...], model: PartitionsModel | None
-) -> dg.PartitionsDefinition[str] | None:
+) -> dg.TimeWindowPartitionsDefinition | None:
     if model is None or model.type == "none":
         return None
     hourly = model.type == "hourly"

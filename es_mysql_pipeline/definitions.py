@@ -169,7 +169,7 @@ def pipelines_defs(path: str | None = None) -> dg.Definitions:
     with one metrics sensor over all their assets. A mistake in ``path`` raises one line
     naming the file, the line and the place in the YAML."""
     if path:
-        parts = [component.definitions(file) for component, file in load_pipelines_file(path)]
+        parts = [c.definitions(file, doc) for c, file, doc in load_pipelines_file(path)]
         loaded = dg.Definitions.merge(*parts)
     else:
         from es_mysql_pipeline import defs as defs_module

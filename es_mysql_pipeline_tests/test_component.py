@@ -14,16 +14,21 @@ import os
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from dagster.components.testing import create_defs_folder_sandbox
 
 from es_mysql_pipeline.component import (
+    EsMysqlPipelines,
+    PipelineModel,
     PipelinesConfigError,
+    SinkModel,
+    SourceModel,
     find_pipeline,
     last_complete_partition,
     load_pipelines_file,
@@ -466,8 +471,8 @@ def test_secrets_are_variable_names_never_values(
     )
     path = tmp_path / "defs.yaml"
     path.write_text(text, encoding="utf-8")
-    ((component, file),) = load_pipelines_file(path)
-    (plan,) = component.plans(file)
+    ((component, file, doc),) = load_pipelines_file(path)
+    (plan,) = component.plans(file, doc)
     assert isinstance(plan.sink.password, dg.EnvVar)
     assert plan.sink.password.env_var_name == "TEST_DB_PASSWORD"
     assert isinstance(plan.source.api_key, dg.EnvVar)
@@ -495,3 +500,239 @@ def test_the_bundled_defs_folder_is_the_sample_into_sqlite(
     (check,) = result.get_asset_check_evaluations()
     assert check.passed
     assert count(f"sqlite:///{tmp_path / 'es_mysql_pipeline.sqlite'}", "records") > 0
+
+
+# ---- each check of the YAML: the whole line, at the YAML line of the mistake ------------
+
+HEAD = """\
+type: es_mysql_pipeline.EsMysqlPipelines
+attributes:
+  connections:
+    db: {type: sqlite, url: "sqlite:///x.sqlite"}
+    es: {type: elasticsearch, hosts: ["http://127.0.0.1:1"]}
+"""
+
+
+def pipe(source: str = "{path: b.csv}", sink: str = "{jsonl_dir: out}", more: str = "") -> str:
+    """``pipelines:`` with one pipeline ``two``: its source, sink and further lines."""
+    return f"  pipelines:\n    - name: two\n      source: {source}\n      sink: {sink}\n{more}"
+
+
+SCHEDULE = "      schedule: '0 1 * * *'\n"
+DAILY = "      partitions: {type: daily}\n"
+#: Dagster's templates: a source given whole by one, a template with an unknown name
+TEMPLATE_SOURCE = "\"{{ {'connection': 'nodb', 'index': 'x'} }}\""
+
+
+@pytest.mark.parametrize(
+    ("tail", "line_of", "expected"),
+    [
+        ("    pg: {type: sql}\n", "pg:",
+         "connections.pg: a sql connection needs url"),
+        ("    search: {type: elasticsearch}\n", "search:",
+         "connections.search: an elasticsearch connection needs hosts"),
+        ("    my-db: {type: mysql, url: 'mysql+pymysql://u@h/d'}\n", "my-db:",
+         "connections.my-db: connection name 'my-db': letters, digits and _ (a letter first)"),
+        (pipe().replace("name: two", "name: 2nd"), "- name: 2nd",
+         "pipelines[0].name: pipeline name '2nd': letters, digits and _ (a letter first)"),
+        (pipe(more="      lag: 2d\n" + SCHEDULE), "lag: 2d",
+         "pipelines[0].lag: lag re-loads recent partitions: give partitions too"),
+        (pipe(more=DAILY + "      lag: 2d\n"), "lag: 2d",
+         "pipelines[0].lag: lag needs a schedule (the cron of the re-load)"),
+        (pipe(more=DAILY + "      backfill: {type: multi_run, max_partitions_per_run: 0}\n"),
+         "backfill:", "pipelines[0].backfill: max_partitions_per_run must be 1 or more"),
+        (pipe(more="      tags:\n        team: data\n        cost: a b\n"), "a b",
+         "pipelines[0].tags.cost: tag value 'a b': use letters, digits, _ . -"),
+        (pipe(more="      settings: {pipeline_id: x}\n"), "settings:",
+         "pipelines[0].settings: pipeline_id is the pipeline's name"),
+        (pipe(source="{format: csv}"), "source:",
+         "pipelines[0].source: give either path (a CSV or JSON Lines file) or connection and "
+         "index"),
+        (pipe(source="{connection: db, index: x}"), "source:",
+         "pipelines[0].source.connection: 'db' is a sqlite connection"),
+        (pipe(source="{connection: es}"), "source:",
+         "pipelines[0].source: an elasticsearch source needs index (a name or pattern)"),
+        (pipe(source="{connection: es, index: x, id_field: key}"), "source:",
+         "pipelines[0].source.id_field: an elasticsearch record's id is its _id"),
+        (pipe(source="{path: b.csv, options: {path: c.csv}}"), "source:",
+         "pipelines[0].source.options: 'path' is set outside options: drop it from options"),
+        (pipe(sink="{sqlite: x.db, jsonl_dir: out}"), "sink:",
+         "pipelines[0].sink: give one of connection (with table), sqlite (with table) or "
+         "jsonl_dir"),
+        (pipe(sink="{sqlite: x.db}"), "sink:",
+         "pipelines[0].sink: a database sink needs table"),
+        (pipe(sink="{connection: es, table: t}"), "sink:",
+         "pipelines[0].sink.connection: 'es' is an elasticsearch cluster"),
+        (pipe(sink="\n        connection: db\n        table: t\n        options:\n"
+                   "          table: u\n"), "table: u",
+         "pipelines[0].sink.options: 'table' is set outside options: drop it from options"),
+        (pipe(sink="{jsonl_dir: out, options: {batch_size: many}}"), "sink:",
+         "pipelines[0].sink: JsonlSink.batch_size: Input should be a valid integer, unable to "
+         "parse string as an integer"),
+        (pipe(source=TEMPLATE_SOURCE), "source:",
+         "pipelines[0].source.connection: unknown connection 'nodb' (declared: db, es)"),
+        (pipe(source="{path: '{{ no_such_name }}'}"), "source:",
+         "pipelines[0].source.path: UndefinedError: 'no_such_name' not found in scope"),
+        (pipe(more="      lag: '{{ 3 }}'\n"), "- name: two",
+         "pipelines: lag: Input should be a valid string"),
+    ],
+    ids=["db-without-url", "es-without-hosts", "connection-name", "pipeline-name",
+         "lag-without-partitions", "lag-without-schedule", "no-partitions-per-run",
+         "tag-value", "pipeline-id-setting", "source-neither", "source-on-a-db",
+         "es-without-index", "es-id-field", "source-option-twice", "sink-two-kinds",
+         "sink-without-table", "sink-on-es", "sink-option-twice", "sink-option-type",
+         "template-source", "template-unknown-name", "template-wrong-type"],
+)  # fmt: skip
+def test_each_mistake_is_one_line_at_its_yaml_line(
+    tmp_path: Path, tail: str, line_of: str, expected: str
+) -> None:
+    text = HEAD + tail
+    path = tmp_path / "defs.yaml"
+    path.write_text(text, encoding="utf-8")
+    line = text[: text.index(line_of)].count("\n") + 1
+    with pytest.raises(PipelinesConfigError) as err:
+        pipelines_defs(str(path))
+    # Dagster's complaint about an unknown template name goes on to list its scope
+    assert str(err.value).startswith(f"{path}:{line}: {expected}"), (line, str(err.value))
+    if "UndefinedError" not in expected:
+        assert str(err.value) == f"{path}:{line}: {expected}"
+
+
+def test_a_mistake_inherited_from_defaults_points_at_the_pipeline(tmp_path: Path) -> None:
+    text = HEAD + "  defaults: {lag: 2d, schedule: '0 1 * * *'}\n" + pipe().replace("two", "one")
+    path = tmp_path / "defs.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(PipelinesConfigError) as err:
+        find_pipeline(path, "one")
+    line = text[: text.index("- name: one")].count("\n") + 1
+    expected = "pipelines[0].lag: lag re-loads recent partitions: give partitions too"
+    assert str(err.value) == f"{path}:{line}: {expected}"
+
+
+SECOND = HEAD.replace("    es:", "    es2:") + pipe(more="      lag: 2d\n" + SCHEDULE)
+LAG_TOO_SOON = "pipelines[0].lag: lag re-loads recent partitions: give partitions too"
+
+
+def two_components(second: str) -> str:
+    """A defs.yaml of two components, the second ``second``, and another one's first."""
+    other = "type: dagster.DefsFolderComponent\nattributes: {}\n---\n"
+    return other + HEAD + pipe().replace("two", "one") + "---\n" + second
+
+
+def last_line_of(text: str, part: str) -> int:
+    return text[: text.rindex(part)].count("\n") + 1
+
+
+@pytest.mark.parametrize(
+    ("second", "line_of", "expected"),
+    [
+        (SECOND, "lag: 2d", LAG_TOO_SOON),
+        (SECOND.replace("sink:", "sinc:"), "- name: two", "pipelines[0].sink: Field required"),
+    ],
+    ids=["check", "validation"],
+)
+def test_the_line_is_in_the_document_of_the_component_at_fault(
+    tmp_path: Path, second: str, line_of: str, expected: str
+) -> None:
+    text = two_components(second)
+    path = tmp_path / "defs.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(PipelinesConfigError) as err:
+        find_pipeline(path, "two")
+    assert str(err.value) == f"{path}:{last_line_of(text, line_of)}: {expected}"
+
+
+def test_in_a_dagster_project_the_line_is_in_the_document_at_fault() -> None:
+    text = HEAD + pipe().replace("two", "one") + "---\n" + SECOND
+    with create_defs_folder_sandbox() as sandbox:
+        folder = sandbox.defs_folder_path / "pipelines"
+        folder.mkdir()
+        (folder / "defs.yaml").write_text(text, encoding="utf-8")
+        with pytest.raises(Exception) as err, sandbox.build_all_defs():  # Dagster wraps it
+            pass  # the load fails before
+    line = last_line_of(text, "lag: 2d")
+    assert repr(err.value.__cause__) == repr(
+        PipelinesConfigError(f"{folder / 'defs.yaml'}:{line}: {LAG_TOO_SOON}")
+    )
+
+
+def test_a_component_built_in_python_names_the_place_without_a_file() -> None:
+    component = EsMysqlPipelines(
+        pipelines=[
+            PipelineModel(name="one", source=SourceModel(path="a.csv"), sink=SinkModel()),
+        ]
+    )
+    with pytest.raises(PipelinesConfigError) as err:
+        component.definitions()
+    assert str(err.value) == (
+        "pipelines[0].sink: give one of connection (with table), sqlite (with table) or jsonl_dir"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "{path}: no defs.yaml in this folder"),
+        (b"a: [1\n", "{path}: while parsing a flow sequence"),
+        ("name: caf\u00e9\n".encode("latin-1"), "{path}: 'utf-8' codec can't decode byte 0xe9"),
+        (b"type: dagster.DefsFolderComponent\nattributes: {}\n---\n[]\n",
+         "{path}: no component of type es_mysql_pipeline.EsMysqlPipelines"),
+        (b"", "{path}: no component of type es_mysql_pipeline.EsMysqlPipelines"),
+    ],
+    ids=["empty-folder", "yaml-syntax", "not-utf8", "other-components", "empty-file"],
+)  # fmt: skip
+def test_a_file_that_is_no_pipelines_file_is_one_line(
+    tmp_path: Path, content: bytes | None, expected: str
+) -> None:
+    path = tmp_path if content is None else tmp_path / "defs.yaml"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(PipelinesConfigError) as err:
+        pipelines_defs(str(path))
+    assert str(err.value).startswith(expected.format(path=path)), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(PipelinesConfigError) as err:
+        find_pipeline(path, "one")
+    assert str(err.value) == f"{path}: [Errno 2] No such file or directory: '{path}'"
+
+
+def _tick(defs: dg.Definitions, name: str, at: datetime) -> dg.ScheduleExecutionData:
+    context = dg.build_schedule_context(
+        scheduled_execution_time=at, repository_def=defs.get_repository_def()
+    )
+    return defs.resolve_schedule_def(f"{name}_schedule").evaluate_tick(context)
+
+
+def test_a_schedule_without_partitions_loads_all_and_before_the_start_skips(
+    tmp_path: Path,
+) -> None:
+    text = HEAD + pipe(more=SCHEDULE + "      partitions: {type: none}\n")
+    text += "    - {name: later, source: {path: c.csv}, sink: {jsonl_dir: out2},\n"
+    text += "       schedule: '15 0 * * *', partitions: {type: daily, start: '2024-06-01'}}\n"
+    path = tmp_path / "defs.yaml"
+    path.write_text(text, encoding="utf-8")
+    defs = pipelines_defs(str(path))
+    at = datetime(2024, 6, 1, 0, 15, tzinfo=timezone.utc)
+    (whole,) = _tick(defs, "two", at).run_requests or []
+    assert whole.partition_key is None and whole.tags[PIPELINE_TAG] == "two"
+    skipped = _tick(defs, "later", at)  # the first day is not over yet
+    assert skipped.run_requests == [] and skipped.skip_message == "no complete partition yet"
+    (day,) = _tick(defs, "later", at + timedelta(days=1)).run_requests or []
+    assert day.partition_key == "2024-06-01"
+
+
+def test_celery_as_the_default_executor_or_one_pipelines(tmp_path: Path) -> None:
+    text = HEAD + "  defaults: {executor: celery}\n" + pipe()
+    text += "    - {name: three, source: {path: c.csv}, sink: {jsonl_dir: o3},\n"
+    text += "       executor: multiprocess}\n"
+    path = tmp_path / "defs.yaml"
+    path.write_text(text, encoding="utf-8")
+    defs = pipelines_defs(str(path))
+    assert defs.resolve_job_def("two_job").executor_def.name == "celery"
+    assert defs.resolve_job_def("three_job").executor_def is dg.multiprocess_executor
+    # Dagster's implicit asset job takes the location's executor: the default's
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "celery"
