@@ -21,7 +21,7 @@ from typing import Any, Literal, NoReturn
 
 import dagster as dg
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from es_mysql_pipeline.assets import OWNERS, Chain, build_assets, build_unplaced_asset
 from es_mysql_pipeline.hooks import PIPELINE_METRICS_HOOKS, PUSHGATEWAY_KEY
@@ -564,13 +564,21 @@ def env_secret(name: str) -> Any:
 
 
 def _construct(
-    where: _Where, at: tuple[Any, ...], cls: type, options: Mapping[str, Any], **fields: Any
+    where: _Where,
+    at: tuple[Any, ...],
+    cls: type[BaseModel],
+    options: Mapping[str, Any],
+    **fields: Any,
 ) -> Any:
     """``cls`` of the fields the YAML gives (None: not given) and the ``options``."""
     given = {k: v for k, v in fields.items() if v is not None}
     twice = sorted(set(given) & set(options))
     if twice:
         where.fail((*at, "options"), f"{twice[0]!r} is set outside options: drop it from options")
+    unknown = sorted(set(options) - set(cls.model_fields))
+    if unknown:
+        known = ", ".join(sorted(set(cls.model_fields) - set(given)))
+        where.fail((*at, "options"), f"{cls.__name__} has no option {unknown[0]!r} ({known})")
     try:
         return cls(**given, **options)
     except ValidationError as exc:  # a mistyped option

@@ -543,6 +543,9 @@ TEMPLATE_SOURCE = "\"{{ {'connection': 'nodb', 'index': 'x'} }}\""
          "backfill:", "pipelines[0].backfill: max_partitions_per_run must be 1 or more"),
         (pipe(more="      tags:\n        team: data\n        cost: a b\n"), "a b",
          "pipelines[0].tags.cost: tag value 'a b': use letters, digits, _ . -"),
+        (pipe(more="      settings: {max_failed_ratio: 7}\n"), "settings:",
+         "pipelines[0].settings: PipelineSettings.max_failed_ratio: Input should be less than "
+         "or equal to 1"),
         (pipe(more="      settings: {pipeline_id: x}\n"), "settings:",
          "pipelines[0].settings: pipeline_id is the pipeline's name"),
         (pipe(source="{format: csv}"), "source:",
@@ -566,6 +569,9 @@ TEMPLATE_SOURCE = "\"{{ {'connection': 'nodb', 'index': 'x'} }}\""
         (pipe(sink="\n        connection: db\n        table: t\n        options:\n"
                    "          table: u\n"), "table: u",
          "pipelines[0].sink.options: 'table' is set outside options: drop it from options"),
+        (pipe(source="{path: b.csv, options: {delimter: ';'}}"), "source:",
+         "pipelines[0].source.options: FileSource has no option 'delimter' (delimiter, "
+         "encoding, format, id_column, timestamp_column)"),
         (pipe(sink="{jsonl_dir: out, options: {batch_size: many}}"), "sink:",
          "pipelines[0].sink: JsonlSink.batch_size: Input should be a valid integer, unable to "
          "parse string as an integer"),
@@ -578,9 +584,10 @@ TEMPLATE_SOURCE = "\"{{ {'connection': 'nodb', 'index': 'x'} }}\""
     ],
     ids=["db-without-url", "es-without-hosts", "connection-name", "pipeline-name",
          "lag-without-partitions", "lag-without-schedule", "no-partitions-per-run",
-         "tag-value", "pipeline-id-setting", "source-neither", "source-on-a-db",
+         "tag-value", "ratio-setting", "pipeline-id-setting", "source-neither", "source-on-a-db",
          "es-without-index", "es-id-field", "source-option-twice", "sink-two-kinds",
-         "sink-without-table", "sink-on-es", "sink-option-twice", "sink-option-type",
+         "sink-without-table", "sink-on-es", "sink-option-twice", "source-option-typo",
+         "sink-option-type",
          "template-source", "template-unknown-name", "template-wrong-type"],
 )  # fmt: skip
 def test_each_mistake_is_one_line_at_its_yaml_line(

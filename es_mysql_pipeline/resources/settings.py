@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
 from es_mysql_pipeline.mapping import FieldMapping
 
@@ -42,7 +43,7 @@ class PipelineSettings(dg.ConfigurableResource):
     transform_processes: int = 0
     #: Stop the transform once more than this share of the records seen (1,000 at least)
     #: failed for one and the same reason; ``None`` never stops (every reject is written).
-    max_failed_ratio: float | None = None
+    max_failed_ratio: float | None = Field(default=None, ge=0, le=1)
     #: After a window loads, rows of that window whose id the source no longer has are
     #: kept (``ignore``), deleted (``hard``) or stamped in ``_deleted_at`` (``soft``).
     #: See docs/updates-and-deletes.md.
