@@ -16,18 +16,18 @@ def step_metadata(result: Any, asset: str) -> dict[str, Any]:
 
 def failure_message(result: Any) -> tuple[str, bool]:
     """The failed step's one-line message, and whether it was a configuration error."""
-    for event in result.get_step_failure_events():
-        data = event.step_failure_data
-        user = data.user_failure_data
-        if user is not None and user.description:
-            kind = user.metadata.get(keys.ERROR_KIND)
-            return str(user.description), getattr(kind, "value", kind) == keys.CONFIG_ERROR_KIND
-        err = data.error
-        while err is not None and err.cause is not None:  # the innermost error says why
-            err = err.cause
-        if err is not None:
-            return err.message.strip().splitlines()[-1], False
-    return "the run failed", False
+    failures = result.get_step_failure_events()
+    if not failures:
+        return "the run failed", False
+    data = failures[0].step_failure_data
+    user = data.user_failure_data
+    if user is not None and user.description:
+        kind = user.metadata.get(keys.ERROR_KIND)
+        return str(user.description), getattr(kind, "value", kind) == keys.CONFIG_ERROR_KIND
+    err = data.error  # Dagster sets it on every step failure; the innermost cause says why
+    while err.cause is not None:
+        err = err.cause
+    return err.message.strip().splitlines()[-1], False
 
 
 def print_summary(

@@ -49,10 +49,8 @@ def strip_credentials(value: Any) -> Any:
         return [strip_credentials(v) for v in value]
     if isinstance(value, str) and "@" in value and "://" in value:
         parts = urlsplit(value)
-        if parts.username or parts.password:
-            host = parts.hostname or ""
-            netloc = f"{host}:{parts.port}" if parts.port else host
-            return urlunsplit(parts._replace(netloc=netloc))
+        if "@" in parts.netloc:  # the host and port as written: an IPv6 host keeps its []
+            return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     return value
 
 

@@ -246,8 +246,8 @@ def pushed_groups(
     families: Families = {}
     for key, value in (totals.totals | samples).items():
         family = family_of(parse_sample_key(key)[0])
-        if family is not None:
-            families.setdefault(family, {})[key] = value
+        assert family is not None, key  # totals hold the catalog's series only (fold_run)
+        families.setdefault(family, {})[key] = value
     yield {}, FamiliesCollector(families, pipeline_id)
     for step, snapshot in sorted(totals.steps.items()):
         yield {"step": step}, FamiliesCollector(snapshot.families, pipeline_id, info)

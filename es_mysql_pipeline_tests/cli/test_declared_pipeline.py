@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.error
 from pathlib import Path
 
 import pytest
+
+from es_mysql_pipeline_tests.fixtures.prometheus import free_port, http_get
+from es_mysql_pipeline_tests.helpers import table_rows
+from es_mysql_pipeline_tests.security.users import mysql_user
 
 ORDERS = """\
 type: es_mysql_pipeline.EsMysqlPipelines
@@ -63,3 +71,71 @@ def test_an_unknown_name_lists_the_declared_ones(tmp_path: Path, where: str) -> 
     proc = cli(*args, cwd=tmp_path, **env)
     assert proc.returncode == 2, proc.stderr
     assert "no pipeline named 'invoices' (declared: orders)" in proc.stderr
+
+
+def test_metrics_under_the_given_pipeline_id_served_until_a_stop(tmp_path: Path) -> None:
+    """--pipeline-id names the metrics of a declared pipeline; --metrics-linger keeps them
+    served after the run, until the time is up or Ctrl+C ends the wait (exit 0: it ran)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "es_mysql_pipeline", "--pipeline", "sample"),
+            *("--pipeline-id", "renamed", "--no-progress"),
+            *("--metrics-port", str(port), "--metrics-linger", "300"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "ES_MYSQL_PIPELINE_DATA": str(tmp_path / "data")},
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline, body = time.monotonic() + 120, ""
+        while 'pipeline_last_success_timestamp_seconds{pipeline_id="renamed"}' not in body:
+            assert proc.poll() is None and time.monotonic() < deadline, "no run succeeded"
+            time.sleep(0.2)
+            try:
+                body = http_get(url + "/metrics", timeout=2)[1].decode()
+            except (urllib.error.URLError, ConnectionError):
+                continue  # not listening yet
+        assert 'pipeline_records_processed_total{pipeline_id="renamed",stage="fetch"}' in body
+        assert json.loads(http_get(url + "/info")[1])["pipeline_id"] == "renamed"
+        time.sleep(0.5)
+        assert proc.poll() is None  # the run is over; the endpoint lingers
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)  # well before the 300 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "Summary" in stdout and "Traceback" not in stderr
+    with pytest.raises(urllib.error.URLError):
+        http_get(url + "/health", timeout=2)  # stopped with the process
+
+
+@pytest.mark.integration
+def test_a_declared_password_is_read_from_its_variable(
+    mysql_url: str, mysql_table: str, tmp_path: Path
+) -> None:
+    with mysql_user(mysql_url) as user:
+        (tmp_path / "defs.yaml").write_text(
+            ORDERS.replace("mysql+pymysql://loader@127.0.0.1:1/app", user.url)
+            .replace("PW_UNSET_HERE", "LOADER_PASSWORD")
+            .replace("table: orders", f"table: {mysql_table}"),
+            encoding="utf-8",
+        )
+        (tmp_path / "in.csv").write_text("id,ts\n1,2024-01-01\n2,2024-01-02\n", encoding="utf-8")
+        proc = cli(
+            "--defs",
+            "defs.yaml",
+            "--pipeline",
+            "orders",
+            "--no-progress",
+            cwd=tmp_path,
+            LOADER_PASSWORD=user.password,
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(table_rows(mysql_url, mysql_table)) == ["1", "2"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from es_mysql_pipeline_tests.helpers import SAMPLE, sample_rows, table_rows
+from es_mysql_pipeline_tests.helpers import (
+    SAMPLE,
+    event_rows,
+    sample_rows,
+    table_rows,
+    write_csv,
+)
 
 SECRET = "Sentinel-Pw-9f3a"
+TO_FILE = ["--csv_file", SAMPLE, "--sink_type", "file", "--output_file", "o"]
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
@@ -138,6 +146,14 @@ def test_csv_to_mysql(mysql_url: str, mysql_table: str, tmp_path: Path) -> None:
             ],
             "give both --start and --end",
         ),
+        (
+            [*TO_FILE, "--start", "2024-01-05", "--end", "2024-01-02"],
+            "--start/--end: empty time window",
+        ),
+        (
+            [*TO_FILE, "--start", "2024-02-30", "--end", "2024-03-02"],
+            "--start/--end: day is out of range for month",
+        ),
     ],
 )
 def test_bad_usage_is_exit_2_and_one_line(args: list[str], text: str, tmp_path: Path) -> None:
@@ -174,6 +190,67 @@ def test_failed_ratio_threshold_exits_1(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "2 of 3 records failed" in proc.stderr
+
+
+@pytest.mark.integration
+def test_sink_refusals_over_the_ratio_exit_1_naming_the_top_reason(
+    mysql_url: str, mysql_table: str, tmp_path: Path
+) -> None:
+    """Each step under --max-failed-ratio, the run over it: 1 of 20 rejected in transform
+    (exactly 0.05), 1 refused by the table (a message too long for its TEXT column)."""
+    mysql = ["--sink_type", "mysql", "--db_table", mysql_table, "--no-progress"]
+    day1 = write_csv(tmp_path / "day1.csv", event_rows(20))
+    assert cli("--csv_file", day1, *mysql, cwd=tmp_path).returncode == 0  # message: TEXT
+    rows = event_rows(20, day="2024-03-02", start=20)
+    rows[3]["id"] = ""
+    rows[7]["message"] = "é" * 40_000  # 80,000 bytes
+    day2 = write_csv(tmp_path / "day2.csv", rows)
+    proc = cli("--csv_file", day2, *mysql, "--schema-contract", "discard", cwd=tmp_path)
+    assert_one_line_error(
+        proc,
+        1,
+        "2 of 20 records failed (more than --max-failed-ratio 0.05); see the dead-letter "
+        "files; most often: 1 records: missing or empty id field 'id'",
+    )
+    assert "Summary" in proc.stdout  # the counts are still shown
+    assert len(table_rows(mysql_url, mysql_table)) == 20 + 18
+
+
+ANALYZER = """
+import pathlib, threading, time
+
+started = []
+
+def analyze(record):
+    if not started:  # once: a thread that is no daemon, which a Python program waits for
+        started.append(threading.Thread(target=finish))
+        started[0].start()
+    return {}
+
+def finish():
+    time.sleep(1.5)
+    pathlib.Path("finished").write_text("done")
+"""
+
+
+def test_the_command_waits_for_threads_the_analyzer_started(tmp_path: Path) -> None:
+    (tmp_path / "late_analyzer.py").write_text(ANALYZER, encoding="utf-8")
+    proc = cli(
+        "--csv_file",
+        SAMPLE,
+        "--sink_type",
+        "file",
+        "--output_file",
+        str(tmp_path / "o.jsonl"),
+        "--analyzer",
+        "late_analyzer.analyze",
+        "--transform-processes",
+        "1",
+        "--no-progress",
+        cwd=tmp_path,  # python -m: the analyzer is imported from here
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "finished").read_text() == "done"
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +306,40 @@ def test_signal_stops_cleanly_and_publishes_nothing(
     assert "Traceback" not in stderr
     assert not out.exists()  # nothing half-written published
     assert not list(tmp_path.glob("out.jsonl.tmp*"))
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_aborts_at_once(big_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "es_mysql_pipeline", "--csv_file", str(big_csv)),
+            *("--sink_type", "file", "--output_file", str(out), "--batch-size", "500"),
+            *("--staging-dir", str(tmp_path / "staging")),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.is_file() for p in (tmp_path / "staging").rglob("*")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)  # again: no waiting for the batch in flight
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # any worker left of the group we started
+    assert proc.returncode == 130, stderr
+    assert "again to abort" in stderr
+    assert "stopped by request" not in stderr  # not the graceful stop's message
+    assert "Traceback" not in stderr
+    assert not out.exists()
 
 
 def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:

@@ -109,6 +109,19 @@ def test_strip_credentials_nested() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://elastic:pw@[::1]:9200/logs", "https://[::1]:9200/logs"),
+        ("mysql+pymysql://loader@DB.example:3306/app#t", "mysql+pymysql://DB.example:3306/app#t"),
+        ("https://[::1]:9200/logs@2024?", "https://[::1]:9200/logs@2024?"),  # not re-assembled
+    ],
+    ids=["ipv6-user-password", "user", "at-sign-in-the-path-only"],
+)
+def test_strip_credentials_keeps_the_host_as_written(url: str, shown: str) -> None:
+    assert strip_credentials({"target": url}) == {"target": shown}
+
+
 def test_port_in_use_is_a_clear_error() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

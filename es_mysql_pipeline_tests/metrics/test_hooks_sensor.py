@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import dagster as dg
@@ -152,6 +154,23 @@ def test_sensor_counts_each_run_once_across_failures_and_restarts(
     tick(defs, instance, cursor)  # no new run: the same groups, from the cursor alone
     assert gateway_samples(pushgateway, "pipeline_step_success", step="loaded") == [1]
     assert gateway_samples(pushgateway, "pipeline_step_records", step="fetched") == [PROCESSED]
+
+
+def test_a_run_canceled_before_it_started_is_the_last_run_without_a_duration(
+    pushgateway: PushgatewayServer, instance: dg.DagsterInstance
+) -> None:
+    defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="q"))
+    assert run(defs, instance)
+    cursor = tick(defs, instance, None)
+    [duration] = gateway_samples(pushgateway, "pipeline_last_run_duration_seconds")
+    queued = instance.create_run_for_job(defs.get_job_def("metrics_job"))
+    instance.report_run_canceled(queued)  # canceled in the queue: it never started
+    tick(defs, instance, cursor)
+    assert gateway_samples(pushgateway, "pipeline_runs_total", result="canceled") == [1]
+    assert gateway_samples(pushgateway, "pipeline_last_run_success") == [0]
+    # No duration to show for it: the last one measured stays, and no run duration is added.
+    assert gateway_samples(pushgateway, "pipeline_last_run_duration_seconds") == [duration]
+    assert gateway_samples(pushgateway, "pipeline_run_duration_seconds_count") == [1]
 
 
 def test_sensor_counts_runs_of_our_assets_whatever_their_job(
@@ -428,15 +447,26 @@ def test_each_run_counts_once_under_its_own_pipeline(
 
 
 def test_retire_from_a_shell(pushgateway: PushgatewayServer, instance: dg.DagsterInstance) -> None:
-    from es_mysql_pipeline.metrics.pushgateway import main
-
     defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="old"))
     assert run(defs, instance)
     tick(defs, instance, None)
     assert gateway_samples(pushgateway, "pipeline_step_success", pipeline_id="old") == [1, 1]
-    assert main([pushgateway.url, "retire", "old"]) == 0
+    proc = shell(pushgateway.url, "retire", "old")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"deleted 3 group(s) of pipeline old from {pushgateway.url}\n"
     assert 'pipeline_id="old"' not in pushgateway.metrics_text()
-    assert main([pushgateway.url, "retire"]) == 2
+    proc = shell(pushgateway.url, "retire")
+    assert proc.returncode == 2 and "retire PIPELINE_ID [JOB]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def shell(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "es_mysql_pipeline.metrics.pushgateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_alert_tests_feed_only_series_the_pipeline_pushes(

@@ -35,15 +35,37 @@ class _Slow(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def slow_gateway() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+class _Dribble(BaseHTTPRequestHandler):
+    """Answers one byte every 0.2 s: no read ever waits as long as the socket timeout."""
+
+    def do_PUT(self) -> None:
+        for byte in b"HTTP/1.0 200 OK\r\n\r\n":
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(0.2)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def slow_gateway() -> Iterator[str]:
+    yield from _serve(_Slow)
+
+
+@pytest.fixture
+def dribbling_gateway() -> Iterator[str]:
+    yield from _serve(_Dribble)
 
 
 def test_push_reaches_the_pushgateway(pushgateway: PushgatewayServer) -> None:
@@ -98,6 +120,44 @@ def test_slow_pushgateway_never_stalls(slow_gateway: str) -> None:
     )
     assert time.monotonic() - t0 < 1.5
     assert "timed out" in warnings[0] or "no answer within 0.5s" in warnings[0]
+
+
+def test_a_gateway_answering_too_slowly_is_given_up_after_the_timeout(
+    dribbling_gateway: str,
+) -> None:
+    recorder = PrometheusRecorder("pg", CollectorRegistry())
+    res = PushgatewayResource(url=dribbling_gateway, timeout_seconds=0.5)
+    warnings: list[str] = []
+    t0 = time.monotonic()
+    assert not res.push(
+        recorder.registry, res.grouping_key(), recorder=recorder, warn=warnings.append
+    )
+    assert time.monotonic() - t0 < 1.5  # the answer would take 3.6 s
+    assert warnings == [
+        f"Pushgateway {dribbling_gateway}: push of {{'pipeline_id': 'default'}} failed "
+        "(no answer within 0.5s); the run goes on"
+    ]
+    assert (
+        recorder.registry.get_sample_value(
+            "pipeline_pushgateway_failures_total", {"pipeline_id": "pg"}
+        )
+        == 1
+    )
+
+
+def test_pushing_off_pushes_and_deletes_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    recorder = PrometheusRecorder("pg", CollectorRegistry())
+    res = PushgatewayResource()  # no url
+    with caplog.at_level(logging.WARNING):
+        assert res.push(recorder.registry, res.grouping_key(), recorder=recorder)
+        assert res.delete(res.grouping_key())
+    assert caplog.text == ""
+    assert (
+        recorder.registry.get_sample_value(
+            "pipeline_pushgateway_failures_total", {"pipeline_id": "pg"}
+        )
+        == 0
+    )
 
 
 def test_basic_auth_from_env_var(slow_gateway: str, monkeypatch: pytest.MonkeyPatch) -> None:
