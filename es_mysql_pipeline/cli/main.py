@@ -20,7 +20,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from typing import Any
+from typing import Any, NoReturn
 
 from es_mysql_pipeline import lifecycle
 from es_mysql_pipeline import metadata_keys as keys
@@ -151,7 +151,9 @@ def _stop_metrics(metrics: Any, linger: float, succeeded: bool) -> None:
 def _install_signal_handlers() -> None:
     def handler(signum: int, _frame: Any) -> None:
         if lifecycle.stop_requested():
-            os._exit(130)  # second signal: stop now
+            # second signal: stop now. Ends the process before coverage can save its data;
+            # test_a_second_ctrl_c_aborts_at_once checks it.
+            os._exit(130)  # pragma: no cover
         print("\nstopping after the batch in flight (again to abort)...", file=sys.stderr)
         lifecycle.request_stop()
 
@@ -168,7 +170,11 @@ def console() -> None:
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # coverage saves its data here: what follows is unmeasured
+    _flush_and_exit(code)
+
+
+def _flush_and_exit(code: int) -> NoReturn:  # pragma: no cover (every CLI test runs it)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed pipe: nothing more to say
             stream.flush()
