@@ -4,6 +4,7 @@ between the steps of a run."""
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import os
 import sys
 import time
@@ -155,6 +156,28 @@ def test_a_broken_shared_pool_is_not_lent_again() -> None:
             pool.submit(os._exit, 3).result()
         with spawn_pool(1) as pool, stop_signals_blocked():
             assert pool.submit(pid_after, 0).result() > 0
+
+
+def test_a_forked_child_starts_its_own_pool_not_its_parents() -> None:
+    """A process forked from one holding the shared pool (Dagster's multiprocess executor
+    with ``start_method: fork``) cannot use that pool: its steps start their own."""
+    ctx = multiprocessing.get_context("fork")
+    with shared_pool(1):
+        with spawn_pool(1) as pool, stop_signals_blocked():
+            shared_pid = pool.submit(pid_after, 0).result()
+        out = ctx.SimpleQueue()
+        child = ctx.Process(target=_pool_worker_pid, args=(out,))
+        child.start()
+        child.join(30)
+        if child.is_alive():  # it hangs on the parent's pool: SIGKILL, its signals are blocked
+            child.kill()
+        assert child.exitcode == 0, "the forked child's step did not finish"
+    assert out.get() not in (shared_pid, child.pid)
+
+
+def _pool_worker_pid(out: Any) -> None:
+    with spawn_pool(1) as pool, stop_signals_blocked():
+        out.put(pool.submit(pid_after, 0).result())
 
 
 def loaded_module(name: str) -> bool:

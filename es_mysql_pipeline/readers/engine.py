@@ -18,6 +18,7 @@ import contextlib
 import functools
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -30,24 +31,20 @@ from es_mysql_pipeline.worker_processes import discard_files, ordered_map, spawn
 T = TypeVar("T")
 
 
-class Unit:
+class Unit(ABC):
     """A piece of a source's read that a worker process can take: plain, picklable values."""
 
-    #: Whether what was read is the unit's records: a unit may find out it is not (a file
-    #: part whose end fell inside a quoted value); its part and the parts after it are then
-    #: dropped, and :meth:`rest` is read in this process instead, to the end.
-    end_ok: bool = True
-
+    @abstractmethod
     def batches(self) -> Iterator[Frame]:
         """The unit's records; reading may move the unit on (a slice's cursor)."""
-        raise NotImplementedError
+        ...
 
-    def follow(self) -> Unit | None:
-        """After reading: the next unit of its kind (a slice's next pages), or ``None``."""
+    def rest(self) -> Unit | None:
+        """After reading: ``None`` when what was read is the unit's records, else what to
+        read instead, in this process, to the end. A unit may find out it read the wrong
+        records (a file part whose end fell inside a quoted value): its part and the parts
+        after it are then dropped."""
         return None
-
-    def rest(self) -> Unit:
-        raise NotImplementedError
 
 
 def read_units(
@@ -56,29 +53,29 @@ def read_units(
     workers: int,
     ahead: int,
     *,
-    goes_on: bool = False,
+    follow: Callable[[Any], Unit | None] | None = None,
     unused: Sequence[str] = (),
     seen: Callable[[Any], object] = lambda unit: None,
 ) -> Generator[StagedPart, None, None]:
     """``units`` read by ``workers`` processes, at most ``ahead`` submitted at a time, each
-    staged as a part; parts in the units' order, or with ``goes_on`` as they finish (each
-    unit's :meth:`~Unit.follow` submitted at once). ``seen`` gets each unit as it stands
-    after its read."""
+    staged as a part; parts in the units' order, or with ``follow`` as they finish (what
+    ``follow`` makes of a unit after its read, its next unit or ``None``, submitted at
+    once). ``seen`` gets each unit as it stands after its read."""
     read = functools.partial(_read, timestamp_key, scratch_dir())
-    follow = _Done.follow if goes_on else None
+    then = None if follow is None else functools.partial(_Done.follow, follow=follow)
     with (
         spawn_pool(workers, unused) as pool,
         contextlib.closing(
-            ordered_map(pool, read, units, ahead, discard=_Done.discard, follow=follow)
+            ordered_map(pool, read, units, ahead, discard=_Done.discard, follow=then)
         ) as results,
     ):
         for done in results:
             seen(done.unit)
-            if not done.unit.end_ok:
+            rest = done.unit.rest()
+            if rest is not None:
                 done.discard()
                 results.close()  # the parts after it are dropped
-                # the rest is read unchecked to the end: its records, whatever it finds
-                done = read(done.unit.rest())
+                done = read(rest)
             if done.retries:
                 get_recorder().retry("fetch", done.retries)
             yield from _handed(done.part)
@@ -122,8 +119,8 @@ class _Done:
     def discard(self) -> None:
         discard_files(self.part.staged.path)
 
-    def follow(self) -> Unit | None:
-        return self.unit.follow()
+    def follow(self, follow: Callable[[Any], Unit | None]) -> Unit | None:
+        return follow(self.unit)
 
 
 def _read(timestamp_key: str | None, scratch: str, unit: Unit) -> _Done:
@@ -158,8 +155,7 @@ class _Collected(NullRecorder):
     retries: int = 0
 
     def duration(self, kind: Literal["fetch", "insert", "batch", "run"], seconds: float) -> None:
-        if kind == "fetch":
-            self.seconds.append(seconds)
+        self.seconds.append(seconds)  # a read records fetch times only
 
     def retry(self, stage: Any, n: int = 1) -> None:
         self.retries += n

@@ -156,7 +156,7 @@ class TextFile:
 class SpanReader(Unit):
     """Batches of the span's records (those in ``window`` when one is given); a read unit
     of :mod:`~es_mysql_pipeline.readers.engine` (after the read, :attr:`end_ok` says
-    whether a checked end fell between two records)."""
+    whether a checked end fell between two records, and :meth:`rest` what to read if not)."""
 
     file: TextFile
     size: int
@@ -175,8 +175,11 @@ class SpanReader(Unit):
             return timed(self._csv_batches(as_columns=True))
         return timed(iter(self))
 
-    def rest(self) -> SpanReader:
-        """From the span's start to the end of the file, unchecked."""
+    def rest(self) -> SpanReader | None:
+        """When the span's checked end fell inside a quoted value: from the span's start to
+        the end of the file, unchecked (its records, whatever it finds)."""
+        if self.end_ok:
+            return None
         span = self.span
         return replace(self, span=Span(span.start, None, span.lines_before, 0, span.header))
 
@@ -389,9 +392,7 @@ def read_parts(
     size = os.path.getsize(file.path)
     if size < PARALLEL_MIN_BYTES:
         return None
-    header = file.header() if file.kind == "csv" else None
-    if file.kind == "csv" and header is None:
-        return None
+    header = file.header() if file.kind == "csv" else None  # a file this big has one
     parts = workers * _PARTS_PER_WORKER
     spans = plan_spans(file, size, parts, header)
     units = (SpanReader(file, batch_size, window, ts_key, span) for span in spans)

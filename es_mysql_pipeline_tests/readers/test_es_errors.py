@@ -142,6 +142,7 @@ def test_error_type_of_odd_bodies() -> None:
         "Bad Gateway"
     )
     assert error_type(api_error(500, {"error": {"reason": "r"}})) == "error"
+    assert error_type(api_error(403, {"message": "denied"}, message="Forbidden")) == "Forbidden"
 
 
 def test_error_reason_picks_the_most_specific_cause() -> None:

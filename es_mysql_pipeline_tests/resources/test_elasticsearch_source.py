@@ -612,6 +612,11 @@ def test_version_mismatch_says_what_to_install() -> None:
         pytest.raises(ConfigError, match=r"too old.*upgrade the cluster"),
     ):
         ElasticsearchSource(hosts=[server.url], index="x").check()
+    with EsTestServer() as server:
+        server.version = "unknown"  # a front that answers GET / without the cluster's number
+        with pytest.raises(ConfigError) as info:
+            ElasticsearchSource(hosts=[server.url], index="x").check()
+        assert str(info.value) == f"the server at {server.url} did not report a version"
 
 
 # -- credentials -------------------------------------------------------------------------------

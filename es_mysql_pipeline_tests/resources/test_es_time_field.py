@@ -326,6 +326,7 @@ def test_date_fields_of_a_mapping_response() -> None:
         # odd shapes are passed over, never a crash
         "logs-4": {"mappings": {"properties": {"odd": "text", "obj": {"properties": ["x"]}}}},
         "logs-5": "not an index body",
+        "logs-6": {"mappings": ["not", "a", "mapping"]},
     }
     assert date_fields(response) == ["event.created", "event.ingested", "labels.at", "ts"]
     assert date_fields({}) == []

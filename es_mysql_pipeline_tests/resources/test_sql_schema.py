@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+import threading
+import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -12,10 +14,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from es_mysql_pipeline.errors import ConfigError
+from es_mysql_pipeline.errors import ConfigError, SinkError
 from es_mysql_pipeline.resources.sinks import SqlSink
 from es_mysql_pipeline.value_types import ColumnStats
 from es_mysql_pipeline.writers.base import SchemaReport, TableShape
+from es_mysql_pipeline.writers.sql import schema
 from es_mysql_pipeline.writers.sql.schema import _ddl_race, column_type
 from es_mysql_pipeline_tests.conftest import split_target
 from es_mysql_pipeline_tests.helpers import table_columns as columns
@@ -118,6 +121,69 @@ def test_discard_leaves_unknown_fields_out(sql_target: str) -> None:
     counts, report = load(sink, shape("region", "shard"), rows(range(2, 5), region=1, shard=2))
     assert counts.inserted == 3 and report.discarded == ["region", "shard"] and report.changes == []
     assert set(columns(url, table)) == {"id", "timestamp", "msg"}
+
+
+def test_a_table_without_the_id_column_is_refused(sql_target: str) -> None:
+    url, table = split_target(sql_target)
+    keyed = TableShape("key", None, {"key": ColumnStats("string", 10)})
+    load(SqlSink(url=url, table=table), keyed, [{"key": "a"}])
+    other = TableShape("uid", None, {"uid": ColumnStats("string", 10)})
+    with pytest.raises(ConfigError) as info:
+        load(SqlSink(url=url, table=table), other, [{"uid": "a"}])
+    assert str(info.value).startswith(
+        f"table {table!r} does not match the data: column 'uid' for the record id is missing. "
+    )
+
+
+@pytest.mark.integration
+def test_a_schema_change_kept_waiting_by_a_query_is_tried_again(
+    mysql_url: str, mysql_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open transaction that read the table holds its metadata lock: the ALTER waits its
+    lock_wait_timeout (1 s here), fails, and is tried again until the reader is done."""
+    monkeypatch.setattr(schema, "_DDL_LOCK_WAIT", 1)
+    sink = SqlSink(url=mysql_url, table=mysql_table)
+    load(sink, shape(), rows(range(3)))
+    engine = sa.create_engine(mysql_url)
+    reader = engine.connect()
+    reader.exec_driver_sql(f"SELECT * FROM `{mysql_table}`").all()  # its transaction stays open
+    done_reading = threading.Timer(2.5, reader.rollback)
+    done_reading.start()
+    try:
+        counts, report = load(sink, shape("region"), rows(range(3, 6), region=1))
+    finally:
+        done_reading.join()
+        reader.close()
+        engine.dispose()
+    assert counts.inserted == 3 and report.added == ["region"]
+    assert "region" in columns(mysql_url, mysql_table)
+
+
+@pytest.mark.integration
+def test_a_load_waiting_too_long_for_another_loads_schema_change_says_so(
+    mysql_url: str, mysql_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One load's ALTER waits behind a query; a second load of the table waits for the
+    first one's schema change at most its limit (1 s here), then fails saying so."""
+    monkeypatch.setattr(schema, "_DDL_LOCK_TIMEOUT", 1)
+    sink = SqlSink(url=mysql_url, table=mysql_table)
+    load(sink, shape(), rows(range(3)))
+    engine = sa.create_engine(mysql_url)
+    reader = engine.connect()
+    reader.exec_driver_sql(f"SELECT * FROM `{mysql_table}`").all()  # its transaction stays open
+    first = threading.Thread(target=load, args=(sink, shape("region"), rows(range(3, 6))))
+    first.start()
+    try:
+        time.sleep(0.5)  # the first load holds the table's schema lock, its ALTER waiting
+        with pytest.raises(SinkError) as info:
+            load(sink, shape(), rows(range(6, 9)))
+    finally:
+        reader.rollback()
+        first.join()
+        reader.close()
+        engine.dispose()
+    assert str(info.value) == (f"table {mysql_table!r}: waited 1s for another load's schema change")
+    assert "region" in columns(mysql_url, mysql_table)  # the first load went on
 
 
 def test_a_bad_schema_contract_is_refused_by_the_resource() -> None:

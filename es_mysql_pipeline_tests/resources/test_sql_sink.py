@@ -18,6 +18,9 @@ from es_mysql_pipeline.writers.base import TableShape, WriteCounts
 from es_mysql_pipeline.writers.sql.errors import GRANTS_HINT
 from es_mysql_pipeline.writers.sql.writer import SqlSession, SqlWriter
 from es_mysql_pipeline_tests.conftest import split_target
+from es_mysql_pipeline_tests.faultproxy import FaultProxy
+from es_mysql_pipeline_tests.security.users import mysql_user
+from es_mysql_pipeline_tests.support.mysql import MYSQL_HOST, MYSQL_PORT
 
 SHAPE = TableShape(
     "id",
@@ -366,6 +369,52 @@ def test_soft_deletes_need_the_column_in_its_own_spelling(mysql_url: str, mysql_
     session.abort()
 
 
+@pytest.mark.integration
+def test_a_big_batch_cut_off_by_the_network_is_retried_not_dead_lettered(
+    mysql_url: str, mysql_table: str
+) -> None:
+    """A connection lost while sending over 1 MB may be the server refusing the size; its
+    max_allowed_packet says it was not, so the batch is retried whole."""
+    with FaultProxy(MYSQL_HOST, MYSQL_PORT) as proxy:
+        url = mysql_url.replace(f":{MYSQL_PORT}/", f":{proxy.port}/")
+        sink = SqlSink(url=url, table=mysql_table, bulk_load=False, retry_backoff_seconds=0.01)
+        session = sink.open_session(SHAPE, None)
+        session.engine.dispose()  # the writer's connection is the next one opened
+        proxy.cut_new_connections(after_bytes=100_000, count=1)
+        writer = session.writer()
+        try:
+            first = writer.write(rows([str(i) for i in range(4)], "x" * 400_000))
+            proxy.cut_open_connections(after_bytes=100_000)
+            again = writer.write(rows([str(i) for i in range(4, 8)], "x" * 400_000))
+        finally:
+            writer.close()
+            session.commit()
+        assert proxy.counters.cuts == 2
+    # each batch retried once whole, not halves written apart
+    for counts in (first, again):
+        assert (counts.inserted, counts.failed, counts.retries) == (4, 0, 1)
+    assert set(contents(mysql_url, mysql_table)) == {str(i) for i in range(8)}
+
+
+@pytest.mark.integration
+def test_deletes_without_their_grants_are_refused_not_retried(
+    mysql_url: str, mysql_table: str
+) -> None:
+    """Soft deletes add their column (ALTER), sync deletes remove rows (DELETE): a user
+    without the grant gets the server's refusal, not a retry."""
+    write(SqlSink(url=mysql_url, table=mysql_table), rows(["a", "b"]))
+    with mysql_user(mysql_url) as user:
+        sink = SqlSink(url=user.url, table=mysql_table, password=user.password)
+        with pytest.raises(ConfigError) as altered:
+            marked_session(sink, soft=True)
+        with pytest.raises(ConfigError) as deleted:
+            sink.delete_missing(SHAPE, None, {"a"})
+    assert "ALTER command denied" in str(altered.value) and mysql_table in str(altered.value)
+    assert str(altered.value).endswith(GRANTS_HINT)
+    assert "DELETE command denied" in str(deleted.value) and mysql_table in str(deleted.value)
+    assert set(contents(mysql_url, mysql_table)) == {"a", "b"}
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -399,6 +448,14 @@ def test_server_refusals_name_their_fix() -> None:
     assert str(err) == (
         f"{where}: (1142, \"INSERT command denied to user 'loader'\"); {GRANTS_HINT}"
     )
+
+
+def test_an_in_memory_sqlite_sink_loads_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    counts = write(SqlSink(url="sqlite://", table="t"), rows(["a", "b"]))
+    assert counts.inserted == 2 and list(tmp_path.iterdir()) == []
 
 
 def test_counts_and_deletes_of_a_table_not_there_yet_or_without_a_column(tmp_path: Path) -> None:

@@ -279,7 +279,7 @@ def pit_parts(
         timestamp_key,
         min(workers, len(units)),
         len(units),
-        goes_on=True,
+        follow=SliceUnit.follow,
         unused=UNUSED_HTTP_STACKS,
         seen=lambda unit: cursors.__setitem__(unit.cursor.slice_id, unit.cursor),
     )

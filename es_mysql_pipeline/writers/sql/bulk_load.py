@@ -162,12 +162,7 @@ def load_bulk_file(cur: Any, statement: str, path: str, write_mode: str) -> int:
     """Run LOAD DATA in the caller's transaction; the rows inserted, or :class:`NotClean`."""
     cur.execute(statement, (path,))
     inserted = int(cur.rowcount)
-    result = getattr(cur, "_result", None)
-    n_warn = getattr(result, "warning_count", None)
-    if n_warn is None:
-        cur.execute("SELECT @@warning_count")
-        n_warn = cur.fetchone()[0]
-    if n_warn:
+    if cur._result.warning_count:  # PyMySQL's count from the statement's reply, no query
         cur.execute("SHOW WARNINGS")
         codes = {row[1] for row in cur.fetchall()}
         if not (codes <= {1062} and write_mode == "skip"):

@@ -68,15 +68,17 @@ def prepare_table(
     """Create the table or fit it to the data, safely beside other loads of it."""
     report = SchemaReport()
     with engine.connect() as conn, _ddl_lock(conn, spec.name):
-        for attempt in range(_DDL_ATTEMPTS):
+        attempt = 0
+        while True:
             try:
                 table = _fit_table(conn, spec, shape, report)
                 break
             except (sa.exc.DBAPIError, _SchemaMoved) as exc:
                 conn.rollback()
-                if attempt + 1 >= _DDL_ATTEMPTS or not _ddl_race(exc):
+                attempt += 1
+                if attempt >= _DDL_ATTEMPTS or not _ddl_race(exc):
                     raise
-                time.sleep(min(0.05 * 2**attempt, 2.0) * (0.5 + random.random()))
+                time.sleep(min(0.05 * 2 ** (attempt - 1), 2.0) * (0.5 + random.random()))
         dialect = engine.dialect
         report.columns = [(c.name, str(c.type.compile(dialect=dialect))) for c in table.columns]
     for change in report.changes:
@@ -252,8 +254,7 @@ def _alter(
             (table_name, name),
         ).one()
         ddl = str(column_type(stats).compile(dialect=dialect))
-        if info[0]:
-            ddl += f" CHARACTER SET {info[0]} COLLATE {info[1]}"
+        ddl += f" CHARACTER SET {info[0]} COLLATE {info[1]}"  # every text column has them
         ddl += " NULL" if info[2] == "YES" else " NOT NULL"
         clauses.append((f"MODIFY COLUMN {q(name)} {ddl}", report.widened, name))
     groups = [clauses] if mysql_like else [[c] for c in clauses]

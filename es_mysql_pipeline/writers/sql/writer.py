@@ -301,14 +301,11 @@ class SqlWriter(SinkWriter):
         size = sum(len(v) for record in batch for v in record.values() if isinstance(v, str))
         if size < 1_000_000:
             return False
-        if self._max_packet is None:
-            try:
-                with self.session.engine.connect() as conn:
-                    self._max_packet = int(
-                        conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar() or 0
-                    )
-            except sa.exc.SQLAlchemyError:
-                return False
+        if self._max_packet is None:  # if the server cannot say, its error is retried too
+            with self.session.engine.connect() as conn:
+                self._max_packet = int(
+                    conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar() or 0
+                )
         return size >= self._max_packet
 
     def _write_tx(self, batch: Batch, counts: WriteCounts, bulk: bool = True) -> None:
