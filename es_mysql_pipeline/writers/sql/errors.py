@@ -29,7 +29,8 @@ _SERVER_DOWN = "check --db_host and --db_port (is the server running?)"
 GRANTS_HINT = (
     "grant the pipeline's user what it needs: GRANT SELECT, INSERT, UPDATE, CREATE, INDEX ON "
     "<database>.* TO <user>, plus ALTER when the data gains fields under --schema-contract "
-    "evolve (see README, least-privilege user)"
+    "evolve or for soft deletes, DELETE for hard deletes, ALTER and DROP for --write-mode "
+    "refresh (see docs/deployment.md, least-privilege user)"
 )
 
 MYSQL_ERRORS: dict[int, MysqlError] = {
