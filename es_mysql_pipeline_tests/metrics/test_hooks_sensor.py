@@ -154,6 +154,20 @@ def test_sensor_counts_each_run_once_across_failures_and_restarts(
     assert gateway_samples(pushgateway, "pipeline_step_records", step="fetched") == [PROCESSED]
 
 
+def test_a_run_deleted_while_a_tick_reads_it_is_left_out(
+    pushgateway: PushgatewayServer, instance: dg.DagsterInstance
+) -> None:
+    """Deleting a run (the UI's "Delete") drops its record, then its event log: a tick in
+    between reads the run's end event but finds no run. It counts the other runs and goes on."""
+    defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="gone"))
+    assert run(defs, instance) and run(defs, instance)
+    instance.run_storage.delete_run(instance.get_runs()[0].run_id)  # delete_run's first half
+    cursor, said = tick_said(defs, instance, None)
+    assert said.startswith("pushed totals of 1 run(s) (1 new this tick) for pipeline gone")
+    assert gateway_samples(pushgateway, "pipeline_runs_total", result="success") == [1]
+    assert MetricsCursor.from_json(cursor).runs_counted == 1
+
+
 def test_sensor_counts_runs_of_our_assets_whatever_their_job(
     pushgateway: PushgatewayServer, instance: dg.DagsterInstance
 ) -> None:
