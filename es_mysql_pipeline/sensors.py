@@ -218,11 +218,7 @@ def _totals_for(
     instance: dg.DagsterInstance, cursor: MetricsCursor, scope: _Scope, sensor_name: str
 ) -> _Totals:
     """The kept totals if they are those of ``cursor``, else recomputed up to it."""
-    try:
-        where = str(instance.root_directory)
-    except Exception:  # an instance without a directory
-        where = f"object:{id(instance)}"
-    key = (where, sensor_name, scope)
+    key = (str(instance.root_directory), sensor_name, scope)
     state = _KEPT.get(key)
     if state is None or state.after != cursor.after:
         state = _KEPT[key] = _Totals(scope)

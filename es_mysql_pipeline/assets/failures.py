@@ -109,8 +109,6 @@ def step(stage: Stage) -> Callable[[F], F]:
             tune_gc()
             try:
                 return fn(*args, **kwargs)
-            except dg.Failure:
-                raise  # already says whether it may be retried
             except Interrupted as exc:  # the process is shutting down
                 raise dg.Failure(description=str(exc), allow_retries=False) from None
             except PipelineError as exc:

@@ -39,7 +39,7 @@ def load_records(
     clean_records: StagedRecords,
     sink: RecordSink,
     settings: PipelineSettings,
-    source: RecordSource | None = None,
+    source: RecordSource,
 ) -> dg.MaterializeResult:
     """Rows in the sink for the partition; counts of inserted, updated, skipped and failed."""
     label = run_label(context, config)
@@ -60,8 +60,6 @@ def load_records(
         )
     outcome = load_staged(clean_records, sink, shape, label, settings.dead_letter_dir)
     if settings.deletes != "ignore" and sink.write_mode != "refresh":
-        if source is None:
-            raise ConfigError(f"deletes={settings.deletes} needs the source to re-read ids")
         # the source's ids of the window, read completely (or it raises: nothing is deleted)
         window = run_window(context, config)
         missing = sink.delete_missing(shape, window, source.read_ids(window))

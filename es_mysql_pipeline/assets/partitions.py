@@ -10,6 +10,7 @@ from typing import Any, cast
 import dagster as dg
 
 from es_mysql_pipeline import metadata_keys
+from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.records import TimeWindow
 
 #: The bundled sample's first day, and the day after its last (``make ui`` ends there).
@@ -39,7 +40,7 @@ def run_window(context: dg.AssetExecutionContext, config: WindowConfig) -> TimeW
         return TimeWindow(tw.start.astimezone(timezone.utc), tw.end.astimezone(timezone.utc))
     if config.start or config.end:
         if not (config.start and config.end):
-            raise dg.Failure("give both start and end dates, or neither")
+            raise ConfigError("config start/end: give both (YYYY-MM-DD), or neither")
         return TimeWindow.from_dates(config.start, config.end)
     return None
 

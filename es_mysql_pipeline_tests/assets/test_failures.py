@@ -7,10 +7,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from es_mysql_pipeline.assets import build_assets
 from es_mysql_pipeline.assets import failures as retry
 from es_mysql_pipeline.errors import ConfigError
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline_tests.helpers import make_resources, run_unpartitioned
+from es_mysql_pipeline_tests.support.failures import step_failure_message
 
 CSV = "id,timestamp,msg\ne1,2024-01-01T00:00:00Z,one\n"
 
@@ -93,3 +95,22 @@ def test_is_transient_follows_the_cause_chain() -> None:
             raise RuntimeError("write failed") from inner
     except RuntimeError as outer:
         assert retry.is_transient(outer)
+
+
+def test_a_window_with_a_start_but_no_end_fails_at_once_as_a_setting(tmp_path: Path) -> None:
+    """A run configured in the launchpad with ``start`` alone: one line naming the setting,
+    marked a config error, not retried (it would fail the same way again)."""
+    src = tmp_path / "in.csv"
+    src.write_text(CSV, encoding="utf-8")
+    result = dg.materialize(
+        build_assets(None),
+        resources=make_resources(str(tmp_path), source=FileSource(path=str(src))),
+        run_config={"ops": {"raw_records": {"config": {"start": "2024-01-01"}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert _attempts(result, "raw_records") == 1
+    assert step_failure_message(result) == "config start/end: give both (YYYY-MM-DD), or neither"
+    (failure,) = result.get_step_failure_events()
+    user = failure.step_failure_data.user_failure_data
+    assert user is not None and user.metadata["error_kind"].value == "config"

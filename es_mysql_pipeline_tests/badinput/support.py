@@ -71,7 +71,7 @@ def run_direct(
         assert raw is not None
         clean = transform_records(ctx, window, raw, cfg).value
         assert clean is not None
-        result = load_records(ctx, window, clean, sink, cfg)
+        result = load_records(ctx, window, clean, sink, cfg, source)
     except dg.Failure as exc:
         return RunOutcome(failure=str(exc.description))
     md: dict[str, Any] = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}

@@ -163,7 +163,7 @@ def test_a_run_canceled_before_it_started_is_the_last_run_without_a_duration(
     assert run(defs, instance)
     cursor = tick(defs, instance, None)
     [duration] = gateway_samples(pushgateway, "pipeline_last_run_duration_seconds")
-    queued = instance.create_run_for_job(defs.get_job_def("metrics_job"))
+    queued = instance.create_run_for_job(defs.resolve_job_def("metrics_job"))
     instance.report_run_canceled(queued)  # canceled in the queue: it never started
     tick(defs, instance, cursor)
     assert gateway_samples(pushgateway, "pipeline_runs_total", result="canceled") == [1]
@@ -171,6 +171,20 @@ def test_a_run_canceled_before_it_started_is_the_last_run_without_a_duration(
     # No duration to show for it: the last one measured stays, and no run duration is added.
     assert gateway_samples(pushgateway, "pipeline_last_run_duration_seconds") == [duration]
     assert gateway_samples(pushgateway, "pipeline_run_duration_seconds_count") == [1]
+
+
+def test_a_run_deleted_while_a_tick_reads_it_is_left_out(
+    pushgateway: PushgatewayServer, instance: dg.DagsterInstance
+) -> None:
+    """Deleting a run (the UI's "Delete") drops its record, then its event log: a tick in
+    between reads the run's end event but finds no run. It counts the other runs and goes on."""
+    defs = make_defs(PushgatewayResource(url=pushgateway.url, pipeline_id="gone"))
+    assert run(defs, instance) and run(defs, instance)
+    instance.run_storage.delete_run(instance.get_runs()[0].run_id)  # delete_run's first half
+    cursor, said = tick_said(defs, instance, None)
+    assert said.startswith("pushed totals of 1 run(s) (1 new this tick) for pipeline gone")
+    assert gateway_samples(pushgateway, "pipeline_runs_total", result="success") == [1]
+    assert MetricsCursor.from_json(cursor).runs_counted == 1
 
 
 def test_sensor_counts_runs_of_our_assets_whatever_their_job(
