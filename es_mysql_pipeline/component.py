@@ -235,6 +235,8 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
                 where.fail((*at, "backfill"), "max_partitions_per_run must be 1 or more")
             backfill = dg.BackfillPolicy.multi_run(options.backfill.max_partitions_per_run)
         for key, value in options.tags.items():
+            if key.startswith(f"{PIPELINE_TAG.split('/')[0]}/"):
+                where.fail((*at, "tags", key), f"tag {key!r} is set by the pipeline itself")
             if not re.match(r"^[A-Za-z0-9_.-]{0,63}$", value):
                 where.fail((*at, "tags", key), f"tag value {value!r}: use letters, digits, _ . -")
         return PipelinePlan(

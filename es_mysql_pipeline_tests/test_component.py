@@ -543,6 +543,9 @@ TEMPLATE_SOURCE = "\"{{ {'connection': 'nodb', 'index': 'x'} }}\""
          "backfill:", "pipelines[0].backfill: max_partitions_per_run must be 1 or more"),
         (pipe(more="      tags:\n        team: data\n        cost: a b\n"), "a b",
          "pipelines[0].tags.cost: tag value 'a b': use letters, digits, _ . -"),
+        (pipe(more="      tags: {es_mysql_pipeline/pipeline_id: other}\n"), "tags:",
+         "pipelines[0].tags.es_mysql_pipeline/pipeline_id: tag "
+         "'es_mysql_pipeline/pipeline_id' is set by the pipeline itself"),
         (pipe(more="      settings: {max_failed_ratio: 7}\n"), "settings:",
          "pipelines[0].settings: PipelineSettings.max_failed_ratio: Input should be less than "
          "or equal to 1"),
@@ -584,7 +587,8 @@ TEMPLATE_SOURCE = "\"{{ {'connection': 'nodb', 'index': 'x'} }}\""
     ],
     ids=["db-without-url", "es-without-hosts", "connection-name", "pipeline-name",
          "lag-without-partitions", "lag-without-schedule", "no-partitions-per-run",
-         "tag-value", "ratio-setting", "pipeline-id-setting", "source-neither", "source-on-a-db",
+         "tag-value", "own-tag", "ratio-setting", "pipeline-id-setting", "source-neither",
+         "source-on-a-db",
          "es-without-index", "es-id-field", "source-option-twice", "sink-two-kinds",
          "sink-without-table", "sink-on-es", "sink-option-twice", "source-option-typo",
          "sink-option-type",

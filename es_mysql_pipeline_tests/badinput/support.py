@@ -64,16 +64,17 @@ def run_direct(
     any other exception propagates (that is a crash, and fails the test)."""
     dl_dir = os.path.join(str(tmp), "dead_letter")
     cfg = PipelineSettings(dead_letter_dir=dl_dir, **settings)
-    ctx = dg.build_asset_context()
     window = WindowConfig()
-    try:
-        raw = fetch_records(ctx, window, source, cfg).value
-        assert raw is not None
-        clean = transform_records(ctx, window, raw, cfg).value
-        assert clean is not None
-        result = load_records(ctx, window, clean, sink, cfg, source)
-    except dg.Failure as exc:
-        return RunOutcome(failure=str(exc.description))
+    # closed at the end: its ephemeral instance's SQLite goes with it, not at interpreter exit
+    with dg.build_asset_context() as ctx:
+        try:
+            raw = fetch_records(ctx, window, source, cfg).value
+            assert raw is not None
+            clean = transform_records(ctx, window, raw, cfg).value
+            assert clean is not None
+            result = load_records(ctx, window, clean, sink, cfg, source)
+        except dg.Failure as exc:
+            return RunOutcome(failure=str(exc.description))
     md: dict[str, Any] = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
     return RunOutcome({k: int(md[k]) for k in COUNTS}, dead_letters(dl_dir), None, md)
 
