@@ -50,6 +50,7 @@ DAGSTER_SETTINGS: tuple[tuple[str, str], ...] = (
     ("--id_column", "source.id_column"),
     ("--staging-dir / STAGING_PATH", "io_manager.base_path (STAGING_PATH)"),
     ("--max-failed-ratio", "settings.max_failed_ratio"),
+    ("--write-mode refresh", "sink.write_mode: refresh"),
 )
 
 

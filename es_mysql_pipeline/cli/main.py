@@ -170,11 +170,13 @@ def console() -> None:
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()
-    atexit._run_exitfuncs()  # coverage saves its data here: what follows is unmeasured
-    _flush_and_exit(code)
+    _exit_now(code)
 
 
-def _flush_and_exit(code: int) -> NoReturn:  # pragma: no cover (every CLI test runs it)
+def _exit_now(code: int) -> NoReturn:  # pragma: no cover (every CLI test runs it)
+    """Exit handlers, output flushed, then the exit; unmeasured, as coverage saves its data
+    in the first of the exit handlers."""
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed pipe: nothing more to say
             stream.flush()

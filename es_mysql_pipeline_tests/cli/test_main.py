@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from es_mysql_pipeline_tests.fixtures.prometheus import free_port
 from es_mysql_pipeline_tests.helpers import (
     SAMPLE,
     event_rows,
@@ -342,8 +344,21 @@ def test_a_second_ctrl_c_aborts_at_once(big_csv: Path, tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_without_linger_the_endpoint_ends_with_the_run(tmp_path: Path) -> None:
+    """--metrics-port alone: the command returns when the run is done, the port freed."""
+    port = free_port()
+    proc = cli(
+        *("--csv_file", SAMPLE, "--sink_type", "file", "--output_file", str(tmp_path / "o.jsonl")),
+        *("--metrics-port", str(port), "--no-progress"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Summary" in proc.stdout and "Traceback" not in proc.stderr
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))  # free: nothing serves it any more
+
+
 def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
-    import socket
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
