@@ -115,7 +115,10 @@ def test_a_run_in_progress_keeps_its_stage_when_another_run_of_the_day_ends(
     monkeypatch.setattr(f"{__name__}.HOLD", hold)
     ENTERED.clear()
     held: list[dg.ExecuteInProcessResult] = []
-    thread = threading.Thread(target=lambda: held.append(materialize(plan, instance, DAY)))
+    # a daemon thread, joined with a time limit: if A hangs, this test fails, not the suite
+    thread = threading.Thread(
+        target=lambda: held.append(materialize(plan, instance, DAY)), daemon=True
+    )
     thread.start()
     try:
         # run A has staged its raw records and waits in its transform (logging nothing: two
@@ -132,4 +135,4 @@ def test_a_run_in_progress_keeps_its_stage_when_another_run_of_the_day_ends(
     finally:
         hold.set()
         thread.join(60)
-    assert held and held[0].success
+    assert held and held[0].success, "run A did not finish"

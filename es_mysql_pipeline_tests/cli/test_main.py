@@ -310,14 +310,26 @@ def test_signal_stops_cleanly_and_publishes_nothing(
     assert not list(tmp_path.glob("out.jsonl.tmp*"))
 
 
+SLOW_ANALYZER = """
+import pathlib, time
+
+def analyze(record):
+    pathlib.Path("analyzing").touch()
+    time.sleep(0.002)  # a transform batch in flight lasts seconds: the first stop must wait
+    return {}
+"""
+
+
 @pytest.mark.slow
 def test_a_second_ctrl_c_aborts_at_once(big_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
+    (tmp_path / "slow_analyzer.py").write_text(SLOW_ANALYZER, encoding="utf-8")
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "es_mysql_pipeline", "--csv_file", str(big_csv)),
             *("--sink_type", "file", "--output_file", str(out), "--batch-size", "500"),
             *("--staging-dir", str(tmp_path / "staging")),
+            *("--analyzer", "slow_analyzer.analyze"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -327,8 +339,8 @@ def test_a_second_ctrl_c_aborts_at_once(big_csv: Path, tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 120
-        while not any(p.is_file() for p in (tmp_path / "staging").rglob("*")):
-            assert proc.poll() is None and time.monotonic() < deadline, "the run never started"
+        while not (tmp_path / "analyzing").exists():  # the transform's batches are in flight
+            assert proc.poll() is None and time.monotonic() < deadline, "no transform started"
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.1)
