@@ -33,7 +33,7 @@ from es_mysql_pipeline.resources.sinks import JsonlSink, SqlSink
 from es_mysql_pipeline.resources.sources import FileSource
 from es_mysql_pipeline.resources.sources.elasticsearch import ElasticsearchSource
 from es_mysql_pipeline.sample_data import sample_csv_path
-from es_mysql_pipeline.targets import PIPELINE_TAG, pool_name, target_tags
+from es_mysql_pipeline.targets import PIPELINE_TAG, TAG_PREFIX, pool_name, target_tags
 
 __all__ = ["EsMysqlPipelines", "PipelinesConfigError", "find_pipeline", "load_pipelines_file"]
 
@@ -235,7 +235,7 @@ class EsMysqlPipelines(dg.Component, dg.Model, dg.Resolvable):
                 where.fail((*at, "backfill"), "max_partitions_per_run must be 1 or more")
             backfill = dg.BackfillPolicy.multi_run(options.backfill.max_partitions_per_run)
         for key, value in options.tags.items():
-            if key.startswith(f"{PIPELINE_TAG.split('/')[0]}/"):
+            if key.startswith(TAG_PREFIX):
                 where.fail((*at, "tags", key), f"tag {key!r} is set by the pipeline itself")
             if not re.match(r"^[A-Za-z0-9_.-]{0,63}$", value):
                 where.fail((*at, "tags", key), f"tag value {value!r}: use letters, digits, _ . -")

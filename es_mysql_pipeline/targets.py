@@ -17,12 +17,14 @@ import dagster as dg
 
 from es_mysql_pipeline.errors import ConfigError
 
-SOURCE_TAG = "es_mysql_pipeline/source"
-SINK_TAG = "es_mysql_pipeline/sink"
+#: The prefix of the tags the pipeline sets itself (a user's tags may not use it).
+TAG_PREFIX = "es_mysql_pipeline/"
+SOURCE_TAG = f"{TAG_PREFIX}source"
+SINK_TAG = f"{TAG_PREFIX}sink"
 #: The sink table a run loads (shown in the UI; the load step's pool is named after it).
-SINK_TABLE_TAG = "es_mysql_pipeline/sink_table"
+SINK_TABLE_TAG = f"{TAG_PREFIX}sink_table"
 #: The pipeline a run (and an asset) belongs to: a YAML pipeline's name, metrics fold by it.
-PIPELINE_TAG = "es_mysql_pipeline/pipeline_id"
+PIPELINE_TAG = f"{TAG_PREFIX}pipeline_id"
 
 _SETTINGS = {
     SOURCE_TAG: "ES_MYSQL_PIPELINE_ENV and CSV_FILE (or ES_URL, ES_INDEX)",

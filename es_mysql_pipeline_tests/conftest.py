@@ -7,12 +7,15 @@ import importlib
 import os
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
 
 from es_mysql_pipeline_tests.support.mysql import MYSQL_URL, drop_table, engine_for
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 pytest_plugins = [
     "es_mysql_pipeline_tests.fixtures.es",
@@ -76,6 +79,15 @@ def split_target(target: str) -> tuple[str, str]:
     """``url#table`` → (url, table); SQLite targets use table ``records``."""
     url, _, table = target.partition("#")
     return url, table or "records"
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance of its own (temporary storage) for runs and sensor ticks."""
+    import dagster as dg  # here: most tests never need Dagster loaded
+
+    with dg.instance_for_test() as inst:
+        yield inst
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ running run's kept, and a step whose upstream never ran refused in one line."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -69,12 +68,6 @@ def held_analyzer(row: dict[str, object]) -> dict[str, object]:
         ENTERED.set()
         assert HOLD.wait(30), "never released"
     return {}
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def test_an_unpartitioned_pipeline_stages_per_run_and_keeps_the_last(

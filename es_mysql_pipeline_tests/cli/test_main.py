@@ -238,17 +238,8 @@ def finish():
 def test_the_command_waits_for_threads_the_analyzer_started(tmp_path: Path) -> None:
     (tmp_path / "late_analyzer.py").write_text(ANALYZER, encoding="utf-8")
     proc = cli(
-        "--csv_file",
-        SAMPLE,
-        "--sink_type",
-        "file",
-        "--output_file",
-        str(tmp_path / "o.jsonl"),
-        "--analyzer",
-        "late_analyzer.analyze",
-        "--transform-processes",
-        "1",
-        "--no-progress",
+        *TO_FILE,
+        *("--analyzer", "late_analyzer.analyze", "--transform-processes", "1", "--no-progress"),
         cwd=tmp_path,  # python -m: the analyzer is imported from here
     )
     assert proc.returncode == 0, proc.stderr
@@ -360,7 +351,7 @@ def test_without_linger_the_endpoint_ends_with_the_run(tmp_path: Path) -> None:
     """--metrics-port alone: the command returns when the run is done, the port freed."""
     port = free_port()
     proc = cli(
-        *("--csv_file", SAMPLE, "--sink_type", "file", "--output_file", str(tmp_path / "o.jsonl")),
+        *TO_FILE,
         *("--metrics-port", str(port), "--no-progress"),
         cwd=tmp_path,
     )

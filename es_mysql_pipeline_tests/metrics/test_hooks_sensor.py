@@ -50,12 +50,6 @@ def gateway_samples(pg: PushgatewayServer, name: str, **labels: str) -> list[flo
     return out
 
 
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
 def test_hooks_push_nothing_the_sensor_pushes_each_step_to_its_own_group(
     pushgateway: PushgatewayServer, instance: dg.DagsterInstance
 ) -> None:

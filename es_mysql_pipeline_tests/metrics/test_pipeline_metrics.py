@@ -9,7 +9,6 @@ Pushgateway. ``test_defs_are_wired_for_metrics`` checks the shipped ``defs`` its
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ from .seed_queries import P95_LATENCY, RECORDS_PER_SECOND, SUCCESS_RATE, selecto
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PARTITIONS = ("2024-01-01", "2024-01-02", "2024-01-03")
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 @pytest.mark.parametrize("job_name", ["records_job", "__ASSET_JOB"])

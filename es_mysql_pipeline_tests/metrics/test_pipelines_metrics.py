@@ -37,12 +37,6 @@ BY_PID_FETCH = 'sum by (pipeline_id) (pipeline_records_processed_total{stage="fe
 
 
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
 def defs(
     pushgateway: PushgatewayServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dg.Definitions]:

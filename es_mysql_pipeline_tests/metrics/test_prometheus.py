@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -60,12 +59,6 @@ def grafana_to_promql(expr: str) -> str:
         .replace("$__rate_interval", "1m")
         .replace("$__range", "5m")
     )
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def test_dagster_runs_seed_queries_and_dashboard(

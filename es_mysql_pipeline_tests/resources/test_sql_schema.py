@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import re
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -135,6 +137,20 @@ def test_a_table_without_the_id_column_is_refused(sql_target: str) -> None:
     )
 
 
+@contextlib.contextmanager
+def reading_transaction(url: str, table: str) -> Iterator[sa.Connection]:
+    """A connection whose open transaction has read ``table``: it holds the table's metadata
+    lock, so DDL on the table waits until it rolls back or the block ends."""
+    engine = sa.create_engine(url)
+    reader = engine.connect()
+    try:
+        reader.exec_driver_sql(f"SELECT * FROM `{table}`").all()
+        yield reader
+    finally:
+        reader.close()
+        engine.dispose()
+
+
 @pytest.mark.integration
 def test_a_schema_change_kept_waiting_by_a_query_is_tried_again(
     mysql_url: str, mysql_table: str, monkeypatch: pytest.MonkeyPatch
@@ -144,17 +160,13 @@ def test_a_schema_change_kept_waiting_by_a_query_is_tried_again(
     monkeypatch.setattr(schema, "_DDL_LOCK_WAIT", 1)
     sink = SqlSink(url=mysql_url, table=mysql_table)
     load(sink, shape(), rows(range(3)))
-    engine = sa.create_engine(mysql_url)
-    reader = engine.connect()
-    reader.exec_driver_sql(f"SELECT * FROM `{mysql_table}`").all()  # its transaction stays open
-    done_reading = threading.Timer(2.5, reader.rollback)
-    done_reading.start()
-    try:
-        counts, report = load(sink, shape("region"), rows(range(3, 6), region=1))
-    finally:
-        done_reading.join()
-        reader.close()
-        engine.dispose()
+    with reading_transaction(mysql_url, mysql_table) as reader:
+        done_reading = threading.Timer(2.5, reader.rollback)
+        done_reading.start()
+        try:
+            counts, report = load(sink, shape("region"), rows(range(3, 6), region=1))
+        finally:
+            done_reading.join()
     assert counts.inserted == 3 and report.added == ["region"]
     assert "region" in columns(mysql_url, mysql_table)
 
@@ -168,20 +180,16 @@ def test_a_load_waiting_too_long_for_another_loads_schema_change_says_so(
     monkeypatch.setattr(schema, "_DDL_LOCK_TIMEOUT", 1)
     sink = SqlSink(url=mysql_url, table=mysql_table)
     load(sink, shape(), rows(range(3)))
-    engine = sa.create_engine(mysql_url)
-    reader = engine.connect()
-    reader.exec_driver_sql(f"SELECT * FROM `{mysql_table}`").all()  # its transaction stays open
-    first = threading.Thread(target=load, args=(sink, shape("region"), rows(range(3, 6))))
-    first.start()
-    try:
-        time.sleep(0.5)  # the first load holds the table's schema lock, its ALTER waiting
-        with pytest.raises(SinkError) as info:
-            load(sink, shape(), rows(range(6, 9)))
-    finally:
-        reader.rollback()
-        first.join()
-        reader.close()
-        engine.dispose()
+    with reading_transaction(mysql_url, mysql_table) as reader:
+        first = threading.Thread(target=load, args=(sink, shape("region"), rows(range(3, 6))))
+        first.start()
+        try:
+            time.sleep(0.5)  # the first load holds the table's schema lock, its ALTER waiting
+            with pytest.raises(SinkError) as info:
+                load(sink, shape(), rows(range(6, 9)))
+        finally:
+            reader.rollback()
+            first.join()
     assert str(info.value) == (f"table {mysql_table!r}: waited 1s for another load's schema change")
     assert "region" in columns(mysql_url, mysql_table)  # the first load went on
 
